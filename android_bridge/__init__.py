@@ -1,0 +1,1 @@
+"""The stable surface a mobile app calls."""

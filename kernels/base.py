@@ -1,0 +1,188 @@
+"""The one seam between Tandem and a model runtime: the `Engine` protocol.
+
+An engine turns a prompt into a stream of `TokenEvent`s, each carrying the log-probability
+of the chosen token and the entropy of that step's full distribution: the raw material of
+the runtime's confidence score. Everything else (policy, privacy, the network) lives above.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat turn."""
+
+    role: Role
+    content: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Message:
+        role = data.get("role")
+        content = data.get("content")
+        if role not in ("system", "user", "assistant"):
+            raise ValueError(f"message role must be system, user or assistant, not {role!r}")
+        if not isinstance(content, str):
+            raise ValueError("message content must be a string")
+        return cls(role=role, content=content)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    """One generated token.
+
+    `logprob` is the natural-log probability of `token_id` under the model's full
+    distribution at that step (before temperature / top-p); `entropy` is that
+    distribution's entropy in nats. Engines that cannot see the distribution set both
+    to NaN (and say so through `Engine.info.has_logprobs`).
+    """
+
+    text: str
+    token_id: int
+    logprob: float
+    entropy: float
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    """Sampling and stopping parameters. temperature 0 means greedy."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """A finished generation: the text, every token event, why it stopped, usage."""
+
+    text: str
+    tokens: tuple[TokenEvent, ...]
+    finish_reason: FinishReason
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What a loaded model is."""
+
+    id: str
+    path: str
+    engine: str
+    context_length: int
+    chat: bool
+    has_logprobs: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+Prompt = str | Sequence[Message]
+"""A raw completion prompt (str) or chat messages to render with the model's template."""
+
+
+class TokenStream(Iterator[TokenEvent]):
+    """An iterator of token events; `finish_reason` and `usage` are set once it is exhausted.
+
+    Engines subclass it (or wrap a generator in it). `cancel()` may be called from any
+    thread; the stream then ends after the token being decoded, with reason "cancelled".
+    """
+
+    def __init__(self, events: Iterator[TokenEvent], cancel: threading.Event | None = None):
+        self._events = events
+        self.cancel_event = cancel if cancel is not None else threading.Event()
+        self.finish_reason: FinishReason | None = None
+        self.usage: Usage | None = None
+
+    def __iter__(self) -> TokenStream:
+        return self
+
+    def __next__(self) -> TokenEvent:
+        return next(self._events)
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def finish(self, reason: FinishReason, usage: Usage) -> None:
+        self.finish_reason = reason
+        self.usage = usage
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A loaded model. Implementations: `kernels.llama_cpp_engine.LlamaCppEngine`, ..."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def render(self, prompt: Prompt) -> str:
+        """The exact text fed to the model: chat template for chat models, plain for base."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def stream(
+        self,
+        prompt: Prompt,
+        params: GenerationParams,
+        cancel: threading.Event | None = None,
+    ) -> TokenStream: ...
+
+    def close(self) -> None: ...
+
+
+def collect(stream: TokenStream) -> Generation:
+    """Drain a token stream into a `Generation`."""
+    events = tuple(stream)
+    assert stream.finish_reason is not None and stream.usage is not None
+    return Generation(
+        text="".join(e.text for e in events),
+        tokens=events,
+        finish_reason=stream.finish_reason,
+        usage=stream.usage,
+    )
+
+
+def generate(
+    engine: Engine,
+    prompt: Prompt,
+    params: GenerationParams | None = None,
+    cancel: threading.Event | None = None,
+) -> Generation:
+    """Run a whole generation on `engine` and collect it."""
+    return collect(engine.stream(prompt, params or GenerationParams(), cancel))

@@ -1,0 +1,244 @@
+"""One typed configuration: a TOML file plus `TANDEM_*` environment variables.
+
+Sections are frozen dataclasses; adding a section is adding a dataclass and a field on
+`TandemConfig`. Values are validated against the annotations at load time, and every
+error names the offending key (`model.threads`, `TANDEM_SERVER_PORT`).
+
+Precedence: defaults < TOML file < environment. The environment variable for
+`section.key` is `TANDEM_SECTION_KEY` (upper case), e.g. `TANDEM_MODEL_SPEC`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from runtime.errors import ConfigError
+
+Mode = Literal["local-only", "prefer-local", "prefer-cloud", "cloud-only"]
+MODES: tuple[str, ...] = get_args(Mode)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    spec: str = "bundled:smollm2-135m"  # bundled:NAME, a .gguf path, or an engine-specific spec
+    engine: Literal["auto", "llama.cpp"] = "auto"
+    threads: int = 0  # 0: one per physical core
+    context_length: int = 2048
+    seed: int = 0
+    cache_dir: str = ""  # where assembled / converted models go; "" = ~/.cache/tandem
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationConfig:
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    mode: Mode = "prefer-local"
+    confidence_threshold: float = 0.5  # prefer-local escalates below this score
+    queue_size: int = 16  # requests waiting for the one local engine
+    telemetry_path: str = ""  # "" = ~/.local/state/tandem/telemetry.sqlite3
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorConfig:
+    cache_interval_s: float = 1.0
+    network_interval_s: float = 10.0
+    network_timeout_s: float = 1.0
+    pushed_ttl_s: float = 300.0  # signals pushed by an app expire after this
+    sysfs_root: str = "/sys"
+    vcgencmd: str = "vcgencmd"
+    tegrastats: str = "tegrastats"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8088
+    max_body_bytes: int = 1_048_576
+    model_name: str = "tandem"  # the id served at /v1/models
+
+
+@dataclass(frozen=True, slots=True)
+class TandemConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+    def replace(self, **sections: Any) -> TandemConfig:
+        """A copy with some sections replaced (each a section instance)."""
+        return dataclasses.replace(self, **sections)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+ENV_PREFIX = "TANDEM_"
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> TandemConfig:
+    """Load and validate the configuration.
+
+    `path`: a TOML file (None: `$TANDEM_CONFIG` if set, else defaults only).
+    `env`: the environment to read `TANDEM_*` keys from (default: `os.environ`).
+    `overrides`: dotted keys (`"model.spec"`) applied last, e.g. from CLI flags.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, dict[str, Any]] = {}
+    if path is None and env.get("TANDEM_CONFIG"):
+        path = env["TANDEM_CONFIG"]
+    if path is not None:
+        raw = _read_toml(Path(path))
+    sections = {f.name: f for f in dataclasses.fields(TandemConfig)}
+    for name, table in raw.items():
+        if name not in sections:
+            raise ConfigError(f"unknown config section [{name}] (known: {', '.join(sections)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"config key {name} must be a table [{name}]")
+    _apply_env(raw, env, sections)
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section not in sections or not key:
+            raise ConfigError(f"unknown config key {dotted}")
+        raw.setdefault(section, {})[key] = value
+    built = {name: _build_section(name, f.type, raw.get(name, {})) for name, f in sections.items()}
+    return TandemConfig(**built)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def _section_class(annotation: Any) -> type[Any]:
+    hints = typing.get_type_hints(TandemConfig)
+    cls = annotation if isinstance(annotation, type) else None
+    if cls is None:
+        for value in hints.values():
+            if getattr(value, "__name__", None) == annotation:
+                cls = value
+    if cls is None or not dataclasses.is_dataclass(cls):
+        raise ConfigError(f"internal: section type {annotation!r} is not a dataclass")
+    return cls
+
+
+def _apply_env(
+    raw: dict[str, dict[str, Any]], env: Mapping[str, str], sections: Mapping[str, Any]
+) -> None:
+    for name, f in sections.items():
+        cls = _section_class(f.type)
+        known = {sf.name for sf in dataclasses.fields(cls)}
+        prefix = f"{ENV_PREFIX}{name.upper()}_"
+        for var, value in env.items():
+            if not var.startswith(prefix):
+                continue
+            key = var[len(prefix) :].lower()
+            if key not in known:
+                raise ConfigError(f"unknown environment variable {var} (no key {name}.{key})")
+            raw.setdefault(name, {})[key] = _EnvString(var, value)
+
+
+class _EnvString(str):
+    """A value read from the environment: parsed to the field's type, named by its variable."""
+
+    var: str
+
+    def __new__(cls, var: str, value: str) -> _EnvString:
+        obj = super().__new__(cls, value)
+        obj.var = var
+        return obj
+
+
+def _build_section(name: str, annotation: Any, table: Mapping[str, Any]) -> Any:
+    cls = _section_class(annotation)
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"unknown config key {name}.{key} (known: {', '.join(sorted(known))})")
+        label = value.var if isinstance(value, _EnvString) else f"{name}.{key}"
+        values[key] = _coerce(label, hints[key], value)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config section [{name}]: {exc}") from exc
+
+
+def _coerce(label: str, annotation: Any, value: Any) -> Any:
+    from_env = isinstance(value, _EnvString)
+    origin = get_origin(annotation)
+    if origin is Literal:
+        allowed = get_args(annotation)
+        if value not in allowed:
+            choices = ", ".join(repr(a) for a in allowed)
+            raise ConfigError(f"{label} must be one of {choices}, not {str(value)!r}")
+        return str(value)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if from_env and value == "" or value is None:
+            return None
+        return _coerce(label, args[0], value)
+    if origin in (tuple, list):
+        if from_env:
+            value = [v.strip() for v in str(value).split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{label} must be a list, not {type(value).__name__}")
+        (item,) = get_args(annotation)[:1]
+        return tuple(_coerce(label, item, v) for v in value)
+    if annotation is bool:
+        if from_env:
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{label} must be true or false, not {str(value)!r}")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{label} must be true or false, not {value!r}")
+        return value
+    if annotation is int:
+        if from_env:
+            try:
+                return int(value)
+            except ValueError:
+                raise ConfigError(f"{label} must be an integer, not {str(value)!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{label} must be an integer, not {value!r}")
+        return value
+    if annotation is float:
+        if from_env:
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{label} must be a number, not {str(value)!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{label} must be a number, not {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{label} must be a string, not {value!r}")
+        return str(value)
+    raise ConfigError(f"internal: unsupported config type {annotation!r} for {label}")

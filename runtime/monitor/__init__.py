@@ -1,0 +1,1 @@
+"""The resource monitor: CPU, memory, battery, thermal and network snapshots."""
