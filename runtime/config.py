@@ -26,6 +26,11 @@ Mode = Literal["local-only", "prefer-local", "prefer-cloud", "cloud-only"]
 MODES: tuple[str, ...] = get_args(Mode)
 
 
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {message}")
+
+
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
     spec: str = "bundled:smollm2-135m"  # bundled:NAME, a .gguf path, or an engine-specific spec
@@ -35,12 +40,21 @@ class ModelConfig:
     seed: int = 0
     cache_dir: str = ""  # where assembled / converted models go; "" = ~/.cache/tandem
 
+    def __post_init__(self) -> None:
+        _check(self.threads >= 0, "model.threads", "must be >= 0 (0 = one per core)")
+        _check(self.context_length >= 64, "model.context_length", "must be >= 64")
+
 
 @dataclass(frozen=True, slots=True)
 class GenerationConfig:
     max_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.max_tokens >= 1, "generation.max_tokens", "must be >= 1")
+        _check(self.temperature >= 0, "generation.temperature", "must be >= 0")
+        _check(0 < self.top_p <= 1, "generation.top_p", "must be in (0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +63,11 @@ class RuntimeConfig:
     confidence_threshold: float = 0.5  # prefer-local escalates below this score
     queue_size: int = 16  # requests waiting for the one local engine
     telemetry_path: str = ""  # "" = ~/.local/state/tandem/telemetry.sqlite3
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.confidence_threshold <= 1, "runtime.confidence_threshold",
+               "must be in [0, 1]")
+        _check(self.queue_size >= 0, "runtime.queue_size", "must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +80,11 @@ class MonitorConfig:
     vcgencmd: str = "vcgencmd"
     tegrastats: str = "tegrastats"
 
+    def __post_init__(self) -> None:
+        _check(self.cache_interval_s >= 0, "monitor.cache_interval_s", "must be >= 0")
+        _check(self.network_interval_s > 0, "monitor.network_interval_s", "must be > 0")
+        _check(self.network_timeout_s > 0, "monitor.network_timeout_s", "must be > 0")
+
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
@@ -68,6 +92,10 @@ class ServerConfig:
     port: int = 8088
     max_body_bytes: int = 1_048_576
     model_name: str = "tandem"  # the id served at /v1/models
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port <= 65535, "server.port", "must be in 0..65535")
+        _check(self.max_body_bytes >= 1024, "server.max_body_bytes", "must be >= 1024")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,11 +206,14 @@ def _build_section(name: str, annotation: Any, table: Mapping[str, Any]) -> Any:
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in known:
-            raise ConfigError(f"unknown config key {name}.{key} (known: {', '.join(sorted(known))})")
+            known_s = ", ".join(sorted(known))
+            raise ConfigError(f"unknown config key {name}.{key} (known: {known_s})")
         label = value.var if isinstance(value, _EnvString) else f"{name}.{key}"
         values[key] = _coerce(label, hints[key], value)
     try:
         return cls(**values)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config section [{name}]: {exc}") from exc
 

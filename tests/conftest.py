@@ -1,0 +1,18 @@
+"""Shared fixtures: the real bundled model, loaded once per test session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from kernels import Engine
+from kernels.registry import load_engine
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    """SmolLM2-135M through llama.cpp (the real bundled model)."""
+    eng = load_engine("bundled:smollm2-135m", context_length=1024, seed=0)
+    yield eng
+    eng.close()

@@ -1,0 +1,66 @@
+"""Configuration: TOML + TANDEM_* environment, validated with errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime.config import TandemConfig, load_config
+from runtime.errors import ConfigError
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tandem.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_need_no_file() -> None:
+    cfg = load_config(env={})
+    assert cfg == TandemConfig()
+    assert cfg.model.spec == "bundled:smollm2-135m"
+    assert cfg.runtime.mode == "prefer-local"
+
+
+def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
+    path = _toml(tmp_path, '[model]\nthreads = 3\nspec = "a.gguf"\n[server]\nport = 9000\n')
+    cfg = load_config(path, env={"TANDEM_MODEL_THREADS": "4", "TANDEM_RUNTIME_MODE": "local-only"},
+                      overrides={"server.port": 9100})
+    assert cfg.model.threads == 4  # env beats file
+    assert cfg.model.spec == "a.gguf"
+    assert cfg.runtime.mode == "local-only"
+    assert cfg.server.port == 9100  # overrides beat both
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "[generation]\nmax_tokens = 7\n")
+    assert load_config(env={"TANDEM_CONFIG": str(path)}).generation.max_tokens == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[model]\nthreds = 2\n", {}, "unknown config key model.threds"),
+        ("[modle]\n", {}, r"unknown config section \[modle\]"),
+        ('[model]\nthreads = "two"\n', {}, "model.threads must be an integer, not 'two'"),
+        ("[generation]\ntemperature = true\n", {}, "generation.temperature must be a number"),
+        ('[runtime]\nmode = "sometimes"\n', {}, "runtime.mode must be one of"),
+        ("[runtime]\nconfidence_threshold = 1.5\n", {}, r"runtime.confidence_threshold must be in"),
+        ("[server]\nport = 70000\n", {}, "server.port must be in 0..65535"),
+        ("", {"TANDEM_SERVER_PORT": "eighty"}, "TANDEM_SERVER_PORT must be an integer"),
+        ("", {"TANDEM_MODEL_COLOUR": "red"}, "unknown environment variable TANDEM_MODEL_COLOUR"),
+        ("model = 3\n", {}, "config key model must be a table"),
+        ("[model\n", {}, "is not valid TOML"),
+    ],
+)
+def test_bad_values_name_the_key(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_toml(tmp_path, text), env=env)
+
+
+def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"config file not found: {tmp_path / 'nope.toml'}"):
+        load_config(tmp_path / "nope.toml", env={})

@@ -1,0 +1,240 @@
+"""The device HTTP API, driven by the official `openai` client and raw HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import httpx
+import openai
+import pytest
+
+from kernels import Engine
+from runtime.config import RuntimeConfig, ServerConfig, load_config
+from runtime.facade import Runtime
+from runtime.result import Result
+from tests.device_server import serve_in_thread
+
+HELLO = [{"role": "user", "content": "Say hello."}]
+
+
+def _runtime(engine: Engine, queue_size: int = 4, max_body: int = 1_048_576) -> Runtime:
+    cfg = load_config(env={})
+    cfg = cfg.replace(
+        runtime=RuntimeConfig(queue_size=queue_size),
+        server=ServerConfig(max_body_bytes=max_body, model_name="tandem"),
+    )
+    return Runtime(cfg, engine=engine)
+
+
+@pytest.fixture()
+def runtime(engine: Engine) -> Iterator[Runtime]:
+    rt = _runtime(engine)
+    yield rt
+    rt.monitor.close()
+
+
+@pytest.fixture()
+def base_url(runtime: Runtime) -> Iterator[str]:
+    with serve_in_thread(runtime) as url:
+        yield url
+
+
+@pytest.fixture()
+def client(base_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+
+
+def test_plain_completion_through_the_openai_client(client: openai.OpenAI) -> None:
+    resp = client.chat.completions.create(model="tandem", messages=HELLO, max_tokens=12)  # type: ignore[arg-type]
+    choice = resp.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    assert resp.usage is not None and 0 < resp.usage.completion_tokens <= 12
+    tandem = (resp.model_extra or {})["tandem"]
+    assert tandem["source"] == "local"
+    assert "prefer-local" in tandem["reason"]
+    assert 0.0 <= tandem["confidence"]["score"] <= 1.0
+    assert tandem["timings"]["ttft_ms"] > 0
+    assert tandem["resources"]["memory"]["total_bytes"] > 0
+
+
+def test_streaming_matches_the_plain_answer(client: openai.OpenAI) -> None:
+    plain = client.chat.completions.create(model="tandem", messages=HELLO, max_tokens=16)  # type: ignore[arg-type]
+    chunks = list(
+        client.chat.completions.create(
+            model="tandem", messages=HELLO, max_tokens=16, stream=True  # type: ignore[arg-type]
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+    final = chunks[-1]
+    assert final.choices[0].finish_reason == plain.choices[0].finish_reason
+    extra = final.model_extra or {}
+    assert extra["tandem"]["source"] == "local"
+    assert final.usage is not None and plain.usage is not None
+    assert final.usage.completion_tokens == plain.usage.completion_tokens
+
+
+def test_sse_is_framed_as_openai_does(base_url: str) -> None:
+    body = {"model": "tandem", "messages": HELLO, "max_tokens": 4, "stream": True}
+    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        raw = r.read().decode()
+    events = [e for e in raw.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events)
+    assert events[-1] == "data: [DONE]"
+    first = json.loads(events[0][6:])
+    assert first["object"] == "chat.completion.chunk"
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+
+
+def test_models_health_and_device_status(client: openai.OpenAI, base_url: str) -> None:
+    ids = [m.id for m in client.models.list()]
+    assert ids == ["tandem", "bundled:smollm2-135m"]
+    assert httpx.get(f"{base_url}/healthz").json() == {"status": "ok"}
+    status = httpx.get(f"{base_url}/v1/device/status").json()
+    assert status["cpu"]["count"] >= 1
+    assert status["battery"] is None  # this machine has no battery
+
+
+def test_pushed_signals_show_in_the_status(base_url: str) -> None:
+    r = httpx.post(
+        f"{base_url}/v1/device/signals",
+        json={"battery_percent": 17.0, "plugged_in": False, "temperature_c": 71.5},
+    )
+    assert r.status_code == 200, r.text
+    status = httpx.get(f"{base_url}/v1/device/status").json()
+    assert status["battery"]["percent"] == 17.0
+    assert status["battery"]["plugged_in"] is False
+    assert status["battery"]["source"] == "pushed"
+    assert status["thermal"]["hottest_c"] == 71.5
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code"),
+    [
+        (b"{not json", 400, "invalid_json"),
+        (b"[1, 2]", 400, "invalid_json"),
+        (json.dumps({"model": "gpt-9", "messages": HELLO}).encode(), 404, "model_not_found"),
+        (json.dumps({"model": "tandem", "messages": []}).encode(), 400, "invalid_value"),
+        (json.dumps({"model": "tandem", "messages": [{"role": "robot", "content": "x"}]}).encode(),
+         400, "invalid_value"),
+        (json.dumps({"model": "tandem", "messages": HELLO, "max_tokens": 0}).encode(),
+         400, "invalid_value"),
+        (json.dumps({"model": "tandem", "messages": HELLO, "temperature": "hot"}).encode(),
+         400, "invalid_value"),
+        (json.dumps({"model": "tandem", "messages": HELLO, "tandem": {"mode": "warp"}}).encode(),
+         400, "mode_unavailable"),
+        (json.dumps({"model": "tandem", "messages": HELLO,
+                     "tandem": {"mode": "cloud-only"}}).encode(), 400, "mode_unavailable"),
+        (json.dumps({"model": "tandem", "messages": [
+            {"role": "user", "content": "word " * 3000}]}).encode(),
+         400, "context_length_exceeded"),
+    ],
+)
+def test_bad_requests_get_openai_error_bodies_and_the_server_keeps_serving(
+    base_url: str, client: openai.OpenAI, payload: bytes, status: int, code: str
+) -> None:
+    r = httpx.post(f"{base_url}/v1/chat/completions", content=payload,
+                   headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == code
+    assert err["message"]
+    ok = client.chat.completions.create(model="tandem", messages=HELLO, max_tokens=2)  # type: ignore[arg-type]
+    assert ok.choices[0].message.content is not None
+
+
+def test_oversized_body_is_413(engine: Engine) -> None:
+    rt = _runtime(engine, max_body=2048)
+    with serve_in_thread(rt) as url:
+        big = {"model": "tandem", "messages": [{"role": "user", "content": "x" * 5000}]}
+        r = httpx.post(f"{url}/v1/chat/completions", json=big)
+        assert r.status_code == 413
+        assert r.json()["error"]["code"] == "body_too_large"
+        assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_openai_client_raises_its_own_errors(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=HELLO)  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tandem", messages=[])
+
+
+def _open_stream(base_url: str, max_tokens: int) -> socket.socket:
+    """Start a streaming request on a raw socket and read until the first token arrives."""
+    u = urlparse(base_url)
+    sock = socket.create_connection((u.hostname, u.port), timeout=60)
+    body = json.dumps({"model": "tandem", "messages": HELLO, "max_tokens": max_tokens,
+                       "stream": True}).encode()
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+    seen = b""
+    while seen.count(b"data: ") < 3:  # the role chunk, then two content chunks
+        data = sock.recv(4096)
+        assert data, "server closed early"
+        seen += data
+    assert b" 200 " in seen.split(b"\r\n")[0]
+    return sock
+
+
+def test_client_disconnect_cancels_generation_and_frees_the_engine(
+    runtime: Runtime, base_url: str, client: openai.OpenAI
+) -> None:
+    results: list[Result] = []
+    done = threading.Event()
+
+    def listen(result: Result) -> None:
+        results.append(result)
+        done.set()
+
+    runtime.listeners.append(listen)
+    sock = _open_stream(base_url, max_tokens=1000)
+    sock.close()
+    assert done.wait(60), "the abandoned generation never finished"
+    assert results[0].finish_reason == "cancelled"
+    assert results[0].usage.completion_tokens < 1000
+    deadline = time.monotonic() + 30
+    while runtime.queue_depth and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert runtime.queue_depth == 0
+    ok = client.chat.completions.create(model="tandem", messages=HELLO, max_tokens=3)  # type: ignore[arg-type]
+    assert ok.usage is not None and ok.usage.completion_tokens <= 3
+
+
+def test_full_queue_answers_429_with_retry_after(engine: Engine) -> None:
+    rt = _runtime(engine, queue_size=0)  # one running, none waiting
+    with serve_in_thread(rt) as url:
+        sock = _open_stream(url, max_tokens=1000)
+        try:
+            r = httpx.post(f"{url}/v1/chat/completions",
+                           json={"model": "tandem", "messages": HELLO, "max_tokens": 2})
+            assert r.status_code == 429
+            assert r.headers["Retry-After"] == "1"
+            assert r.json()["error"]["code"] == "queue_full"
+        finally:
+            sock.close()
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"battery_percent": 140}, "battery_percent must be between 0 and 100"),
+        ({"battery": 50}, "unknown signal(s) battery"),
+        ({"plugged_in": "yes"}, "plugged_in"),
+    ],
+)
+def test_bad_signals_are_400(base_url: str, payload: dict[str, object], message: str) -> None:
+    r = httpx.post(f"{base_url}/v1/device/signals", json=payload)
+    assert r.status_code == 400
+    assert message in r.json()["error"]["message"]

@@ -1,0 +1,161 @@
+"""The llama.cpp engine with the real bundled model."""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kernels import (
+    ContextOverflowError,
+    Engine,
+    GenerationParams,
+    Message,
+    ModelNotFoundError,
+    generate,
+)
+from kernels.logprobs import log_softmax, step_stats
+from kernels.registry import resolve
+
+QUESTION = [Message("user", "Name three colours.")]
+
+
+def test_bundled_smollm2_resolves_to_the_packaged_gguf() -> None:
+    model = resolve("bundled:smollm2-135m")
+    assert model.path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert model.path.stat().st_size > 90_000_000
+    assert model.chat is True
+
+
+def test_unknown_bundled_model_and_missing_path_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="unknown bundled model 'bundled:nope'"):
+        resolve("bundled:nope")
+    with pytest.raises(ModelNotFoundError, match="model file not found"):
+        resolve(str(tmp_path / "missing.gguf"))
+    other = tmp_path / "model.bin"
+    other.write_bytes(b"x")
+    with pytest.raises(ModelNotFoundError, match="unsupported model"):
+        resolve(str(other))
+
+
+def test_chat_template_is_applied(engine: Engine) -> None:
+    text = engine.render(QUESTION)
+    assert text.startswith("<|im_start|>system\n")
+    assert "<|im_start|>user\nName three colours.<|im_end|>" in text
+    assert text.endswith("<|im_start|>assistant\n")
+    assert engine.render("raw prompt") == "raw prompt"
+
+
+def test_seeded_greedy_generation_is_repeatable(engine: Engine) -> None:
+    params = GenerationParams(max_tokens=24, temperature=0.0, seed=7)
+    first = generate(engine, QUESTION, params)
+    second = generate(engine, QUESTION, params)
+    assert first.text == second.text
+    assert [t.token_id for t in first.tokens] == [t.token_id for t in second.tokens]
+    assert first.usage.completion_tokens == len(first.tokens) == 24
+    assert first.finish_reason == "length"
+
+
+def test_seeded_sampling_is_repeatable_and_seed_dependent(engine: Engine) -> None:
+    a = generate(engine, QUESTION, GenerationParams(max_tokens=24, temperature=1.0, seed=1))
+    b = generate(engine, QUESTION, GenerationParams(max_tokens=24, temperature=1.0, seed=1))
+    c = generate(engine, QUESTION, GenerationParams(max_tokens=24, temperature=1.0, seed=2))
+    assert a.text == b.text
+    assert [t.token_id for t in a.tokens] != [t.token_id for t in c.tokens]
+
+
+def test_logprobs_match_llama_cpp_logits_all(engine: Engine) -> None:
+    """The processor's log-probs equal llama-cpp-python's own (logits_all=True) within 1e-3."""
+    from llama_cpp import Llama
+
+    prompt = engine.render(QUESTION)
+    ours = generate(engine, prompt, GenerationParams(max_tokens=12))
+    ref_llm = Llama(model_path=engine.info.path, n_ctx=1024, logits_all=True, verbose=False)
+    try:
+        ref = ref_llm.create_completion(
+            prompt, max_tokens=12, temperature=0.0, logprobs=1, top_k=1
+        )
+    finally:
+        ref_llm.close()
+    ref_lp = ref["choices"][0]["logprobs"]["token_logprobs"]  # type: ignore[index]
+    assert ref["choices"][0]["text"] == ours.text  # type: ignore[index]
+    assert len(ref_lp) == len(ours.tokens)
+    for mine, theirs in zip(ours.tokens, ref_lp, strict=True):
+        assert mine.logprob == pytest.approx(float(theirs), abs=1e-3)
+
+
+def test_entropy_and_logprob_of_each_token_are_consistent(engine: Engine) -> None:
+    gen = generate(engine, QUESTION, GenerationParams(max_tokens=8))
+    vocab = int(engine.info.extra["vocab"])
+    for event in gen.tokens:
+        assert event.logprob <= 0.0
+        assert 0.0 <= event.entropy <= math.log(vocab)
+        # greedy: the chosen token is the mode, so -logprob can't exceed the entropy bound
+        assert -event.logprob <= math.log(vocab)
+
+
+def test_step_stats_equal_the_full_log_softmax() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 5, size=1000).astype(np.float32)
+    lse, entropy = step_stats(logits)
+    lsm = log_softmax(logits)
+    assert float(logits[3]) - lse == pytest.approx(lsm[3], abs=1e-9)
+    assert entropy == pytest.approx(float(-(np.exp(lsm) * lsm).sum()), rel=1e-9)
+
+
+def test_stop_string_ends_generation_and_is_not_emitted(engine: Engine) -> None:
+    free = generate(engine, QUESTION, GenerationParams(max_tokens=40))
+    # stop on a piece of text the model really produces, from its second word on
+    words = free.text.split()
+    assert len(words) >= 3
+    stop = words[2]
+    stopped = generate(engine, QUESTION, GenerationParams(max_tokens=40, stop=(stop,)))
+    assert stopped.finish_reason == "stop"
+    assert stop not in stopped.text
+    assert free.text.startswith(stopped.text)
+    assert free.text[len(stopped.text) :].startswith(stop)
+
+
+def test_cancellation_mid_stream_stops_after_the_current_token(engine: Engine) -> None:
+    cancel = threading.Event()
+    stream = engine.stream(QUESTION, GenerationParams(max_tokens=200), cancel)
+    for seen, _event in enumerate(stream, start=1):
+        if seen == 5:
+            cancel.set()
+    assert stream.finish_reason == "cancelled"
+    assert stream.usage is not None and stream.usage.completion_tokens == 5
+    # the engine is free again afterwards
+    assert generate(engine, QUESTION, GenerationParams(max_tokens=3)).usage.completion_tokens == 3
+
+
+def test_prompt_longer_than_context_is_refused(engine: Engine) -> None:
+    long_prompt = "word " * (engine.info.context_length + 50)
+    with pytest.raises(ContextOverflowError, match="context is 1024"):
+        engine.stream(long_prompt, GenerationParams(max_tokens=4))
+
+
+def test_count_tokens_matches_the_prompt_usage(engine: Engine) -> None:
+    rendered = engine.render(QUESTION)
+    gen = generate(engine, QUESTION, GenerationParams(max_tokens=1))
+    assert engine.count_tokens(rendered) == gen.usage.prompt_tokens
+
+
+def test_gemma_base_model_assembles_once_and_uses_completion_prompting(tmp_path: Path) -> None:
+    from kernels.registry import load_engine
+
+    model = resolve("bundled:gemma3-270m", tmp_path)
+    assert model.path.parent == tmp_path / "models" and model.chat is False
+    mtime = model.path.stat().st_mtime_ns
+    assert resolve("bundled:gemma3-270m", tmp_path).path.stat().st_mtime_ns == mtime
+    eng = load_engine("bundled:gemma3-270m", cache_dir=tmp_path, context_length=512)
+    try:
+        assert eng.info.chat is False
+        assert eng.render(QUESTION) == "User: Name three colours.\nAssistant:"
+        gen = generate(eng, "The capital of France is", GenerationParams(max_tokens=4))
+        assert gen.usage.completion_tokens >= 1
+        assert all(t.logprob <= 0 for t in gen.tokens)
+    finally:
+        eng.close()
