@@ -1,0 +1,95 @@
+"""The Runtime facade with the real engine: modes, results, the bounded queue."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from kernels import ContextOverflowError, Engine
+from runtime.config import RuntimeConfig, load_config
+from runtime.errors import ModeError, QueueFullError
+from runtime.facade import Runtime
+from runtime.result import Result
+
+Q = [{"role": "user", "content": "Name a fruit."}]
+
+
+@pytest.fixture()
+def rt(engine: Engine) -> Runtime:
+    return Runtime(load_config(env={}), engine=engine)
+
+
+def test_local_only_answer_says_where_and_why(rt: Runtime) -> None:
+    result = rt.generate(Q, mode="local-only", params=rt.params(max_tokens=8))
+    assert result.source == "local"
+    assert result.mode == "local-only"
+    assert result.reason == "mode local-only: the device answers"
+    assert result.text and result.usage.completion_tokens <= 8
+    assert 0 <= result.confidence.score <= 1
+    assert result.timings.ttft_ms <= result.timings.total_ms
+    assert result.resources.memory.total_bytes > 0
+    assert result.model == "bundled:smollm2-135m"
+
+
+def test_stream_pieces_join_to_the_result_text(rt: Runtime) -> None:
+    stream = rt.stream(Q, params=rt.params(max_tokens=12))
+    pieces = list(stream)
+    assert stream.result is not None
+    assert "".join(pieces) == stream.result.text
+    assert stream.result.mode == "prefer-local"
+
+
+@pytest.mark.parametrize("mode", ["prefer-cloud", "cloud-only"])
+def test_cloud_modes_without_a_gateway_fail_clearly(rt: Runtime, mode: str) -> None:
+    with pytest.raises(ModeError, match="no gateway is configured"):
+        rt.generate(Q, mode=mode)
+
+
+def test_unknown_mode_and_bad_messages(rt: Runtime) -> None:
+    with pytest.raises(ModeError, match="unknown mode 'sideways'"):
+        rt.generate(Q, mode="sideways")
+    with pytest.raises(ValueError, match="messages must not be empty"):
+        rt.generate([])
+    with pytest.raises(ValueError, match=r"messages\[0\]: message role"):
+        rt.generate([{"role": "wizard", "content": "x"}])
+
+
+def test_context_overflow_is_raised_before_any_token_and_frees_the_slot(rt: Runtime) -> None:
+    with pytest.raises(ContextOverflowError):
+        rt.stream([{"role": "user", "content": "word " * 5000}])
+    assert rt.queue_depth == 0
+
+
+def test_queue_admits_one_running_plus_queue_size(engine: Engine) -> None:
+    cfg = load_config(env={}).replace(runtime=RuntimeConfig(queue_size=1))
+    rt = Runtime(cfg, engine=engine)
+    first = rt.stream(Q, params=rt.params(max_tokens=200))
+    next(first)  # running
+    second = rt.stream(Q, params=rt.params(max_tokens=2))  # waiting
+    assert rt.queue_depth == 2
+    with pytest.raises(QueueFullError, match="queue is full"):
+        rt.stream(Q)
+    first.cancel()
+    assert first.collect().finish_reason == "cancelled"
+    assert second.collect().usage.completion_tokens <= 2
+    assert rt.queue_depth == 0
+
+
+def test_a_stream_closed_before_its_first_token_frees_its_slot(rt: Runtime) -> None:
+    stream = rt.stream(Q)
+    assert rt.queue_depth == 1
+    stream.close()
+    assert rt.queue_depth == 0
+
+
+def test_listeners_see_every_result_and_cancel_works_across_threads(rt: Runtime) -> None:
+    seen: list[Result] = []
+    rt.listeners.append(seen.append)
+    cancel = threading.Event()
+    stream = rt.stream(Q, params=rt.params(max_tokens=300), cancel=cancel)
+    next(stream)
+    threading.Thread(target=cancel.set).start()
+    result = stream.collect()
+    assert result.finish_reason == "cancelled"
+    assert seen == [result]
