@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from runtime.errors import ConfigError
+from runtime.privacy.policy import PrivacyConfig
 
 Mode = Literal["local-only", "prefer-local", "prefer-cloud", "cloud-only"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -105,6 +106,7 @@ class TandemConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def replace(self, **sections: Any) -> TandemConfig:
         """A copy with some sections replaced (each a section instance)."""

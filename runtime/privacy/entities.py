@@ -1,0 +1,116 @@
+"""What a detector finds: a typed `Span` of the text, and the entity types the filter knows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+# The placeholder labels, also the type names used by the policy and the config.
+PERSON = "PERSON"
+EMAIL = "EMAIL"
+PHONE = "PHONE"
+CARD = "CARD"
+IBAN = "IBAN"
+SSN = "SSN"
+NATIONAL_ID = "NATIONAL_ID"
+IP = "IP"
+URL = "URL"
+DATE = "DATE"
+SECRET = "SECRET"
+ADDRESS = "ADDRESS"
+LOCATION = "LOCATION"
+ORG = "ORG"
+RAW = "RAW"  # text that already looked like a placeholder in the input (kept reversible)
+
+ENTITY_TYPES: tuple[str, ...] = (
+    PERSON, EMAIL, PHONE, CARD, IBAN, SSN, NATIONAL_ID, IP, URL, DATE, SECRET, ADDRESS,
+    LOCATION, ORG,
+)  # fmt: skip
+STRUCTURED_TYPES: frozenset[str] = frozenset({EMAIL, PHONE, CARD, IBAN, SSN, NATIONAL_ID, IP})
+
+# When two detections overlap, the higher rank wins (then the longer one): validated
+# structured values beat pattern guesses, which beat name heuristics.
+_RANK: dict[str, int] = {
+    RAW: 100, SECRET: 90, EMAIL: 85, URL: 80, IBAN: 75, CARD: 70, SSN: 65, NATIONAL_ID: 60,
+    IP: 55, DATE: 50, ADDRESS: 47, PHONE: 45, PERSON: 25, ORG: 20, LOCATION: 15,
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """`text[start:end]` is a value of entity type `label`, found by `source`."""
+
+    start: int
+    end: int
+    label: str
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < self.end:
+            raise ValueError(f"bad span [{self.start}, {self.end})")
+
+    def overlaps(self, other: Span) -> bool:
+        return self.start < other.end and other.start < self.end
+
+
+class Detector(Protocol):
+    """One kind of detector: returns the spans it finds, in any order, possibly overlapping."""
+
+    def detect(self, text: str) -> list[Span]:
+        """The spans of `text` this detector recognises."""
+        ...
+
+
+def rank(label: str) -> int:
+    """Priority of a label when detections overlap (unknown labels rank lowest)."""
+    return _RANK.get(label, 0)
+
+
+def resolve(spans: Iterable[Span], text: str | None = None) -> list[Span]:
+    """Non-overlapping spans sorted by start: the highest-ranked, then longest, wins.
+
+    With `text`, a losing span is trimmed around the winners instead of dropped (an
+    address that contains a phone number keeps its other parts).
+    """
+    ordered = sorted(spans, key=lambda s: (-rank(s.label), -(s.end - s.start), s.start))
+    kept: list[Span] = []
+    for span in ordered:
+        clashes = [k for k in kept if span.overlaps(k)]
+        if not clashes:
+            kept.append(span)
+        elif text is not None:
+            kept.extend(_remainders(span, clashes, text))
+    return sorted(kept, key=lambda s: s.start)
+
+
+def _remainders(span: Span, clashes: list[Span], text: str) -> Iterator[Span]:
+    """The parts of `span` outside `clashes` that still hold two letters or digits."""
+    pos = span.start
+    for clash in sorted(clashes, key=lambda s: s.start):
+        yield from _piece(span, pos, clash.start, text)
+        pos = max(pos, clash.end)
+    yield from _piece(span, pos, span.end, text)
+
+
+def _piece(span: Span, start: int, end: int, text: str) -> Iterator[Span]:
+    while start < end and not text[start].isalnum():
+        start += 1
+    while end > start and not text[end - 1].isalnum():
+        end -= 1
+    if sum(c.isalnum() for c in text[start:end]) >= 2:
+        yield Span(start, end, span.label, span.source)
+
+
+def merge_adjacent(spans: Sequence[Span], text: str, joiners: str = " \t") -> list[Span]:
+    """Join same-label spans separated only by `joiners` characters (e.g. an address's parts)."""
+    merged: list[Span] = []
+    for span in sorted(spans, key=lambda s: s.start):
+        if merged:
+            last = merged[-1]
+            gap = text[last.end : span.start]
+            if last.label == span.label and span.start >= last.end and gap.strip(joiners) == "":
+                merged[-1] = Span(last.start, max(last.end, span.end), last.label, last.source)
+                continue
+        merged.append(span)
+    return merged

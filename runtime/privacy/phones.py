@@ -1,0 +1,117 @@
+"""Phone numbers: phone-shaped digit groups, confirmed by `phonenumbers` or by context.
+
+`phonenumbers.PhoneNumberMatcher` only finds numbers valid for one region at a time and
+misses local formats (`780 6326`, `0487 98 11 92` without a region), which leak. So the
+detector finds every phone-*shaped* run of digit groups and keeps it when:
+
+* it has an international prefix (`+41`, `0041`) and `phonenumbers` calls it possible, or
+* its grouping is typical of a phone number (an area code in parentheses, 2+ groups that
+  are not a thousands-separated amount), or
+* `phonenumbers` calls it a valid number of one of the configured regions, or
+* a phone word (`phone`, `call`, `fax`, `mobile`, ...) stands next to it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import phonenumbers
+
+from runtime.privacy.entities import PHONE, Span
+
+DEFAULT_REGIONS: tuple[str, ...] = (
+    "US", "GB", "DE", "FR", "IT", "ES", "NL", "BE", "CH", "AT", "SE", "NO", "DK", "FI", "PL",
+    "CZ", "PT", "IE", "GR", "HU", "AU", "CA", "BR", "IN", "ZA", "JP",
+)  # fmt: skip
+
+_CANDIDATE = re.compile(
+    r"(?<![\w+/.-])"
+    r"(?P<intl>(?:\+|00)\d{1,3}[ .-]?)?"
+    r"(?:\(0\)[ .-]?)?"
+    r"(?P<paren>\(\d{1,5}\)[ .-]?)?"
+    r"\d{1,15}(?:[ .-]\d{1,8}){0,6}"
+    r"(?:[ ]?(?:x|ext\.?|extension)[ ]?\d{1,6})?"
+    r"(?![\w]|[.,]\d)"
+)
+_CUE_BEFORE = re.compile(
+    r"(?i)\b(?:phone|ph|tel|telephone|mobile|mob|cell|fax|call|calling|text|sms|whatsapp|"
+    r"number|no|desk|office|reach|contact|ring|dial|hotline|registered)\b"
+    r"[^\n\d]{0,30}(?:\n[^\n\d]{0,4})?$"
+)
+_CUE_AFTER = re.compile(r"(?i)^[\s-]{0,3}(?:office|fax|mobile|cell|home|work|desk|tel)\b")
+_MONEY_BEFORE = re.compile(r"[$€£¥₹]\s?$|(?i:\b(?:usd|eur|gbp|chf|sek|nok|dkk|rs\.?)\s?)$")
+_MONEY_AFTER = re.compile(
+    r"(?i)^\s?(?:%|[$€£¥₹]|usd|eur|gbp|chf|sek|nok|dkk|dollars?|euros?|pounds?|kr|km|kg|"
+    r"people|users|years?|times|units|items|rows|bytes|tokens)\b"
+)
+_YEAR = re.compile(r"(?:19|20)\d\d")
+_NOT_PHONE_BEFORE = re.compile(
+    r"(?i)\b(?:isbn(?:-1[03])?|issn|doi|version|ver\.?|v|pi|is\s+pi)[\s:#]*$"
+)
+
+
+class PhoneDetector:
+    """Finds phone numbers in any common national or international format."""
+
+    def __init__(self, regions: Sequence[str] = DEFAULT_REGIONS) -> None:
+        self._regions = tuple(regions)
+
+    def detect(self, text: str) -> list[Span]:
+        """Spans of `text` that are phone numbers."""
+        spans: list[Span] = []
+        for m in _CANDIDATE.finditer(text):
+            value = m.group()
+            core = re.split(r"[ ]?(?:x|ext\.?|extension)[ ]?(?=\d)", value, maxsplit=1)[0]
+            digits = re.sub(r"\D", "", core)
+            if not 7 <= len(digits) <= 15:
+                continue
+            if self._is_phone(text, m.start(), m.end(), core, digits, m):
+                spans.append(Span(m.start(), m.end(), PHONE, "phone"))
+        return spans
+
+    def _is_phone(
+        self, text: str, start: int, end: int, core: str, digits: str, m: re.Match[str]
+    ) -> bool:
+        before = text[max(0, start - 40) : start]
+        after = text[end : end + 20]
+        if _MONEY_BEFORE.search(before) or _MONEY_AFTER.search(after):
+            return False
+        if _NOT_PHONE_BEFORE.search(before):
+            return False
+        if re.fullmatch(r"\d+\.\d+", core):
+            return False  # a decimal number, not "123.4567"
+        cue = bool(_CUE_BEFORE.search(before) or _CUE_AFTER.search(after))
+        if m.group("intl"):
+            return cue or self._possible_international(core)
+        if m.group("paren"):
+            return True
+        groups = re.split(r"[ .-]", core)
+        if all(_YEAR.fullmatch(g) for g in groups):
+            return cue  # "1990 2004": years, not a number to call
+        if cue:
+            return True
+        if len(groups) >= 2 and not _thousands_shaped(groups):
+            return True
+        return self._valid_somewhere(core)
+
+    def _possible_international(self, value: str) -> bool:
+        number = "+" + value[2:] if value.startswith("00") else value
+        try:
+            return phonenumbers.is_possible_number(phonenumbers.parse(number, None))
+        except phonenumbers.NumberParseException:
+            return False
+
+    def _valid_somewhere(self, value: str) -> bool:
+        for region in self._regions:
+            try:
+                if phonenumbers.is_valid_number(phonenumbers.parse(value, region)):
+                    return True
+            except phonenumbers.NumberParseException:
+                continue
+        return False
+
+
+def _thousands_shaped(groups: Sequence[str]) -> bool:
+    """`1 250 000` or `12.500.000`: a first group of 1-3 digits, then groups of exactly 3."""
+    return 1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])

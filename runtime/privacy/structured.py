@@ -1,0 +1,243 @@
+"""Structured personal data: found by pattern, kept only if a validator agrees.
+
+E-mail addresses, URLs and domains, IP addresses, card numbers (Luhn), IBANs and national
+identifiers (`python-stdnum` checksums), and full dates. Phone numbers live in `phones`,
+credentials in `credentials`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from stdnum import iban as std_iban
+from stdnum import luhn
+from stdnum.br import cpf
+from stdnum.ca import sin
+from stdnum.de import idnr
+from stdnum.dk import cpr
+from stdnum.es import dni, nie
+from stdnum.fi import hetu
+from stdnum.fr import nir
+from stdnum.in_ import aadhaar
+from stdnum.it import codicefiscale
+from stdnum.nl import bsn
+from stdnum.no import fodselsnummer
+from stdnum.pl import pesel
+from stdnum.se import personnummer
+from stdnum.us import ssn as us_ssn
+
+from runtime.privacy.entities import CARD, DATE, EMAIL, IBAN, IP, NATIONAL_ID, SSN, URL, Span
+
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}(?![\w-])")
+_URL = re.compile(r"(?i)\b(?:https?://|ftp://|www\.)[^\s<>\"'`]+")
+# Bare domains need a TLD from this list: 2-letter ccTLDs that are also file extensions
+# (.py, .md, .rs, .sh, .pl ...) would turn every file name into a "domain".
+_TLDS = (
+    "com|org|net|edu|gov|mil|int|info|biz|io|ai|app|dev|co|me|tv|xyz|online|site|tech|"
+    "shop|store|blog|cloud|eu|uk|de|fr|it|es|nl|be|ch|at|se|no|dk|fi|is|ie|pt|gr|cz|sk|"
+    "hu|ro|bg|hr|si|rs|ee|lv|lt|ua|ru|tr|us|ca|mx|br|ar|cl|au|nz|jp|cn|kr|in|za|il|cy"
+)
+_DOMAIN = re.compile(
+    rf"(?i)(?<![\w@.-])(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)+(?:{_TLDS})(?![\w-])"
+    r"(?:/[^\s<>\"'`]*)?"
+)
+_TRAILING = ".,;:!?)]}'\""
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?(?![\d]|\.\d)")
+_IPV6 = re.compile(r"(?i)(?<![\w:])(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?:/\d{1,3})?(?![\w:])")
+_CARD = re.compile(r"(?<![\d+.-])\d(?:[ -]?\d){11,18}(?![\d])")
+_IBAN_COMPACT = re.compile(r"(?i)\b[a-z]{2}\d{2}[a-z0-9]{11,30}\b")
+_IBAN_SPACED = re.compile(r"(?i)\b[a-z]{2}\d{2}(?: [a-z0-9]{4}){2,7}(?: [a-z0-9]{1,4})?\b")
+_SSN = re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d-])")
+_SSN_BARE = re.compile(r"(?<!\d)\d{9}(?!\d)")
+_SSN_CUE = re.compile(
+    r"(?i)\b(?:ssn|social security(?: number| no\.?)?)(?:\s*(?:is|:|#|number|no\.?))*\W{0,3}$"
+)
+
+_MONTHS = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+    r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
+_DATES = (
+    re.compile(  # 1990-07-21, 1990-07-21 10:22:05, 1990-07-21T10:22
+        r"(?<![\d-])(?:19|20)\d\d-(?:0?[1-9]|1[0-2])-(?:0?[1-9]|[12]\d|3[01])"
+        r"(?:[ T]\d\d:\d\d(?::\d\d)?)?(?![\d-])"
+    ),
+    re.compile(  # 21/07/1990, 7/21/90, 21.07.1990
+        r"(?<![\d/.])(?:\d{1,2}/\d{1,2}/(?:19|20)?\d\d|\d{1,2}\.\d{1,2}\.(?:19|20)\d\d)"
+        r"(?![\d/]|\.\d)"
+    ),
+    re.compile(rf"(?i)\b\d{{1,2}}(?:st|nd|rd|th)?(?: of)? {_MONTHS},? (?:19|20)\d\d\b"),
+    re.compile(rf"(?i)\b{_MONTHS} \d{{1,2}}(?:st|nd|rd|th)?,? (?:19|20)\d\d\b"),
+)
+
+# Document numbers without a checksum: only after the document's name.
+_DOCUMENT = re.compile(
+    r"(?i)\b(?:driver'?s?\s+licen[cs]e|driving\s+licen[cs]e|licen[cs]e|passport|id\s+card|"
+    r"identity\s+card|membership|policy|account|customer|patient|employee|student)"
+    r"(?:\s+(?:number|no\.?|nr\.?|#|id))?\s*(?:is|:|=)?\s*"
+    r"(?P<value>(?=[A-Z0-9-]*\d)[A-Z0-9][A-Z0-9-]{4,19})\b"
+)
+_ID_CUE = re.compile(
+    r"(?i)\b(?:id|identity|identification|national|personal|pesel|cpr|bsn|nir|"
+    r"personnummer|f[øo]dselsnummer|fnr|steuer-?id|idnr|tax|aadhaar|sin|cpf|hetu|dni|nie|"
+    r"insurance|citizen|number|no\.?|nr\.?)\b[^\n]{0,24}$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _IdFormat:
+    pattern: re.Pattern[str]
+    is_valid: Callable[[str], bool]
+    needs_cue: bool  # formats that random digits (phone numbers) also match need a cue word
+
+
+def _nino_valid(value: str) -> bool:
+    compact = value.replace(" ", "").upper()
+    return compact[:2] not in {"BG", "GB", "NK", "KN", "TN", "NT", "ZZ"}
+
+
+_ID_FORMATS: tuple[_IdFormat, ...] = (
+    _IdFormat(re.compile(r"\b\d{8}-?[A-Z]\b"), dni.is_valid, False),
+    _IdFormat(re.compile(r"\b[XYZ]-?\d{7}-?[A-Z]\b"), nie.is_valid, False),
+    _IdFormat(
+        re.compile(r"(?i)\b[a-z]{6}\d{2}[a-z]\d{2}[a-z]\d{3}[a-z]\b"), codicefiscale.is_valid, False
+    ),
+    _IdFormat(
+        re.compile(r"\b[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b"),
+        nir.is_valid,
+        False,
+    ),
+    _IdFormat(
+        re.compile(r"(?<![\d-])(?:\d{2})?\d{6}[-+]\d{4}(?![\d-])"), personnummer.is_valid, False
+    ),
+    _IdFormat(re.compile(r"(?<![\d-])\d{6}-\d{4}(?![\d-])"), cpr.is_valid, False),
+    _IdFormat(re.compile(r"\b\d{6}[-+A]\d{3}[0-9A-Y]\b"), hetu.is_valid, False),
+    _IdFormat(re.compile(r"(?<![\d.])\d{3}\.\d{3}\.\d{3}-\d{2}(?!\d)"), cpf.is_valid, False),
+    _IdFormat(
+        re.compile(r"(?i)\b[a-ceghj-pr-tw-z]{2} ?\d{2} ?\d{2} ?\d{2} ?[a-d]\b"), _nino_valid, False
+    ),
+    _IdFormat(re.compile(r"(?<!\d)\d{11}(?!\d)"), fodselsnummer.is_valid, True),
+    _IdFormat(re.compile(r"(?<!\d)\d{11}(?!\d)"), pesel.is_valid, True),
+    _IdFormat(re.compile(r"(?<!\d)\d{11}(?!\d)"), idnr.is_valid, True),
+    _IdFormat(re.compile(r"(?<!\d)\d{9}(?!\d)"), bsn.is_valid, True),
+    _IdFormat(re.compile(r"(?<![\d-])\d{3}[- ]\d{3}[- ]\d{3}(?![\d-])"), sin.is_valid, True),
+    _IdFormat(re.compile(r"(?<!\d)\d{4} ?\d{4} ?\d{4}(?!\d)"), aadhaar.is_valid, True),
+)
+
+
+def _strip_trailing(text: str, start: int, end: int) -> int:
+    while end > start and text[end - 1] in _TRAILING:
+        end -= 1
+    return end
+
+
+def _emails(text: str) -> Iterator[Span]:
+    for m in _EMAIL.finditer(text):
+        yield Span(m.start(), m.end(), EMAIL, "email")
+
+
+def _urls(text: str) -> Iterator[Span]:
+    for m in _URL.finditer(text):
+        end = _strip_trailing(text, m.start(), m.end())
+        if end - m.start() > 4:
+            yield Span(m.start(), end, URL, "url")
+    if "." in text:
+        for m in _DOMAIN.finditer(text):
+            end = _strip_trailing(text, m.start(), m.end())
+            if end > m.start():
+                yield Span(m.start(), end, URL, "domain")
+
+
+def _ips(text: str) -> Iterator[Span]:
+    for m in _IPV4.finditer(text):
+        if _is_ip(m.group()):
+            yield Span(m.start(), m.end(), IP, "ipv4")
+    if "::" in text or text.count(":") >= 3:
+        for m in _IPV6.finditer(text):
+            if (
+                m.group().count(":") >= 2
+                and _is_ip(m.group())
+                and sum(c.isalnum() for c in m.group()) >= 3
+            ):
+                yield Span(m.start(), m.end(), IP, "ipv6")
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_interface(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _cards(text: str) -> Iterator[Span]:
+    for m in _CARD.finditer(text):
+        digits = re.sub(r"\D", "", m.group())
+        if 12 <= len(digits) <= 19 and len(set(digits)) > 1 and luhn.is_valid(digits):
+            yield Span(m.start(), m.end(), CARD, "luhn")
+
+
+def _ibans(text: str) -> Iterator[Span]:
+    for pattern in (_IBAN_COMPACT, _IBAN_SPACED):
+        for m in pattern.finditer(text):
+            value = m.group()
+            # A spaced IBAN may have swallowed a following word: drop groups until valid.
+            while value:
+                if std_iban.is_valid(value):
+                    yield Span(m.start(), m.start() + len(value), IBAN, "iban")
+                    break
+                value = value.rpartition(" ")[0] if " " in value else ""
+
+
+def _ssns(text: str) -> Iterator[Span]:
+    for m in _SSN.finditer(text):
+        if us_ssn.is_valid(m.group().replace(" ", "-")):
+            yield Span(m.start(), m.end(), SSN, "us-ssn")
+    for m in _SSN_BARE.finditer(text):
+        if _SSN_CUE.search(text, max(0, m.start() - 30), m.start()) and us_ssn.is_valid(m.group()):
+            yield Span(m.start(), m.end(), SSN, "us-ssn")
+
+
+def _national_ids(text: str) -> Iterator[Span]:
+    for fmt in _ID_FORMATS:
+        for m in fmt.pattern.finditer(text):
+            if fmt.needs_cue and not _ID_CUE.search(text, max(0, m.start() - 40), m.start()):
+                continue
+            try:
+                valid = fmt.is_valid(m.group())
+            except Exception:  # a validator must never break redaction
+                valid = False
+            if valid:
+                yield Span(m.start(), m.end(), NATIONAL_ID, "stdnum")
+
+
+def _documents(text: str) -> Iterator[Span]:
+    for m in _DOCUMENT.finditer(text):
+        yield Span(m.start("value"), m.end("value"), NATIONAL_ID, "document")
+
+
+def _dates(text: str) -> Iterator[Span]:
+    for pattern in _DATES:
+        for m in pattern.finditer(text):
+            yield Span(m.start(), m.end(), DATE, "date")
+
+
+class StructuredDetector:
+    """E-mail, URL/domain, IP, card, IBAN, SSN, national ID and date detection."""
+
+    def __init__(self, *, dates: bool = True) -> None:
+        self._finders: list[Callable[[str], Iterator[Span]]] = [
+            _emails, _urls, _ips, _cards, _ibans, _ssns, _national_ids, _documents,
+        ]  # fmt: skip
+        if dates:
+            self._finders.append(_dates)
+
+    def detect(self, text: str) -> list[Span]:
+        """Every validated structured value in `text` (may overlap; the filter resolves)."""
+        found: list[Span] = []
+        for finder in self._finders:
+            found.extend(finder(text))
+        return found

@@ -1,0 +1,209 @@
+"""Each structured detector with positives, negatives and near misses."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.privacy import PrivacyConfig, PrivacyFilter, Span
+
+
+@pytest.fixture(scope="module")
+def privacy() -> PrivacyFilter:
+    return PrivacyFilter.from_config(PrivacyConfig(ner="none"))
+
+
+def found(privacy: PrivacyFilter, text: str) -> list[tuple[str, str]]:
+    return [(text[s.start : s.end], s.label) for s in privacy.detect(text)]
+
+
+def labels(privacy: PrivacyFilter, text: str) -> set[str]:
+    return {s.label for s in privacy.detect(text)}
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("card 4111 1111 1111 1111 please", "4111 1111 1111 1111"),
+        ("amex 378282246310005.", "378282246310005"),
+        ("mc 5555-5555-5555-4444", "5555-5555-5555-4444"),
+        ("jcb 3530111333300000 ok", "3530111333300000"),
+    ],
+)
+def test_luhn_valid_card_numbers_are_cards(privacy: PrivacyFilter, text: str, value: str) -> None:
+    assert found(privacy, text) == [(value, "CARD")]
+
+
+@pytest.mark.parametrize(
+    "text", ["card 4111 1111 1111 1112", "card 378282246310006", "0000 0000 0000 0000"]
+)
+def test_card_numbers_failing_luhn_are_not_cards(privacy: PrivacyFilter, text: str) -> None:
+    assert "CARD" not in labels(privacy, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("IBAN GB82 WEST 1234 5698 7654 32 thanks", "GB82 WEST 1234 5698 7654 32"),
+        ("to DE89370400440532013000.", "DE89370400440532013000"),
+        ("iban fr1420041010050500013m02606", "fr1420041010050500013m02606"),
+    ],
+)
+def test_valid_ibans_are_found_whole(privacy: PrivacyFilter, text: str, value: str) -> None:
+    assert found(privacy, text) == [(value, "IBAN")]
+
+
+@pytest.mark.parametrize(
+    "text", ["IBAN GB82 WEST 1234 5698 7654 33", "DE89370400440532013001", "GB82WEST"]
+)
+def test_ibans_with_a_bad_checksum_are_not_ibans(privacy: PrivacyFilter, text: str) -> None:
+    assert "IBAN" not in labels(privacy, text)
+
+
+def test_us_ssn_is_validated(privacy: PrivacyFilter) -> None:
+    assert found(privacy, "SSN 536-22-1234") == [("536-22-1234", "SSN")]
+    assert found(privacy, "my ssn is 536221234") == [("536221234", "SSN")]
+    for invalid in ("000-12-3456", "666-12-3456", "900-12-3456", "536-00-1234"):
+        assert "SSN" not in labels(privacy, f"SSN {invalid}")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "DNI 12345678Z",
+        "codice fiscale RSSMRA85T10A562S",
+        "personnummer 880320-0016",
+        "CPR 211062-5629",
+        "HETU 131052-308T",
+        "PESEL 44051401359",
+        "Steuer-ID 36574261809",
+        "fnr 15108695088",
+        "CPF 390.533.447-05",
+        "BSN 111222333",
+        "driver's license number is F162823540116",
+    ],
+)
+def test_national_identifiers_with_valid_checksums(privacy: PrivacyFilter, text: str) -> None:
+    assert labels(privacy, text) == {"NATIONAL_ID"}
+
+
+def test_checksum_ids_that_look_like_any_number_need_a_cue(privacy: PrivacyFilter) -> None:
+    # 111222333 passes the Dutch BSN check; without a cue it is just a number.
+    assert "NATIONAL_ID" not in labels(privacy, "we shipped 111222333 units")
+    assert "NATIONAL_ID" not in labels(privacy, "DNI 12345678A")  # wrong check letter
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("call (415) 555-0132 today", "(415) 555-0132"),
+        ("call 415-555-0132", "415-555-0132"),
+        ("UK +44 20 7946 0958", "+44 20 7946 0958"),
+        ("ring 020 7946 0958", "020 7946 0958"),
+        ("Berlin +49 30 901820", "+49 30 901820"),
+        ("Paris 01 42 68 53 00", "01 42 68 53 00"),
+        ("Zurich +41 44 668 18 00", "+41 44 668 18 00"),
+        ("Tokyo 03-1234-5678", "03-1234-5678"),
+        ("India +91 98765 43210", "+91 98765 43210"),
+        ("Brussels 0487 98 11 92", "0487 98 11 92"),
+        ("Fax: 9498777106", "9498777106"),
+        ("Desk: +1-903-140-4508x769", "+1-903-140-4508x769"),
+        ("phone:\n780 6326", "780 6326"),
+        ("930.167.3943 fax", "930.167.3943"),
+    ],
+)
+def test_phone_numbers_in_many_national_formats(
+    privacy: PrivacyFilter, text: str, value: str
+) -> None:
+    assert found(privacy, text) == [(value, "PHONE")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "in 2019 2020 we grew",
+        "it costs $1 250 000",
+        "we sold 12 500 000 units",
+        "version 1.2.3",
+        "ISBN 978-3-16-148410-0",
+        "pi is 3.14159265",
+        "at 10:30:00",
+        "room 12, floor 3",
+    ],
+)
+def test_numbers_that_are_not_phone_numbers(privacy: PrivacyFilter, text: str) -> None:
+    assert "PHONE" not in labels(privacy, text)
+
+
+def test_dates_ips_and_phones_do_not_steal_each_other(privacy: PrivacyFilter) -> None:
+    assert found(privacy, "on 2021-03-04") == [("2021-03-04", "DATE")]
+    assert found(privacy, "host 192.168.1.1") == [("192.168.1.1", "IP")]
+    assert found(privacy, "v6 2001:db8::8a2e:370:7334") == [("2001:db8::8a2e:370:7334", "IP")]
+    assert "IP" not in labels(privacy, "release 1.2.3.4.5")
+    assert "IP" not in labels(privacy, "999.1.1.1")
+
+
+def test_emails_urls_and_domains(privacy: PrivacyFilter) -> None:
+    text = "mail jane.doe+tag@mail.example.co.uk. or see https://example.com/p?q=1."
+    assert found(privacy, text) == [
+        ("jane.doe+tag@mail.example.co.uk", "EMAIL"),
+        ("https://example.com/p?q=1", "URL"),
+    ]
+    assert found(privacy, "visit example.org today") == [("example.org", "URL")]
+    assert found(privacy, "user@localhost and main.py and README.md") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("born on 21/07/1990", "21/07/1990"),
+        ("born March 3, 1990", "March 3, 1990"),
+        ("DOB 3rd of March 1990", "3rd of March 1990"),
+    ],
+)
+def test_full_dates(privacy: PrivacyFilter, text: str, value: str) -> None:
+    assert found(privacy, text) == [(value, "DATE")]
+
+
+def test_dates_can_be_left_alone() -> None:
+    no_dates = PrivacyFilter.from_config(PrivacyConfig(ner="none", dates=False))
+    assert no_dates.detect("born on 21/07/1990") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "key AKIAIOSFODNN7EXAMPLE",
+        "token ghp_0123456789abcdefghijABCDEFGHIJ012345",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFU",
+        "password: hunter22",
+        "OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstuvwxyz123456",
+        "q8Xz2LmN4vB7rT1yW9kP3sD6fG0hJ5cV",
+    ],
+)
+def test_secrets_by_shape_assignment_and_entropy(privacy: PrivacyFilter, text: str) -> None:
+    assert labels(privacy, text) == {"SECRET"}
+
+
+def test_private_key_block_is_one_secret(privacy: PrivacyFilter) -> None:
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\nkqhkiG9w0BAQEF\n-----END PRIVATE KEY-----"
+    assert found(privacy, f"here: {pem} done") == [(pem, "SECRET")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "id 123e4567-e89b-12d3-a456-426614174000",
+        "ThisIsAVeryLongCamelCaseIdentifierName",
+        "the password is in the drawer",
+    ],
+)
+def test_hashes_uuids_and_words_are_not_secrets(privacy: PrivacyFilter, text: str) -> None:
+    assert "SECRET" not in labels(privacy, text)
+
+
+def test_overlapping_detections_keep_the_validated_one(privacy: PrivacyFilter) -> None:
+    # The card number also looks like a phone number: the Luhn-validated reading wins.
+    spans = privacy.detect("pay with 4111-1111-1111-1111 now")
+    assert spans == [Span(9, 28, "CARD", "luhn")]
