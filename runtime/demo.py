@@ -1,18 +1,33 @@
-"""The main job (`make run`): a short scripted session through the runtime.
+"""The main job (`make run`): a gateway on loopback and a scripted session through the runtime.
 
-Each prompt is answered through `Runtime.generate` and printed with where it was computed,
-why, the local confidence and the latency.
+1. A throw-away gateway home: an HPKE key (`tandem gateway keygen`) and an enrolled device
+   (`tandem gateway enroll`).
+2. `tandem gateway serve` on a free loopback port, its upstream the embedded bundled model.
+3. A `Runtime` configured with that gateway answers a short script of prompts in different
+   modes — including personal data that leaves only as placeholders, and the gateway being
+   stopped mid-session — printing for each the answer, source, reason, confidence, latency.
+
+    python -m runtime.demo [--max-tokens N] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from runtime.config import load_config
+import httpx
+
+from runtime.config import RuntimeConfig, TandemConfig, load_config
 from runtime.facade import Runtime
+from runtime.offload import OffloadConfig
 from runtime.result import Result
 
 
@@ -20,39 +35,119 @@ from runtime.result import Result
 class Step:
     prompt: str
     mode: str
+    note: str = ""
 
 
 SCRIPT = (
-    Step("What is the capital of France? Answer in one word.", "local-only"),
-    Step("Write one sentence about the sea.", "prefer-local"),
-    Step("List three primary colours.", "prefer-local"),
+    Step("What is the capital of France? Answer in one word.", "local-only",
+         "never leaves the device"),
+    Step("List three primary colours.", "prefer-local",
+         "the device answers, the cloud only if its confidence is low"),
+    Step("Write one sentence about the sea.", "prefer-cloud", "the cloud answers"),
+    Step("Please reply to jane.doe@example.com and call +1 415 555 0132 about invoice 7.",
+         "prefer-cloud", "personal data leaves as placeholders and is restored"),
 )
+AFTER_STOP = Step("Write one sentence about mountains.", "prefer-cloud",
+                  "the gateway has been stopped: the device answers")
 
 
 def show(step: Step, result: Result) -> str:
     conf = result.confidence.score
-    answer = textwrap.shorten(result.text.strip().replace("\n", " "), 220) or "(empty)"
-    return "\n".join([
-        f"> {step.prompt}   [mode {step.mode}]",
+    answer = textwrap.shorten(result.text.strip().replace("\n", " "), 200) or "(empty)"
+    counts = result.redactions.get("counts") or {}
+    lines = [
+        f"> {step.prompt}",
+        f"  mode:       {step.mode} ({step.note})",
         f"  answer:     {answer}",
         f"  source:     {result.source}",
         f"  reason:     {result.reason}",
         f"  confidence: {'n/a' if conf != conf else f'{conf:.2f}'}",
         f"  latency:    ttft {result.timings.ttft_ms:.0f} ms, total {result.timings.total_ms:.0f}"
-        f" ms, {result.usage.completion_tokens} tokens at {result.timings.tokens_per_s:.1f} tok/s",
-    ])
+        f" ms, {result.usage.completion_tokens} tokens",
+    ]
+    if counts:
+        lines.append(f"  redacted:   {', '.join(f'{k} x{v}' for k, v in counts.items())}")
+    return "\n".join(lines)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tandem(*args: str, env: dict[str, str]) -> str:
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", *args], env=env,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"demo: `tandem {' '.join(args)}` failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def start_gateway(home: Path, port: int) -> subprocess.Popen[bytes]:
+    """Keys, one enrolled device, and `tandem gateway serve` (embedded upstream) on `port`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
+    state = str(home / "gateway")
+    _tandem("gateway", "keygen", "--state-dir", state, env=env)
+    _tandem("gateway", "enroll", "demo-device", "--state-dir", state,
+            "--out", str(home / "device.credential"), env=env)
+    log = (home / "gateway.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "gateway", "serve", "--state-dir", state,
+         "--port", str(port), "--log-level", "warning"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"demo: the gateway exited; see {home / 'gateway.log'}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("demo: the gateway did not become ready within 180 s")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--keep", action="store_true", help="keep the gateway home directory")
     args = ap.parse_args(argv)
-    config = load_config(overrides={"generation.max_tokens": args.max_tokens})
-    with Runtime.from_config(config) as rt:
-        print(f"Tandem demo: model {config.model.spec}", flush=True)
-        for step in SCRIPT:
-            result = rt.generate([{"role": "user", "content": step.prompt}], mode=step.mode)
-            print(show(step, result), flush=True)
+    home = Path(tempfile.mkdtemp(prefix="tandem-demo-"))
+    port = _free_port()
+    print(f"Tandem demo: starting a gateway on 127.0.0.1:{port} (embedded bundled model) ...",
+          flush=True)
+    gateway = start_gateway(home, port)
+    try:
+        base: TandemConfig = load_config(overrides={"generation.max_tokens": args.max_tokens})
+        config = base.replace(
+            runtime=RuntimeConfig(confidence_threshold=0.3),
+            offload=OffloadConfig(url=f"http://127.0.0.1:{port}",
+                                  credential=str(home / "device.credential"), deadline_s=60.0,
+                                  retries=0),
+        )
+        with Runtime.from_config(config) as rt:
+            print(f"device model: {config.model.spec}; gateway: {config.offload.url}\n",
+                  flush=True)
+            for step in SCRIPT:
+                result = rt.generate([{"role": "user", "content": step.prompt}], mode=step.mode)
+                print(show(step, result) + "\n", flush=True)
+            gateway.terminate()
+            gateway.wait(30)
+            result = rt.generate([{"role": "user", "content": AFTER_STOP.prompt}],
+                                 mode=AFTER_STOP.mode)
+            print(show(AFTER_STOP, result), flush=True)
+    finally:
+        if gateway.poll() is None:
+            gateway.terminate()
+            gateway.wait(30)
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(home, ignore_errors=True)
     return 0
 
 

@@ -16,17 +16,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from kernels import Engine, FinishReason, GenerationParams, Message, TokenEvent, Usage
+from kernels import Engine, GenerationParams, Message
 from kernels.registry import load_engine
-from runtime.confidence import Confidence, RunningConfidence
+from runtime.cloud import CloudPath, Prepared
+from runtime.confidence import NO_CONFIDENCE, Confidence, RunningConfidence
 from runtime.config import MODES, Mode, TandemConfig
-from runtime.errors import ModeError, QueueFullError
+from runtime.errors import ModeError, OffloadError, PrivacyBlockError, QueueFullError
+from runtime.local import LocalRun
 from runtime.monitor import Monitor
-from runtime.result import Result, Timings
+from runtime.monitor.snapshot import Snapshot
+from runtime.offload import OffloadClient
+from runtime.result import Result, Timings, Usage
 
 MessagesLike = Sequence[Message | Mapping[str, Any]]
+Route = Literal["local", "cloud", "cascade"]
 
 
 def to_messages(messages: MessagesLike) -> list[Message]:
@@ -56,10 +62,8 @@ class ResultStream(Iterator[str]):
     engine at once. Iterating to the end, or closing, is required to free the queue slot.
     """
 
-    def __init__(
-        self, pieces: Iterator[str], cancel: threading.Event, slot: _Slot | None = None
-    ) -> None:
-        self._pieces = pieces
+    def __init__(self, cancel: threading.Event, slot: _Slot | None = None) -> None:
+        self._pieces: Iterator[str] = iter(())
         self._cancel = cancel
         self._slot = slot
         self.result: Result | None = None
@@ -104,6 +108,17 @@ class _Slot:
                 self._runtime._admitted -= 1
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Where a request goes first, why, and what to do if the cloud fails."""
+
+    route: Route
+    reason: str
+    prepared: Prepared | None = None
+    fallback: bool = True  # a failed cloud call is answered locally (False for cloud-only)
+    trace: tuple[dict[str, Any], ...] = field(default=())
+
+
 class Runtime:
     """The device side of Tandem."""
 
@@ -113,16 +128,34 @@ class Runtime:
         *,
         engine: Engine | None = None,
         monitor: Monitor | None = None,
+        cloud: CloudPath | None = None,
     ) -> None:
         self.config = config
         # Called with every finished Result (telemetry, tests); must be quick and not raise.
         self.listeners: list[Callable[[Result], None]] = []
         self._engine = engine
+        self._owns_engine = engine is None  # an engine passed in belongs to the caller
+        self._owns_monitor = monitor is None
         self._engine_lock = threading.Lock()  # serialises local generations
         self._load_lock = threading.Lock()
         self._admitted = 0
         self._admit_lock = threading.Lock()
-        self.monitor = monitor or Monitor.from_config(config.monitor)
+        # local-only never talks to the gateway: not even the monitor's reachability probe
+        use_cloud = config.offload.configured and config.runtime.mode != "local-only"
+        self.monitor = monitor or Monitor.from_config(
+            config.monitor, gateway_url=config.offload.url if use_cloud else None
+        )
+        if cloud is None and use_cloud:
+            client = OffloadClient(
+                config.offload,
+                on_outcome=self._report_gateway,
+                network_state=lambda: self.monitor.snapshot().network,
+            )
+            cloud = CloudPath(client, config.privacy)
+        self.cloud = cloud
+
+    def _report_gateway(self, ok: bool, rtt_ms: float | None) -> None:
+        self.monitor.report_gateway(ok, rtt_ms)
 
     @classmethod
     def from_config(cls, config: TandemConfig) -> Runtime:
@@ -146,22 +179,26 @@ class Runtime:
                     )
         return self._engine
 
+    @property
+    def queue_depth(self) -> int:
+        """Local requests admitted and not finished (running + waiting)."""
+        with self._admit_lock:
+            return self._admitted
+
     def close(self) -> None:
-        if self._engine is not None:
+        """Release what the runtime created (an engine or monitor passed in stays open)."""
+        if self._engine is not None and self._owns_engine:
             self._engine.close()
-        self.monitor.close()
+        if self.cloud is not None:
+            self.cloud.client.close()
+        if self._owns_monitor:
+            self.monitor.close()
 
     def __enter__(self) -> Runtime:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-    @property
-    def queue_depth(self) -> int:
-        """Local requests admitted and not finished (running + waiting)."""
-        with self._admit_lock:
-            return self._admitted
 
     def params(self, **overrides: Any) -> GenerationParams:
         """Generation parameters from config, with per-request overrides (None = default)."""
@@ -189,8 +226,12 @@ class Runtime:
         params: GenerationParams | None = None,
         cancel: threading.Event | None = None,
     ) -> Result:
-        """Answer `messages`; see `stream` for the arguments."""
-        return self.stream(messages, mode=mode, params=params, cancel=cancel).collect()
+        """Answer `messages`; see `stream` for the arguments.
+
+        Unlike `stream`, a prefer-local cascade judges the whole local answer before
+        escalating (a stream must decide after its first tokens, before showing them).
+        """
+        return self._start(messages, mode, params, cancel, streaming=False).collect()
 
     def stream(
         self,
@@ -202,36 +243,103 @@ class Runtime:
     ) -> ResultStream:
         """Start answering `messages` and return a stream of text deltas.
 
-        Validation, mode checks and queue admission happen here, before the first token:
-        `ValueError` (bad messages), `ModeError`, `QueueFullError`, `ContextOverflowError`.
+        Validation, the routing decision, privacy checks and queue admission happen here,
+        before the first token: `ValueError` (bad messages), `ModeError`, `OffloadError`
+        (cloud-only with the cloud unavailable), `PrivacyBlockError` (cloud-only with
+        personal data that must stay), `QueueFullError`, `ContextOverflowError`.
         """
+        return self._start(messages, mode, params, cancel, streaming=True)
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def plan(self, messages: Sequence[Message], mode: Mode, params: GenerationParams,
+             snapshot: Snapshot) -> Plan:
+        """Decide where a request goes first (the policy; no side effects but redaction)."""
+        if mode == "local-only":
+            return Plan("local", "mode local-only: the device answers")
+        cloud = self.cloud
+        if cloud is None:
+            if mode in ("prefer-cloud", "cloud-only"):
+                raise ModeError(
+                    f"mode {mode} needs a cloud gateway, and no gateway is configured "
+                    "(set [offload] url and credential, or TANDEM_OFFLOAD_URL and "
+                    "TANDEM_OFFLOAD_CREDENTIAL)"
+                )
+            return Plan("local", "mode prefer-local: the device answers; "
+                        "no gateway configured to escalate to")
+        ok, why = cloud.available()
+        prepared = cloud.prepare(messages, params) if ok else None
+        blocked = prepared.blocked if prepared else None
+        if mode == "cloud-only":
+            if not ok:
+                raise OffloadError(f"mode cloud-only: {why}")
+            if blocked:
+                raise PrivacyBlockError(f"mode cloud-only, but the request must stay on the "
+                                        f"device: {blocked}")
+            return Plan("cloud", "mode cloud-only: the cloud answers", prepared, fallback=False)
+        if not ok:
+            return Plan("local", f"mode {mode}: {why}; the device answers")
+        if blocked:
+            return Plan("local", f"mode {mode}: privacy keeps it on the device ({blocked})",
+                        prepared)
+        if mode == "prefer-cloud":
+            return Plan("cloud", "mode prefer-cloud: the cloud answers", prepared)
+        short = self._resources_short(snapshot)
+        if short:
+            return Plan("cloud", f"mode prefer-local: {short}, so the cloud answers", prepared)
+        threshold = self.config.runtime.confidence_threshold
+        return Plan("cascade", f"mode prefer-local: the device answers; escalates below "
+                    f"confidence {threshold:.2f}", prepared)
+
+    def _resources_short(self, snapshot: Snapshot) -> str | None:
+        rc = self.config.runtime
+        battery = snapshot.battery
+        if battery is not None and battery.plugged_in is False and (
+            battery.percent < rc.escalate_battery_percent
+        ):
+            return f"battery {battery.percent:.0f}% and unplugged"
+        thermal = snapshot.thermal
+        if rc.escalate_when_throttled and thermal is not None and thermal.throttling_now:
+            return "the device is thermally throttled"
+        return None
+
+    # -- execution ---------------------------------------------------------------------------
+
+    def _start(
+        self,
+        messages: MessagesLike,
+        mode: str | None,
+        params: GenerationParams | None,
+        cancel: threading.Event | None,
+        *,
+        streaming: bool,
+    ) -> ResultStream:
         msgs = to_messages(messages)
         chosen = self._mode(mode)
         params = params or self.params()
         cancel = cancel or threading.Event()
         started = time.perf_counter()
-        if chosen in ("prefer-cloud", "cloud-only"):
-            raise ModeError(
-                f"mode {chosen} needs a cloud gateway, and no gateway is configured "
-                "(set [gateway] url in the config or TANDEM_GATEWAY_URL)"
-            )
-        reason = (
-            "mode local-only: the device answers"
-            if chosen == "local-only"
-            else "mode prefer-local: the device answers; no gateway configured to escalate to"
-        )
+        plan = self.plan(msgs, chosen, params, self.monitor.snapshot())
+        if plan.route == "cloud":
+            stream = ResultStream(cancel)
+            stream._pieces = self._run_cloud(stream, msgs, chosen, params, plan, started)
+            return stream
         slot = self._admit()
         try:
-            engine = self.engine
-            tokens = engine.stream(msgs, params, cancel)  # tokenises now: overflow raises here
+            local = LocalRun.start(self, msgs, params, cancel)  # tokenises: overflow raises here
         except BaseException:
             slot.release()
             raise
-        stream = ResultStream(iter(()), cancel, slot)
-        stream._pieces = self._run_local(stream, slot, tokens, chosen, reason, started)
+        stream = ResultStream(cancel, slot)
+        if plan.route == "cascade" and streaming:
+            pieces = self._run_cascade_stream(stream, slot, local, msgs, chosen, params, plan,
+                                              started)
+        elif plan.route == "cascade":
+            pieces = self._run_cascade(stream, slot, local, msgs, chosen, params, plan, started)
+        else:
+            pieces = self._run_local(stream, slot, local, chosen, plan, started)
+        stream._pieces = pieces
         return stream
-
-    # -- internals --------------------------------------------------------------------------
 
     def _mode(self, mode: str | None) -> Mode:
         chosen = mode or self.config.runtime.mode
@@ -249,59 +357,198 @@ class Runtime:
             self._admitted += 1
         return _Slot(self)
 
+    def _finish(self, stream: ResultStream, result: Result) -> None:
+        stream.result = result
+        for listener in self.listeners:
+            listener(result)
+
     def _run_local(
-        self,
-        stream: ResultStream,
-        slot: _Slot,
-        tokens: Iterator[TokenEvent],
-        mode: Mode,
-        reason: str,
+        self, stream: ResultStream, slot: _Slot, local: LocalRun, mode: Mode, plan: Plan,
         started: float,
     ) -> Iterator[str]:
-        running = RunningConfidence()
-        first: float | None = None
-        parts: list[str] = []
         try:
-            with self._engine_lock:
-                got_engine = time.perf_counter()
-                for event in tokens:
-                    running.add(event)
-                    if event.text:
-                        if first is None:
-                            first = time.perf_counter()
-                        parts.append(event.text)
-                        yield event.text
-                done = time.perf_counter()
+            yield from local.pieces()
         finally:
-            close = getattr(tokens, "close", None)
-            if close is not None:
-                close()
+            local.close()
             slot.release()
-        token_stream: Any = tokens
-        usage: Usage = token_stream.usage or Usage(0, 0)
-        finish: FinishReason = token_stream.finish_reason or "cancelled"
-        first = first or done
-        decode_s = done - first
-        rate = (usage.completion_tokens - 1) / decode_s if decode_s > 0 else 0.0
-        stream.result = Result(
-            text="".join(parts),
-            source="local",
+        self._finish(stream, local.result(plan.reason, mode, started, self.monitor.snapshot(),
+                                          plan.prepared))
+
+    def _run_cascade(
+        self, stream: ResultStream, slot: _Slot, local: LocalRun, msgs: list[Message],
+        mode: Mode, params: GenerationParams, plan: Plan, started: float,
+    ) -> Iterator[str]:
+        """Whole local answer, then escalate if its confidence is below the threshold."""
+        try:
+            for _ in local.pieces():
+                pass
+        finally:
+            local.close()
+            slot.release()
+        threshold = self.config.runtime.confidence_threshold
+        conf = local.confidence
+        if local.cancelled or not (conf.available and conf.score < threshold):
+            reason = (f"mode prefer-local: local confidence {conf.score:.2f} >= threshold "
+                      f"{threshold:.2f}, the device answers")
+            result = local.result(reason, mode, started, self.monitor.snapshot(), plan.prepared)
+            self._finish(stream, result)
+            yield result.text
+            return
+        why = f"local confidence {conf.score:.2f} < threshold {threshold:.2f}"
+        yield from self._escalate(stream, local, msgs, mode, params, plan, started, why)
+
+    def _run_cascade_stream(
+        self, stream: ResultStream, slot: _Slot, local: LocalRun, msgs: list[Message],
+        mode: Mode, params: GenerationParams, plan: Plan, started: float,
+    ) -> Iterator[str]:
+        """Hold the first K local tokens; escalate if their confidence is below threshold."""
+        k = self.config.runtime.stream_decide_tokens
+        threshold = self.config.runtime.confidence_threshold
+        held: list[str] = []
+        decided = False
+        try:
+            for piece in local.pieces():
+                if decided:
+                    yield piece
+                    continue
+                held.append(piece)
+                if local.tokens >= k:
+                    conf = local.confidence
+                    if conf.available and conf.score < threshold:
+                        local.cancel()  # early escalation: stop decoding what we won't use
+                        break
+                    decided = True
+                    yield "".join(held)
+        finally:
+            local.close()
+            slot.release()
+        conf = local.confidence
+        if decided or local.cancelled_by_user or not (conf.available and conf.score < threshold):
+            if not decided and held:
+                yield "".join(held)
+            reason = (f"mode prefer-local: local confidence {conf.score:.2f} over the first "
+                      f"{min(k, local.tokens)} tokens >= threshold {threshold:.2f}, "
+                      "the device answers")
+            self._finish(stream, local.result(reason, mode, started, self.monitor.snapshot(),
+                                              plan.prepared))
+            return
+        why = (f"local confidence {conf.score:.2f} over the first {local.tokens} tokens "
+               f"< threshold {threshold:.2f}")
+        yield from self._escalate(stream, local, msgs, mode, params, plan, started, why)
+
+    def _escalate(
+        self, stream: ResultStream, local: LocalRun, msgs: list[Message], mode: Mode,
+        params: GenerationParams, plan: Plan, started: float, why: str,
+    ) -> Iterator[str]:
+        assert self.cloud is not None and plan.prepared is not None
+        try:
+            text, reply = self.cloud.complete(plan.prepared)
+        except OffloadError as exc:
+            if local.cancelled:  # early escalation stopped the local draft: finish it locally
+                yield from self._local_after_cloud_failure(
+                    stream, msgs, mode, params, plan, started, f"{why}; cloud failed ({exc})")
+                return
+            result = local.result(f"mode prefer-local: {why}, but the cloud failed ({exc}); "
+                                  "the device answers", mode, started, self.monitor.snapshot(),
+                                  plan.prepared)
+            self._finish(stream, result)
+            yield result.text
+            return
+        result = self._cloud_result(
+            text, reply.usage, reply.model, reply.finish_reason, reply.timings, started,
+            f"mode prefer-local: {why}, escalated to the cloud", mode, plan, local.confidence,
+        )
+        self._finish(stream, result)
+        yield text
+
+    def _run_cloud(
+        self, stream: ResultStream, msgs: list[Message], mode: Mode, params: GenerationParams,
+        plan: Plan, started: float,
+    ) -> Iterator[str]:
+        assert self.cloud is not None and plan.prepared is not None
+        emitted: list[str] = []
+        first: float | None = None
+        try:
+            pieces, raw = self.cloud.stream(plan.prepared)
+            try:
+                for piece in pieces:
+                    if first is None:
+                        first = time.perf_counter()
+                    emitted.append(piece)
+                    yield piece
+                    if stream._cancel.is_set():
+                        break
+            finally:
+                close = getattr(pieces, "close", None)
+                if close is not None:
+                    close()
+        except OffloadError as exc:
+            if not plan.fallback:
+                raise
+            why = f"{plan.reason.split(':')[0]}: the cloud failed ({exc})"
+            if emitted:
+                # The answer is half shown: the device continues it rather than restarting.
+                yield from self._local_after_cloud_failure(
+                    stream, msgs, mode, params, plan, started, why, prefix="".join(emitted))
+            else:
+                yield from self._local_after_cloud_failure(
+                    stream, msgs, mode, params, plan, started, why)
+            return
+        self._finish(stream, self._cloud_result(
+            "".join(emitted), raw.usage, raw.model, raw.finish_reason or "stop",
+            {**raw.timings, "first_text_s": (first or time.perf_counter()) - started},
+            started, plan.reason, mode, plan, NO_CONFIDENCE,
+        ))
+
+    def _local_after_cloud_failure(
+        self, stream: ResultStream, msgs: list[Message], mode: Mode, params: GenerationParams,
+        plan: Plan, started: float, why: str, prefix: str = "",
+    ) -> Iterator[str]:
+        slot = self._admit()
+        try:
+            local = LocalRun.start(self, msgs, params, stream._cancel, prefix=prefix)
+        except BaseException:
+            slot.release()
+            raise
+        try:
+            yield from local.pieces()
+        finally:
+            local.close()
+            slot.release()
+        what = "continues the answer" if prefix else "answers"
+        result = local.result(f"{why}; the device {what}", mode, started,
+                              self.monitor.snapshot(), plan.prepared, prefix=prefix)
+        self._finish(stream, result)
+
+    def _cloud_result(
+        self, text: str, usage: Mapping[str, int], model: str, finish: str,
+        timings: Mapping[str, float], started: float, reason: str, mode: Mode, plan: Plan,
+        confidence: Confidence,
+    ) -> Result:
+        done = time.perf_counter()
+        completion = int(usage.get("completion_tokens", 0))
+        first_s = float(timings.get("first_text_s", done - started))
+        decode_s = (done - started) - first_s
+        return Result(
+            text=text,
+            source="cloud",
             reason=reason,
-            confidence=running.value(),
-            usage=usage,
+            confidence=confidence,
+            usage=Usage(int(usage.get("prompt_tokens", 0)), completion),
             timings=Timings(
-                queued_ms=(got_engine - started) * 1e3,
-                ttft_ms=(first - started) * 1e3,
+                queued_ms=0.0,
+                ttft_ms=first_s * 1e3,
                 total_ms=(done - started) * 1e3,
-                tokens_per_s=rate,
+                tokens_per_s=(completion - 1) / decode_s if completion > 1 and decode_s > 0
+                else 0.0,
             ),
             resources=self.monitor.snapshot(),
-            finish_reason=finish,
-            model=self.engine.info.id,
+            finish_reason="length" if finish == "length" else "stop",
+            model=model or "cloud",
             mode=mode,
+            redactions=dict(plan.prepared.redactions) if plan.prepared else {},
+            trace=plan.trace,
         )
-        for listener in self.listeners:
-            listener(stream.result)
 
 
-__all__ = ["Confidence", "ResultStream", "Runtime", "to_messages"]
+__all__ = ["Plan", "ResultStream", "Runtime", "RunningConfidence", "to_messages"]

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kernels import FinishReason, Usage
+
+__all__ = ["Result", "Source", "Timings", "Usage"]
 from runtime.confidence import Confidence
 from runtime.monitor.snapshot import Snapshot
 
@@ -46,7 +48,7 @@ class Result:
     finish_reason: FinishReason
     model: str
     mode: str
-    redactions: dict[str, int] = field(default_factory=dict)
+    redactions: dict[str, Any] = field(default_factory=dict)  # {counts: {TYPE: n}, blocked}
     trace: tuple[dict[str, Any], ...] = ()
 
     def tandem(self) -> dict[str, Any]:

@@ -16,3 +16,13 @@ def engine() -> Iterator[Engine]:
     eng = load_engine("bundled:smollm2-135m", context_length=1024, seed=0)
     yield eng
     eng.close()
+
+
+# Gateway, fixed upstream and Redis fixtures (real servers on loopback ports).
+from tests.conftest_gateway import (  # noqa: E402, F401
+    fixed_upstream,
+    gateway,
+    gateway_home,
+    redis_url,
+    start_gateway,
+)

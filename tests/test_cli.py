@@ -80,7 +80,8 @@ def test_usage_and_config_errors_exit_2_with_one_line(
         assert proc.returncode == 1
         assert proc.stderr.strip().splitlines() == [
             "tandem: mode cloud-only needs a cloud gateway, and no gateway is configured "
-            "(set [gateway] url in the config or TANDEM_GATEWAY_URL)"
+            "(set [offload] url and credential, or TANDEM_OFFLOAD_URL and "
+            "TANDEM_OFFLOAD_CREDENTIAL)"
         ]
         return
     assert proc.returncode == 2, proc.stderr

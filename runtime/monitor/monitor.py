@@ -14,11 +14,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import psutil
 
-from runtime.config import MonitorConfig
 from runtime.errors import ConfigError
 from runtime.monitor.network import GatewayProbe
 from runtime.monitor.probes import BatteryProbe, NetworkProbe, ThermalProbe
@@ -40,6 +39,9 @@ from runtime.monitor.snapshot import (
 from runtime.monitor.sysfs import SysfsBatteryProbe, SysfsThermalProbe
 from runtime.monitor.tegrastats import TegrastatsThermalProbe
 from runtime.monitor.vcgencmd import VcgencmdThermalProbe
+
+if TYPE_CHECKING:  # config imports the offload client, which imports the monitor
+    from runtime.config import MonitorConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,236 @@
+"""The gateway's aiohttp application, built by `create_app` (no globals; state under AppKeys).
+
+Routes:
+- `POST /v1/sealed/chat/completions`: a sealed envelope in, a sealed answer (or stream) out.
+- `GET /v1/keys`: the current HPKE public keys, signed by the gateway identity.
+- `GET /healthz` (alive), `GET /readyz` (upstream reachable), `GET /metrics` (Prometheus).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from cloud_gateway.admission import Admission
+from cloud_gateway.config import GatewayConfig
+from cloud_gateway.devices import DeviceDirectory, DeviceRegistry
+from cloud_gateway.errors import GatewayError, PayloadTooLarge, RateLimited
+from cloud_gateway.keys import KeyRing
+from cloud_gateway.limits import RateLimiter, UsageStore
+from cloud_gateway.logs import LOGGER_NAME
+from cloud_gateway.metrics import GatewayMetrics, create_metrics
+from cloud_gateway.replay import NonceStore, ReplayGuard
+from cloud_gateway.replay_memory import MemoryNonceStore
+from cloud_gateway.replay_redis import RedisNonceStore
+from cloud_gateway.sealed_chat import sealed_chat
+from cloud_gateway.upstream import Upstream
+from cloud_gateway.upstream_engine import EngineUpstream
+from cloud_gateway.upstream_http import HttpUpstream
+from cloud_gateway.usage_redis import RedisUsageStore
+from cloud_gateway.usage_sqlite import SqliteUsageStore
+from kernels.base import Engine
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayState:
+    """Everything a request handler needs, built at startup and closed at shutdown."""
+
+    config: GatewayConfig
+    keys: KeyRing
+    admission: Admission
+    limiter: RateLimiter
+    upstream: Upstream
+    metrics: GatewayMetrics
+    log: logging.Logger
+
+
+CONFIG_KEY = web.AppKey("config", GatewayConfig)
+STATE_KEY = web.AppKey("state", GatewayState)
+METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
+
+
+def create_app(
+    config: GatewayConfig, *, engine: Engine | None = None, upstream: Upstream | None = None
+) -> web.Application:
+    """The gateway app. `upstream` wins over `engine`, which wins over `config.upstream_url`;
+    with none of them, the engine `config.engine_spec` is loaded on first use."""
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_error_middleware])
+    app[CONFIG_KEY] = config
+    app[METRICS_KEY] = create_metrics()
+    app.cleanup_ctx.append(_state_context(engine, upstream))
+    app.router.add_post("/v1/sealed/chat/completions", _sealed_chat)
+    app.router.add_get("/v1/keys", _keys)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+def _build_upstream(config: GatewayConfig, engine: Engine | None) -> Upstream:
+    if engine is not None:
+        return EngineUpstream(engine, model_name=config.upstream_model)
+    if config.upstream_url:
+        return HttpUpstream(
+            config.upstream_url,
+            api_key_env=config.upstream_api_key_env,
+            timeout_s=config.upstream_timeout_s,
+            connect_timeout_s=config.upstream_connect_timeout_s,
+            max_connections=config.upstream_max_connections,
+        )
+
+    def load() -> Engine:
+        from kernels.registry import load_engine  # the model runtime only when it is used
+
+        return load_engine(
+            config.engine_spec,
+            threads=config.engine_threads,
+            context_length=config.engine_context_length,
+        )
+
+    return EngineUpstream(loader=load, model_name=config.upstream_model)
+
+
+def _state_context(
+    engine: Engine | None, given: Upstream | None
+) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG_KEY]
+        state_dir = config.state_path
+        keys = KeyRing(state_dir)
+        registry = DeviceRegistry(state_dir / "devices.sqlite3")
+        redis: Redis | None = None
+        nonces: NonceStore
+        usage: UsageStore
+        flusher: asyncio.Task[None] | None = None
+        if config.redis_url:
+            redis = Redis.from_url(config.redis_url)
+            await redis.ping()  # fail at startup, not on the first request
+            nonces, usage = RedisNonceStore(redis), RedisUsageStore(redis)
+        else:
+            sqlite_usage = SqliteUsageStore(state_dir / "usage.sqlite3", config.usage_flush_s)
+            nonces, usage = MemoryNonceStore(), sqlite_usage
+            flusher = asyncio.create_task(_flush_every(sqlite_usage, config.usage_flush_s))
+        limiter = RateLimiter(usage, config.requests_per_minute, config.tokens_per_day)
+        upstream = given if given is not None else _build_upstream(config, engine)
+        app[STATE_KEY] = GatewayState(
+            config=config,
+            keys=keys,
+            admission=Admission(
+                keys=keys,
+                devices=DeviceDirectory(registry, config.device_cache_s),
+                replay=ReplayGuard(nonces, config.clock_window_s),
+                limiter=limiter,
+                max_tokens_cap=config.max_tokens_cap,
+                upstream_model=config.upstream_model,
+            ),
+            limiter=limiter,
+            upstream=upstream,
+            metrics=app[METRICS_KEY],
+            log=logging.getLogger(LOGGER_NAME),
+        )
+        try:
+            yield
+        finally:
+            if flusher is not None:
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flusher
+            if given is None:
+                await upstream.close()
+            await usage.close()
+            await nonces.close()
+            registry.close()
+            if redis is not None:
+                await redis.aclose()
+
+    return context
+
+
+async def _flush_every(store: SqliteUsageStore, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        store.flush()
+
+
+@web.middleware
+async def _error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes an OpenAI-style error body with the error's own status."""
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return _error_response(request, exc)
+    except web.HTTPRequestEntityTooLarge:
+        return _error_response(request, PayloadTooLarge("the request body is too large"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        body = {
+            "error": {
+                "message": exc.reason,
+                "type": "invalid_request_error",
+                "code": exc.reason.lower().replace(" ", "_"),
+            }
+        }
+        return web.json_response(body, status=exc.status)
+    except Exception:
+        logging.getLogger(LOGGER_NAME).exception(
+            "unhandled error", extra={"fields": {"path": request.path}}
+        )
+        err = GatewayError("internal error")
+        return web.json_response(err.to_body(), status=500)
+
+
+def _error_response(request: web.Request, exc: GatewayError) -> web.Response:
+    headers = {}
+    metrics = request.app[METRICS_KEY]
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after_s)
+        metrics.rate_limited.labels(exc.limit).inc()
+    if exc.status < 500:
+        metrics.rejections.labels(exc.code).inc()
+    metrics.requests.labels(exc.code).inc()
+    logging.getLogger(LOGGER_NAME).info(
+        "rejected",
+        extra={"fields": {"path": request.path, "status": exc.status, "code": exc.code}},
+    )
+    return web.json_response(exc.to_body(), status=exc.status, headers=headers)
+
+
+async def _sealed_chat(request: web.Request) -> web.StreamResponse:
+    return await sealed_chat(request, request.app[STATE_KEY], time.perf_counter())
+
+
+async def _keys(request: web.Request) -> web.Response:
+    doc = request.app[STATE_KEY].keys.document()
+    return web.json_response(doc, headers={"Cache-Control": "max-age=60"})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    if not state.keys.current():
+        return web.json_response({"status": "not ready", "reason": "no current key"}, status=503)
+    ok, reason = await state.upstream.ready()
+    if not ok:
+        return web.json_response({"status": "not ready", "reason": reason}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METRICS_KEY].render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )

@@ -1,0 +1,149 @@
+"""`tandem gateway ...`: a thin command line over keys, devices and the app factory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from cloud_gateway.config import GatewayConfig, load_gateway_config
+from cloud_gateway.devices import DeviceRegistry
+from cloud_gateway.errors import ConfigurationError, GatewayError
+from cloud_gateway.keys import generate_key, list_keys, load_identity, retire_key, write_secret
+from cloud_gateway.protocol.suites import KEMS, check_kem
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", help="keys and databases (env TANDEM_GATEWAY_STATE_DIR)")
+    parser = argparse.ArgumentParser(prog="tandem gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    keygen = sub.add_parser("keygen", parents=[common], help="create an HPKE key pair")
+    keygen.add_argument("--kem", choices=KEMS, default="x25519")
+    keygen.add_argument(
+        "--not-after", type=float, default=90.0, metavar="DAYS", help="validity (default 90)"
+    )
+    sub.add_parser("keys", parents=[common], help="list the gateway's keys")
+    retire = sub.add_parser("retire", parents=[common], help="end a key's validity now")
+    retire.add_argument("key_id")
+
+    enroll = sub.add_parser("enroll", parents=[common], help="issue a device credential")
+    enroll.add_argument("name")
+    enroll.add_argument("--out", help="write the credential to this file (mode 0600)")
+    enroll.add_argument("--replace", action="store_true", help="re-issue an existing name")
+    revoke = sub.add_parser("revoke", parents=[common], help="revoke a device")
+    revoke.add_argument("name")
+    sub.add_parser("devices", parents=[common], help="list enrolled devices")
+
+    serve = sub.add_parser("serve", parents=[common], help="run the gateway")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--upstream-url", help="OpenAI-compatible base URL (default: embedded)")
+    serve.add_argument("--upstream-model", help="model name to request upstream")
+    serve.add_argument("--redis-url", help="redis://... to share replay and rate-limit state")
+    serve.add_argument("--requests-per-minute", type=int)
+    serve.add_argument("--tokens-per-day", type=int)
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one gateway command; returns the process exit code."""
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        overrides = {"state_dir": args.state_dir}
+        if args.command == "serve":
+            overrides |= {
+                "host": args.host,
+                "port": args.port,
+                "upstream_url": args.upstream_url,
+                "upstream_model": args.upstream_model,
+                "redis_url": args.redis_url,
+                "requests_per_minute": args.requests_per_minute,
+                "tokens_per_day": args.tokens_per_day,
+                "log_level": args.log_level,
+            }
+        config = load_gateway_config(overrides=overrides)
+        return _run(args, config)
+    except GatewayError as exc:
+        print(f"tandem gateway: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
+    state = config.state_path
+    if args.command == "keygen":
+        stored = generate_key(state, check_kem(args.kem), valid_days=args.not_after)
+        until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(stored.published.not_after))
+        print(f"{stored.key_id}\t{stored.published.kem}\tvalid until {until}")
+        return 0
+    if args.command == "keys":
+        now = time.time()
+        for stored in list_keys(state):
+            p = stored.published
+            status = "current" if p.not_after > now else "expired"
+            until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(p.not_after))
+            print(f"{p.key_id}\t{p.kem}\t{status}\tnot after {until} UTC")
+        return 0
+    if args.command == "retire":
+        print(f"retired {retire_key(state, args.key_id).key_id}")
+        return 0
+    if args.command in ("enroll", "revoke", "devices"):
+        return _devices(args, state)
+    return _serve(config)
+
+
+def _devices(args: argparse.Namespace, state: Path) -> int:
+    registry = DeviceRegistry(state / "devices.sqlite3")
+    try:
+        if args.command == "enroll":
+            identity = load_identity(state).public_key().public_bytes_raw()
+            credential = registry.enroll(args.name, identity, replace=args.replace).encode()
+            if args.out:
+                write_secret(Path(args.out), (credential + "\n").encode())
+                print(f"enrolled {args.name}; credential written to {args.out}")
+            else:
+                print(credential)
+        elif args.command == "revoke":
+            registry.revoke(args.name)
+            print(f"revoked {args.name}")
+        else:
+            for d in registry.list():
+                state_word = "revoked" if d.revoked else "active"
+                print(f"{d.name}\t{state_word}")
+    finally:
+        registry.close()
+    return 0
+
+
+def _serve(config: GatewayConfig) -> int:
+    from aiohttp import web
+
+    from cloud_gateway.app import create_app
+    from cloud_gateway.keys import KeyRing
+    from cloud_gateway.logs import configure_logging
+
+    if not KeyRing(config.state_path).current():  # fail before binding a port
+        raise ConfigurationError(
+            f"no current key in {config.state_path}: run `tandem gateway keygen`"
+        )
+    log = configure_logging(config.log_level)
+    log.info(
+        "starting",
+        extra={
+            "fields": {
+                "host": config.host,
+                "port": config.port,
+                "upstream": config.upstream_url or f"embedded:{config.engine_spec}",
+                "replay_store": "redis" if config.redis_url else "memory",
+            }
+        },
+    )
+    web.run_app(create_app(config), host=config.host, port=config.port, access_log=None, print=None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""The gateway's own configuration: defaults < `TANDEM_GATEWAY_*` environment < CLI flags.
+
+The gateway does not import the device runtime, so it has its own small loader. Variables
+with the `TANDEM_GATEWAY_` prefix that name no field here are ignored rather than refused:
+the device runtime's `[gateway]` section shares the prefix (e.g. `TANDEM_GATEWAY_URL`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cloud_gateway.errors import ConfigurationError
+
+ENV_PREFIX = "TANDEM_GATEWAY_"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Everything `tandem gateway serve` needs. Paths "" mean the default under `state_dir`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8089
+    state_dir: str = ""  # keys/, devices.sqlite3, usage.sqlite3; "" = ~/.local/state/tandem/gateway
+    # Upstream: "" = the embedded engine from `kernels` (engine_spec); else an OpenAI-compatible
+    # base URL such as http://127.0.0.1:8000/v1 (vLLM, llama.cpp server, a hosted API).
+    upstream_url: str = ""
+    upstream_model: str = ""  # replaces the request's "model" when set
+    upstream_api_key_env: str = "TANDEM_UPSTREAM_API_KEY"  # the env var holding the API key
+    upstream_timeout_s: float = 120.0
+    upstream_connect_timeout_s: float = 5.0
+    upstream_max_connections: int = 256
+    engine_spec: str = "bundled:smollm2-135m"
+    engine_threads: int = 0
+    engine_context_length: int = 2048
+    redis_url: str = ""  # "" = in-process replay cache and SQLite usage; redis://... = shared
+    clock_window_s: float = 60.0  # accepted |gateway clock - envelope timestamp|
+    max_body_bytes: int = 1_048_576
+    max_tokens_cap: int = 4096  # a request's max_tokens is clamped to this
+    requests_per_minute: int = 120  # per device; 0 = unlimited
+    tokens_per_day: int = 1_000_000  # per device, UTC day; 0 = unlimited
+    device_cache_s: float = 1.0  # a revocation takes effect within this
+    usage_flush_s: float = 1.0  # SQLite usage is written at most this often (and at shutdown)
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "port": 0 <= self.port <= 65535,
+            "upstream_timeout_s": self.upstream_timeout_s > 0,
+            "upstream_connect_timeout_s": self.upstream_connect_timeout_s > 0,
+            "upstream_max_connections": self.upstream_max_connections > 0,
+            "clock_window_s": self.clock_window_s > 0,
+            "max_body_bytes": self.max_body_bytes >= 1024,
+            "max_tokens_cap": self.max_tokens_cap >= 1,
+            "requests_per_minute": self.requests_per_minute >= 0,
+            "tokens_per_day": self.tokens_per_day >= 0,
+            "device_cache_s": self.device_cache_s >= 0,
+            "usage_flush_s": self.usage_flush_s > 0,
+            "log_level": self.log_level.lower() in ("debug", "info", "warning", "error"),
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ConfigurationError(f"gateway config {key}={getattr(self, key)!r} is invalid")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigurationError("gateway config redis_url must start with redis://")
+
+    @property
+    def state_path(self) -> Path:
+        if self.state_dir:
+            return Path(self.state_dir).expanduser()
+        return Path.home() / ".local" / "state" / "tandem" / "gateway"
+
+
+def load_gateway_config(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> GatewayConfig:
+    """Build the config from `TANDEM_GATEWAY_<FIELD>` variables, then `overrides` (CLI flags).
+
+    `overrides` values that are None are skipped (an unset flag).
+    """
+    env = os.environ if env is None else env
+    hints = typing.get_type_hints(GatewayConfig)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(GatewayConfig):
+        var = ENV_PREFIX + f.name.upper()
+        if var in env:
+            values[f.name] = _parse(var, hints[f.name], env[var])
+    for key, value in (overrides or {}).items():
+        if key not in hints:
+            raise ConfigurationError(f"unknown gateway config key {key}")
+        if value is not None:
+            values[key] = value
+    return GatewayConfig(**values)
+
+
+def _parse(var: str, annotation: Any, text: str) -> Any:
+    try:
+        if annotation is int:
+            return int(text)
+        if annotation is float:
+            return float(text)
+    except ValueError:
+        kind = "an integer" if annotation is int else "a number"
+        raise ConfigurationError(f"{var} must be {kind}, not {text!r}") from None
+    return text

@@ -1,0 +1,235 @@
+"""The gateway's keys on disk, and the in-memory ring of current keys.
+
+Layout under `<state_dir>/keys/`:
+- `identity.key` (0600): the Ed25519 identity that signs the published key list.
+- `<key_id>.key` (0600): an HPKE private key, base64url of its raw bytes.
+- `<key_id>.json` (0644): key id, KEM, public key, created_at, not_after.
+
+Several keys may be current at once: that is how keys rotate without dropping devices
+(generate a new key, let devices pick it up from `/v1/keys`, then retire the old one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud_gateway.errors import ConfigurationError
+from cloud_gateway.protocol.codec import b64d, b64e
+from cloud_gateway.protocol.envelope import KEY_ID_RE
+from cloud_gateway.protocol.suites import (
+    Kem,
+    PrivateKey,
+    check_kem,
+    generate_secret,
+    private_key,
+    public_bytes,
+)
+from cloud_gateway.protocol.trust import PublishedKey, sign_keys_document
+
+_DAY = 86_400
+_SHORT_KEM = {"x25519": "x25519", "mlkem768-x25519": "mlkem"}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """A key's public record as stored next to its private file."""
+
+    published: PublishedKey
+    created_at: int
+
+    @property
+    def key_id(self) -> str:
+        return self.published.key_id
+
+
+def keys_dir(state_dir: Path) -> Path:
+    return state_dir / "keys"
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Create `path` with mode 0600 (never overwrite an existing secret)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _write_public(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)  # atomic: a running gateway never reads half a file
+
+
+def load_identity(state_dir: Path, *, create: bool = True) -> Ed25519PrivateKey:
+    """The gateway's Ed25519 identity, created on first use."""
+    path = keys_dir(state_dir) / "identity.key"
+    if not path.exists():
+        if not create:
+            raise ConfigurationError(f"no gateway identity at {path}: run `tandem gateway keygen`")
+        # Another process may create it first: then use theirs.
+        with contextlib.suppress(FileExistsError):
+            write_secret(path, b64e(Ed25519PrivateKey.generate().private_bytes_raw()).encode())
+    try:
+        return Ed25519PrivateKey.from_private_bytes(b64d(path.read_text().strip(), size=32))
+    except ValueError as exc:
+        raise ConfigurationError(f"gateway identity {path} is corrupt: {exc}") from None
+
+
+def generate_key(
+    state_dir: Path, kem: Kem = "x25519", *, valid_days: float = 90.0, now: float | None = None
+) -> StoredKey:
+    """Create and store a new HPKE key pair; returns its public record."""
+    if valid_days <= 0:
+        raise ConfigurationError("a key must be valid for more than 0 days")
+    now = time.time() if now is None else now
+    load_identity(state_dir)  # the identity must exist before any key is published
+    key_id = f"{_SHORT_KEM[kem]}-{time.strftime('%Y%m%d', time.gmtime(now))}-{secrets.token_hex(3)}"
+    secret = generate_secret(kem)
+    folder = keys_dir(state_dir)
+    write_secret(folder / f"{key_id}.key", b64e(secret).encode())
+    stored = StoredKey(
+        PublishedKey(key_id, kem, public_bytes(kem, secret), int(now + valid_days * _DAY)),
+        created_at=int(now),
+    )
+    _write_public(folder / f"{key_id}.json", _record(stored))
+    return stored
+
+
+def retire_key(state_dir: Path, key_id: str, *, now: float | None = None) -> StoredKey:
+    """End a key's validity now: it is no longer published nor accepted."""
+    current = {k.key_id: k for k in list_keys(state_dir)}
+    if key_id not in current:
+        raise ConfigurationError(f"no key {key_id!r} in {keys_dir(state_dir)}")
+    old = current[key_id]
+    stamp = int(time.time() if now is None else now)
+    p = old.published
+    stored = StoredKey(PublishedKey(p.key_id, p.kem, p.public_key, stamp), old.created_at)
+    _write_public(keys_dir(state_dir) / f"{key_id}.json", _record(stored))
+    return stored
+
+
+def list_keys(state_dir: Path) -> list[StoredKey]:
+    """Every stored key (current or not), oldest first."""
+    folder = keys_dir(state_dir)
+    if not folder.is_dir():
+        return []
+    keys = [_read_public(path) for path in sorted(folder.glob("*.json"))]
+    return sorted(keys, key=lambda k: (k.created_at, k.key_id))
+
+
+def _record(stored: StoredKey) -> dict[str, Any]:
+    return {**stored.published.to_dict(), "created_at": stored.created_at}
+
+
+def _read_public(path: Path) -> StoredKey:
+    try:
+        data = json.loads(path.read_text())
+        key_id = str(data["key_id"])
+        if not KEY_ID_RE.fullmatch(key_id) or path.stem != key_id:
+            raise ValueError("key id does not match the file name")
+        published = PublishedKey(
+            key_id, check_kem(str(data["kem"])), b64d(data["public_key"]), int(data["not_after"])
+        )
+        return StoredKey(published, int(data["created_at"]))
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigurationError(f"key file {path} is invalid: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _LoadedKey:
+    published: PublishedKey
+    private: PrivateKey
+
+
+class KeyRing:
+    """The gateway's current keys, re-read from disk when the keys folder changes.
+
+    `lookup` is called for every request, so it stats the folder at most once per `rescan_s`
+    and re-reads it only when it changed (a key generated or retired by the CLI).
+    """
+
+    def __init__(self, state_dir: Path, *, rescan_s: float = 1.0) -> None:
+        self._state_dir = state_dir
+        self._rescan_s = rescan_s
+        self._lock = threading.Lock()
+        self._identity = load_identity(state_dir, create=False)
+        self._keys: dict[str, _LoadedKey] = {}
+        self._stamp: int | None = None
+        self._checked = 0.0
+        self._document: dict[str, Any] | None = None
+        self._document_ids: tuple[str, ...] = ()
+        self._document_at = 0.0
+        self.reload()
+
+    @property
+    def identity(self) -> Ed25519PrivateKey:
+        return self._identity
+
+    def reload(self) -> None:
+        """Read the keys folder now."""
+        folder = keys_dir(self._state_dir)
+        stamp = folder.stat().st_mtime_ns if folder.is_dir() else None
+        loaded: dict[str, _LoadedKey] = {}
+        for stored in list_keys(self._state_dir):
+            prior = self._keys.get(stored.key_id)
+            if prior is not None and prior.published.public_key == stored.published.public_key:
+                loaded[stored.key_id] = _LoadedKey(stored.published, prior.private)
+                continue
+            path = folder / f"{stored.key_id}.key"
+            try:
+                secret = b64d(path.read_text().strip())
+                loaded[stored.key_id] = _LoadedKey(
+                    stored.published, private_key(stored.published.kem, secret)
+                )
+            except (OSError, ValueError) as exc:
+                raise ConfigurationError(f"private key {path} is unreadable: {exc}") from None
+        with self._lock:
+            self._keys, self._stamp = loaded, stamp
+            self._checked = time.monotonic()
+            self._document = None
+
+    def _maybe_rescan(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self._rescan_s:
+            return
+        self._checked = now
+        folder = keys_dir(self._state_dir)
+        stamp = folder.stat().st_mtime_ns if folder.is_dir() else None
+        if stamp != self._stamp:
+            self.reload()
+
+    def lookup(self, key_id: str) -> tuple[Kem, PrivateKey] | None:
+        """The private key for a current key id, or None."""
+        self._maybe_rescan()  # a monotonic-clock check; touches the disk at most once per rescan_s
+        found = self._keys.get(key_id)
+        if found is None or found.published.not_after <= time.time():
+            return None
+        return found.published.kem, found.private
+
+    def current(self) -> tuple[PublishedKey, ...]:
+        """The keys devices may seal to now, newest last."""
+        self._maybe_rescan()
+        now = time.time()
+        return tuple(k.published for k in self._keys.values() if k.published.not_after > now)
+
+    def document(self) -> dict[str, Any]:
+        """The signed `/v1/keys` document (re-signed when keys change, or every minute)."""
+        keys = self.current()
+        ids = tuple(k.key_id for k in keys)
+        now = time.monotonic()
+        doc = self._document
+        if doc is None or now - self._document_at > 60 or ids != self._document_ids:
+            doc = sign_keys_document(keys, self._identity)
+            self._document, self._document_ids, self._document_at = doc, ids, now
+        return doc

@@ -1,0 +1,187 @@
+"""The sealed chat endpoint: admit the envelope, forward upstream, seal the answer or stream.
+
+Errors before admission are plain JSON 4xx (the gateway may not hold a response key yet);
+errors after admission (the upstream failed) are sealed, because an upstream error message
+can quote the request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from cloud_gateway.admission import Admitted
+from cloud_gateway.errors import (
+    GatewayError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    UpstreamError,
+)
+from cloud_gateway.protocol.envelope import (
+    REQUEST_CONTENT_TYPE,
+    RESPONSE_CONTENT_TYPE,
+    STREAM_CONTENT_TYPE,
+)
+from cloud_gateway.protocol.frames import FrameSealer, seal_response
+
+if TYPE_CHECKING:
+    from cloud_gateway.app import GatewayState
+
+
+@dataclass(slots=True)
+class _Tally:
+    prompt: int = 0
+    completion: int = 0
+    chunks: int = 0
+    usage_seen: bool = False
+
+    def take(self, usage: object) -> None:
+        if isinstance(usage, dict):
+            p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            if isinstance(p, int) and isinstance(c, int):
+                self.prompt, self.completion, self.usage_seen = p, c, True
+
+    @property
+    def total(self) -> int:
+        # An upstream that reports no usage is charged one token per streamed chunk.
+        return self.prompt + self.completion if self.usage_seen else self.chunks
+
+    def usage(self) -> dict[str, int] | None:
+        if not self.usage_seen:
+            return None
+        return {
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": self.prompt + self.completion,
+        }
+
+
+async def sealed_chat(
+    request: web.Request, state: GatewayState, started: float
+) -> web.StreamResponse:
+    """Handle one `POST /v1/sealed/chat/completions`."""
+    if request.content_type not in (REQUEST_CONTENT_TYPE, "application/octet-stream"):
+        raise UnsupportedMediaType(f"send the envelope as {REQUEST_CONTENT_TYPE}")
+    length = request.content_length
+    if length is not None and length > state.config.max_body_bytes:
+        raise PayloadTooLarge(f"the body is {length} bytes, over {state.config.max_body_bytes}")
+    envelope = await request.read()
+    admitted = await state.admission.admit(envelope, time.time())
+    if admitted.chat.stream:
+        return await _stream(request, state, admitted, started)
+    return await _complete(state, admitted, started)
+
+
+async def _complete(state: GatewayState, admitted: Admitted, started: float) -> web.Response:
+    tally = _Tally()
+    upstream_started = time.perf_counter()
+    try:
+        reply: dict[str, Any] = await state.upstream.complete(admitted.chat.body)
+        status, outcome = 200, "ok"
+        tally.take(reply.get("usage"))
+    except UpstreamError as exc:
+        reply, status, outcome = exc.to_body(), exc.status, exc.code
+    finally:
+        state.metrics.upstream_latency.observe(time.perf_counter() - upstream_started)
+    body = seal_response(admitted.response_key, json.dumps(reply).encode())
+    await _account(state, admitted, tally, outcome, status, started, "complete")
+    return web.Response(
+        body=body,
+        status=status,
+        headers={"Content-Type": RESPONSE_CONTENT_TYPE, "Cache-Control": "no-store"},
+    )
+
+
+async def _stream(
+    request: web.Request, state: GatewayState, admitted: Admitted, started: float
+) -> web.StreamResponse:
+    sealer = FrameSealer(admitted.response_key)
+    tally = _Tally()
+    chunks = state.upstream.stream(admitted.chat.body)
+    upstream_started = time.perf_counter()
+    response = web.StreamResponse(
+        headers={"Content-Type": STREAM_CONTENT_TYPE, "Cache-Control": "no-store"}
+    )
+    error: dict[str, Any] | None = None
+    outcome, status = "ok", 200
+    try:
+        # Wait for the first chunk before sending headers, so that an upstream that fails at
+        # once gets its own status code rather than a 200 with an error trailer.
+        try:
+            first = await anext(chunks, None)
+        except UpstreamError as exc:
+            first, error, outcome, status = None, exc.to_body()["error"], exc.code, exc.status
+        response.set_status(status)
+        await response.prepare(request)
+        if error is None:
+            try:
+                if first is not None:
+                    await _write_chunk(response, sealer, tally, first)
+                    async for chunk in chunks:
+                        await _write_chunk(response, sealer, tally, chunk)
+            except UpstreamError as exc:  # mid-stream: the trailer says so, sealed
+                error, outcome = exc.to_body()["error"], exc.code
+            except Exception:  # noqa: BLE001 - headers are sent: end the stream properly
+                state.log.exception("stream failed", extra={"fields": {"path": request.path}})
+                error, outcome = GatewayError("internal error").to_body()["error"], "internal_error"
+        trailer = {"usage": tally.usage(), "error": error}
+        await response.write(sealer.seal(json.dumps(trailer).encode(), final=True))
+        await response.write_eof()
+    except ConnectionError:
+        outcome = "client_disconnected"  # the device went away; stop the upstream (finally)
+    finally:
+        await chunks.aclose()
+        state.metrics.upstream_latency.observe(time.perf_counter() - upstream_started)
+        await _account(state, admitted, tally, outcome, status, started, "stream")
+    return response
+
+
+async def _write_chunk(
+    response: web.StreamResponse, sealer: FrameSealer, tally: _Tally, chunk: bytes
+) -> None:
+    tally.chunks += 1
+    if b'"usage"' in chunk:
+        # Not our business to validate the upstream's chunks beyond reading usage.
+        with contextlib.suppress(ValueError, AttributeError):
+            tally.take(json.loads(chunk).get("usage"))
+    await response.write(sealer.seal(chunk))
+
+
+async def _account(
+    state: GatewayState,
+    admitted: Admitted,
+    tally: _Tally,
+    outcome: str,
+    status: int,
+    started: float,
+    kind: str,
+) -> None:
+    now = time.time()
+    await state.limiter.record(admitted.device_id, tally.total, now)
+    metrics = state.metrics
+    metrics.requests.labels(outcome).inc()
+    elapsed = time.perf_counter() - started
+    metrics.latency.labels(kind).observe(elapsed)
+    if tally.usage_seen:
+        metrics.tokens.labels("prompt").inc(tally.prompt)
+        metrics.tokens.labels("completion").inc(tally.completion)
+    state.log.info(
+        "served",
+        extra={
+            "fields": {
+                "device": admitted.device_id,
+                "key_id": admitted.key_id,
+                "kind": kind,
+                "outcome": outcome,
+                "status": status,
+                "ms": round(elapsed * 1000, 2),
+                "prompt_tokens": tally.prompt,
+                "completion_tokens": tally.completion,
+            }
+        },
+    )

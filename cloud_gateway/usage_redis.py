@@ -1,0 +1,45 @@
+"""Usage counters in Redis: limits shared by every gateway replica.
+
+Keys: `tandem:rpm:{device}:{minute}` (expires after 2 minutes), `tandem:tok:{device}:{day}`
+and `tandem:req:{device}:{day}` (expire after 2 days). Durability is Redis's (RDB/AOF).
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+_MINUTE_TTL = 120
+_DAY_TTL = 2 * 86_400
+
+
+class RedisUsageStore:
+    """A `UsageStore` on Redis: one round trip (a pipeline) per request."""
+
+    def __init__(self, redis: Redis, prefix: str = "tandem:") -> None:
+        self._redis = redis
+        self._prefix = prefix
+
+    async def count_request(self, device: str, minute: int, day: int) -> tuple[int, int]:
+        """Count one request; return (requests this minute across replicas, tokens today)."""
+        p = self._prefix
+        rpm_key = f"{p}rpm:{device}:{minute}"
+        req_key = f"{p}req:{device}:{day}"
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.incr(rpm_key)
+        pipe.expire(rpm_key, _MINUTE_TTL)
+        pipe.incr(req_key)
+        pipe.expire(req_key, _DAY_TTL)
+        pipe.get(f"{p}tok:{device}:{day}")
+        requests, _, _, _, tokens = await pipe.execute()
+        return int(requests), int(tokens or 0)
+
+    async def add_tokens(self, device: str, day: int, tokens: int) -> None:
+        """Add a finished request's tokens to today's shared total."""
+        key = f"{self._prefix}tok:{device}:{day}"
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.incrby(key, tokens)
+        pipe.expire(key, _DAY_TTL)
+        await pipe.execute()
+
+    async def close(self) -> None:
+        """The Redis client is owned by the app; nothing to release here."""

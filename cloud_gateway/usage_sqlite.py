@@ -1,0 +1,95 @@
+"""Usage counters for a single gateway: in memory, written through to SQLite every second.
+
+Per-minute request counts live only in memory (they are worthless a minute later); daily
+request and token totals are persisted so quotas survive a restart. A crash loses at most
+`flush_s` seconds of token accounting; a clean shutdown loses nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+    device TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0,
+    tokens INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (device, day)
+)
+"""
+
+
+class SqliteUsageStore:
+    """The default `UsageStore`: counters in memory, daily totals flushed to SQLite."""
+
+    def __init__(self, path: Path, flush_s: float = 1.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+        self._flush_s = flush_s
+        self._flushed_at = time.monotonic()
+        self._minutes: dict[str, tuple[int, int]] = {}  # device -> (minute, requests)
+        self._days: dict[tuple[str, int], list[int]] = {}  # (device, day) -> [requests, tokens]
+        self._dirty: set[tuple[str, int]] = set()
+
+    def _day(self, device: str, day: int) -> list[int]:
+        totals = self._days.get((device, day))
+        if totals is None:
+            row = self._db.execute(
+                "SELECT requests, tokens FROM usage WHERE device = ? AND day = ?", (device, day)
+            ).fetchone()
+            totals = [row[0], row[1]] if row else [0, 0]
+            if len(self._days) > 100_000:
+                self.flush()
+                self._days.clear()
+            self._days[(device, day)] = totals
+        return totals
+
+    async def count_request(self, device: str, minute: int, day: int) -> tuple[int, int]:
+        """Count one request; return (requests this minute, tokens today)."""
+        last_minute, count = self._minutes.get(device, (minute, 0))
+        count = count + 1 if last_minute == minute else 1
+        self._minutes[device] = (minute, count)
+        totals = self._day(device, day)
+        totals[0] += 1
+        self._dirty.add((device, day))
+        self._maybe_flush()
+        return count, totals[1]
+
+    async def add_tokens(self, device: str, day: int, tokens: int) -> None:
+        """Add a finished request's tokens to today's total."""
+        self._day(device, day)[1] += tokens
+        self._dirty.add((device, day))
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self._flushed_at >= self._flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the changed daily totals now."""
+        self._flushed_at = time.monotonic()
+        if not self._dirty:
+            return
+        rows = [(d, day, *self._days[(d, day)]) for d, day in self._dirty]
+        self._dirty.clear()
+        self._db.executemany(
+            "INSERT INTO usage (device, day, requests, tokens) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (device, day) DO UPDATE"
+            " SET requests = excluded.requests, tokens = excluded.tokens",
+            rows,
+        )
+
+    def totals(self, device: str, day: int) -> tuple[int, int]:
+        """(requests, tokens) of a device on a day, as this store counts them."""
+        requests, tokens = self._day(device, day)
+        return requests, tokens
+
+    async def close(self) -> None:
+        self.flush()
+        self._db.close()

@@ -1,0 +1,120 @@
+"""The cloud path of one request: redact → seal and send → unseal → restore.
+
+Personal data is replaced before anything is sealed; the vault that maps placeholders back
+to values lives only in this process (one vault per request: the whole conversation is
+redacted together, so a value maps to the same placeholder throughout it).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kernels import GenerationParams, Message
+from runtime.errors import PrivacyBlockError
+from runtime.offload import CloudReply, CloudStream, OffloadClient
+from runtime.privacy import PrivacyConfig, PrivacyFilter, Vault
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request ready to leave the device: redacted body, its vault, what was redacted."""
+
+    body: dict[str, Any]
+    vault: Vault
+    redactions: dict[str, Any]  # {"counts": {TYPE: n}, "blocked": reason | None}
+
+    @property
+    def blocked(self) -> str | None:
+        value = self.redactions.get("blocked")
+        return str(value) if value else None
+
+
+class CloudPath:
+    """Offload with the privacy filter in front. Thread-safe."""
+
+    def __init__(self, client: OffloadClient, privacy: PrivacyConfig, model: str = "") -> None:
+        self.client = client
+        self._privacy_config = privacy
+        self._filter: PrivacyFilter | None = None
+        self._filter_lock = threading.Lock()
+        self._model = model
+
+    @property
+    def privacy(self) -> PrivacyFilter | None:
+        """The filter (built on first use: loading the name lists takes ~0.2 s)."""
+        if not self._privacy_config.enabled:
+            return None
+        if self._filter is None:
+            with self._filter_lock:
+                if self._filter is None:
+                    self._filter = PrivacyFilter.from_config(self._privacy_config)
+        return self._filter
+
+    def available(self) -> tuple[bool, str]:
+        return self.client.available()
+
+    def prepare(self, messages: Sequence[Message], params: GenerationParams) -> Prepared:
+        """Redact `messages` and build the chat body. Never raises for a block: see `blocked`."""
+        vault = Vault()
+        wire: list[dict[str, str]] = [m.to_dict() for m in messages]
+        redactions: dict[str, Any] = {"counts": {}, "blocked": None}
+        privacy = self.privacy
+        if privacy is not None:
+            red = privacy.redact_messages(wire, vault)
+            wire = [dict(m) for m in red.messages]
+            redactions = red.to_dict()
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": wire,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        return Prepared(body, vault, redactions)
+
+    def complete(
+        self, prepared: Prepared, deadline_s: float | None = None
+    ) -> tuple[str, CloudReply]:
+        """The whole answer, restored. Raises `OffloadError` (or `PrivacyBlockError`)."""
+        self._check(prepared)
+        reply = self.client.complete(prepared.body, deadline_s)
+        privacy = self.privacy
+        text = privacy.restore(reply.text, prepared.vault).text if privacy else reply.text
+        return text, reply
+
+    def stream(
+        self, prepared: Prepared, deadline_s: float | None = None
+    ) -> tuple[Iterator[str], CloudStream]:
+        """Restored text deltas, and the underlying stream (usage etc. once exhausted)."""
+        self._check(prepared)
+        raw = self.client.stream(prepared.body, deadline_s)
+        return self._restored(raw, prepared), raw
+
+    def _restored(self, raw: CloudStream, prepared: Prepared) -> Iterator[str]:
+        privacy = self.privacy
+        if privacy is None:
+            yield from raw
+            return
+        restorer = privacy.stream_restorer(prepared.vault)
+        try:
+            for chunk in raw:
+                out = restorer.feed(chunk)
+                if out:
+                    yield out
+        finally:
+            raw.close()
+        tail = restorer.flush()
+        if tail:
+            yield tail
+
+    @staticmethod
+    def _check(prepared: Prepared) -> None:
+        if prepared.blocked:
+            raise PrivacyBlockError(f"request kept on the device: {prepared.blocked}")

@@ -1,0 +1,117 @@
+"""One local generation on the runtime's engine: pieces, running confidence, its Result."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from kernels import FinishReason, GenerationParams, Message, TokenStream, Usage
+from runtime.cloud import Prepared
+from runtime.confidence import Confidence, RunningConfidence
+from runtime.monitor.snapshot import Snapshot
+from runtime.result import Result, Timings
+
+if TYPE_CHECKING:
+    from runtime.config import Mode
+    from runtime.facade import Runtime
+
+
+class LocalRun:
+    """A local generation. `pieces()` holds the engine while it runs.
+
+    Two ways to stop it: the caller's `cancel` event (the user went away) and `cancel()`
+    (the runtime decided to escalate); `cancelled_by_user` tells them apart.
+    """
+
+    def __init__(self, runtime: Runtime, tokens: TokenStream, stop: threading.Event,
+                 user_cancel: threading.Event, prefix: str) -> None:
+        self._runtime = runtime
+        self._tokens = tokens
+        self._stop = stop
+        self._user_cancel = user_cancel
+        self._prefix = prefix
+        self._running = RunningConfidence()
+        self._parts: list[str] = []
+        self._got_engine = self._first = self._done = 0.0
+
+    @classmethod
+    def start(cls, runtime: Runtime, messages: Sequence[Message], params: GenerationParams,
+              cancel: threading.Event, *, prefix: str = "") -> LocalRun:
+        """Tokenise and get ready (raises `ContextOverflowError` now, before any token)."""
+        engine = runtime.engine
+        prompt = engine.render(messages) + prefix if prefix else messages
+        stop = threading.Event()
+        return cls(runtime, engine.stream(prompt, params, stop), stop, cancel, prefix)
+
+    @property
+    def tokens(self) -> int:
+        return self._running.tokens
+
+    @property
+    def confidence(self) -> Confidence:
+        return self._running.value()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._tokens.finish_reason == "cancelled"
+
+    @property
+    def cancelled_by_user(self) -> bool:
+        return self._user_cancel.is_set()
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def pieces(self) -> Iterator[str]:
+        with self._runtime._engine_lock:
+            self._got_engine = time.perf_counter()
+            for event in self._tokens:
+                self._running.add(event)
+                if self._user_cancel.is_set():
+                    self._stop.set()
+                if event.text:
+                    if not self._first:
+                        self._first = time.perf_counter()
+                    self._parts.append(event.text)
+                    yield event.text
+            self._done = time.perf_counter()
+
+    def close(self) -> None:
+        self._stop.set()
+        close = getattr(self._tokens, "close", None)
+        if close is not None:
+            close()
+        if not self._done:
+            self._done = time.perf_counter()
+
+    def result(self, reason: str, mode: Mode, started: float, snapshot: Snapshot,
+               prepared: Prepared | None = None, *, prefix: str = "") -> Result:
+        usage = self._tokens.usage or Usage(0, 0)
+        finish: FinishReason = self._tokens.finish_reason or "cancelled"
+        done = self._done or time.perf_counter()
+        first = self._first or done
+        got = self._got_engine or started
+        decode_s = done - first
+        rate = (usage.completion_tokens - 1) / decode_s if decode_s > 0 else 0.0
+        blocked = prepared is not None and prepared.blocked is not None
+        return Result(
+            text=prefix + "".join(self._parts),
+            source="local",
+            reason=reason,
+            confidence=self._running.value(),
+            usage=usage,
+            timings=Timings(
+                queued_ms=max(0.0, got - started) * 1e3,
+                ttft_ms=(first - started) * 1e3,
+                total_ms=(done - started) * 1e3,
+                tokens_per_s=rate,
+            ),
+            resources=snapshot,
+            finish_reason=finish,
+            model=self._runtime.engine.info.id,
+            mode=mode,
+            # nothing left the device; report the privacy verdict only when it decided that
+            redactions=dict(prepared.redactions) if blocked and prepared else {},
+        )

@@ -1,0 +1,369 @@
+"""The gateway on a loopback port: sealed round trips, each rejection's own code, limits, ops.
+
+The upstream is the fixed-response OpenAI-compatible server (a real HTTP server), except in
+the embedded-engine tests, which use the real bundled model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cloud_gateway.fixed_upstream import ANSWER
+from cloud_gateway.keys import generate_key
+from cloud_gateway.logs import JsonFormatter
+from cloud_gateway.protocol import (
+    REQUEST_CONTENT_TYPE,
+    DeviceCredential,
+    open_response,
+    seal_request,
+    verify_keys_document,
+)
+from kernels.base import Engine
+from runtime.offload import OffloadClient, OffloadConfig
+from runtime.offload_errors import GatewayRejected
+from tests.conftest_gateway import (
+    GatewayFactory,
+    GatewayHome,
+    RunningGateway,
+    free_port,
+    wait_for_fresh_minute,
+)
+
+CHAT = {"model": "fixed", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+
+
+def client_for(gw: RunningGateway, credential: str | None = None, **kw: object) -> OffloadClient:
+    cred = credential or gw.home.credential
+    return OffloadClient(OffloadConfig(url=gw.url, credential=cred, **kw))  # type: ignore[arg-type]
+
+
+def sealed(gw: RunningGateway, chat: dict[str, object] = CHAT, **kw: object) -> tuple[bytes, bytes]:
+    """A sealed envelope for the gateway's current key; (envelope, response key)."""
+    cred = DeviceCredential.parse(kw.pop("credential", gw.home.credential))  # type: ignore[arg-type]
+    doc = httpx.get(gw.url + "/v1/keys").json()
+    (key,) = verify_keys_document(doc, cred.identity_key())
+    s = seal_request(
+        json.dumps(chat).encode(),
+        kem=key.kem,
+        key_id=key.key_id,
+        gateway_key=key.public_key,
+        device_id=cred.device_id,
+        device_key=cred.signing_key(),
+        **kw,  # type: ignore[arg-type]
+    )
+    return s.envelope, s.response_key
+
+
+def post(gw: RunningGateway, body: bytes, ctype: str = REQUEST_CONTENT_TYPE) -> httpx.Response:
+    return httpx.post(
+        gw.url + "/v1/sealed/chat/completions", content=body, headers={"Content-Type": ctype}
+    )
+
+
+def error_code(resp: httpx.Response) -> str:
+    return str(resp.json()["error"]["code"])
+
+
+def test_keys_are_published_signed_by_the_gateway_identity(gateway: RunningGateway) -> None:
+    cred = DeviceCredential.parse(gateway.home.credential)
+    doc = httpx.get(gateway.url + "/v1/keys").json()
+    keys = verify_keys_document(doc, cred.identity_key())
+    assert [k.key_id for k in keys] == [gateway.home.key_id]
+    assert doc["keys"][0]["suite"] == "DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/ChaCha20Poly1305"
+    assert doc["keys"][0]["not_after"] > time.time()
+
+
+def test_sealed_completion_comes_back_unsealed_with_usage(gateway: RunningGateway) -> None:
+    client = client_for(gateway)
+    reply = client.complete(CHAT)
+    client.close()
+    assert reply.text == ANSWER
+    assert reply.usage == {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}
+    assert reply.key_id == gateway.home.key_id
+    assert reply.timings["total_ms"] >= reply.timings["first_byte_ms"] > 0
+
+
+def test_sealed_stream_yields_the_answer_in_order(gateway: RunningGateway) -> None:
+    client = client_for(gateway)
+    stream = client.stream(CHAT)
+    deltas = list(stream)
+    client.close()
+    assert "".join(deltas) == ANSWER
+    assert len(deltas) == len(ANSWER.split())
+    assert stream.usage["completion_tokens"] == 9
+    assert stream.finish_reason == "stop"
+
+
+def test_the_response_is_sealed_under_the_request_response_key(gateway: RunningGateway) -> None:
+    envelope, response_key = sealed(gateway)
+    resp = post(gateway, envelope)
+    assert resp.status_code == 200
+    assert ANSWER.encode() not in resp.content  # nothing readable on the wire
+    assert (
+        json.loads(open_response(response_key, resp.content))["choices"][0]["message"]["content"]
+        == ANSWER
+    )
+
+
+def test_replayed_envelope_is_rejected(gateway: RunningGateway) -> None:
+    envelope, _ = sealed(gateway)
+    assert post(gateway, envelope).status_code == 200
+    replay = post(gateway, envelope)
+    assert (replay.status_code, error_code(replay)) == (409, "replayed_nonce")
+
+
+def test_stale_and_future_timestamps_are_rejected(gateway: RunningGateway) -> None:
+    now_ms = int(time.time() * 1000)
+    for skew_ms in (-61_000, 61_000):
+        envelope, _ = sealed(gateway, now_ms=now_ms + skew_ms)
+        resp = post(gateway, envelope)
+        assert (resp.status_code, error_code(resp)) == (425, "stale_timestamp")
+
+
+def test_each_bad_envelope_gets_its_own_status_and_name(gateway: RunningGateway) -> None:
+    envelope, _ = sealed(gateway)
+    kid_at = 6  # after magic, version, suite, key id length
+    other_kid = envelope[:kid_at] + b"z" + envelope[kid_at + 1 :]
+    cases = {
+        "malformed": (b"not an envelope at all", 400, "malformed_envelope"),
+        "version": (envelope[:3] + b"\x07" + envelope[4:], 400, "unsupported_version"),
+        "key id": (other_kid, 421, "unknown_key_id"),
+        "tag": (envelope[:-1] + bytes([envelope[-1] ^ 0x40]), 422, "decryption_failed"),
+    }
+    for name, (body, status, code) in cases.items():
+        resp = post(gateway, body)
+        assert (resp.status_code, error_code(resp)) == (status, code), name
+        assert resp.json()["error"]["type"] == "invalid_request_error"
+    wrong_type = post(gateway, envelope, ctype="application/json")
+    assert (wrong_type.status_code, error_code(wrong_type)) == (415, "unsupported_media_type")
+
+
+def test_oversized_body_is_rejected_before_reading_it(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway(max_body_bytes=4096)
+    resp = post(gw, b"\0" * 10_000)
+    assert (resp.status_code, error_code(resp)) == (413, "payload_too_large")
+
+
+def test_unknown_and_revoked_devices_are_refused(
+    start_gateway: GatewayFactory, gateway_home: GatewayHome
+) -> None:
+    gw = start_gateway(device_cache_s=0.0)
+    tablet = gateway_home.enroll("tablet")
+    envelope, _ = sealed(gw, credential=tablet)
+    assert post(gw, envelope).status_code == 200
+    gateway_home.revoke("tablet")
+    envelope, _ = sealed(gw, credential=tablet)
+    resp = post(gw, envelope)
+    assert (resp.status_code, error_code(resp)) == (403, "revoked_device")
+    stranger = DeviceCredential("ghost", bytes(32), DeviceCredential.parse(tablet).gateway_identity)
+    envelope, _ = sealed(gw, credential=stranger.encode())
+    resp = post(gw, envelope)
+    assert (resp.status_code, error_code(resp)) == (401, "unknown_device")
+
+
+def test_a_device_cannot_sign_as_another(gateway: RunningGateway) -> None:
+    # "phone" is enrolled, but this key is not phone's: the signature must fail.
+    cred = DeviceCredential.parse(gateway.home.credential)
+    forged = DeviceCredential("phone", bytes(range(32)), cred.gateway_identity).encode()
+    envelope, _ = sealed(gateway, credential=forged)
+    resp = post(gateway, envelope)
+    assert (resp.status_code, error_code(resp)) == (401, "bad_signature")
+
+
+def test_requests_over_the_minute_limit_get_429_with_retry_after(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw = start_gateway(requests_per_minute=2)
+    wait_for_fresh_minute()
+    statuses = [post(gw, sealed(gw)[0]) for _ in range(3)]
+    assert [r.status_code for r in statuses] == [200, 200, 429]
+    assert error_code(statuses[2]) == "rate_limited"
+    assert 1 <= int(statuses[2].headers["Retry-After"]) <= 60
+    metrics = httpx.get(gw.url + "/metrics").text
+    assert 'tandem_gateway_rate_limited_total{limit="requests_per_minute"} 1.0' in metrics
+
+
+def test_token_quota_survives_a_restart(start_gateway: GatewayFactory) -> None:
+    # Each fixed answer costs 21 tokens: two fit under 30 (the check is before the request).
+    first = start_gateway(tokens_per_day=30)
+    assert [post(first, sealed(first)[0]).status_code for _ in range(2)] == [200, 200]
+    first.server.stop()  # a clean shutdown flushes usage to SQLite
+    second = start_gateway(tokens_per_day=30)
+    resp = post(second, sealed(second)[0])
+    assert (resp.status_code, error_code(resp)) == (429, "rate_limited")
+    assert "tokens" in resp.json()["error"]["message"]
+    assert int(resp.headers["Retry-After"]) <= 86_400
+
+
+def test_upstream_failure_reaches_the_device_sealed(gateway: RunningGateway) -> None:
+    envelope, key = sealed(gateway, {**CHAT, "model": "fail"})
+    resp = post(gateway, envelope)
+    assert resp.status_code == 502
+    assert b"upstream failure" not in resp.content
+    assert json.loads(open_response(key, resp.content))["error"]["code"] == "upstream_error"
+    client = client_for(gateway)
+    with pytest.raises(GatewayRejected) as info:
+        client.complete({**CHAT, "model": "fail"})
+    client.close()
+    assert (info.value.status, info.value.code) == (502, "upstream_error")
+
+
+def test_health_readiness_and_metrics(
+    start_gateway: GatewayFactory, gateway: RunningGateway
+) -> None:
+    assert httpx.get(gateway.url + "/healthz").json() == {"status": "alive"}
+    assert httpx.get(gateway.url + "/readyz").status_code == 200
+    with client_for(gateway) as client:
+        client.complete(CHAT)
+    post(gateway, b"junk")
+    metrics = httpx.get(gateway.url + "/metrics").text
+    assert 'tandem_gateway_requests_total{outcome="ok"} 1.0' in metrics
+    assert 'tandem_gateway_rejections_total{code="malformed_envelope"} 1.0' in metrics
+    assert 'tandem_gateway_tokens_total{kind="completion"} 9.0' in metrics
+    assert 'tandem_gateway_request_seconds_count{kind="complete"} 1.0' in metrics
+    dead = start_gateway(upstream_url=f"http://127.0.0.1:{free_port()}/v1")
+    not_ready = httpx.get(dead.url + "/readyz")
+    assert not_ready.status_code == 503
+    assert "unreachable" in not_ready.json()["reason"]
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_logs_carry_no_request_or_answer_content(gateway: RunningGateway) -> None:
+    secret = "my-card-is-4111-1111-1111-1111"
+    logger, handler = logging.getLogger("tandem.gateway"), _Records()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with client_for(gateway) as client:
+            client.complete({**CHAT, "messages": [{"role": "user", "content": secret}]})
+            list(client.stream({**CHAT, "messages": [{"role": "user", "content": secret}]}))
+        post(gateway, b"junk")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    lines = [JsonFormatter().format(r) for r in handler.records]
+    assert len(lines) >= 3
+    served = [json.loads(line) for line in lines if '"served"' in line]
+    assert {s["outcome"] for s in served} == {"ok"} and served[0]["device"] == "phone"
+    assert not any(secret in line or "quick brown" in line for line in lines)
+
+
+def test_key_rotation_drops_no_request(gateway: RunningGateway) -> None:
+    home = gateway.home
+    client = client_for(gateway)
+    assert client.complete(CHAT).key_id == home.key_id  # the client now caches the old key
+    new = generate_key(home.state_dir, "x25519")
+    assert client.complete(CHAT).key_id == home.key_id  # both keys valid: no change needed
+    from cloud_gateway.keys import retire_key
+
+    retire_key(home.state_dir, home.key_id)
+    time.sleep(1.1)  # the gateway re-reads its keys folder at most once a second
+    # The cached key is gone: 421 unknown_key_id, then a refresh and a reseal, transparently.
+    assert client.complete(CHAT).key_id == new.key_id
+    assert client.breaker.failures == 0
+    client.close()
+    keys = httpx.get(gateway.url + "/v1/keys").json()["keys"]
+    assert [k["key_id"] for k in keys] == [new.key_id]
+
+
+def test_post_quantum_hybrid_suite_round_trips(gateway: RunningGateway) -> None:
+    generate_key(gateway.home.state_dir, "mlkem768-x25519")
+    time.sleep(1.1)  # let the gateway notice the new key
+    client = client_for(gateway, kem="mlkem768-x25519")
+    reply = client.complete(CHAT)
+    client.close()
+    assert reply.text == ANSWER
+    assert reply.key_id.startswith("mlkem-")
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_malformed_input_never_gets_a_5xx(gateway: RunningGateway, data: st.DataObject) -> None:
+    envelope, _ = sealed(gateway)
+    body = data.draw(
+        st.one_of(
+            st.binary(max_size=3000),
+            st.builds(
+                lambda i, x: envelope[:i] + bytes([envelope[i] ^ x]) + envelope[i + 1 :],
+                st.integers(0, len(envelope) - 1),
+                st.integers(1, 255),
+            ),
+            st.builds(lambda n: envelope[:n], st.integers(0, len(envelope) - 1)),
+        ),
+        label="body",
+    )
+    resp = post(gateway, body)
+    assert 400 <= resp.status_code < 500, resp.text
+    assert isinstance(resp.json()["error"]["code"], str)
+
+
+@pytest.mark.slow
+def test_embedded_engine_answers_sealed_requests(
+    start_gateway: GatewayFactory, engine: Engine
+) -> None:
+    gw = start_gateway(upstream_url="", engine=engine)
+    assert httpx.get(gw.url + "/readyz").json() == {"status": "ready"}
+    # A generous deadline: this test is about the answer, and CI shares 2 cores.
+    client = client_for(gw, deadline_s=300.0)
+    chat = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 12}
+    reply = client.complete(chat)
+    assert reply.text.strip()
+    assert 0 < reply.usage["completion_tokens"] <= 12
+    stream = client.stream(chat)
+    assert "".join(stream) == reply.text  # greedy decoding: the same answer streamed
+    assert stream.usage["completion_tokens"] == reply.usage["completion_tokens"]
+    client.close()
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    body=st.one_of(
+        _json_values,
+        st.fixed_dictionaries(
+            {"messages": _json_values},
+            optional={"max_tokens": _json_values, "stream": _json_values, "stop": _json_values},
+        ),
+    )
+)
+def test_well_sealed_but_invalid_chat_requests_never_get_a_5xx(
+    start_gateway: GatewayFactory, body: object
+) -> None:
+    gw = start_gateway(requests_per_minute=0, tokens_per_day=0)
+    envelope, _ = sealed(gw, body)  # type: ignore[arg-type]
+    resp = post(gw, envelope)
+    assert resp.status_code in (200, 400), resp.text
+    if resp.status_code == 400:
+        assert error_code(resp) == "invalid_request"

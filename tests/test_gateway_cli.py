@@ -1,0 +1,111 @@
+"""`tandem gateway ...` commands: keys on disk, credentials, revocation, config from env."""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from cloud_gateway.cli import main
+from cloud_gateway.config import GatewayConfig, load_gateway_config
+from cloud_gateway.devices import DeviceRegistry
+from cloud_gateway.errors import ConfigurationError
+from cloud_gateway.keys import KeyRing, list_keys
+from cloud_gateway.protocol import DeviceCredential
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_keygen_writes_a_private_key_only_the_owner_can_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "keygen", "--state-dir", str(tmp_path), "--not-after", "7")
+    assert code == 0
+    key_id = out.split("\t")[0]
+    private = tmp_path / "keys" / f"{key_id}.key"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "keys" / "identity.key").stat().st_mode) == 0o600
+    record = json.loads((tmp_path / "keys" / f"{key_id}.json").read_text())
+    assert record["kem"] == "x25519" and "secret" not in json.dumps(record)
+    assert 6.9 * 86400 < record["not_after"] - time.time() <= 7 * 86400
+
+
+def test_two_keys_are_current_at_once_until_one_is_retired(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = str(tmp_path)
+    first = run(capsys, "keygen", "--state-dir", state)[1].split("\t")[0]
+    second = run(capsys, "keygen", "--state-dir", state, "--kem", "mlkem768-x25519")[1]
+    second = second.split("\t")[0]
+    assert {k.key_id for k in KeyRing(tmp_path).current()} == {first, second}
+    assert run(capsys, "retire", "--state-dir", state, first)[0] == 0
+    assert [k.key_id for k in KeyRing(tmp_path).current()] == [second]
+    listing = run(capsys, "keys", "--state-dir", state)[1]
+    assert f"{first}\tx25519\texpired" in listing
+    assert f"{second}\tmlkem768-x25519\tcurrent" in listing
+    assert len(list_keys(tmp_path)) == 2
+
+
+def test_enroll_prints_a_credential_bound_to_this_gateway(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = str(tmp_path)
+    run(capsys, "keygen", "--state-dir", state)
+    code, out, _ = run(capsys, "enroll", "--state-dir", state, "phone")
+    assert code == 0
+    cred = DeviceCredential.parse(out.strip())
+    assert cred.device_id == "phone"
+    ring = KeyRing(tmp_path)
+    assert cred.gateway_identity == ring.identity.public_key().public_bytes_raw()
+    registry = DeviceRegistry(tmp_path / "devices.sqlite3")
+    record = registry.get("phone")
+    registry.close()
+    assert record is not None and not record.revoked
+    assert record.public_key == cred.signing_key().public_key().public_bytes_raw()
+    # The same name twice is refused, with the way out named.
+    code, _, err = run(capsys, "enroll", "--state-dir", state, "phone")
+    assert code == 2 and "--replace" in err
+
+
+def test_enroll_to_a_file_and_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state, out_file = str(tmp_path), tmp_path / "tablet.cred"
+    run(capsys, "keygen", "--state-dir", state)
+    assert run(capsys, "enroll", "--state-dir", state, "tablet", "--out", str(out_file))[0] == 0
+    assert stat.S_IMODE(out_file.stat().st_mode) == 0o600
+    assert DeviceCredential.parse(out_file.read_text()).device_id == "tablet"
+    assert run(capsys, "revoke", "--state-dir", state, "tablet")[1] == "revoked tablet\n"
+    assert run(capsys, "devices", "--state-dir", state)[1] == "tablet\trevoked\n"
+    code, _, err = run(capsys, "revoke", "--state-dir", state, "nobody")
+    assert code == 2 and "no device 'nobody'" in err
+
+
+def test_serving_without_keys_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "serve", "--state-dir", str(tmp_path), "--port", "0")
+    assert code == 2
+    assert "tandem gateway keygen" in err
+
+
+def test_config_reads_its_environment_and_flags_win() -> None:
+    env = {
+        "TANDEM_GATEWAY_PORT": "9001",
+        "TANDEM_GATEWAY_REDIS_URL": "redis://127.0.0.1:6390/0",
+        "TANDEM_GATEWAY_CLOCK_WINDOW_S": "30",
+        "TANDEM_GATEWAY_URL": "http://device-side-setting",  # the device's [gateway] section
+    }
+    config = load_gateway_config(env, {"port": 9002, "host": None})
+    assert config == GatewayConfig(
+        port=9002, redis_url="redis://127.0.0.1:6390/0", clock_window_s=30.0
+    )
+    with pytest.raises(ConfigurationError, match="TANDEM_GATEWAY_PORT must be an integer"):
+        load_gateway_config({"TANDEM_GATEWAY_PORT": "eighty"})
+    with pytest.raises(ConfigurationError, match="redis_url"):
+        load_gateway_config({"TANDEM_GATEWAY_REDIS_URL": "localhost:6379"})

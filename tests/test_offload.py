@@ -1,0 +1,240 @@
+"""The device's offload client against real gateways: deadline, retries, breaker, tampering."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import httpx
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud_gateway.fixed_upstream import ANSWER
+from cloud_gateway.protocol import PublishedKey, sign_keys_document
+from kernels.base import Engine, GenerationParams, Message, generate
+from runtime.errors import OffloadError
+from runtime.monitor.snapshot import NetworkState
+from runtime.offload import OffloadClient, OffloadConfig
+from runtime.offload_errors import (
+    CircuitOpen,
+    GatewayRejected,
+    GatewayUnreachable,
+    OffloadNotConfigured,
+    OffloadTimeout,
+    SealedReplyInvalid,
+)
+from tests.conftest_gateway import (
+    GatewayHome,
+    RunningGateway,
+    ThreadedServer,
+    free_port,
+    spawn_gateway,
+)
+
+CHAT = {"model": "fixed", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+
+
+def make_client(url: str, credential: str, **kw: object) -> OffloadClient:
+    return OffloadClient(OffloadConfig(url=url, credential=credential, **kw))  # type: ignore[arg-type]
+
+
+def test_unconfigured_client_says_so() -> None:
+    client = OffloadClient(OffloadConfig())
+    ok, reason = client.available()
+    assert not ok and "not configured" in reason
+    with pytest.raises(OffloadNotConfigured):
+        client.complete(CHAT)
+    client.close()
+
+
+def test_credential_can_be_given_as_a_file(gateway: RunningGateway, tmp_path: Path) -> None:
+    path = tmp_path / "device.cred"
+    path.write_text(gateway.home.credential + "\n")
+    with make_client(gateway.url, str(path)) as client:
+        assert client.complete(CHAT).text == ANSWER
+
+
+def test_hung_upstream_ends_in_a_timeout_at_the_deadline(gateway: RunningGateway) -> None:
+    outcomes: list[tuple[bool, float | None]] = []
+    config = OffloadConfig(url=gateway.url, credential=gateway.home.credential, deadline_s=1.0)
+    with OffloadClient(config, on_outcome=lambda ok, rtt: outcomes.append((ok, rtt))) as client:
+        with pytest.raises(OffloadTimeout, match="1.0 s deadline"):
+            client.complete({**CHAT, "model": "hang"})
+        assert client.breaker.failures == 1
+        client.complete(CHAT)
+    assert outcomes[0] == (False, None)
+    assert outcomes[1][0] is True and outcomes[1][1] is not None and outcomes[1][1] > 0
+
+
+def test_breaker_opens_after_repeated_failures_and_says_so(gateway_home: GatewayHome) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with make_client(
+        dead, gateway_home.credential, breaker_failures=2, breaker_reset_s=600, backoff_s=0.01
+    ) as client:
+        for _ in range(2):
+            with pytest.raises(GatewayUnreachable, match="cannot"):
+                client.complete(CHAT)
+        with pytest.raises(CircuitOpen, match="2 failed calls in a row"):
+            client.complete(CHAT)
+        ok, reason = client.available()
+        assert not ok and "circuit open" in reason
+
+
+def test_half_open_breaker_closes_after_one_success(gateway: RunningGateway) -> None:
+    with make_client(
+        gateway.url, gateway.home.credential, breaker_failures=1, breaker_reset_s=0.0, deadline_s=1
+    ) as client:
+        with pytest.raises(OffloadTimeout):
+            client.complete({**CHAT, "model": "hang"})
+        assert client.complete(CHAT).text == ANSWER  # the half-open trial
+        assert client.breaker.failures == 0 and client.available() == (True, "")
+
+
+def test_monitor_reporting_offline_vetoes_the_cloud(gateway: RunningGateway) -> None:
+    offline = NetworkState(gateway.url, False, None, 0.0)
+    config = OffloadConfig(url=gateway.url, credential=gateway.home.credential)
+    with OffloadClient(config, network_state=lambda: offline) as client:
+        assert client.available() == (False, "offline: the monitor reports the gateway unreachable")
+        with pytest.raises(GatewayUnreachable, match="offline"):
+            client.complete(CHAT)
+        assert client.breaker.failures == 0  # known offline is not a gateway failure
+
+
+class FailFirstConnect(httpx.BaseTransport):
+    """Test double for a flaky network: the first POST fails to connect (nothing is sent)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.posts: list[bytes] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            self.posts.append(request.read())
+            if len(self.posts) == 1:
+                raise httpx.ConnectError("connection refused", request=request)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class BreakAfterSend(FailFirstConnect):
+    """Test double: the POST reaches the gateway, then the connection breaks before the answer."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "POST":
+            self.posts.append(request.read())
+            response.close()
+            raise httpx.ReadError("connection reset", request=request)
+        return response
+
+
+def test_connect_failure_is_retried_with_a_fresh_envelope(gateway: RunningGateway) -> None:
+    transport = FailFirstConnect()
+    config = OffloadConfig(url=gateway.url, credential=gateway.home.credential, backoff_s=0.01)
+    with OffloadClient(config, transport=transport) as client:
+        assert client.complete(CHAT).text == ANSWER
+    first, second = transport.posts
+    assert first != second  # a new nonce and response key: no envelope is ever sent twice
+
+
+def test_failure_after_the_request_was_sent_is_not_retried(gateway: RunningGateway) -> None:
+    transport = BreakAfterSend()
+    config = OffloadConfig(url=gateway.url, credential=gateway.home.credential, retries=3)
+    with (
+        OffloadClient(config, transport=transport) as client,
+        pytest.raises(GatewayUnreachable, match="broke"),
+    ):
+        client.complete(CHAT)
+    assert len(transport.posts) == 1
+
+
+def _relay(target: str, *, flip_response_byte: int | None, forged_keys: bool) -> ThreadedServer:
+    """A real HTTP relay in the path (the threat model's "relay"), optionally hostile."""
+    identity = Ed25519PrivateKey.generate()
+
+    async def forward(request: web.Request) -> web.Response:
+        if forged_keys and request.path == "/v1/keys":
+            own = PublishedKey("evil-1", "x25519", bytes(32), 2**40)
+            return web.json_response(sign_keys_document((own,), identity))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method,
+                target + request.path,
+                data=await request.read(),
+                headers={"Content-Type": request.headers.get("Content-Type", "")},
+            ) as resp,
+        ):
+            body = bytearray(await resp.read())
+            ctype = resp.headers.get("Content-Type", "")
+        if flip_response_byte is not None and "sealed" in ctype:
+            body[flip_response_byte % len(body)] ^= 0x01
+        return web.Response(body=bytes(body), status=resp.status, headers={"Content-Type": ctype})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    return ThreadedServer(app).start()
+
+
+@pytest.fixture
+def relays(gateway: RunningGateway) -> Iterator[dict[str, ThreadedServer]]:
+    made = {
+        "tamper": _relay(gateway.url, flip_response_byte=-5, forged_keys=False),
+        "forge": _relay(gateway.url, flip_response_byte=None, forged_keys=True),
+    }
+    yield made
+    for relay in made.values():
+        relay.stop()
+
+
+def test_relay_that_modifies_the_answer_is_caught(
+    gateway: RunningGateway, relays: dict[str, ThreadedServer]
+) -> None:
+    with make_client(relays["tamper"].url, gateway.home.credential) as client:
+        with pytest.raises(SealedReplyInvalid, match="does not authenticate"):
+            client.complete(CHAT)
+        with pytest.raises(SealedReplyInvalid):
+            list(client.stream(CHAT))
+
+
+def test_relay_that_serves_its_own_keys_is_caught(
+    gateway: RunningGateway, relays: dict[str, ThreadedServer]
+) -> None:
+    with (
+        make_client(relays["forge"].url, gateway.home.credential) as client,
+        pytest.raises(GatewayRejected) as info,
+    ):
+        client.complete(CHAT)
+    assert info.value.code == "untrusted_keys"
+
+
+def test_gateway_killed_mid_stream_falls_back_to_the_local_engine(
+    gateway_home: GatewayHome, fixed_upstream: str, engine: Engine
+) -> None:
+    proc, url = spawn_gateway(gateway_home.state_dir, fixed_upstream)
+    try:
+        # What the runtime does: stream from the cloud; on any OffloadError answer locally.
+        with make_client(url, gateway_home.credential, deadline_s=30.0) as client:
+            stream = client.stream({**CHAT, "model": "slow"})
+            received = [next(stream)]
+            proc.send_signal(signal.SIGKILL)
+            with pytest.raises(OffloadError) as info:
+                received.extend(stream)
+        # The break is seen as a broken connection or a truncated stream: not as the 30 s
+        # deadline passing.
+        assert isinstance(info.value, GatewayUnreachable | SealedReplyInvalid), info.value
+        assert received and "".join(received) != ANSWER
+        prompt = [Message("user", "Say hello.")]
+        local = generate(engine, prompt, GenerationParams(max_tokens=8))
+        reason = f"answered locally: {info.value}"
+        assert local.text.strip() and "gateway" in reason
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        if proc.stderr:
+            proc.stderr.close()

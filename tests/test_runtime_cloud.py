@@ -1,0 +1,272 @@
+"""The runtime's cloud path through a real gateway on loopback: modes, fallback, privacy."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncGenerator, Iterator
+from typing import Any
+
+import pytest
+
+from cloud_gateway.fixed_upstream import ANSWER
+from kernels import Engine
+from runtime.cloud import CloudPath
+from runtime.config import RuntimeConfig, TandemConfig, load_config
+from runtime.errors import OffloadError, PrivacyBlockError
+from runtime.facade import Runtime
+from runtime.offload import OffloadConfig
+from runtime.privacy import PrivacyConfig
+from tests.conftest_gateway import GatewayFactory, RunningGateway, free_port
+
+Q = [{"role": "user", "content": "Name a fruit."}]
+
+
+class EchoUpstream:
+    """A stand-in cloud model (the gateway's Upstream seam) that repeats what it was sent.
+
+    It records every request the gateway forwarded, i.e. exactly what left the device.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    def _answer(self, request: dict[str, Any]) -> str:
+        self.requests.append(request)
+        return "You said: " + str(request["messages"][-1]["content"])
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        text = self._answer(request)
+        return {"id": "x", "object": "chat.completion", "created": 0, "model": "echo",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": len(text.split()),
+                          "total_tokens": 5 + len(text.split())}}
+
+    async def stream(self, request: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+        text = self._answer(request)
+        words = text.split(" ")
+        for i in range(0, len(words), 2):  # 2 words a chunk: placeholders split across chunks
+            piece = (" " if i else "") + " ".join(words[i : i + 2])
+            yield json.dumps({"id": "x", "object": "chat.completion.chunk", "created": 0,
+                              "model": "echo", "choices": [{"index": 0,
+                              "delta": {"content": piece}, "finish_reason": None}]}).encode()
+        yield json.dumps({"id": "x", "object": "chat.completion.chunk", "created": 0,
+                          "model": "echo", "choices": [{"index": 0, "delta": {},
+                          "finish_reason": "stop"}],
+                          "usage": {"prompt_tokens": 5, "completion_tokens": len(words),
+                                    "total_tokens": 5 + len(words)}}).encode()
+
+    async def ready(self) -> tuple[bool, str]:
+        return True, ""
+
+    async def close(self) -> None:
+        return None
+
+
+def make_runtime(
+    engine: Engine, gw_url: str, credential: str, *, mode: str = "prefer-local",
+    threshold: float = 0.5, upstream_model: str = "", privacy: PrivacyConfig | None = None,
+    deadline_s: float = 20.0, **offload: Any,
+) -> Runtime:
+    cfg: TandemConfig = load_config(env={})
+    cfg = cfg.replace(
+        runtime=RuntimeConfig(mode=mode, confidence_threshold=threshold),  # type: ignore[arg-type]
+        offload=OffloadConfig(url=gw_url, credential=credential, deadline_s=deadline_s,
+                              **offload),
+        privacy=privacy or PrivacyConfig(),
+    )
+    rt = Runtime(cfg, engine=engine)
+    if upstream_model:  # the fixed upstream picks its behaviour from the request's model
+        assert rt.cloud is not None
+        rt.cloud = CloudPath(rt.cloud.client, cfg.privacy, model=upstream_model)
+    return rt
+
+
+@pytest.fixture
+def echo(start_gateway: GatewayFactory) -> Iterator[tuple[RunningGateway, EchoUpstream]]:
+    upstream = EchoUpstream()
+    yield start_gateway(upstream=upstream), upstream
+
+
+def test_prefer_cloud_answers_from_the_cloud(engine: Engine, gateway: RunningGateway) -> None:
+    with make_runtime(engine, gateway.url, gateway.home.credential) as rt:
+        result = rt.generate(Q, mode="prefer-cloud")
+    assert result.source == "cloud"
+    assert result.text == ANSWER
+    assert result.reason == "mode prefer-cloud: the cloud answers"
+    assert result.usage.completion_tokens == len(ANSWER.split())
+    assert not result.confidence.available
+
+
+def test_cloud_only_streams_the_cloud_answer(engine: Engine, gateway: RunningGateway) -> None:
+    with make_runtime(engine, gateway.url, gateway.home.credential) as rt:
+        stream = rt.stream(Q, mode="cloud-only")
+        pieces = list(stream)
+    assert "".join(pieces) == ANSWER and len(pieces) > 1
+    assert stream.result is not None and stream.result.source == "cloud"
+
+
+def test_cloud_only_fails_clearly_when_the_gateway_is_down(engine: Engine,
+                                                           gateway_home: Any) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with make_runtime(engine, dead, gateway_home.credential, retries=0) as rt, \
+            pytest.raises(OffloadError, match="cannot connect to the gateway|gateway unreachable"):
+        rt.generate(Q, mode="cloud-only")
+
+
+def test_prefer_cloud_falls_back_to_local_and_the_breaker_opens(engine: Engine,
+                                                                gateway_home: Any) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with make_runtime(engine, dead, gateway_home.credential, retries=0,
+                      breaker_failures=2) as rt:
+        reasons = [rt.generate(Q, mode="prefer-cloud", params=rt.params(max_tokens=4)).reason
+                   for _ in range(3)]
+        sources = {rt.generate(Q, mode="prefer-cloud", params=rt.params(max_tokens=2)).source}
+    assert sources == {"local"}
+    assert "the cloud failed" in reasons[0] or "unreachable" in reasons[0]
+    assert any("circuit open" in r or "unreachable" in r for r in reasons[1:])
+
+
+def test_local_only_config_never_connects_to_the_gateway(engine: Engine) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    accepted = 0
+
+    def count() -> None:
+        nonlocal accepted
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            accepted += 1
+            conn.close()
+
+    threading.Thread(target=count, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with make_runtime(engine, url, "tdc1.unused", mode="local-only") as rt:
+            assert rt.cloud is None
+            for mode in (None, "local-only"):
+                result = rt.generate(Q, mode=mode, params=rt.params(max_tokens=3))
+                assert result.source == "local"
+            time.sleep(0.5)  # give a stray background probe the chance to show itself
+    finally:
+        listener.close()
+    assert accepted == 0
+
+
+def test_per_request_local_only_sends_nothing(engine: Engine, echo: Any) -> None:
+    gw, upstream = echo
+    with make_runtime(engine, gw.url, gw.home.credential, threshold=1.0) as rt:
+        result = rt.generate(Q, mode="local-only", params=rt.params(max_tokens=4))
+    assert result.source == "local" and upstream.requests == []
+
+
+def test_low_confidence_escalates_and_high_confidence_stays(engine: Engine,
+                                                            gateway: RunningGateway) -> None:
+    with make_runtime(engine, gateway.url, gateway.home.credential, threshold=1.0) as rt:
+        up = rt.generate(Q, params=rt.params(max_tokens=8))
+    assert up.source == "cloud" and up.text == ANSWER
+    assert "< threshold 1.00, escalated to the cloud" in up.reason
+    assert up.confidence.available  # the local draft's confidence is reported
+    with make_runtime(engine, gateway.url, gateway.home.credential, threshold=0.0) as rt:
+        stay = rt.generate(Q, params=rt.params(max_tokens=8))
+    assert stay.source == "local" and ">= threshold 0.00" in stay.reason
+
+
+def test_streamed_cascade_decides_on_the_first_tokens(engine: Engine,
+                                                      gateway: RunningGateway) -> None:
+    with make_runtime(engine, gateway.url, gateway.home.credential, threshold=1.0) as rt:
+        story = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
+        stream = rt.stream(story, params=rt.params(max_tokens=200))
+        text = "".join(stream)
+    assert stream.result is not None
+    assert stream.result.source == "cloud" and text == ANSWER
+    assert "over the first 16 tokens" in stream.result.reason
+    assert stream.result.confidence.tokens == 16  # local decoding stopped at the decision
+
+
+def test_personal_data_leaves_as_placeholders_and_comes_back(engine: Engine, echo: Any) -> None:
+    gw, upstream = echo
+    secret = "Mail jane.doe@example.com or call +1 415 555 0132 about card 4111 1111 1111 1111."
+    with make_runtime(engine, gw.url, gw.home.credential) as rt:
+        plain = rt.generate([{"role": "user", "content": secret}], mode="cloud-only")
+        stream = rt.stream([{"role": "user", "content": secret}], mode="cloud-only")
+        streamed = "".join(stream)
+    sent = json.dumps(upstream.requests)
+    for value in ("jane.doe@example.com", "555 0132", "4111 1111 1111 1111"):
+        assert value not in sent
+    assert "<EMAIL_1>" in sent and "<PHONE_1>" in sent and "<CARD_1>" in sent
+    assert plain.text == "You said: " + secret
+    assert streamed == "You said: " + secret
+    assert plain.redactions["counts"] == {"CARD": 1, "EMAIL": 1, "PHONE": 1}
+    assert stream.result is not None and stream.result.redactions == plain.redactions
+
+
+def test_privacy_block_keeps_the_request_local(engine: Engine, echo: Any) -> None:
+    gw, upstream = echo
+    ssn = [{"role": "user", "content": "My SSN is 536-90-4399, is it valid?"}]
+    privacy = PrivacyConfig(block_types=("SSN",))
+    with make_runtime(engine, gw.url, gw.home.credential, privacy=privacy) as rt:
+        local = rt.generate(ssn, mode="prefer-cloud", params=rt.params(max_tokens=4))
+        with pytest.raises(PrivacyBlockError, match="contains SSN"):
+            rt.generate(ssn, mode="cloud-only")
+    assert local.source == "local"
+    assert "privacy keeps it on the device (contains SSN)" in local.reason
+    assert local.redactions["blocked"] == "contains SSN"
+    assert upstream.requests == []
+
+
+def test_a_hanging_cloud_is_abandoned_at_the_deadline(engine: Engine,
+                                                      gateway: RunningGateway) -> None:
+    with make_runtime(engine, gateway.url, gateway.home.credential, upstream_model="hang",
+                      deadline_s=1.5) as rt:
+        started = time.monotonic()
+        result = rt.generate(Q, mode="prefer-cloud", params=rt.params(max_tokens=4))
+        elapsed = time.monotonic() - started
+    assert result.source == "local"
+    assert "did not answer within the 1.5 s deadline" in result.reason
+    assert elapsed < 1.5 + 30  # the local answer follows the deadline, not the hang
+
+
+def test_gateway_killed_mid_stream_the_device_finishes_the_answer(
+    engine: Engine, start_gateway: GatewayFactory
+) -> None:
+    gw = start_gateway()
+    with make_runtime(engine, gw.url, gw.home.credential, upstream_model="slow",
+                      deadline_s=10) as rt:
+        stream = rt.stream(Q, mode="prefer-cloud", params=rt.params(max_tokens=6))
+        first = next(stream)
+        gw.server.stop()  # the gateway dies while the answer is half streamed
+        rest = "".join(stream)
+    result = stream.result
+    assert result is not None
+    assert result.source == "local"
+    assert "the cloud failed" in result.reason and "continues the answer" in result.reason
+    assert result.text == first + rest
+    assert ANSWER.startswith(first)
+
+
+def test_device_api_reports_the_cloud_source(engine: Engine, gateway: RunningGateway) -> None:
+    import openai
+
+    from tests.device_server import serve_in_thread
+
+    with make_runtime(engine, gateway.url, gateway.home.credential) as rt, \
+            serve_in_thread(rt) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        resp = client.chat.completions.create(
+            model="tandem", messages=Q, extra_body={"tandem": {"mode": "cloud-only"}}  # type: ignore[arg-type]
+        )
+    assert resp.choices[0].message.content == ANSWER
+    assert (resp.model_extra or {})["tandem"]["source"] == "cloud"
+
+
