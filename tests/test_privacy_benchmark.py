@@ -38,6 +38,23 @@ def test_presidio_format_reports_scores_leakage_and_ends_with_the_headline_keys(
     assert 0.0 < float(result["person_recall"]) <= 1.0  # type: ignore[arg-type]
 
 
+def test_timing_reports_both_layers_per_round_with_the_load_average() -> None:
+    result = _run(
+        "--dataset", str(DATA / "generated_small.json"), "--limit", "20", "--ner", "names",
+        "--rounds", "2",
+    )  # fmt: skip
+    timing = result["timing"]
+    assert isinstance(timing, dict)
+    assert set(timing) == {"structured", "whole filter"}
+    for row in timing.values():
+        assert len(row["round_p50s"]) == 2
+        assert row["p50_ms_per_kb"] > 0
+    assert result["structured_ms_per_kb"] == timing["structured"]["p50_ms_per_kb"]
+    assert result["ms_per_kb"] == timing["whole filter"]["p50_ms_per_kb"]
+    assert len(result["loadavg_before"]) == 3  # type: ignore[arg-type]
+    assert result["spacy_model"] is None and result["spacy_loaded"] is False
+
+
 def test_units_format_reports_unit_survival_last() -> None:
     result = _run("--dataset", str(DATA / "generated_small_units.csv"), "--format", "units")
     assert list(result)[-1] == "unit_survival"

@@ -117,6 +117,11 @@ def test_phone_numbers_in_many_national_formats(
     assert found(privacy, text) == [(value, "PHONE")]
 
 
+def test_a_list_of_phone_numbers_is_not_a_csv_row(privacy: PrivacyFilter) -> None:
+    text = "numbers: 5551234567, 4155550132"
+    assert found(privacy, text) == [("5551234567", "PHONE"), ("4155550132", "PHONE")]
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -128,6 +133,7 @@ def test_phone_numbers_in_many_national_formats(
         "pi is 3.14159265",
         "at 10:30:00",
         "room 12, floor 3",
+        "date,open,volume\n2022-01-01,150.02,15678900\n2022-01-02,154.32,19874500",
     ],
 )
 def test_numbers_that_are_not_phone_numbers(privacy: PrivacyFilter, text: str) -> None:

@@ -208,7 +208,8 @@ def test_messages_are_redacted_with_one_vault(privacy: PrivacyFilter) -> None:
         ({"drop_types": ("NAME",)}, "unknown entity type 'NAME'"),
         ({"drop_types": ("CARD",), "allow_types": ("CARD",)}, "CARD is in both"),
         ({"stay_local_categories": ("weather",)}, "unknown category 'weather'"),
-        ({"ner": "spacy"}, "needs spacy_model"),
+        ({"ner": "spacy", "spacy_model": ""}, "needs spacy_model"),
+        ({"spacy_labels": ("GPE",)}, "spacy_labels"),
     ],
 )
 def test_bad_privacy_config_is_refused(kwargs: dict[str, object], message: str) -> None:

@@ -10,7 +10,13 @@ answer = privacy.restore(cloud_text, vault).text        # or privacy.stream_rest
 tandem["redactions"] = red.to_dict()                    # counts per type, never values
 """
 
-from runtime.privacy.entities import ENTITY_TYPES, STRUCTURED_TYPES, Detector, Span
+from runtime.privacy.entities import (
+    ENTITY_TYPES,
+    STRUCTURED_TYPES,
+    ContextDetector,
+    Detector,
+    Span,
+)
 from runtime.privacy.filter import (
     MessagesRedaction,
     PrivacyFilter,
@@ -27,6 +33,7 @@ __all__ = [
     "CATEGORIES",
     "ENTITY_TYPES",
     "STRUCTURED_TYPES",
+    "ContextDetector",
     "Detector",
     "MessagesRedaction",
     "PrivacyConfig",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 # The placeholder labels, also the type names used by the policy and the config.
 PERSON = "PERSON"
@@ -59,6 +59,15 @@ class Detector(Protocol):
 
     def detect(self, text: str) -> list[Span]:
         """The spans of `text` this detector recognises."""
+        ...
+
+
+@runtime_checkable
+class ContextDetector(Detector, Protocol):
+    """A costly detector that can skip what the detectors before it already explained."""
+
+    def detect_after(self, text: str, found: Sequence[Span]) -> list[Span]:
+        """The spans of `text` it recognises, given the spans `found` so far."""
         ...
 
 

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from kernels.base import Message
 from runtime.errors import PrivacyBlockError
-from runtime.privacy.entities import RAW, Detector, Span, resolve
+from runtime.privacy.entities import RAW, ContextDetector, Detector, Span, resolve
 from runtime.privacy.placeholders import ESCAPE
 from runtime.privacy.policy import PrivacyConfig, PrivacyPolicy
 from runtime.privacy.restore import Restored, StreamRestorer, restore
 from runtime.privacy.vault import Vault
 
 M = TypeVar("M", Message, Mapping[str, Any])
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +73,15 @@ class PrivacyFilter:
     """
 
     def __init__(self, detectors: Sequence[Detector], policy: PrivacyPolicy | None = None):
+        """`detectors` run in order; a `ContextDetector` sees what the ones before it found."""
         self._detectors: tuple[Detector, ...] = (_PlaceholderEcho(), *detectors)
+        self._steps = tuple(_step(d) for d in self._detectors)
         self.policy = policy if policy is not None else PrivacyPolicy()
+
+    @property
+    def detectors(self) -> tuple[Detector, ...]:
+        """The detectors in the order they run (the placeholder echo first)."""
+        return self._detectors
 
     @classmethod
     def from_config(cls, config: PrivacyConfig | None = None) -> PrivacyFilter:
@@ -83,8 +92,8 @@ class PrivacyFilter:
     def detect(self, text: str) -> list[Span]:
         """Non-overlapping spans of personal data in `text`, sorted by position."""
         found: list[Span] = []
-        for detector in self._detectors:
-            found.extend(detector.detect(text))
+        for step in self._steps:
+            found.extend(step(text, found))
         return resolve(found, text)
 
     def redact(self, text: str, vault: Vault) -> Redaction:
@@ -140,6 +149,12 @@ class PrivacyFilter:
         return StreamRestorer(vault)
 
 
+def _step(detector: Detector) -> Callable[[str, Sequence[Span]], list[Span]]:
+    if isinstance(detector, ContextDetector):
+        return detector.detect_after
+    return lambda text, _found: detector.detect(text)
+
+
 def structured_detectors(config: PrivacyConfig) -> list[Detector]:
     """The validator-backed layer, always on: secrets, e-mail, URL, IP, card, IBAN, IDs,
     dates and phone numbers."""
@@ -155,16 +170,29 @@ def structured_detectors(config: PrivacyConfig) -> list[Detector]:
 
 
 def build_detectors(config: PrivacyConfig) -> list[Detector]:
-    """The detectors a config asks for. Heavy modules are imported here, not at import time."""
-    from runtime.privacy.addresses import AddressDetector
+    """The detectors a config asks for. Heavy modules are imported here, not at import time.
 
-    detectors = [*structured_detectors(config), AddressDetector()]
-    if config.ner in ("names", "names+spacy"):
+    The spaCy model loads on its first use. If spaCy or the model is not installed, a
+    warning is logged and people are found by the name lists alone.
+    """
+    from runtime.privacy.addresses import AddressDetector
+    from runtime.privacy.ner import SpacyDetector, spacy_available
+
+    detectors: list[Detector] = [*structured_detectors(config), AddressDetector()]
+    spacy = config.ner in ("spacy", "names+spacy")
+    if spacy and not spacy_available(config.spacy_model):
+        log.warning(
+            "privacy: ner = %r but spaCy or the model %r is not installed; people are found "
+            "by the name lists only (pip install 'tandem-llm[ner]')",
+            config.ner,
+            config.spacy_model,
+        )
+        spacy = False
+    if config.ner == "names+spacy" or (config.ner != "none" and not spacy):
         from runtime.privacy.names import NameDetector
 
         detectors.append(NameDetector())
-    if config.ner in ("spacy", "names+spacy"):
-        from runtime.privacy.ner import SpacyDetector
-
-        detectors.append(SpacyDetector(config.spacy_model))
+    if spacy:
+        # Last, so that it sees everything else found and runs only where needed.
+        detectors.append(SpacyDetector(config.spacy_model, frozenset(config.spacy_labels)))
     return detectors

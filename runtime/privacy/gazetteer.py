@@ -42,6 +42,10 @@ before between again all any both each few more most some such own than out up d
 per via bank card account address street road avenue lane drive court place square park city
 north south east west central upper lower royal grand saint port mount lake river god jesus
 christ allah buddha
+email e-mail text schedule remind update cancel remove delete translate summarize summarise
+draft reply contact transfer ship print invite book rewrite compose describe compare
+calculate convert generate suggest recommend imagine pretend act
+mom mum dad mommy daddy grandma grandpa granny auntie
 """
 
 

@@ -23,7 +23,8 @@ _PARTICLES = words(
     van von der den de del della di da dos das du la le ten ter bin ibn al el y zu
     """
 )
-_NEVER = words(
+# Words that are never (part of) a name, whatever the lists say ("Can", "Will" are names).
+NOT_NAMES = words(
     """
     i me my we our you your he him his she her they them their it its this that these those
     who what which where when why how yes no not and or but if so the a an of in on at to
@@ -175,14 +176,15 @@ class NameDetector:
         lists = self._lists
         head = tokens[i]
         style = self._kind(head)
-        if not lists.is_name(head.word) or lists.is_common(head.word) or fold(head.word) in _NEVER:
+        key = fold(head.word)
+        if not lists.is_name(head.word) or lists.is_common(head.word) or key in NOT_NAMES:
             return [head]  # judged (and rejected) on its own
         run = [head]
         for tok in tokens[i + 1 : i + 3]:
             if text[run[-1].end : tok.start] != " " or self._kind(tok) != style:
                 break
             key = fold(tok.word)
-            if key in _NEVER or lists.is_common(tok.word) or len(tok.word) < 3:
+            if key in NOT_NAMES or lists.is_common(tok.word) or len(tok.word) < 3:
                 break
             if not lists.is_name(tok.word) and not (len(run) == 1 and lists.is_first(head.word)):
                 break
@@ -196,11 +198,11 @@ class NameDetector:
                 return Span(run[k].start, run[-1].end, LOCATION, "places")
         # Leading/trailing function words and plain common words ("Call", "Thanks") are
         # context, not part of the name.
-        while run and (fold(run[0].word) in _NEVER or _plain_word(lists, run[0].word)):
+        while run and (fold(run[0].word) in NOT_NAMES or _plain_word(lists, run[0].word)):
             run = run[1:]
         if len(run) > 1 and fold(run[-1].word) in _COMPANY:
             return Span(run[0].start, run[-1].end, ORG, "company-suffix")
-        while run and (fold(run[-1].word) in _NEVER or _plain_word(lists, run[-1].word)):
+        while run and (fold(run[-1].word) in NOT_NAMES or _plain_word(lists, run[-1].word)):
             run = run[:-1]
         if not run:
             return None

