@@ -10,42 +10,26 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from kernels.base import (
     FinishReason,
     GenerationParams,
-    Message,
     ModelInfo,
     Prompt,
     TokenEvent,
     TokenStream,
     Usage,
 )
+from kernels.common import default_threads, find_stop, render_transcript
 from kernels.errors import ContextOverflowError, EngineError, ModelNotFoundError
 from kernels.logprobs import StepRecorder
 from kernels.registry import ResolvedModel
 
 if TYPE_CHECKING:
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-
-def default_threads() -> int:
-    """One thread per core available to this process (llama.cpp gains nothing from SMT)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def render_transcript(messages: Sequence[Message]) -> str:
-    """Completion prompting for base models: a plain transcript ending in the assistant's turn."""
-    names = {"system": "System", "user": "User", "assistant": "Assistant"}
-    lines = [f"{names[m.role]}: {m.content.strip()}" for m in messages]
-    return "\n".join(lines) + "\nAssistant:"
 
 
 class LlamaCppEngine:
@@ -194,7 +178,7 @@ class LlamaCppEngine:
                     piece = self._llm.detokenize([token])
                     text += decoder.decode(piece)
                     logprob, entropy = recorder.logprob(token), recorder.entropy
-                    cut = _find_stop(text, stops, emitted)
+                    cut = find_stop(text, stops, emitted)
                     if cut is not None:
                         text = text[:cut]
                         reason = "stop"
@@ -214,13 +198,3 @@ class LlamaCppEngine:
             yield TokenEvent(text[emitted:], -1, 0.0, 0.0)
         stream.finish(reason, Usage(len(prompt_tokens), produced))
 
-
-def _find_stop(text: str, stops: tuple[str, ...], emitted: int) -> int | None:
-    """Index where the earliest stop string starts in `text`, searching only new text."""
-    best: int | None = None
-    for stop in stops:
-        start = max(0, emitted - len(stop) + 1)
-        idx = text.find(stop, start)
-        if idx != -1 and (best is None or idx < best):
-            best = idx
-    return best

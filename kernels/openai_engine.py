@@ -1,0 +1,297 @@
+"""Any OpenAI-compatible server as an engine: `mlc_llm serve`, llama.cpp's server, vLLM, Ollama.
+
+Synchronous (httpx) and streaming (SSE). Every request asks for `logprobs` and
+`top_logprobs`; whether the server honours that is found out once, at load, and published
+as `info.has_logprobs` (see `kernels.openai_protocol` for what the numbers mean).
+Cancellation closes the HTTP stream, which is how a client tells any of these servers to
+stop decoding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kernels.base import (
+    FinishReason,
+    GenerationParams,
+    ModelInfo,
+    Prompt,
+    TokenEvent,
+    TokenStream,
+    Usage,
+)
+from kernels.errors import (
+    ContextOverflowError,
+    EngineError,
+    EngineUnavailableError,
+    ModelNotFoundError,
+)
+from kernels.openai_protocol import (
+    DEFAULT_TOP_LOGPROBS,
+    ChunkAssembler,
+    Request,
+    build_request,
+    iter_sse,
+    render_messages,
+    server_error,
+)
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """`openai:http://host:port/v1#model` -> (base URL, model or None for the server's first)."""
+    rest = spec.removeprefix("openai:")
+    url, _, model = rest.partition("#")
+    if not url.startswith(("http://", "https://")):
+        raise ModelNotFoundError(
+            f"bad server spec {spec!r}: expected openai:http://HOST:PORT/v1#MODEL"
+        )
+    return url.rstrip("/"), (model or None)
+
+
+class OpenAIEngine:
+    """A model behind an OpenAI-compatible HTTP API. Safe to use from several threads."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        *,
+        context_length: int = 2048,
+        top_logprobs: int = DEFAULT_TOP_LOGPROBS,
+        tokenizer: str | Path | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+        )
+        self._base_url = base_url.rstrip("/")
+        try:
+            self._model = model or self._first_model()
+            self._top_logprobs = top_logprobs
+            self._has_logprobs = top_logprobs > 0 and self._probe_logprobs()
+        except BaseException:
+            self._client.close()
+            raise
+        self._tokenizer = _load_tokenizer(tokenizer) if tokenizer else None
+        self._count_via: str | None = None  # the server's tokenize route, once found
+        self._count_lock = threading.Lock()
+        self._info = ModelInfo(
+            id=self._model,
+            path=self._base_url,
+            engine="openai",
+            context_length=context_length,
+            chat=True,
+            has_logprobs=self._has_logprobs,
+            extra={
+                "server": self._base_url,
+                "top_logprobs": str(top_logprobs if self._has_logprobs else 0),
+                "entropy": "top-k lower bound" if self._has_logprobs else "none",
+            },
+        )
+
+    # -- Engine protocol -------------------------------------------------------------------
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def render(self, prompt: Prompt) -> str:
+        """Raw prompts as they are; chat as a plain transcript (the server templates it)."""
+        return prompt if isinstance(prompt, str) else render_messages(list(prompt))
+
+    def count_tokens(self, text: str) -> int:
+        """Exact with a local `tokenizer.json` or a server tokenize route; else ~4 chars/token."""
+        counted = self._exact_count(text)
+        return counted if counted is not None else max(1, math.ceil(len(text) / 4))
+
+    def stream(
+        self,
+        prompt: Prompt,
+        params: GenerationParams,
+        cancel: threading.Event | None = None,
+    ) -> TokenStream:
+        counted = self._exact_count(self.render(prompt))
+        if counted is not None and counted >= self._info.context_length:
+            # Servers refuse an over-long prompt only once the stream has begun (if at all),
+            # so check it here where we can say why. For chat the transcript undercounts the
+            # template, so this never refuses a prompt the server would take.
+            raise ContextOverflowError(counted, self._info.context_length)
+        top = self._top_logprobs if self._has_logprobs else 0
+        request = build_request(prompt, params, model=self._model, top_logprobs=top)
+        # Sent now, so that a refusal (context overflow, unknown model) raises here, as the
+        # in-process engines do, rather than on the first `next()`.
+        response = self._send(request)
+        stream = TokenStream(iter(()), cancel)
+        stream._events = self._events(response, prompt, stream)
+        return stream
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _send(self, request: Request) -> httpx.Response:
+        def send() -> httpx.Response:
+            return self._client.send(
+                self._client.build_request("POST", request.path, json=request.body),
+                stream=True,
+            )
+
+        try:
+            try:
+                response = send()
+            except httpx.RemoteProtocolError:
+                # A pooled keep-alive connection the server had already closed (it does so
+                # after a stream that failed mid-way); nothing was generated: send again.
+                response = send()
+        except httpx.TransportError as exc:
+            raise EngineUnavailableError(
+                f"cannot reach the model server at {self._base_url}: {exc}"
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                body = response.read()
+            finally:
+                response.close()
+            raise _error_from_body(body, response.status_code)
+        return response
+
+    def _events(
+        self, response: httpx.Response, prompt: Prompt, stream: TokenStream
+    ) -> Iterator[TokenEvent]:
+        assembler = ChunkAssembler()
+        reason: FinishReason | None = None
+        try:
+            for chunk in iter_sse(response.iter_lines()):
+                yield from assembler.feed(chunk)
+                if stream.cancel_event.is_set():
+                    reason = "cancelled"
+                    break
+        except httpx.TransportError as exc:
+            raise EngineUnavailableError(f"the model server stream broke: {exc}") from exc
+        finally:
+            response.close()  # on cancel this is what tells the server to stop decoding
+        if reason is None:
+            if assembler.finish_reason is None:
+                raise EngineError(
+                    "the model server ended the stream without a finish reason (its log says why)"
+                )
+            reason = assembler.finish_reason
+        usage = assembler.usage
+        if usage is None or reason == "cancelled":
+            prompt_tokens = usage.prompt_tokens if usage else self.count_tokens(self.render(prompt))
+            usage = Usage(prompt_tokens, assembler.steps)
+        stream.finish(reason, usage)
+
+    def _first_model(self) -> str:
+        try:
+            response = self._client.get("models")
+        except httpx.TransportError as exc:
+            raise EngineUnavailableError(
+                f"cannot reach the model server at {self._base_url}: {exc}"
+            ) from exc
+        if response.status_code >= 400:
+            raise _error_from_body(response.content, response.status_code)
+        models = response.json().get("data") or []
+        if not models:
+            raise ModelNotFoundError(f"the model server at {self._base_url} lists no model")
+        return str(models[0]["id"])
+
+    def _probe_logprobs(self) -> bool:
+        """Whether the server returns log-probabilities (a one-token request finds out)."""
+        from kernels.base import Message
+
+        probe = build_request(
+            [Message("user", "Hi")],
+            GenerationParams(max_tokens=1),
+            model=self._model,
+            top_logprobs=self._top_logprobs,
+        )
+        try:
+            response = self._send(probe)
+        except EngineUnavailableError:
+            raise
+        except EngineError:
+            return False  # e.g. a server that rejects the logprobs fields outright
+        assembler = ChunkAssembler()
+        with contextlib.closing(response):
+            for chunk in iter_sse(response.iter_lines()):
+                assembler.feed(chunk)
+        return assembler.saw_logprobs
+
+    def _exact_count(self, text: str) -> int | None:
+        if self._tokenizer is not None:
+            return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        return self._count_on_server(text)
+
+    def _count_on_server(self, text: str) -> int | None:
+        root = self._base_url.removesuffix("/v1")
+        routes: list[tuple[str, dict[str, Any]]] = [
+            (f"{root}/extras/tokenize/count", {"input": text}),  # llama-cpp-python
+            (f"{root}/tokenize", {"model": self._model, "prompt": text}),  # vLLM
+            (f"{root}/tokenize", {"content": text}),  # llama.cpp server
+        ]
+        with self._count_lock:
+            if self._count_via == "":
+                return None
+            if self._count_via is not None:
+                routes = [r for r in routes if r[0] + str(sorted(r[1])) == self._count_via]
+            for url, body in routes:
+                try:
+                    response = self._client.post(url, json=body)
+                except httpx.TransportError:
+                    return None
+                if response.status_code != 200:
+                    continue
+                data = response.json()
+                if isinstance(data.get("count"), int):
+                    counted = int(data["count"])
+                elif isinstance(data.get("tokens"), list):
+                    counted = len(data["tokens"])
+                else:
+                    continue
+                self._count_via = url + str(sorted(body))
+                return counted
+            self._count_via = ""  # none of them: estimate from now on
+            return None
+
+
+def _error_from_body(body: bytes, status: int) -> EngineError:
+    import json
+
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = body.decode("utf-8", errors="replace")
+    if isinstance(data, dict):
+        data = data.get("error", data.get("detail", data))
+    if status == 404 and "model" in str(data).lower():
+        return ModelNotFoundError(f"the model server does not have that model: {data}")
+    return server_error(data, status)
+
+
+def _load_tokenizer(path: str | Path) -> Any:
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as exc:
+        raise EngineUnavailableError(
+            "counting tokens with a tokenizer.json needs the tokenizers package "
+            "(pip install tokenizers)"
+        ) from exc
+    file = Path(path)
+    if file.is_dir():
+        file = file / "tokenizer.json"
+    if not file.is_file():
+        raise ModelNotFoundError(f"tokenizer file not found: {file}")
+    return Tokenizer.from_file(str(file))
