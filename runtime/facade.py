@@ -13,23 +13,42 @@ which `QueueFullError` is raised at call time (before any token).
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import re
+import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from kernels import Engine, GenerationParams, Message
 from kernels.registry import load_engine
 from runtime.cloud import CloudPath, Prepared
 from runtime.confidence import NO_CONFIDENCE, Confidence, RunningConfidence
 from runtime.config import MODES, Mode, TandemConfig
-from runtime.errors import ModeError, OffloadError, PrivacyBlockError, QueueFullError
+from runtime.errors import ModeError, OffloadError, QueueFullError
 from runtime.local import LocalRun
 from runtime.monitor import Monitor
 from runtime.monitor.snapshot import Snapshot
 from runtime.offload import OffloadClient
+from runtime.policy import (
+    BudgetState,
+    LatencyEstimates,
+    PolicyInputs,
+    RequestFeatures,
+    decide,
+)
 from runtime.result import Result, Timings, Usage
+from runtime.router.base import RouterVerdict
+from runtime.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from runtime.router.learned import LearnedRouter
+
+log = logging.getLogger("tandem.runtime")
 
 MessagesLike = Sequence[Message | Mapping[str, Any]]
 Route = Literal["local", "cloud", "cascade"]
@@ -62,10 +81,13 @@ class ResultStream(Iterator[str]):
     engine at once. Iterating to the end, or closing, is required to free the queue slot.
     """
 
-    def __init__(self, cancel: threading.Event, slot: _Slot | None = None) -> None:
+    def __init__(self, cancel: threading.Event, slot: _Slot | None = None, *, rid: str = "",
+                 context: _Context | None = None) -> None:
         self._pieces: Iterator[str] = iter(())
         self._cancel = cancel
         self._slot = slot
+        self.id = rid  # known before the first token (the API's response id)
+        self.context = context
         self.result: Result | None = None
 
     def __iter__(self) -> ResultStream:
@@ -109,6 +131,33 @@ class _Slot:
 
 
 @dataclass(frozen=True, slots=True)
+class _Context:
+    """What `_finish` needs to label and log a result."""
+
+    rid: str
+    prompt: str
+    plan: Plan
+
+
+def _last_user_text(messages: Sequence[Message]) -> str:
+    return next((m.content for m in reversed(messages) if m.role == "user"), "")
+
+
+_CUES = {
+    "code": re.compile(r"```|\b(?:def|class|function|import|SELECT|regex|python|javascript|"
+                       r"compile|stack trace|bug)\b", re.I),
+    "math": re.compile(r"\d\s*[-+*/^=]\s*\d|\b(?:solve|equation|integral|derivative|"
+                       r"probability|how many|calculate)\b", re.I),
+    "translation": re.compile(r"\btranslat(?:e|ion)\b", re.I),
+}
+
+
+def task_cues(text: str) -> tuple[str, ...]:
+    """Cheap task cues of a prompt (for `policy.cloud_task_cues`)."""
+    return tuple(name for name, pattern in _CUES.items() if pattern.search(text))
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """Where a request goes first, why, and what to do if the cloud fails."""
 
@@ -116,7 +165,7 @@ class Plan:
     reason: str
     prepared: Prepared | None = None
     fallback: bool = True  # a failed cloud call is answered locally (False for cloud-only)
-    trace: tuple[dict[str, Any], ...] = field(default=())
+    decision: dict[str, Any] | None = None  # the policy's decision and trace
 
 
 class Runtime:
@@ -153,6 +202,9 @@ class Runtime:
             )
             cloud = CloudPath(client, config.privacy)
         self.cloud = cloud
+        self.telemetry = Telemetry.from_setting(config.runtime.telemetry_path)
+        self._router: LearnedRouter | None = None
+        self._speed: dict[str, float] = {}
 
     def _report_gateway(self, ok: bool, rtt_ms: float | None) -> None:
         self.monitor.report_gateway(ok, rtt_ms)
@@ -193,6 +245,8 @@ class Runtime:
             self.cloud.client.close()
         if self._owns_monitor:
             self.monitor.close()
+        if self.telemetry is not None:
+            self.telemetry.close()
 
     def __enter__(self) -> Runtime:
         return self
@@ -254,7 +308,9 @@ class Runtime:
 
     def plan(self, messages: Sequence[Message], mode: Mode, params: GenerationParams,
              snapshot: Snapshot) -> Plan:
-        """Decide where a request goes first (the policy; no side effects but redaction)."""
+        """Decide where a request goes first (`runtime.policy.decide`; redaction happens here
+        when the cloud is an option, since the privacy verdict is one of the policy's inputs).
+        """
         if mode == "local-only":
             return Plan("local", "mode local-only: the device answers")
         cloud = self.cloud
@@ -267,41 +323,69 @@ class Runtime:
                 )
             return Plan("local", "mode prefer-local: the device answers; "
                         "no gateway configured to escalate to")
-        ok, why = cloud.available()
-        prepared = cloud.prepare(messages, params) if ok else None
-        blocked = prepared.blocked if prepared else None
-        if mode == "cloud-only":
-            if not ok:
-                raise OffloadError(f"mode cloud-only: {why}")
-            if blocked:
-                raise PrivacyBlockError(f"mode cloud-only, but the request must stay on the "
-                                        f"device: {blocked}")
-            return Plan("cloud", "mode cloud-only: the cloud answers", prepared, fallback=False)
-        if not ok:
-            return Plan("local", f"mode {mode}: {why}; the device answers")
-        if blocked:
-            return Plan("local", f"mode {mode}: privacy keeps it on the device ({blocked})",
-                        prepared)
-        if mode == "prefer-cloud":
-            return Plan("cloud", "mode prefer-cloud: the cloud answers", prepared)
-        short = self._resources_short(snapshot)
-        if short:
-            return Plan("cloud", f"mode prefer-local: {short}, so the cloud answers", prepared)
-        threshold = self.config.runtime.confidence_threshold
-        return Plan("cascade", f"mode prefer-local: the device answers; escalates below "
-                    f"confidence {threshold:.2f}", prepared)
+        prepared = cloud.prepare(messages, params)
+        prompt = _last_user_text(messages)
+        inputs = PolicyInputs(
+            mode=mode,
+            request=RequestFeatures(
+                prompt_tokens=self._prompt_tokens(messages),
+                expected_output_tokens=params.max_tokens,
+                task_cues=task_cues(prompt),
+            ),
+            snapshot=snapshot,
+            privacy_block=prepared.blocked,
+            router=self._router_verdict(prompt),
+            budget=BudgetState(cloud_tokens_used=self._cloud_tokens_today()),
+            latency=LatencyEstimates(
+                local_tokens_per_s=self._speed.get("local"),
+                local_prompt_tokens_per_s=self._speed.get("local_prefill"),
+                cloud_tokens_per_s=self._speed.get("cloud"),
+            ),
+            circuit_open=not cloud.client.breaker.peek()[0],
+        )
+        decision = decide(inputs, self.config.policy)
+        error = decision.error()
+        if error is not None:
+            raise error
+        route: Route = "local" if decision.route == "refuse" else decision.route
+        return Plan(route, decision.reason, prepared, fallback=mode != "cloud-only",
+                    decision=decision.to_dict())
 
-    def _resources_short(self, snapshot: Snapshot) -> str | None:
-        rc = self.config.runtime
-        battery = snapshot.battery
-        if battery is not None and battery.plugged_in is False and (
-            battery.percent < rc.escalate_battery_percent
-        ):
-            return f"battery {battery.percent:.0f}% and unplugged"
-        thermal = snapshot.thermal
-        if rc.escalate_when_throttled and thermal is not None and thermal.throttling_now:
-            return "the device is thermally throttled"
-        return None
+    def _prompt_tokens(self, messages: Sequence[Message]) -> int:
+        engine = self.engine
+        return engine.count_tokens(engine.render(messages))
+
+    def _router_verdict(self, prompt: str) -> RouterVerdict | None:
+        policy = self.config.policy
+        if not (policy.use_router and policy.router_path):
+            return None
+        if self._router is None:
+            from runtime.router.store import load_router
+
+            self._router = load_router(policy.router_path)
+        return self._router.verdict(prompt)
+
+    def _cloud_tokens_today(self) -> int:
+        return self.telemetry.cloud_tokens_today() if self.telemetry else 0
+
+    def _observe_speed(self, result: Result) -> None:
+        """Running averages of measured speeds, for the latency rule."""
+        key = result.source
+        rate = result.timings.tokens_per_s
+        if rate > 0:
+            old = self._speed.get(key)
+            self._speed[key] = rate if old is None else 0.8 * old + 0.2 * rate
+        if key == "local" and result.timings.ttft_ms > 0 and result.usage.prompt_tokens:
+            prefill = result.usage.prompt_tokens / (result.timings.ttft_ms / 1e3)
+            old = self._speed.get("local_prefill")
+            self._speed["local_prefill"] = prefill if old is None else 0.8 * old + 0.2 * prefill
+
+    def feedback(self, answer_id: str, good: bool, note: str = "") -> None:
+        """Record a user's verdict on an answer (telemetry must be on)."""
+        if self.telemetry is None:
+            raise ModeError('telemetry is off (runtime.telemetry_path = "off"): '
+                            "feedback cannot be recorded")
+        self.telemetry.feedback(answer_id, good, note)
 
     # -- execution ---------------------------------------------------------------------------
 
@@ -320,8 +404,10 @@ class Runtime:
         cancel = cancel or threading.Event()
         started = time.perf_counter()
         plan = self.plan(msgs, chosen, params, self.monitor.snapshot())
+        rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        context = _Context(rid, _last_user_text(msgs), plan)
         if plan.route == "cloud":
-            stream = ResultStream(cancel)
+            stream = ResultStream(cancel, rid=rid, context=context)
             stream._pieces = self._run_cloud(stream, msgs, chosen, params, plan, started)
             return stream
         slot = self._admit()
@@ -330,7 +416,7 @@ class Runtime:
         except BaseException:
             slot.release()
             raise
-        stream = ResultStream(cancel, slot)
+        stream = ResultStream(cancel, slot, rid=rid, context=context)
         if plan.route == "cascade" and streaming:
             pieces = self._run_cascade_stream(stream, slot, local, msgs, chosen, params, plan,
                                               started)
@@ -358,7 +444,16 @@ class Runtime:
         return _Slot(self)
 
     def _finish(self, stream: ResultStream, result: Result) -> None:
+        ctx = stream.context
+        if ctx is not None:
+            result = dataclasses.replace(result, id=ctx.rid, decision=ctx.plan.decision)
         stream.result = result
+        self._observe_speed(result)
+        if self.telemetry is not None and ctx is not None:
+            try:
+                self.telemetry.record(result, ctx.prompt)
+            except sqlite3.Error as exc:  # telemetry must never cost the user an answer
+                log.warning("telemetry not recorded: %s", exc)
         for listener in self.listeners:
             listener(result)
 
@@ -547,7 +642,6 @@ class Runtime:
             model=model or "cloud",
             mode=mode,
             redactions=dict(plan.prepared.redactions) if plan.prepared else {},
-            trace=plan.trace,
         )
 
 

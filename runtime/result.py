@@ -49,11 +49,13 @@ class Result:
     model: str
     mode: str
     redactions: dict[str, Any] = field(default_factory=dict)  # {counts: {TYPE: n}, blocked}
-    trace: tuple[dict[str, Any], ...] = ()
+    decision: dict[str, Any] | None = None  # the policy's decision with its trace of rules
+    id: str = ""  # the answer's id (the API's response id; feedback refers to it)
 
     def tandem(self) -> dict[str, Any]:
         """The `tandem` object carried by API responses."""
         return {
+            "id": self.id,
             "source": self.source,
             "reason": self.reason,
             "mode": self.mode,
@@ -61,7 +63,7 @@ class Result:
             "redactions": dict(self.redactions),
             "timings": self.timings.to_dict(),
             "resources": self.resources.to_dict(),
-            "trace": list(self.trace),
+            "decision": self.decision,
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from kernels import Engine
 from kernels.registry import load_engine
+
+# Telemetry and other state go to a throw-away folder, never the developer's home
+# (subprocesses started by tests inherit it).
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="tandem-test-state-")
 
 
 @pytest.fixture(scope="session")

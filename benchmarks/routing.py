@@ -1,0 +1,315 @@
+"""Learned routing on real per-query correctness data (RouteLLM's MMLU and GSM8K sets).
+
+Weak = Mixtral-8x7B-Instruct, strong = GPT-4-1106-preview; a query "goes to the cloud"
+when the router sends it to the strong model. Two MMLU splits, each a 2-fold half/half
+scheme so that every query is scored exactly once by a router that never saw it:
+
+- random:  a seeded permutation cut in two; train on one half, score the other, swap;
+- subject: the 57 subjects shuffled and cut in two; whole subjects are held out.
+
+Metrics (see `runtime.router.metrics`) are computed on the pooled out-of-fold scores;
+the per-fold APGR range is printed beside. GSM8K (1,319 queries) uses the random split.
+Also measured: calibration (threshold set on half of the held-out half, cloud share
+checked on the other half), reliability of P(strong wins) (ECE, 10 bins), and the LinUCB
+bandit replaying held-out queries as cost-aware feedback.
+
+    python -m benchmarks.routing --json [--seed 1] [--skip-gsm8k] [--no-embed]
+
+`hashed_emb_lr` adds an all-MiniLM-L6-v2 sentence embedding to `hashed_lr`'s features; it
+runs when the `router-embed` extra is installed (vectors are cached under
+~/.cache/tandem/embeddings, keyed by the prompts; a cold cache costs minutes of CPU).
+The design (features, C, dense-cue and embedding weights) was chosen on seed 0 splits;
+the default reported seed is 1, which the design never looked at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks._report import emit, out_path, table
+from runtime.router.bandit import BanditConfig, LinUcbBandit, router_context, simulate
+from runtime.router.base import BoolArray, FloatArray, Router
+from runtime.router.baselines import KnnRouter, RandomRouter, TfidfLrRouter, strong_wins
+from runtime.router.calibration import cloud_fraction, threshold_for_fraction
+from runtime.router.data import RoutingData, load_routing_data
+from runtime.router.embedding import (
+    F32,
+    MODEL_ID,
+    EmbeddingUnavailable,
+    LookupEncoder,
+    SentenceEncoder,
+    embed_cached,
+)
+from runtime.router.features import FeatureSpec
+from runtime.router.learned import STRONG_ONLY, LearnedRouter, TrainParams
+from runtime.router.metrics import RoutingCurve, oracle_scores, routing_curve
+
+DATA = Path(__file__).resolve().parent / "data" / "routing"
+NGRAM, EMBED = "hashed_lr", "hashed_emb_lr"
+BASELINES = ("random", "knn", "tfidf_lr")
+EMBED_PARAMS = TrainParams(features=FeatureSpec(embedding=MODEL_ID, embedding_weight=1.0))
+MAIN = ("random", "subject")
+TARGETS = {"apgr_random": 0.70, "apgr_subject": 0.60, "cpt50_max": 0.25}
+Fold = tuple[np.ndarray, np.ndarray]
+Trainer = Callable[[RoutingData, int], Router]
+
+
+def random_folds(n: int, seed: int) -> list[Fold]:
+    """Two folds from a seeded permutation: (train, test) and its swap."""
+    idx = np.random.default_rng(seed).permutation(n)
+    a, b = idx[: n // 2], idx[n // 2 :]
+    return [(a, b), (b, a)]
+
+
+def subject_folds(groups: tuple[str, ...], seed: int) -> list[Fold]:
+    """Two folds holding out whole groups: half the (shuffled) subjects each way."""
+    names = np.random.default_rng(seed).permutation(sorted(set(groups)))
+    first = set(names[: len(names) // 2].tolist())
+    in_first = np.array([g in first for g in groups])
+    a, b = np.nonzero(in_first)[0], np.nonzero(~in_first)[0]
+    return [(a, b), (b, a)]
+
+
+def trainers(encoder: LookupEncoder | None) -> dict[str, Trainer]:
+    """The routers compared, baselines first; ours last (with embeddings when available)."""
+    out: dict[str, Trainer] = {
+        "random": lambda d, seed: RandomRouter(seed),
+        "knn": lambda d, seed: KnnRouter(d.prompts, d.weak, d.strong),
+        "tfidf_lr": lambda d, seed: TfidfLrRouter(d.prompts, d.weak, d.strong),
+        NGRAM: lambda d, seed: LearnedRouter.train(d.prompts, d.weak, d.strong),
+    }
+    if encoder is not None:
+        out[EMBED] = lambda d, seed: LearnedRouter.train(d.prompts, d.weak, d.strong,
+                                                         EMBED_PARAMS, encoder)
+    return out
+
+
+def bulk_encoder() -> SentenceEncoder | Any:
+    """The fastest available all-MiniLM-L6-v2 encoder: torch if installed, else NumPy."""
+    try:
+        from runtime.router.embedding_torch import TorchSentenceEncoder
+
+        return TorchSentenceEncoder()
+    except ImportError:
+        return SentenceEncoder()
+
+
+def embeddings(data: RoutingData) -> LookupEncoder | None:
+    """Cached sentence vectors of `data`'s prompts, or None without the embed extra."""
+    try:
+        vectors: F32 = embed_cached(bulk_encoder(), data.prompts)
+    except EmbeddingUnavailable:
+        return None
+    return LookupEncoder(MODEL_ID, data.prompts, vectors)
+
+
+def out_of_fold(data: RoutingData, folds: list[Fold], seed: int, keep: dict[str, Any],
+                encoder: LookupEncoder | None = None
+                ) -> tuple[dict[str, FloatArray], dict[str, list[float]]]:
+    """Out-of-fold scores per router, and each router's APGR on each fold."""
+    makers = trainers(encoder)
+    ours = EMBED if EMBED in makers else NGRAM
+    names = [*makers, "oracle"]
+    scores = {name: np.zeros(len(data)) for name in names}
+    per_fold: dict[str, list[float]] = {name: [] for name in names}
+    for k, (train, test) in enumerate(folds):
+        tr, te = data.subset(train), data.subset(test)
+        for name, make in makers.items():
+            started = time.perf_counter()
+            router = make(tr, seed + k)
+            scores[name][test] = router.score(te.prompts)
+            keep.setdefault("seconds", {}).setdefault(name, []).append(
+                time.perf_counter() - started)
+            if k == 0 and name == ours:
+                keep["router"], keep["test"] = router, te
+        scores["oracle"][test] = oracle_scores(te.weak, te.strong)
+        for name in names:
+            per_fold[name].append(routing_curve(scores[name][test], te.weak, te.strong).apgr())
+    return scores, per_fold
+
+
+def summarise(curve: RoutingCurve) -> dict[str, float]:
+    return {
+        "apgr": curve.apgr(), "cpt50": curve.cpt(0.5), "cpt80": curve.cpt(0.8),
+        "q20": curve.quality_at(0.2), "q40": curve.quality_at(0.4), "q60": curve.quality_at(0.6),
+    }
+
+
+def calibration_check(router: LearnedRouter, held_out: RoutingData, seed: int
+                      ) -> dict[str, Any]:
+    """Threshold from one half of held-out data; achieved cloud share on the other half."""
+    idx = np.random.default_rng(seed).permutation(len(held_out))
+    cal, test = held_out.subset(idx[: len(idx) // 2]), held_out.subset(idx[len(idx) // 2 :])
+    cal_scores, test_scores = router.score(cal.prompts), router.score(test.prompts)
+    rows = []
+    for target in (0.1, 0.2, 0.3, 0.5, 0.8):
+        t = threshold_for_fraction(cal_scores, target)
+        rows.append({"target": target, "achieved": cloud_fraction(test_scores, t)})
+    probs = router.outcome_probabilities(test.prompts)[:, STRONG_ONLY]
+    return {"calibration": rows, "ece_p_strong_wins": ece(probs, strong_wins(test.weak,
+                                                                              test.strong))}
+
+
+def ece(probs: FloatArray, labels: BoolArray, bins: int = 10) -> float:
+    """Expected calibration error over equal-width probability bins."""
+    which = np.minimum((probs * bins).astype(np.int64), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            total += m.mean() * abs(probs[m].mean() - labels[m].mean())
+    return float(total)
+
+
+def bandit_check(router: LearnedRouter, held_out: RoutingData, seed: int) -> dict[str, Any]:
+    """LinUCB replaying half the held-out queries as feedback, valued on the other half.
+
+    Three replay orders per cloud price; values are the mean cost-aware reward of the
+    bandit's greedy policy on the evaluation half, before and after all the feedback.
+    """
+    idx = np.random.default_rng(seed + 1).permutation(len(held_out))
+    replay, ev = held_out.subset(idx[: len(idx) // 2]), held_out.subset(idx[len(idx) // 2 :])
+    contexts = router_context(router.outcome_probabilities(replay.prompts))
+    eval_ctx = router_context(router.outcome_probabilities(ev.prompts))
+    out: dict[str, Any] = {}
+    for cost in (0.05, 0.1, 0.2):
+        sims = [simulate(LinUcbBandit(contexts.shape[1], BanditConfig(cloud_cost=cost)),
+                         contexts, replay.weak, replay.strong, seed=seed + k,
+                         evaluation=(eval_ctx, ev.weak, ev.strong)) for k in range(3)]
+        after = [s.learning_curve[-1][1] for s in sims]
+        out[f"cost_{cost}"] = {
+            "learning_curves": [[[r, round(v, 4)] for r, v in s.learning_curve] for s in sims],
+            "value_before": sims[0].learning_curve[0][1],
+            "value_after_median": float(np.median(after)),
+            "value_after_range": [min(after), max(after)],
+            "replay_cloud_share": [float(s.cloud.mean()) for s in sims],
+            "always_local_value": float(ev.weak.mean()),
+            "always_cloud_value": float(ev.strong.mean() - cost),
+        }
+    return out
+
+
+def plot(curves: dict[str, dict[str, RoutingCurve]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
+    for ax, (split, by_router) in zip(axes[0], curves.items(), strict=True):
+        for name, curve in by_router.items():
+            n = curve.quality.size - 1
+            ax.plot(np.arange(n + 1) / n, curve.quality, label=f"{name} ({curve.apgr():.4f})",
+                    linestyle="--" if name in ("random", "oracle") else "-")
+        ax.set_title(split)
+        ax.set_xlabel("share of queries sent to the cloud (strong model)")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=8, title="router (APGR)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--skip-gsm8k", action="store_true")
+    ap.add_argument("--no-embed", action="store_true", help="n-gram routers only")
+    args = ap.parse_args(argv)
+
+    mmlu = load_routing_data(DATA / "mmlu.csv.gz")
+    started = time.perf_counter()
+    encoders = {"mmlu": None if args.no_embed else embeddings(mmlu)}
+    splits: dict[str, tuple[RoutingData, list[Fold]]] = {
+        "random": (mmlu, random_folds(len(mmlu), args.seed)),
+        "subject": (mmlu, subject_folds(mmlu.groups, args.seed)),
+    }
+    if not args.skip_gsm8k:
+        gsm = load_routing_data(DATA / "gsm8k.csv.gz")
+        splits["gsm8k_random"] = (gsm, random_folds(len(gsm), args.seed))
+        encoders["gsm8k"] = None if args.no_embed else embeddings(gsm)
+    embed_seconds = time.perf_counter() - started
+    ours_name = EMBED if encoders["mmlu"] is not None else NGRAM
+
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    fold_apgr: dict[str, dict[str, list[float]]] = {}
+    curves: dict[str, dict[str, RoutingCurve]] = {}
+    extras: dict[str, Any] = {}
+    keep: dict[str, Any] = {}
+    for split, (data, folds) in splits.items():
+        split_keep: dict[str, Any] = {}
+        encoder = encoders["gsm8k" if split.startswith("gsm8k") else "mmlu"]
+        scores, per_fold = out_of_fold(data, folds, args.seed, split_keep, encoder)
+        curves[split] = {n: routing_curve(s, data.weak, data.strong) for n, s in scores.items()}
+        results[split] = {n: summarise(c) for n, c in curves[split].items()}
+        fold_apgr[split] = per_fold
+        keep.setdefault("seconds", {"embeddings": embed_seconds})[split] = split_keep["seconds"]
+        if split == "random":
+            router, held = split_keep["router"], split_keep["test"]
+            extras.update(calibration_check(router, held, args.seed))
+            extras["bandit"] = bandit_check(router, held, args.seed)
+
+    png = out_path("routing.png")
+    plot(curves, png)
+    lines = []
+    for split, by_router in results.items():
+        rows = [[name, f"{m['apgr']:.4f}", "{:.4f}-{:.4f}".format(*sorted(fold_apgr[split][name])),
+                 100 * m["cpt50"], 100 * m["cpt80"], m["q20"], m["q40"], m["q60"]]
+                for name, m in by_router.items()]
+        data = splits[split][0]
+        lines.append(f"\n{split}: n={len(data)}, weak {data.weak.mean():.3f}, "
+                     f"strong {data.strong.mean():.3f}")
+        lines.append(table(["router", "APGR", "folds", "CPT50%", "CPT80%", "acc@20%",
+                            "acc@40%", "acc@60%"], rows))
+    lines.append("\ncalibration (threshold on held-out half A, share on held-out half B):")
+    lines.append(table(["target", "achieved"],
+                       [[r["target"], r["achieved"]] for r in extras["calibration"]]))
+    lines.append(f"ECE of P(strong wins): {extras['ece_p_strong_wins']:.4f}")
+    for cost, b in extras["bandit"].items():
+        lo, hi = b["value_after_range"]
+        lines.append(f"bandit {cost}: policy value {b['value_before']:.3f} untrained -> "
+                     f"{b['value_after_median']:.3f} ({lo:.3f}-{hi:.3f}, 3 replay orders) "
+                     f"after {b['learning_curves'][0][-1][0]} feedbacks (always local "
+                     f"{b['always_local_value']:.3f}, always cloud "
+                     f"{b['always_cloud_value']:.3f})")
+    best = {s: max(results[s][n]["apgr"] for n in BASELINES) for s in MAIN}
+    ours = {s: results[s][ours_name] for s in MAIN}
+    targets = {
+        "beats_baselines_random": ours["random"]["apgr"] > best["random"],
+        "beats_baselines_subject": ours["subject"]["apgr"] > best["subject"],
+        "apgr_random_ge_0.70": ours["random"]["apgr"] >= TARGETS["apgr_random"],
+        "apgr_subject_ge_0.60": ours["subject"]["apgr"] >= TARGETS["apgr_subject"],
+        "cpt50_random_le_25pct": ours["random"]["cpt50"] <= TARGETS["cpt50_max"],
+    }
+    lines.append(f"\ntargets ({ours_name}): " + ", ".join(f"{k}={'met' if v else 'MISSED'}"
+                                          for k, v in targets.items()))
+    lines.append(f"plot: {png}")
+    summary: dict[str, Any] = {
+        "benchmark": "routing",
+        "seed": args.seed,
+        "apgr_grid": "trapezoid over c = 0, 0.01, ..., 1; CPT exact over k/n",
+        "metrics": results,
+        "fold_apgr": fold_apgr,
+        "seconds": keep["seconds"],
+        **extras,
+        "ours": ours_name,
+        "targets": targets,
+        "plot": str(png),
+        # Last, in the agreed shape: MMLU splits only (GSM8K is under "metrics").
+        "apgr": {s: {n: round(m["apgr"], 4) for n, m in results[s].items()} for s in MAIN},
+        "cpt50": {s: {n: round(m["cpt50"], 4) for n, m in results[s].items()} for s in MAIN},
+    }
+    emit(summary, "\n".join(lines), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""The online learner: a LinUCB contextual bandit choosing local or cloud per request.
+
+Each arm keeps a ridge regression of its reward on the request's context (e.g. the
+learned router's outcome probabilities); the bandit picks the arm with the highest upper
+confidence bound, then learns from the feedback. The reward is cost-aware: whether the
+answer was good, minus `cloud_cost` when the cloud answered, so the bandit only pays for
+the cloud where the expected gain in quality exceeds the price.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from runtime.router.base import BoolArray, FloatArray, RouterFileError
+
+Arm = Literal["local", "cloud"]
+ARMS: tuple[Arm, Arm] = ("local", "cloud")
+
+
+@dataclass(frozen=True, slots=True)
+class BanditConfig:
+    alpha: float = 1.0  # width of the confidence bound: exploration strength
+    ridge: float = 1.0  # prior precision of each arm's weights
+    cloud_cost: float = 0.1  # reward units one cloud call costs (quality is 0 or 1)
+
+
+def cost_aware_reward(good: bool, arm: Arm, cloud_cost: float) -> float:
+    """1 for a good answer, 0 for a bad one, minus `cloud_cost` if the cloud gave it."""
+    return float(good) - (cloud_cost if arm == "cloud" else 0.0)
+
+
+class LinUcbBandit:
+    """Disjoint-arm LinUCB (Li et al., 2010) over a fixed-length context vector."""
+
+    def __init__(self, dim: int, config: BanditConfig | None = None) -> None:
+        self.config = config or BanditConfig()
+        self.dim = dim
+        self._a_inv = np.stack([np.eye(dim) / self.config.ridge for _ in ARMS])
+        self._b = np.zeros((len(ARMS), dim))
+        self.updates = 0
+
+    def _context(self, context: FloatArray) -> FloatArray:
+        x = np.asarray(context, dtype=np.float64)
+        if x.shape != (self.dim,):
+            raise ValueError(f"context must have shape ({self.dim},), not {x.shape}")
+        return x
+
+    def upper_bounds(self, context: FloatArray) -> FloatArray:
+        """Each arm's optimistic reward estimate for this context (local, cloud)."""
+        x = self._context(context)
+        theta = np.einsum("aij,aj->ai", self._a_inv, self._b)
+        width = np.sqrt(np.einsum("i,aij,j->a", x, self._a_inv, x))
+        out: FloatArray = theta @ x + self.config.alpha * width
+        return out
+
+    def choose(self, context: FloatArray) -> Arm:
+        """The arm to use for this request (ties go local: it is free)."""
+        ucb = self.upper_bounds(context)
+        return "cloud" if ucb[1] > ucb[0] else "local"
+
+    def greedy_cloud(self, contexts: FloatArray) -> BoolArray:
+        """Where the current estimates alone (no exploration bonus) pick the cloud."""
+        theta = np.einsum("aij,aj->ai", self._a_inv, self._b)
+        means = np.asarray(contexts, dtype=np.float64) @ theta.T
+        out: BoolArray = means[:, 1] > means[:, 0]
+        return out
+
+    def update(self, context: FloatArray, arm: Arm, reward: float) -> None:
+        """Learn from the reward observed after using `arm` on this context."""
+        x = self._context(context)
+        a = ARMS.index(arm)
+        inv = self._a_inv[a]
+        ix = inv @ x
+        self._a_inv[a] = inv - np.outer(ix, ix) / (1.0 + x @ ix)  # Sherman-Morrison update
+        self._b[a] += reward * x
+        self.updates += 1
+
+    def save(self, path: str | Path) -> None:
+        """Persist the learned state (plain arrays, no pickle)."""
+        c = self.config
+        np.savez(Path(path), a_inv=self._a_inv, b=self._b,
+                 config=np.array([c.alpha, c.ridge, c.cloud_cost]),
+                 updates=np.array(self.updates))
+
+    @classmethod
+    def load(cls, path: str | Path) -> LinUcbBandit:
+        """Read a state written by `save`."""
+        try:
+            with np.load(Path(path), allow_pickle=False) as npz:
+                alpha, ridge, cost = (float(v) for v in npz["config"])
+                bandit = cls(int(npz["b"].shape[1]), BanditConfig(alpha, ridge, cost))
+                bandit._a_inv = npz["a_inv"].astype(np.float64)
+                bandit._b = npz["b"].astype(np.float64)
+                bandit.updates = int(npz["updates"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise RouterFileError(f"{path} is not a bandit state file: {exc}") from exc
+        return bandit
+
+
+@dataclass(frozen=True, slots=True)
+class Simulation:
+    """The outcome of replaying labelled data as feedback.
+
+    `learning_curve` holds (rounds of feedback seen, value of the greedy policy) pairs, the
+    value being the mean cost-aware reward on a separate evaluation set: far less noisy
+    than the per-round rewards, which are single 0/1 draws.
+    """
+
+    rewards: FloatArray  # per round, in replay order
+    cloud: BoolArray  # per round: the bandit chose the cloud
+    learning_curve: tuple[tuple[int, float], ...] = ()
+
+    def window_means(self, windows: int) -> FloatArray:
+        """Mean reward in `windows` consecutive equal slices of the replay."""
+        out: FloatArray = np.array([w.mean() for w in np.array_split(self.rewards, windows)])
+        return out
+
+
+def policy_value(cloud: BoolArray, weak: BoolArray, strong: BoolArray, cost: float) -> float:
+    """Mean cost-aware reward of routing these labelled queries as `cloud` says."""
+    good = np.where(cloud, strong, weak).astype(np.float64)
+    return float(np.mean(good - cost * cloud))
+
+
+def simulate(
+    bandit: LinUcbBandit, contexts: FloatArray, weak: BoolArray, strong: BoolArray,
+    seed: int = 0, evaluation: tuple[FloatArray, BoolArray, BoolArray] | None = None,
+    checkpoints: int = 10,
+) -> Simulation:
+    """Replay labelled queries in a seeded random order as bandit feedback.
+
+    The reward of a choice is what the labels say that model would have scored
+    (weak correctness for local, strong correctness for cloud), made cost-aware. With
+    `evaluation` (contexts, weak, strong of other queries), the greedy policy is valued
+    on it before any feedback and after each of `checkpoints` equal slices of the replay.
+    """
+    order = np.random.default_rng(seed).permutation(len(weak))
+    rewards = np.empty(len(order))
+    cloud = np.zeros(len(order), dtype=bool)
+    cost = bandit.config.cloud_cost
+    marks = {int(round(len(order) * k / checkpoints)) for k in range(1, checkpoints + 1)}
+    curve: list[tuple[int, float]] = []
+
+    def checkpoint(rounds: int) -> None:
+        if evaluation is not None:
+            ctx, w, s = evaluation
+            curve.append((rounds, policy_value(bandit.greedy_cloud(ctx), w, s, cost)))
+
+    checkpoint(0)
+    for step, i in enumerate(order):
+        arm = bandit.choose(contexts[i])
+        good = bool(strong[i]) if arm == "cloud" else bool(weak[i])
+        rewards[step] = cost_aware_reward(good, arm, cost)
+        cloud[step] = arm == "cloud"
+        bandit.update(contexts[i], arm, rewards[step])
+        if step + 1 in marks:
+            checkpoint(step + 1)
+    return Simulation(rewards=rewards, cloud=cloud, learning_curve=tuple(curve))
+
+
+def router_context(outcome_probs: FloatArray) -> FloatArray:
+    """Bandit contexts from a learned router's outcome probabilities.
+
+    [1, P(weak right), P(strong right)]: each arm's reward is then close to linear in the
+    context. (The four raw outcome probabilities, collinear with the bias, made the
+    bandit stall on one arm for some replay orders.)
+    """
+    p = np.asarray(outcome_probs, dtype=np.float64)
+    out: FloatArray = np.column_stack([np.ones(p.shape[0]), p[:, 1] + p[:, 3], p[:, 2] + p[:, 3]])
+    return out

@@ -1,0 +1,71 @@
+"""The router seam: a `Router` scores prompts by how much the cloud model is needed.
+
+A score is a real number, higher meaning "send this one to the cloud first"; only the order
+of scores matters to the evaluation, and a calibrated threshold turns it into a decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from runtime.errors import TandemError
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+class RouterError(TandemError):
+    """Base of the router's errors."""
+
+
+class RouterFileError(RouterError):
+    """A router file is missing, unreadable, of another format or version."""
+
+
+class RouterDataError(RouterError):
+    """Labelled routing data is missing a column, malformed, or too small to learn from."""
+
+
+class Router(Protocol):
+    """Anything that ranks prompts by their need of the strong (cloud) model."""
+
+    @property
+    def name(self) -> str: ...
+
+    def score(self, prompts: Sequence[str]) -> FloatArray:
+        """One score per prompt; higher means the cloud model is more needed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouterVerdict:
+    """A router's opinion on one prompt, as the policy consumes it.
+
+    `score` is the router's ranking score (for the learned router: the expected accuracy
+    gain of the cloud model over the local one); the router says "cloud" when
+    `score > threshold`. `p_strong_wins` is the calibrated probability that the cloud model
+    is right where the local one is wrong (None when the router does not estimate it).
+    """
+
+    router: str
+    score: float
+    threshold: float
+    p_strong_wins: float | None = None
+
+    @property
+    def wants_cloud(self) -> bool:
+        return self.score > self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "router": self.router,
+            "score": self.score,
+            "threshold": self.threshold,
+            "p_strong_wins": self.p_strong_wins,
+            "wants_cloud": self.wants_cloud,
+        }

@@ -1,0 +1,44 @@
+"""Threshold calibration: pick the score above which a target share of requests go out.
+
+`tandem router calibrate --target-cloud-fraction F` runs this on a calibration set the
+router was not trained on; the chosen threshold is saved in the router file and every
+verdict compares its score against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from runtime.router.base import FloatArray
+from runtime.router.learned import LearnedRouter
+
+
+def threshold_for_fraction(scores: FloatArray, fraction: float) -> float:
+    """A threshold t such that `fraction` of `scores` are strictly above t.
+
+    t lies midway between the k-th and (k+1)-th highest score (k = round(fraction * n)),
+    so that new scores near the boundary split evenly rather than all going one way.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"target cloud fraction must be in [0, 1], not {fraction}")
+    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    if s.size == 0:
+        raise ValueError("cannot calibrate on an empty set")
+    k = int(round(fraction * s.size))
+    if k == 0:
+        return float(np.nextafter(s[0], np.inf))
+    if k == s.size:
+        return float(np.nextafter(s[-1], -np.inf))
+    return float((s[k - 1] + s[k]) / 2.0)
+
+
+def cloud_fraction(scores: FloatArray, threshold: float) -> float:
+    """The share of `scores` that a router with this threshold sends to the cloud."""
+    return float(np.mean(np.asarray(scores) > threshold))
+
+
+def calibrate(router: LearnedRouter, prompts: Sequence[str], fraction: float) -> LearnedRouter:
+    """`router` with the threshold that sends `fraction` of `prompts` to the cloud."""
+    return router.with_threshold(threshold_for_fraction(router.score(prompts), fraction))

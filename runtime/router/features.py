@@ -1,0 +1,197 @@
+"""Prompt features for the learned router: hashed TF-IDF n-grams plus difficulty cues.
+
+Words (1-2-grams) and characters (2-5-grams inside word boundaries) are hashed into fixed
+spaces, so a router file holds no vocabulary, only IDF weights and coefficients. A dozen
+dense "difficulty" cues (length, how rare the words are, digits, multiple-choice layout)
+carry across topics better than n-grams do: they are what lifts held-out-subject quality.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+from sklearn.feature_extraction.text import HashingVectorizer
+
+from runtime.router.base import FloatArray
+
+# Splits a multiple-choice prompt into its stem and its options block ("\nA. ...").
+_OPTIONS = re.compile(r"\n\(?A[.)]\s")
+_OPTION_SPLIT = re.compile(r"\n\(?[A-J][.)]\s")
+_UNSEEN_IDF = 12.0  # IDF given to a hash bucket never seen in training (rarer than any seen)
+DENSE_NAMES: tuple[str, ...] = (
+    "log_chars", "log_stem_chars", "log_option_chars", "idf_mean", "idf_max", "idf_p90",
+    "idf_p50", "log_words", "digit_share", "option_digit_share", "lines", "option_len_cv",
+    "log_option_len",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    """How prompts become vectors; saved with the router so scoring matches training."""
+
+    word_bits: int = 17
+    char_bits: int = 17
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] = (2, 5)
+    dense_weight: float = 0.3  # scale of the standardised cues against unit-norm TF-IDF rows
+    embedding: str = ""  # sentence-embedding model whose vectors are appended ("" = none)
+    embedding_weight: float = 0.0  # scale of the standardised embedding block
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
+        return cls(
+            word_bits=int(data["word_bits"]),
+            char_bits=int(data["char_bits"]),
+            word_ngrams=(int(data["word_ngrams"][0]), int(data["word_ngrams"][1])),
+            char_ngrams=(int(data["char_ngrams"][0]), int(data["char_ngrams"][1])),
+            dense_weight=float(data["dense_weight"]),
+            embedding=str(data.get("embedding", "")),
+            embedding_weight=float(data.get("embedding_weight", 0.0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureState:
+    """What featurising learns from the training prompts (all saved in the router file)."""
+
+    word_idf: FloatArray
+    char_idf: FloatArray
+    dense_mean: FloatArray
+    dense_std: FloatArray
+    # Standardisation of the embedding block; empty when the spec names no embedding.
+    embed_mean: FloatArray = field(default_factory=lambda: np.zeros(0))
+    embed_std: FloatArray = field(default_factory=lambda: np.zeros(0))
+
+
+class Featurizer:
+    """Turns prompts into the router's sparse design matrix."""
+
+    def __init__(self, spec: FeatureSpec, state: FeatureState | None = None) -> None:
+        self.spec = spec
+        self.state = state
+        self._words = HashingVectorizer(
+            n_features=2**spec.word_bits, ngram_range=spec.word_ngrams,
+            alternate_sign=False, norm=None,
+        )
+        # Same hash space and tokeniser as `_words`, so a unigram lands in its own bucket.
+        self._unigrams = HashingVectorizer(
+            n_features=2**spec.word_bits, ngram_range=(1, 1), alternate_sign=False, norm=None,
+        )
+        self._chars = HashingVectorizer(
+            n_features=2**spec.char_bits, analyzer="char_wb", ngram_range=spec.char_ngrams,
+            alternate_sign=False, norm=None,
+        )
+
+    @property
+    def dimension(self) -> int:
+        return int(2**self.spec.word_bits + 2**self.spec.char_bits + len(DENSE_NAMES))
+
+    def fit(self, prompts: Sequence[str], embeddings: FloatArray | None = None) -> Featurizer:
+        """Learn IDF weights and cue statistics from `prompts` (the training set only).
+
+        `embeddings` (one row per prompt) are required when the spec names an embedding.
+        """
+        words = self._words.transform(prompts)
+        chars = self._chars.transform(prompts)
+        word_idf = _idf(words)
+        dense = dense_cues(prompts, self._unigrams.transform(prompts), word_idf)
+        std = dense.std(axis=0)
+        e_mean, e_std = np.zeros(0), np.zeros(0)
+        if self.spec.embedding:
+            if embeddings is None:
+                raise ValueError(f"the spec needs {self.spec.embedding} embeddings")
+            e_mean, e_std = embeddings.mean(axis=0), embeddings.std(axis=0)
+            e_std = np.where(e_std > 0, e_std, 1.0)
+        self.state = FeatureState(
+            word_idf=word_idf,
+            char_idf=_idf(chars),
+            dense_mean=dense.mean(axis=0),
+            dense_std=np.where(std > 0, std, 1.0),
+            embed_mean=e_mean,
+            embed_std=e_std,
+        )
+        return self
+
+    def transform(self, prompts: Sequence[str]) -> sparse.csr_matrix:
+        """The design matrix: [word TF-IDF | char TF-IDF | weighted standardised cues]."""
+        if self.state is None:
+            raise RuntimeError("Featurizer.transform before fit")
+        st = self.state
+        words = _tfidf(self._words.transform(prompts), st.word_idf)
+        chars = _tfidf(self._chars.transform(prompts), st.char_idf)
+        dense = dense_cues(prompts, self._unigrams.transform(prompts), st.word_idf)
+        dense = (dense - st.dense_mean) / st.dense_std * self.spec.dense_weight
+        return sparse.hstack([words, chars, sparse.csr_matrix(dense)], format="csr")
+
+    def embedding_block(self, embeddings: npt.ArrayLike) -> FloatArray:
+        """Standardised, weighted embedding columns to append to `transform`'s matrix."""
+        if self.state is None or self.state.embed_mean.size == 0:
+            raise RuntimeError("Featurizer.embedding_block without a fitted embedding")
+        st = self.state
+        out: FloatArray = ((np.asarray(embeddings, dtype=np.float64) - st.embed_mean)
+                           / st.embed_std * self.spec.embedding_weight)
+        return out
+
+
+def _idf(counts: sparse.csr_matrix) -> FloatArray:
+    """Smoothed IDF, as scikit-learn's TfidfTransformer: ln((1+n)/(1+df)) + 1."""
+    n = counts.shape[0]
+    df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float64)
+    idf: FloatArray = np.log((1.0 + n) / (1.0 + df)) + 1.0
+    return idf
+
+
+def _tfidf(counts: sparse.csr_matrix, idf: FloatArray) -> sparse.csr_matrix:
+    """Sublinear TF (1 + ln tf) times IDF, each row L2-normalised."""
+    m = counts.astype(np.float64).tocsr()
+    m.data = (1.0 + np.log(m.data)) * idf[m.indices]
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return sparse.csr_matrix(sparse.diags(1.0 / norms) @ m)
+
+
+def dense_cues(
+    prompts: Sequence[str], unigrams: sparse.csr_matrix, word_idf: FloatArray
+) -> npt.NDArray[np.float64]:
+    """The difficulty cues of `DENSE_NAMES`, one row per prompt (unstandardised)."""
+    rows = np.zeros((len(prompts), len(DENSE_NAMES)))
+    counts = unigrams.tocsr()
+    seen = word_idf < word_idf.max()  # buckets that occurred in the training prompts
+    for i, prompt in enumerate(prompts):
+        lo, hi = counts.indptr[i], counts.indptr[i + 1]
+        buckets = counts.indices[lo:hi]
+        idf = np.repeat(np.where(seen[buckets], word_idf[buckets], _UNSEEN_IDF),
+                        counts.data[lo:hi].astype(np.int64))
+        if idf.size == 0:
+            idf = np.zeros(1)
+        match = _OPTIONS.search(prompt)
+        stem = prompt[: match.start()] if match else prompt
+        options = prompt[match.start():] if match else ""
+        lengths = [len(o) for o in _OPTION_SPLIT.split(options)[1:]] or [0]
+        mean_len = float(np.mean(lengths))
+        rows[i] = (
+            math.log1p(len(prompt)),
+            math.log1p(len(stem)),
+            math.log1p(len(options)),
+            float(idf.mean()),
+            float(idf.max()),
+            float(np.percentile(idf, 90)),
+            float(np.percentile(idf, 50)),
+            math.log1p(int(counts.data[lo:hi].sum())),
+            sum(c.isdigit() for c in prompt) / max(1, len(prompt)),
+            sum(c.isdigit() for c in options) / max(1, len(options)),
+            float(prompt.count("\n")),
+            float(np.std(lengths)) / (mean_len + 1.0),
+            math.log1p(mean_len),
+        )
+    return rows

@@ -1,0 +1,175 @@
+"""The learned router: a multinomial logistic regression over the four outcomes.
+
+For each training prompt the outcome is one of: both models wrong, only the weak (local)
+one right, only the strong (cloud) one right, both right. Fitting all four at once (rather
+than the single label "strong wins") uses every labelled row, and gives the score that
+ranks best: the expected accuracy gain of the cloud, P(strong only) - P(weak only).
+Probabilities come from a log-loss fit, so `p_strong_wins` is calibrated on data like the
+training set; `threshold` is set separately by `calibration.calibrate`.
+
+With `FeatureSpec.embedding` set, a sentence embedding of the prompt is appended to the
+n-gram features, and a second, n-gram-only model is fitted beside the full one: a device
+without the embedding model (the `router-embed` extra) scores with that fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+from sklearn.linear_model import LogisticRegression
+
+from runtime.router.base import BoolArray, FloatArray, RouterDataError, RouterVerdict
+from runtime.router.embedding import Embedder
+from runtime.router.features import FeatureSpec, FeatureState, Featurizer
+
+# Outcome classes: bit 0 = weak right, bit 1 = strong right.
+BOTH_WRONG, WEAK_ONLY, STRONG_ONLY, BOTH_RIGHT = 0, 1, 2, 3
+MIN_ROWS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class TrainParams:
+    """Training knobs; the defaults are the ones the routing benchmark reports."""
+
+    c: float = 0.3  # inverse L2 strength of the logistic regression
+    max_iter: int = 3000
+    seed: int = 0
+    features: FeatureSpec = FeatureSpec()
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedRouter:
+    """A trained router: feature state plus per-outcome linear weights.
+
+    `coef` has one row per outcome class (`BOTH_WRONG` .. `BOTH_RIGHT`); a class absent
+    from the training data has a row of zeros and an intercept of -inf.
+    """
+
+    spec: FeatureSpec
+    features: FeatureState
+    coef: npt.NDArray[np.float32]
+    intercept: FloatArray
+    threshold: float = 0.0
+    params: TrainParams = TrainParams()
+    trained_rows: int = 0
+    name: str = "hashed_lr"
+    # The n-gram-only model of an embedding router (None for an n-gram router).
+    fallback_coef: npt.NDArray[np.float32] | None = None
+    fallback_intercept: FloatArray | None = None
+    encoder: Embedder | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def train(
+        cls, prompts: Sequence[str], weak: BoolArray, strong: BoolArray,
+        params: TrainParams | None = None, encoder: Embedder | None = None,
+    ) -> LearnedRouter:
+        """Fit on labelled prompts; the same data and params give the same router.
+
+        `encoder` is required when `params.features.embedding` names an embedding model.
+        """
+        params = params or TrainParams()
+        if len(prompts) < MIN_ROWS:
+            raise RouterDataError(f"need at least {MIN_ROWS} labelled prompts, got {len(prompts)}")
+        if not len(prompts) == len(weak) == len(strong):
+            raise RouterDataError("prompts, weak and strong labels differ in length")
+        outcome = np.asarray(weak, dtype=np.int64) + 2 * np.asarray(strong, dtype=np.int64)
+        if np.unique(outcome).size < 2:
+            raise RouterDataError("the labels have a single outcome: nothing to learn")
+        spec = params.features
+        vectors = None
+        if spec.embedding:
+            if encoder is None or encoder.name != spec.embedding:
+                raise RouterDataError(f"training this router needs the {spec.embedding} encoder")
+            vectors = np.asarray(encoder.encode(prompts), dtype=np.float64)
+        featurizer = Featurizer(spec).fit(prompts, vectors)
+        x = featurizer.transform(prompts)
+        fallback: tuple[npt.NDArray[np.float32], FloatArray] | None = None
+        if vectors is not None:
+            fallback = _fit(x, outcome, params)
+            x = sparse.hstack([x, sparse.csr_matrix(featurizer.embedding_block(vectors))],
+                              format="csr")
+        coef, intercept = _fit(x, outcome, params)
+        assert featurizer.state is not None
+        return cls(spec=spec, features=featurizer.state, coef=coef, intercept=intercept,
+                   params=params, trained_rows=len(prompts),
+                   name="hashed_emb_lr" if spec.embedding else "hashed_lr",
+                   fallback_coef=fallback[0] if fallback else None,
+                   fallback_intercept=fallback[1] if fallback else None, encoder=encoder)
+
+    @property
+    def uses_embedding(self) -> bool:
+        """Whether verdicts use the sentence embedding (False: the n-gram fallback)."""
+        return bool(self.spec.embedding) and self.encoder is not None
+
+    def with_encoder(self, encoder: Embedder | None) -> LearnedRouter:
+        """A copy scoring with `encoder` (None: the n-gram fallback of an embedding router)."""
+        if encoder is not None and encoder.name != self.spec.embedding:
+            raise RouterDataError(f"this router needs {self.spec.embedding or 'no'} embeddings, "
+                                  f"not {encoder.name}")
+        return replace(self, encoder=encoder)
+
+    def outcome_probabilities(self, prompts: Sequence[str]) -> FloatArray:
+        """P(outcome) per prompt: columns `BOTH_WRONG`, `WEAK_ONLY`, `STRONG_ONLY`, `BOTH_RIGHT`."""
+        featurizer = Featurizer(self.spec, self.features)
+        x = featurizer.transform(prompts)
+        coef, intercept = self.coef, self.intercept
+        if self.uses_embedding:
+            assert self.encoder is not None
+            block = featurizer.embedding_block(self.encoder.encode(prompts))
+            x = sparse.hstack([x, sparse.csr_matrix(block)], format="csr")
+        elif self.fallback_coef is not None and self.fallback_intercept is not None:
+            coef, intercept = self.fallback_coef, self.fallback_intercept
+        logits = np.asarray(x @ coef.T.astype(np.float64)) + intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        probs: FloatArray = p / p.sum(axis=1, keepdims=True)
+        return probs
+
+    def score(self, prompts: Sequence[str]) -> FloatArray:
+        """Expected accuracy gain of the cloud model: P(strong only) - P(weak only)."""
+        p = self.outcome_probabilities(prompts)
+        gain: FloatArray = p[:, STRONG_ONLY] - p[:, WEAK_ONLY]
+        return gain
+
+    def p_local_ok(self, prompts: Sequence[str]) -> FloatArray:
+        """Probability that the local (weak) model's answer is right."""
+        p = self.outcome_probabilities(prompts)
+        ok: FloatArray = p[:, WEAK_ONLY] + p[:, BOTH_RIGHT]
+        return ok
+
+    def verdict(self, prompt: str) -> RouterVerdict:
+        """The policy's input for one prompt: score, threshold and P(strong wins)."""
+        p = self.outcome_probabilities([prompt])[0]
+        return RouterVerdict(
+            router=self.name,
+            score=float(p[STRONG_ONLY] - p[WEAK_ONLY]),
+            threshold=self.threshold,
+            p_strong_wins=float(p[STRONG_ONLY]),
+        )
+
+    def with_threshold(self, threshold: float) -> LearnedRouter:
+        """A copy whose verdicts say "cloud" above `threshold`."""
+        return replace(self, threshold=float(threshold))
+
+
+def _fit(x: sparse.csr_matrix, outcome: npt.NDArray[np.int64], params: TrainParams
+         ) -> tuple[npt.NDArray[np.float32], FloatArray]:
+    """Multinomial LR weights laid out per outcome class, whatever classes occur."""
+    model = LogisticRegression(C=params.c, max_iter=params.max_iter, random_state=params.seed)
+    model.fit(x, outcome)
+    coef = np.zeros((4, x.shape[1]), dtype=np.float32)
+    intercept = np.full(4, -np.inf)
+    classes = [int(c) for c in model.classes_]
+    if len(classes) == 2:  # binary LR stores one row: logit of classes[1] vs classes[0]
+        coef[classes[1]] = model.coef_[0]
+        intercept[classes[0]] = 0.0
+        intercept[classes[1]] = float(model.intercept_[0])
+    else:
+        for row, c in enumerate(classes):
+            coef[c] = model.coef_[row]
+            intercept[c] = float(model.intercept_[row])
+    return coef, intercept

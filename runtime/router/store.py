@@ -1,0 +1,137 @@
+"""Router files: a compressed NPZ of plain arrays plus a JSON header.
+
+Not pickle or joblib: loading those runs code named inside the file, and a router file is
+exactly the kind of artefact people copy between machines. `np.load(allow_pickle=False)`
+reads only numeric arrays and one JSON string, so a hostile file can at worst fail to load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.router.base import RouterFileError
+from runtime.router.embedding import Embedder, EmbeddingUnavailable, SentenceEncoder
+from runtime.router.features import FeatureSpec, FeatureState
+from runtime.router.learned import LearnedRouter, TrainParams
+
+FORMAT = "tandem-router"
+VERSION = 2  # 2 added the optional embedding block and its n-gram fallback model
+READS = (1, 2)
+log = logging.getLogger("tandem.router")
+
+
+def save_router(router: LearnedRouter, path: str | Path) -> Path:
+    """Write `router` to `path` (an `.npz` file; the suffix is added if missing)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "name": router.name,
+        "threshold": router.threshold,
+        "trained_rows": router.trained_rows,
+        "params": {"c": router.params.c, "max_iter": router.params.max_iter,
+                   "seed": router.params.seed},
+        "features": router.spec.to_dict(),
+        # What scoring needs, for a reader of the file: n-grams always, maybe an embedding.
+        "needs": ["ngrams", *([f"embedding:{router.spec.embedding}"]
+                              if router.spec.embedding else [])],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    st = router.features
+    extra: dict[str, Any] = {}
+    if router.fallback_coef is not None and router.fallback_intercept is not None:
+        extra = {"embed_mean": st.embed_mean, "embed_std": st.embed_std,
+                 "fallback_coef": router.fallback_coef,
+                 "fallback_intercept": router.fallback_intercept}
+    # float32 IDF/coefficients: ranking is unchanged and the file is half the size.
+    np.savez_compressed(
+        path,
+        header=np.array(json.dumps(header, sort_keys=True)),
+        word_idf=st.word_idf.astype(np.float32),
+        char_idf=st.char_idf.astype(np.float32),
+        dense_mean=st.dense_mean,
+        dense_std=st.dense_std,
+        coef=router.coef,
+        intercept=router.intercept,
+        **extra,
+    )
+    return path
+
+
+def load_router(path: str | Path, encoder: Embedder | None | str = "auto") -> LearnedRouter:
+    """Read a router file written by `save_router`; a bad file raises `RouterFileError`.
+
+    For a router that uses a sentence embedding, `encoder="auto"` loads the bundled model
+    when the `router-embed` extra is installed and otherwise scores with the file's n-gram
+    fallback (logged once); `None` forces the fallback; an `Embedder` is used as given.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise RouterFileError(f"router file not found: {path}") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise RouterFileError(f"{path} is not a router file: {exc}") from exc
+    try:
+        header: dict[str, Any] = json.loads(str(arrays["header"]))
+        if header.get("format") != FORMAT:
+            raise RouterFileError(f"{path} is not a Tandem router file")
+        if header.get("version") not in READS:
+            raise RouterFileError(
+                f"{path} is router format version {header.get('version')}, "
+                f"this Tandem reads version {VERSION}"
+            )
+        spec = FeatureSpec.from_dict(header["features"])
+        params = TrainParams(c=float(header["params"]["c"]),
+                             max_iter=int(header["params"]["max_iter"]),
+                             seed=int(header["params"]["seed"]), features=spec)
+        state = FeatureState(
+            word_idf=arrays["word_idf"].astype(np.float64),
+            char_idf=arrays["char_idf"].astype(np.float64),
+            dense_mean=arrays["dense_mean"].astype(np.float64),
+            dense_std=arrays["dense_std"].astype(np.float64),
+            **({"embed_mean": arrays["embed_mean"].astype(np.float64),
+                "embed_std": arrays["embed_std"].astype(np.float64)} if spec.embedding else {}),
+        )
+        coef = arrays["coef"].astype(np.float32)
+        intercept = arrays["intercept"].astype(np.float64)
+        fallback = ((arrays["fallback_coef"].astype(np.float32),
+                     arrays["fallback_intercept"].astype(np.float64))
+                    if spec.embedding else None)
+    except KeyError as exc:
+        raise RouterFileError(f"{path} lacks {exc.args[0]!r}: not a complete router file") from exc
+    except (TypeError, ValueError) as exc:
+        raise RouterFileError(f"{path} has a malformed header: {exc}") from exc
+    width = 2**spec.word_bits + 2**spec.char_bits + state.dense_mean.size
+    if fallback is not None and fallback[0].shape != (4, width):
+        raise RouterFileError(f"{path}: fallback shape {fallback[0].shape} does not match")
+    width += state.embed_mean.size
+    if coef.shape != (4, width) or intercept.shape != (4,):
+        raise RouterFileError(f"{path}: coefficient shape {coef.shape} does not match its features")
+    router = LearnedRouter(spec=spec, features=state, coef=coef, intercept=intercept,
+                           threshold=float(header["threshold"]), params=params,
+                           trained_rows=int(header["trained_rows"]), name=str(header["name"]),
+                           fallback_coef=fallback[0] if fallback else None,
+                           fallback_intercept=fallback[1] if fallback else None)
+    if not spec.embedding:
+        return router
+    if encoder == "auto":
+        try:
+            encoder = SentenceEncoder()
+        except EmbeddingUnavailable as exc:
+            log.warning("router %s: %s; scoring with its n-gram fallback", path, exc)
+            encoder = None
+    if isinstance(encoder, str):
+        raise ValueError(f"encoder must be 'auto', None or an Embedder, not {encoder!r}")
+    if encoder is not None and encoder.name != spec.embedding:
+        raise RouterFileError(f"{path} needs {spec.embedding} embeddings, not {encoder.name}")
+    return router.with_encoder(encoder)

@@ -1,0 +1,156 @@
+"""Local telemetry: every decision, its features and outcome, and the user's verdict.
+
+A SQLite file on the device (`runtime.telemetry_path`; `"off"` disables it). It is the
+training data of the routing policy (`tandem router train --from-telemetry`) and the source
+of the daily cloud budget. Nothing here ever leaves the device; prompts are stored so that
+a router can be trained on them locally.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import TandemError
+from runtime.result import Result
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    id TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    day TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    source TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    confidence REAL,
+    mean_logprob REAL,
+    min_logprob REAL,
+    mean_entropy REAL,
+    ttft_ms REAL,
+    total_ms REAL,
+    tokens_per_s REAL,
+    finish_reason TEXT,
+    decision TEXT,
+    feedback INTEGER,
+    feedback_ts REAL,
+    feedback_note TEXT
+);
+CREATE INDEX IF NOT EXISTS answers_day ON answers (day, source);
+"""
+
+
+class FeedbackError(TandemError):
+    """Feedback names an answer this device does not know."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingRow:
+    """One labelled prompt for the router: did the local model's answer suffice?"""
+
+    prompt: str
+    weak: int
+    strong: int
+
+
+def default_path() -> Path:
+    import os
+
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "tandem" / "telemetry.sqlite3"
+
+
+class Telemetry:
+    """Thread-safe; one connection guarded by a lock (writes are a few per answer)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_setting(cls, setting: str) -> Telemetry | None:
+        """`""` = the default path, `"off"` = no telemetry, else a file path."""
+        if setting.strip().lower() == "off":
+            return None
+        return cls(setting or default_path())
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def record(self, result: Result, prompt: str) -> None:
+        c = result.confidence
+        t = result.timings
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO answers (id, ts, day, mode, source, reason, prompt, "
+                "prompt_tokens, completion_tokens, confidence, mean_logprob, min_logprob, "
+                "mean_entropy, ttft_ms, total_ms, tokens_per_s, finish_reason, decision) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (result.id, now, _day(now), result.mode, result.source, result.reason, prompt,
+                 result.usage.prompt_tokens, result.usage.completion_tokens,
+                 _num(c.score), _num(c.mean_logprob), _num(c.min_logprob),
+                 _num(c.mean_entropy), t.ttft_ms, t.total_ms, t.tokens_per_s,
+                 result.finish_reason, json.dumps(result.decision) if result.decision else None),
+            )
+
+    def feedback(self, answer_id: str, good: bool, note: str = "") -> None:
+        """Record a user's verdict on an answer (`good`: it was good enough)."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE answers SET feedback = ?, feedback_ts = ?, feedback_note = ? "
+                "WHERE id = ?", (1 if good else 0, time.time(), note[:1000], answer_id))
+        if cur.rowcount == 0:
+            raise FeedbackError(f"no answer with id {answer_id!r} on this device")
+
+    def cloud_tokens_today(self) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM answers "
+                "WHERE day = ? AND source = 'cloud'", (_day(time.time()),)).fetchone()
+        return int(row[0])
+
+    def answer(self, answer_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            self._db.row_factory = sqlite3.Row
+            try:
+                row = self._db.execute("SELECT * FROM answers WHERE id = ?",
+                                       (answer_id,)).fetchone()
+            finally:
+                self._db.row_factory = None
+        return dict(row) if row is not None else None
+
+    def training_rows(self) -> Iterator[TrainingRow]:
+        """Labelled prompts from feedback on local answers.
+
+        A local answer the user judged good: the weak (local) model sufficed. Judged bad: it
+        did not, and the strong model is assumed to do better (an optimistic label, as the
+        cloud's answer to that prompt was not seen). Cloud answers carry no local label.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT prompt, feedback FROM answers WHERE source = 'local' "
+                "AND feedback IS NOT NULL ORDER BY ts").fetchall()
+        for prompt, feedback in rows:
+            yield TrainingRow(prompt=str(prompt), weak=int(feedback), strong=1)
+
+
+def _day(ts: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+def _num(value: float) -> float | None:
+    return None if value != value else value  # NaN -> NULL

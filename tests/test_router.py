@@ -1,0 +1,156 @@
+"""The learned router on real labelled data: determinism, files, calibration, metrics."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.router.base import RouterDataError, RouterFileError
+from runtime.router.calibration import calibrate, cloud_fraction, threshold_for_fraction
+from runtime.router.data import RoutingData, load_routing_data
+from runtime.router.features import FeatureSpec
+from runtime.router.learned import LearnedRouter, TrainParams
+from runtime.router.metrics import oracle_scores, routing_curve
+from runtime.router.store import load_router, save_router
+
+DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "routing"
+SMALL = TrainParams(features=FeatureSpec(word_bits=15, char_bits=15))
+
+
+@pytest.fixture(scope="module")
+def mmlu() -> RoutingData:
+    """A seeded shuffle of the bundled MMLU routing labels (14,042 queries)."""
+    data = load_routing_data(DATA / "mmlu.csv.gz")
+    return data.subset(np.random.default_rng(7).permutation(len(data)))
+
+
+@pytest.fixture(scope="module")
+def trained(mmlu: RoutingData) -> LearnedRouter:
+    train = mmlu.subset(range(3000))
+    return LearnedRouter.train(train.prompts, train.weak, train.strong)
+
+
+def test_bundled_data_has_the_published_counts(mmlu: RoutingData) -> None:
+    assert len(mmlu) == 14_042
+    assert len(set(mmlu.groups)) == 57
+    assert round(float(mmlu.strong.mean()), 3) == 0.806
+    assert round(float(mmlu.weak.mean()), 3) == 0.681
+    gsm = load_routing_data(DATA / "gsm8k.csv.gz")
+    assert (len(gsm), int(gsm.weak.sum()), int(gsm.strong.sum())) == (1319, 842, 1130)
+
+
+def test_training_is_deterministic_for_a_seed(mmlu: RoutingData) -> None:
+    part = mmlu.subset(range(800))
+    a = LearnedRouter.train(part.prompts, part.weak, part.strong, SMALL)
+    b = LearnedRouter.train(part.prompts, part.weak, part.strong, SMALL)
+    assert np.array_equal(a.coef, b.coef)
+    assert np.array_equal(a.intercept, b.intercept)
+    probe = mmlu.subset(range(800, 900)).prompts
+    assert np.array_equal(a.score(probe), b.score(probe))
+
+
+def test_router_ranks_held_out_queries_better_than_chance(
+    mmlu: RoutingData, trained: LearnedRouter
+) -> None:
+    test = mmlu.subset(range(9000, 12000))
+    curve = routing_curve(trained.score(test.prompts), test.weak, test.strong)
+    assert curve.apgr() > 0.6  # random routing scores 0.5 by construction
+
+
+def test_outcome_probabilities_are_distributions(
+    mmlu: RoutingData, trained: LearnedRouter
+) -> None:
+    probs = trained.outcome_probabilities(mmlu.subset(range(5000, 5050)).prompts)
+    assert probs.shape == (50, 4)
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    verdict = trained.verdict(mmlu.prompts[5000])
+    assert verdict.score == pytest.approx(probs[0, 2] - probs[0, 1])
+    assert verdict.p_strong_wins == pytest.approx(probs[0, 2])
+
+
+def test_calibration_hits_the_target_share_on_held_out_data(
+    mmlu: RoutingData, trained: LearnedRouter
+) -> None:
+    cal = mmlu.subset(range(3000, 6000)).prompts
+    held_out = mmlu.subset(range(9000, 12000)).prompts
+    held_scores = trained.score(held_out)
+    for target in (0.1, 0.3, 0.5):
+        router = calibrate(trained, cal, target)
+        assert cloud_fraction(trained.score(cal), router.threshold) == pytest.approx(target,
+                                                                                    abs=1e-3)
+        assert abs(cloud_fraction(held_scores, router.threshold) - target) <= 0.02
+
+
+def test_router_file_round_trips_without_pickle(
+    mmlu: RoutingData, trained: LearnedRouter, tmp_path: Path
+) -> None:
+    path = save_router(trained.with_threshold(0.123), tmp_path / "router")
+    assert path.suffix == ".npz"
+    assert path.stat().st_size < 5_000_000
+    with np.load(path, allow_pickle=False) as npz:  # loads with pickle disabled
+        assert "header" in npz.files
+    loaded = load_router(path)
+    probe = mmlu.subset(range(6000, 6200)).prompts
+    assert loaded.threshold == 0.123
+    assert np.allclose(loaded.score(probe), trained.score(probe), atol=1e-6)
+
+
+def test_pickled_or_foreign_files_are_refused(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.npz"
+    evil.write_bytes(pickle.dumps({"header": "x"}))
+    with pytest.raises(RouterFileError, match="not a router file"):
+        load_router(evil)
+    other = tmp_path / "other.npz"
+    np.savez(other, header=np.array('{"format": "something-else"}'))
+    with pytest.raises(RouterFileError, match="not a Tandem router file"):
+        load_router(other)
+    with pytest.raises(RouterFileError, match="not found"):
+        load_router(tmp_path / "missing.npz")
+
+
+def test_threshold_for_fraction_edges() -> None:
+    scores = np.array([0.3, 0.1, 0.2, 0.4])
+    assert cloud_fraction(scores, threshold_for_fraction(scores, 0.0)) == 0.0
+    assert cloud_fraction(scores, threshold_for_fraction(scores, 1.0)) == 1.0
+    assert threshold_for_fraction(scores, 0.5) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        threshold_for_fraction(scores, 1.5)
+
+
+def test_routing_curve_matches_a_hand_computed_example() -> None:
+    weak = np.array([True, False, False, True, False])
+    strong = np.array([True, True, True, False, False])
+    curve = routing_curve(np.array([0.1, 0.9, 0.5, 0.2, 0.3]), weak, strong)
+    # Cloud order q1 (+1), q2 (+1), q4 (0), q3 (-1), q0 (0); weak quality 0.4, strong 0.6.
+    assert np.allclose(curve.quality, [0.4, 0.6, 0.8, 0.8, 0.6, 0.6])
+    assert np.allclose(curve.pgr, [0, 1, 2, 2, 1, 1])
+    assert curve.cpt(0.5) == pytest.approx(0.2)
+    assert curve.quality_at(0.4) == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="same accuracy"):
+        routing_curve(np.zeros(2), np.array([True, False]), np.array([False, True]))
+
+
+def test_constant_scores_route_like_random_and_oracle_is_best(mmlu: RoutingData) -> None:
+    flat = routing_curve(np.zeros(len(mmlu)), mmlu.weak, mmlu.strong)
+    assert flat.apgr() == pytest.approx(0.5)
+    oracle = routing_curve(oracle_scores(mmlu.weak, mmlu.strong), mmlu.weak, mmlu.strong)
+    assert oracle.apgr() > 1.0  # beats the strong model: it also keeps weak-only wins local
+    gap = mmlu.strong.mean() - mmlu.weak.mean()
+    assert oracle.cpt(1.0) == pytest.approx(gap, abs=1e-4)  # strong-only wins come first
+
+
+def test_bad_training_data_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("prompt,weak\nhello,1\n")
+    with pytest.raises(RouterDataError, match="missing column\\(s\\) strong"):
+        load_routing_data(path)
+    path.write_text("prompt,weak,strong\nhello,1,maybe\n")
+    with pytest.raises(RouterDataError, match="bad.csv:2: column strong"):
+        load_routing_data(path)
+    with pytest.raises(RouterDataError, match="at least 20"):
+        LearnedRouter.train(["a"] * 5, np.ones(5, bool), np.ones(5, bool))
+    with pytest.raises(RouterDataError, match="single outcome"):
+        LearnedRouter.train(["a b"] * 30, np.ones(30, bool), np.ones(30, bool))

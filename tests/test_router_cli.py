@@ -1,0 +1,78 @@
+"""`tandem router train | calibrate | score` on real labelled data in temporary files."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.router.cli import main
+from runtime.router.data import RoutingData, load_routing_data
+from runtime.router.store import load_router
+
+DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "routing"
+
+
+def write_csv(path: Path, data: RoutingData) -> Path:
+    with gzip.open(path, "wt", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["prompt", "weak", "strong", "subject"])
+        for p, w, s, g in zip(data.prompts, data.weak, data.strong, data.groups, strict=True):
+            out.writerow([p, int(w), int(s), g])
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    data = load_routing_data(DATA / "gsm8k.csv.gz")
+    data = data.subset(np.random.default_rng(0).permutation(len(data)))
+    folder = tmp_path_factory.mktemp("router-cli")
+    return (write_csv(folder / "train.csv.gz", data.subset(range(700))),
+            write_csv(folder / "cal.csv.gz", data.subset(range(700, 1319))))
+
+
+def test_train_then_calibrate_then_score(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train, cal = files
+    out = tmp_path / "router.npz"
+    assert main(["train", "--data", str(train), "--out", str(out), "--seed", "3",
+                 "--hash-bits", "14"]) == 0
+    assert "trained on 700 prompts" in capsys.readouterr().out
+    assert load_router(out).params.seed == 3
+    assert load_router(out).spec.word_bits == 14
+    calibrated = tmp_path / "calibrated.npz"
+    assert main(["calibrate", "--router", str(out), "--data", str(cal),
+                 "--target-cloud-fraction", "0.25", "--out", str(calibrated)]) == 0
+    printed = capsys.readouterr().out
+    assert "25.0% of 619 calibration prompts go to the cloud" in printed
+    threshold = load_router(calibrated).threshold
+    assert threshold != load_router(out).threshold
+    assert main(["score", "--router", str(calibrated), "What is 2 + 2?"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["threshold"] == pytest.approx(threshold)
+    assert verdict["wants_cloud"] == (verdict["score"] > threshold)
+
+
+def test_errors_are_one_line_and_exit_nonzero(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--data", str(tmp_path / "nope.csv"), "--out", "x"]) == 1
+    assert "cannot read routing data" in capsys.readouterr().err
+    assert main(["score", "--router", str(tmp_path / "nope.npz"), "hi"]) == 1
+    assert "router file not found" in capsys.readouterr().err
+    assert main(["calibrate", "--router", "r", "--data", "d",
+                 "--target-cloud-fraction", "1.5"]) == 2
+    assert main(["train", "--data", "d", "--out", "o", "--hash-bits", "30"]) == 2
+    assert main(["frobnicate"]) == 2
+
+
+def test_tandem_cli_dispatches_router_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    from runtime.cli import main as tandem
+
+    assert tandem(["router", "frobnicate"]) == 2
+    assert "invalid choice" in capsys.readouterr().err

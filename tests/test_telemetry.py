@@ -1,0 +1,86 @@
+"""Telemetry: answers are logged with their decision; feedback labels them for the router."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kernels import Engine
+from runtime.config import RuntimeConfig, load_config
+from runtime.facade import Runtime
+from runtime.telemetry import FeedbackError, Telemetry
+from tests.device_server import serve_in_thread
+
+Q = [{"role": "user", "content": "Name a fruit."}]
+
+
+def _runtime(engine: Engine, path: Path) -> Runtime:
+    cfg = load_config(env={}).replace(runtime=RuntimeConfig(telemetry_path=str(path)))
+    return Runtime(cfg, engine=engine)
+
+
+def test_every_answer_is_logged_with_its_id(engine: Engine, tmp_path: Path) -> None:
+    rt = _runtime(engine, tmp_path / "t.sqlite3")
+    result = rt.generate(Q, mode="local-only", params=rt.params(max_tokens=4))
+    assert result.id.startswith("chatcmpl-")
+    assert rt.telemetry is not None
+    row = rt.telemetry.answer(result.id)
+    assert row is not None
+    assert row["prompt"] == "Name a fruit." and row["source"] == "local"
+    assert row["completion_tokens"] == result.usage.completion_tokens
+    assert row["confidence"] == pytest.approx(result.confidence.score)
+    assert row["feedback"] is None
+    rt.close()
+
+
+def test_feedback_labels_answers_for_router_training(engine: Engine, tmp_path: Path) -> None:
+    rt = _runtime(engine, tmp_path / "t.sqlite3")
+    good = rt.generate(Q, mode="local-only", params=rt.params(max_tokens=3))
+    bad = rt.generate([{"role": "user", "content": "Prove Fermat's last theorem."}],
+                      mode="local-only", params=rt.params(max_tokens=3))
+    rt.feedback(good.id, True)
+    rt.feedback(bad.id, False, "wrong")
+    with pytest.raises(FeedbackError, match="no answer with id 'nope'"):
+        rt.feedback("nope", True)
+    assert rt.telemetry is not None
+    rows = list(rt.telemetry.training_rows())
+    assert [(r.prompt, r.weak, r.strong) for r in rows] == [
+        ("Name a fruit.", 1, 1), ("Prove Fermat's last theorem.", 0, 1)]
+    rt.close()
+
+
+def test_telemetry_off_records_nothing(engine: Engine) -> None:
+    cfg = load_config(env={}).replace(runtime=RuntimeConfig(telemetry_path="off"))
+    rt = Runtime(cfg, engine=engine)
+    assert rt.telemetry is None
+    result = rt.generate(Q, mode="local-only", params=rt.params(max_tokens=2))
+    assert result.id
+    rt.close()
+
+
+def test_feedback_endpoint(engine: Engine, tmp_path: Path) -> None:
+    rt = _runtime(engine, tmp_path / "t.sqlite3")
+    with serve_in_thread(rt) as url:
+        resp = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
+            "model": "tandem", "messages": Q, "max_tokens": 3})
+        answer_id = resp.json()["id"]
+        assert resp.json()["tandem"]["id"] == answer_id
+        ok = httpx.post(f"{url}/v1/feedback", json={"id": answer_id, "good": False})
+        assert ok.status_code == 200 and ok.json() == {"id": answer_id, "recorded": True}
+        missing = httpx.post(f"{url}/v1/feedback", json={"id": "chatcmpl-x", "good": True})
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "answer_not_found"
+        bad = httpx.post(f"{url}/v1/feedback", json={"id": answer_id, "good": "yes"})
+        assert bad.status_code == 400
+    assert rt.telemetry is not None
+    row = rt.telemetry.answer(answer_id)
+    assert row is not None and row["feedback"] == 0
+    rt.close()
+
+
+def test_cloud_tokens_today_sum_cloud_answers_only(tmp_path: Path) -> None:
+    tel = Telemetry(tmp_path / "t.sqlite3")
+    assert tel.cloud_tokens_today() == 0
+    tel.close()
