@@ -14,6 +14,7 @@ status for anything the client can fix; the server keeps serving after each.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -244,13 +245,16 @@ class _Mailbox:
         self._items: list[object] = []
         self._lock = threading.Lock()
         self._ready = asyncio.Event()
+        self.ended = asyncio.Event()  # the last item is in: flush without waiting
 
-    def put(self, item: object) -> None:
+    def put(self, item: object, *, last: bool = False) -> None:
         with self._lock:
             ring = not self._items
             self._items.append(item)
         if ring:
             self._loop.call_soon_threadsafe(self._ready.set)
+        if last:
+            self._loop.call_soon_threadsafe(self.ended.set)
 
     async def take(self) -> list[object]:
         while True:
@@ -277,9 +281,9 @@ async def _stream_sse(
         try:
             for piece in stream:
                 mailbox.put(piece)
-            mailbox.put(_DONE)
+            mailbox.put(_DONE, last=True)
         except BaseException as exc:  # noqa: BLE001 - forwarded to the event loop
-            mailbox.put(exc)
+            mailbox.put(exc, last=True)
 
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
@@ -293,8 +297,9 @@ async def _stream_sse(
         last_write = 0.0
         while not finished:
             wait = last_write + STREAM_FLUSH_S - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            if wait > 0 and not mailbox.ended.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(mailbox.ended.wait(), wait)
             text: list[str] = []
             for item in await mailbox.take():
                 if item is _DONE:
