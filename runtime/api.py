@@ -329,8 +329,10 @@ async def _stream_sse(
             await _send(response, final)
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
         stream.cancel()  # the client went away: stop generating, free the engine
+    except asyncio.CancelledError:
+        stream.cancel()
         raise
     finally:
         stream.cancel()

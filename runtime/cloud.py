@@ -17,6 +17,11 @@ from runtime.errors import PrivacyBlockError
 from runtime.offload import CloudReply, CloudStream, OffloadClient
 from runtime.privacy import PrivacyConfig, PrivacyFilter, Vault
 
+DRAFT_INSTRUCTION = (
+    "The answer above is a draft from a small on-device model. Check it and reply with a "
+    "correct, complete answer to my previous message (only the answer)."
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
@@ -78,6 +83,26 @@ class CloudPath:
         if params.seed is not None:
             body["seed"] = params.seed
         return Prepared(body, vault, redactions)
+
+    def with_draft(self, prepared: Prepared, draft: str) -> Prepared:
+        """The request plus the device's draft answer, for the cloud to check and refine.
+
+        The draft is redacted with the request's vault (it may repeat personal data).
+        """
+        privacy = self.privacy
+        if privacy is not None:
+            red = privacy.redact(draft, prepared.vault)
+            draft = red.text
+            counts = dict(prepared.redactions.get("counts") or {})
+            for label, n in red.counts.items():
+                counts[label] = counts.get(label, 0) + n
+            redactions = {**prepared.redactions, "counts": dict(sorted(counts.items()))}
+        else:
+            redactions = dict(prepared.redactions)
+        messages = [*prepared.body["messages"],
+                    {"role": "assistant", "content": draft},
+                    {"role": "user", "content": DRAFT_INSTRUCTION}]
+        return Prepared({**prepared.body, "messages": messages}, prepared.vault, redactions)
 
     def complete(
         self, prepared: Prepared, deadline_s: float | None = None

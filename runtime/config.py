@@ -67,6 +67,7 @@ class RuntimeConfig:
     queue_size: int = 16  # requests waiting for the one local engine
     telemetry_path: str = ""  # "" = ~/.local/state/tandem/telemetry.sqlite3; "off" = none
     stream_decide_tokens: int = 16  # a streamed prefer-local answer is judged on this many
+    send_draft: bool = False  # an escalated request carries the local draft to refine
 
     def __post_init__(self) -> None:
         _check(0 <= self.confidence_threshold <= 1, "runtime.confidence_threshold",

@@ -536,8 +536,13 @@ class Runtime:
         params: GenerationParams, plan: Plan, started: float, why: str,
     ) -> Iterator[str]:
         assert self.cloud is not None and plan.prepared is not None
+        prepared = plan.prepared
+        draft = local.text
+        if self.config.runtime.send_draft and draft.strip() and not local.cancelled:
+            prepared = self.cloud.with_draft(prepared, draft)
+            why += "; the local draft went along to be refined"
         try:
-            text, reply = self.cloud.complete(plan.prepared)
+            text, reply = self.cloud.complete(prepared)
         except OffloadError as exc:
             if local.cancelled:  # early escalation stopped the local draft: finish it locally
                 yield from self._local_after_cloud_failure(

@@ -50,6 +50,11 @@ class LocalRun:
         return self._running.tokens
 
     @property
+    def text(self) -> str:
+        """The local answer so far."""
+        return self._prefix + "".join(self._parts)
+
+    @property
     def confidence(self) -> Confidence:
         return self._running.value()
 

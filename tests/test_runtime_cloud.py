@@ -70,12 +70,13 @@ class EchoUpstream:
 def make_runtime(
     engine: Engine, gw_url: str, credential: str, *, mode: str = "prefer-local",
     threshold: float = 0.5, upstream_model: str = "", privacy: PrivacyConfig | None = None,
-    deadline_s: float = 20.0, **offload: Any,
+    deadline_s: float = 20.0, send_draft: bool = False, **offload: Any,
 ) -> Runtime:
     cfg: TandemConfig = load_config(env={})
     cfg = cfg.replace(
         runtime=RuntimeConfig(mode=mode, confidence_threshold=threshold,  # type: ignore[arg-type]
-                              telemetry_path=tempfile.mkdtemp() + "/telemetry.sqlite3"),
+                              telemetry_path=tempfile.mkdtemp() + "/telemetry.sqlite3",
+                              send_draft=send_draft),
         offload=OffloadConfig(url=gw_url, credential=credential, deadline_s=deadline_s,
                               **offload),
         privacy=privacy or PrivacyConfig(),
@@ -304,3 +305,25 @@ def test_cloud_budget_spent_keeps_prefer_cloud_local(engine: Engine,
     assert first.source == "cloud"
     assert second.source == "local"
     assert "the daily cloud budget is spent (21 + " in second.reason
+
+
+def test_escalation_can_carry_the_local_draft(engine: Engine, echo: Any) -> None:
+    from runtime.cloud import DRAFT_INSTRUCTION
+
+    gw, upstream = echo
+    with make_runtime(engine, gw.url, gw.home.credential, threshold=1.0,
+                      send_draft=True) as rt:
+        result = rt.generate(Q, params=rt.params(max_tokens=6))
+    assert result.source == "cloud"
+    assert "the local draft went along to be refined" in result.reason
+    sent = upstream.requests[-1]["messages"]
+    assert [m["role"] for m in sent[-3:]] == ["user", "assistant", "user"]
+    assert sent[-2]["content"].strip()  # the draft
+    assert sent[-1]["content"] == DRAFT_INSTRUCTION
+
+
+def test_the_draft_is_off_by_default(engine: Engine, echo: Any) -> None:
+    gw, upstream = echo
+    with make_runtime(engine, gw.url, gw.home.credential, threshold=1.0) as rt:
+        rt.generate(Q, params=rt.params(max_tokens=6))
+    assert [m["role"] for m in upstream.requests[-1]["messages"]] == ["user"]
