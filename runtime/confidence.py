@@ -104,3 +104,28 @@ def _sigmoid(z: float) -> float:
         return 1.0 / (1.0 + math.exp(-z))
     ez = math.exp(z)
     return ez / (1.0 + ez)
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyEscalation:
+    """Stop local generation early when the first `tokens` tokens are clearly unconfident.
+
+    "Clearly" means the running score is below `threshold - margin`: the margin keeps the
+    early rule from escalating answers that the full answer's score would have kept local
+    (`benchmarks.early_escalation` chooses both on held-in prompts and reports the rest).
+    """
+
+    tokens: int = 16
+    margin: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.tokens < 1:
+            raise ValueError("EarlyEscalation.tokens must be at least 1")
+        if self.margin < 0:
+            raise ValueError("EarlyEscalation.margin must be >= 0")
+
+    def fires(self, running: RunningConfidence, threshold: float) -> bool:
+        """True once `tokens` tokens are in and their score is below threshold - margin."""
+        if running.tokens < self.tokens:
+            return False
+        return running.value().score < threshold - self.margin
