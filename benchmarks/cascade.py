@@ -1,0 +1,380 @@
+"""The local-then-cloud cascade on multiple-choice QA, with a calibrated local confidence.
+
+The real local model (default `bundled:smollm2-135m`) answers each question by option
+log-likelihood: the prompt is `"{question}\\nAnswer:"` (plain text, no chat template) and each
+option `" {text}"` is scored by the sum of its token log-probabilities; the answer is the
+highest sum. Log-probs of *given* tokens need every position's logits, so this benchmark
+loads its own `Llama(logits_all=True)` (not the runtime's engine, which avoids that cost)
+and calls it from the main thread only (llama.cpp's OpenMP pool is per calling thread).
+
+The confidence is `runtime.calibration`: a logistic model over on-device signals
+(`MC_FEATURES`), scored out-of-fold (stratified k-fold, seeded) so every item is judged by
+a model that never saw it. Escalated items take the strong model's result: on MMLU,
+GPT-4-1106's correctness from RouteLLM's routing data joined on the question text; on other
+sets a cloud assumed always right (labelled `cloud: assumed-correct`).
+
+    python -m benchmarks.cascade --format arc --limit 500 --json
+    python -m benchmarks.cascade --format mmlu --dataset PATH --limit 500 --json
+
+Writes the weights fitted on all scored items to `benchmarks/out/calibration-<format>.json`
+(load with `CalibratedConfidence.load`) and the curve to `benchmarks/out/cascade-<format>.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+import json
+import math
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks._report import emit, out_path, table
+from runtime.calibration import MC_FEATURES, OptionScores, fit, mc_features
+from runtime.router.metrics import routing_curve
+
+DATA = Path(__file__).resolve().parent / "data"
+DEFAULT_DATASET = {"arc": DATA / "qa" / "arc_easy", "mmlu": DATA / "qa" / "mmlu"}
+ROUTING_MMLU = DATA / "routing" / "mmlu.csv.gz"
+SHARES = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+TARGET_AUROC_ARC = 0.68
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One multiple-choice question; `strong` is the cloud's correctness (1/0)."""
+
+    question: str
+    options: tuple[str, ...]
+    gold: int
+    group: str = ""
+    strong: int = 1
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 (returned to a with)
+
+
+def load_arc(path: Path) -> list[Item]:
+    """JSONL lines `{query, choices, gold}` from a file or every `*.jsonl` in a folder."""
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    items = []
+    for file in files:
+        for line in file.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                query = str(row["query"]).removeprefix("Question:").strip()
+                items.append(Item(query, tuple(map(str, row["choices"])), int(row["gold"])))
+    return items
+
+
+def load_mmlu(path: Path) -> list[Item]:
+    """CSVs `question,choice0..3,answer` (optionally gzipped); a folder's `test/` if present."""
+    if path.is_dir() and (path / "test").is_dir():
+        path = path / "test"
+    files = sorted(p for p in path.iterdir() if p.name.endswith((".csv", ".csv.gz")))
+    if path.is_file():
+        files = [path]
+    items = []
+    for file in files:
+        subject = re.sub(r"_test$|_dev$", "", file.name.split(".")[0])
+        with _open_text(file) as handle:
+            for row in csv.DictReader(handle):
+                options = tuple(row[f"choice{i}"] for i in range(4))
+                items.append(Item(row["question"], options, int(row["answer"]), subject))
+    return items
+
+
+def _mmlu_key(question: str, options: tuple[str, ...]) -> str:
+    letters = "".join(f"\n{'ABCD'[i]}. {o}" for i, o in enumerate(options))
+    return " ".join(f"{question}{letters}".split())
+
+
+def join_gpt4(items: list[Item], routing: Path = ROUTING_MMLU) -> tuple[list[Item], int]:
+    """Attach GPT-4's correctness (RouteLLM) to MMLU items; drop those it does not cover."""
+    strong: dict[str, int] = {}
+    with _open_text(routing) as handle:
+        for row in csv.DictReader(handle):
+            strong[" ".join(row["prompt"].removesuffix("Answer:").split())] = int(row["strong"])
+    joined = []
+    for item in items:
+        label = strong.get(_mmlu_key(item.question, item.options))
+        if label is not None:
+            joined.append(Item(item.question, item.options, item.gold, item.group, label))
+    return joined, len(items) - len(joined)
+
+
+def sample(items: list[Item], limit: int, seed: int) -> list[Item]:
+    """A seeded random subset (spread over subjects), in a stable order."""
+    if limit <= 0 or limit >= len(items):
+        return items
+    keep = np.sort(np.random.default_rng(seed).permutation(len(items))[:limit])
+    return [items[i] for i in keep]
+
+
+# -- the local model ------------------------------------------------------------------------
+
+
+class OptionScorer:
+    """Log-likelihoods of given continuations, from one `Llama(logits_all=True)`."""
+
+    def __init__(self, model: str, threads: int, context_length: int = 1024) -> None:
+        from llama_cpp import Llama
+
+        from kernels.common import default_threads
+        from kernels.registry import resolve
+
+        resolved = resolve(model)
+        self.model_id = resolved.id
+        self._llm = Llama(
+            model_path=str(resolved.path), n_ctx=context_length, logits_all=True,
+            n_threads=threads or default_threads(), n_threads_batch=threads or default_threads(),
+            verbose=False,
+        )
+        self._null = self._tokens("Answer:")
+
+    def _tokens(self, text: str) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
+
+    def _logprobs(self, rows: np.ndarray, targets: list[int]) -> np.ndarray:
+        x = rows.astype(np.float64)
+        peak = x.max(axis=1, keepdims=True)
+        lse = peak[:, 0] + np.log(np.exp(x - peak).sum(axis=1))
+        out: np.ndarray = x[np.arange(len(targets)), targets] - lse
+        return out
+
+    def _continuations(self, context: list[int], options: list[list[int]]) -> list[np.ndarray]:
+        """Token log-probs of each option after `context` (the context is evaluated once)."""
+        llm = self._llm
+        llm.reset()  # type: ignore[no-untyped-call]
+        llm.eval(context)
+        n = llm.n_tokens
+        out = []
+        for toks in options:
+            llm.n_tokens = n  # rewind to the end of the context: its KV cache is reused
+            llm.eval(toks)
+            rows = np.asarray(llm.scores[n - 1 : n - 1 + len(toks)])
+            out.append(self._logprobs(rows, toks))
+        return out
+
+    def score(self, item: Item) -> OptionScores:
+        """Score every option of `item` (conditional and unconditional) and the question."""
+        context = self._tokens(f"{item.question}\nAnswer:")
+        options = [self._tokens(f" {o}") or self._tokens(" ") for o in item.options]
+        cond = self._continuations(context, options)
+        # the question's own tokens, read from the logits the context eval left behind
+        q = np.asarray(self._llm.scores[: len(context) - 1])
+        prompt_lp = self._logprobs(q, context[1:]) if len(context) > 1 else np.zeros(1)
+        uncond = self._continuations(self._null, options)
+        return OptionScores(
+            option_logprob=tuple(float(c.sum()) for c in cond),
+            option_tokens=tuple(len(t) for t in options),
+            option_chars=tuple(len(o) + 1 for o in item.options),
+            option_unconditional=tuple(float(u.sum()) for u in uncond),
+            prompt_mean_logprob=float(prompt_lp.mean()),
+            prompt_tokens=len(context),
+            option_first=tuple(float(c[0]) for c in cond),
+        )
+
+    def close(self) -> None:
+        self._llm.close()
+
+
+# -- evaluation -----------------------------------------------------------------------------
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` for `labels` (ties count half)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels, dtype=np.int64)
+    if y.min() == y.max():
+        return math.nan
+    return float(roc_auc_score(y, scores))
+
+
+def out_of_fold(
+    x: np.ndarray, y: np.ndarray, folds: int, seed: int
+) -> tuple[np.ndarray, list[float]]:
+    """Calibrated confidences where each item is scored by a model fitted without it."""
+    from sklearn.model_selection import StratifiedKFold
+
+    conf = np.zeros(y.size)
+    per_fold = []
+    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train, test in split.split(x, y):
+        model = fit(x[train], y[train], MC_FEATURES)
+        conf[test] = model.predict_many(x[test])
+        per_fold.append(auroc(conf[test], y[test]))
+    return conf, per_fold
+
+
+def _score_all(scorer: OptionScorer, items: list[Item]) -> Iterator[tuple[Item, OptionScores]]:
+    for k, item in enumerate(items, 1):
+        yield item, scorer.score(item)
+        if k % 100 == 0:
+            print(f"  scored {k}/{len(items)}", flush=True)
+
+
+def write_scores(path: Path, model: str, scored: list[tuple[Item, OptionScores]]) -> None:
+    """Keep the model's raw option scores (JSONL) so signals can be revisited offline."""
+    lines = [json.dumps({"model": model})]
+    lines += [json.dumps({"question": it.question, **asdict(s)}) for it, s in scored]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def read_scores(path: Path, items: list[Item]) -> list[tuple[Item, OptionScores]]:
+    """Scores written by `write_scores`, matched to `items` (which must be the same run's)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[1:]]
+    if [r["question"] for r in rows] != [it.question for it in items]:
+        raise SystemExit(f"{path} holds scores for other items: drop --scores or delete it")
+    out = []
+    for it, r in zip(items, rows, strict=True):
+        out.append((it, OptionScores(
+            option_logprob=tuple(r["option_logprob"]),
+            option_tokens=tuple(r["option_tokens"]),
+            option_chars=tuple(r["option_chars"]),
+            option_unconditional=tuple(r["option_unconditional"]),
+            prompt_mean_logprob=float(r["prompt_mean_logprob"]),
+            prompt_tokens=int(r["prompt_tokens"]),
+            option_first=tuple(r.get("option_first", ())),
+        )))
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    dataset = Path(args.dataset) if args.dataset else DEFAULT_DATASET[args.format]
+    dropped = 0
+    if args.format == "mmlu":
+        items, dropped = join_gpt4(load_mmlu(dataset))
+        cloud = "gpt-4-1106-preview correctness (RouteLLM)"
+    else:
+        items = load_arc(dataset)
+        cloud = "assumed-correct"
+    items = sample(items, args.limit, args.seed)
+    cache = Path(args.scores) if args.scores else None
+    started = time.perf_counter()
+    cached = cache is not None and cache.is_file()
+    if cache is not None and cached:
+        scored = read_scores(cache, items)
+        model_id = json.loads(cache.read_text(encoding="utf-8").splitlines()[0])["model"]
+    else:
+        scorer = OptionScorer(args.model, args.threads)
+        model_id = scorer.model_id
+        try:
+            scored = list(_score_all(scorer, items))
+        finally:
+            scorer.close()
+        if cache is not None:
+            write_scores(cache, model_id, scored)
+    seconds = time.perf_counter() - started
+
+    rows = [mc_features(s, it.question, it.options) for it, s in scored]
+    x = np.array([[r[f] for f in MC_FEATURES] for r in rows])
+    local = np.array([s.chosen == it.gold for it, s in scored])
+    strong = np.array([bool(it.strong) for it, _ in scored])
+    calibrated, per_fold = out_of_fold(x, local.astype(np.int64), args.folds, args.seed)
+    top_prob = x[:, MC_FEATURES.index("p_top")]
+    # escalate the least confident first: the router score is 1 - confidence
+    curve = routing_curve(1.0 - calibrated, local, strong)
+    base_curve = routing_curve(1.0 - top_prob, local, strong)
+
+    final = fit(x, local, MC_FEATURES, meta={
+        "model": model_id, "dataset": str(args.format), "items": len(items),
+        "scoring": "option log-likelihood, prompt '{question}\\nAnswer:' + ' {option}'",
+    })
+    weights_path = Path(args.save) if args.save else out_path(f"calibration-{args.format}.json")
+    final.save(weights_path)
+    png = _plot(curve, base_curve, args.format, cloud)
+
+    summary: dict[str, Any] = {
+        "format": args.format, "dataset": str(dataset), "model": model_id,
+        "scoring": "option log-likelihood (sum over option tokens)", "cloud": cloud,
+        "n": len(items), "unjoined_dropped": dropped, "folds": args.folds, "seed": args.seed,
+        # scoring time; null when the scores came from the --scores cache
+        "seconds_per_item": None if cached else seconds / max(1, len(items)),
+        "auroc_top_prob": auroc(top_prob, local),
+        "auroc_per_fold": per_fold,
+        "cloud_accuracy": float(strong.mean()),
+        "quality_at_share": {f"{s:.1f}": curve.quality_at(s) for s in SHARES},
+        "apgr_top_prob": base_curve.apgr(),
+        "weights": str(weights_path), "png": png,
+        "coef": dict(zip(MC_FEATURES, final.coef, strict=True)),
+    }
+    if args.format == "arc":
+        summary["target_auroc"] = TARGET_AUROC_ARC
+    summary["local_accuracy"] = float(local.mean())
+    summary["auroc"] = auroc(calibrated, local)
+    summary["apgr"] = curve.apgr()
+    return summary
+
+
+def _plot(curve: Any, base: Any, name: str, cloud: str) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return ""
+    n = curve.quality.size - 1
+    share = np.arange(n + 1) / n
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(share, curve.quality, label="calibrated confidence (out-of-fold)")
+    ax.plot(share, base.quality, label="top-option probability", alpha=0.7)
+    ax.plot([0, 1], [curve.weak_quality, curve.strong_quality], "k:", label="random")
+    ax.set_xlabel("cloud share")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"cascade on {name} (cloud: {cloud})", fontsize=9)
+    ax.legend(fontsize=8)
+    path = out_path(f"cascade-{name}.png")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return str(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--format", choices=("arc", "mmlu"), default="arc")
+    parser.add_argument("--dataset", default="", help="file or folder (default: bundled copy)")
+    parser.add_argument("--limit", type=int, default=500, help="items, seeded sample; 0 = all")
+    parser.add_argument("--model", default="bundled:smollm2-135m")
+    # 1 thread: these are tiny batches, and with the cores shared, OpenMP workers spinning
+    # on a busy core made 2 threads 3x slower than 1 (measured 1.96 vs 0.63 s per item)
+    parser.add_argument("--threads", type=int, default=1, help="0 = the engine default")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", default="", help="where to write the fitted weights (JSON)")
+    parser.add_argument("--scores", default="",
+                        help="JSONL of raw option scores: read if present, else written")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    s = run(args)
+    rows = [[f"{k}", v] for k, v in s["quality_at_share"].items()]
+    human = "\n".join([
+        f"cascade on {s['format']}: n={s['n']} model={s['model']} cloud={s['cloud']}",
+        f"local accuracy {s['local_accuracy']:.3f}; AUROC calibrated {s['auroc']:.3f} "
+        f"(folds {', '.join(f'{a:.3f}' for a in s['auroc_per_fold'])}), "
+        f"top-option probability {s['auroc_top_prob']:.3f}",
+        f"APGR calibrated {s['apgr']:.3f}, top-option probability {s['apgr_top_prob']:.3f}",
+        table(["cloud share", "accuracy"], rows),
+        f"weights: {s['weights']}",
+    ])
+    emit(s, human, args.json)
+
+
+if __name__ == "__main__":
+    main()

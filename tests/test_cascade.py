@@ -1,0 +1,126 @@
+"""The cascade benchmark: its data readers, the join with GPT-4's labels, the option scorer."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.cascade import (
+    DEFAULT_DATASET,
+    Item,
+    OptionScorer,
+    join_gpt4,
+    load_arc,
+    load_mmlu,
+    main,
+    sample,
+)
+
+
+def test_the_bundled_arc_copy_reads_as_four_option_items() -> None:
+    items = load_arc(DEFAULT_DATASET["arc"])
+    assert len(items) == 1576
+    first = items[0]
+    assert first.question.startswith("Which statement best explains why photosynthesis")
+    assert first.options[0] == "Sunlight is the source of energy for nearly all ecosystems."
+    assert first.gold == 0 and first.strong == 1  # the cloud is assumed right on ARC
+
+
+def test_the_bundled_mmlu_copy_reads_every_gzipped_subject() -> None:
+    items = load_mmlu(DEFAULT_DATASET["mmlu"])
+    assert len(items) == 14042
+    assert len({i.group for i in items}) == 57
+    assert items[0].group == "abstract_algebra" and items[0].options[1] == "4"
+    assert items[0].gold == 1
+
+
+def test_mmlu_items_take_gpt4_correctness_joined_on_question_and_options(tmp_path: Path) -> None:
+    routing = tmp_path / "mmlu.csv.gz"
+    with gzip.open(routing, "wt", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["subject", "prompt", "weak", "strong"])
+        writer.writerow(["s", "What is 2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:", 1, 0])
+    asked = Item("What is 2+2?", ("3", "4", "5", "6"), 1, "s")
+    other = Item("What is 2+3?", ("3", "4", "5", "6"), 2, "s")
+    joined, dropped = join_gpt4([asked, other], routing)
+    assert dropped == 1
+    assert joined == [Item("What is 2+2?", ("3", "4", "5", "6"), 1, "s", strong=0)]
+
+
+def test_almost_all_bundled_mmlu_questions_join_with_routellm() -> None:
+    joined, dropped = join_gpt4(load_mmlu(DEFAULT_DATASET["mmlu"]))
+    assert dropped == 10 and len(joined) == 14032
+    assert 0.80 < np.mean([i.strong for i in joined]) < 0.81  # GPT-4's published 80.6 %
+
+
+def test_a_seeded_sample_is_stable_and_keeps_file_order() -> None:
+    items = [Item(str(i), ("a", "b"), 0) for i in range(100)]
+    a, b = sample(items, 10, seed=3), sample(items, 10, seed=3)
+    assert a == b and len(a) == 10
+    assert [int(i.question) for i in a] == sorted(int(i.question) for i in a)
+    assert sample(items, 0, seed=3) == items
+
+
+@pytest.fixture(scope="module")
+def scorer() -> Iterator[OptionScorer]:
+    s = OptionScorer("bundled:smollm2-135m", threads=1)
+    yield s
+    s.close()
+
+
+@pytest.mark.slow
+def test_rewound_option_scores_equal_scoring_each_option_from_scratch(
+    scorer: OptionScorer,
+) -> None:
+    item = Item("What colour is the sky on a clear day?", ("blue", "green", "red"), 0)
+    got = scorer.score(item)
+    context = scorer._tokens(f"{item.question}\nAnswer:")
+    for i, option in enumerate(item.options):
+        toks = scorer._tokens(f" {option}")
+        fresh = scorer._continuations(context + toks, [])  # evaluates context+option at once
+        rows = np.asarray(scorer._llm.scores[len(context) - 1 : len(context) - 1 + len(toks)])
+        assert fresh == []
+        expected = float(scorer._logprobs(rows, toks).sum())
+        assert got.option_logprob[i] == pytest.approx(expected, abs=2e-2)
+    assert got.option_tokens == tuple(len(scorer._tokens(f" {o}")) for o in item.options)
+    assert got.option_chars == (5, 6, 4)
+    assert got.prompt_mean_logprob < 0 and got.prompt_tokens == len(context)
+
+
+@pytest.mark.slow
+def test_the_benchmark_ends_its_json_with_accuracy_auroc_and_apgr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = DEFAULT_DATASET["arc"] / "arc_easy.jsonl"
+    data = tmp_path / "arc"
+    data.mkdir()
+    (data / "part.jsonl").write_text("\n".join(source.read_text().splitlines()[:24]) + "\n")
+    weights = tmp_path / "w.json"
+    main(["--format", "arc", "--dataset", str(data), "--limit", "0", "--folds", "2",
+          "--save", str(weights), "--json"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(summary)[-3:] == ["local_accuracy", "auroc", "apgr"]
+    assert summary["n"] == 24 and summary["cloud"] == "assumed-correct"
+    assert 0.0 <= summary["local_accuracy"] <= 1.0
+    assert summary["quality_at_share"]["1.0"] == 1.0  # everything escalated: the cloud's score
+    assert summary["quality_at_share"]["0.0"] == pytest.approx(summary["local_accuracy"])
+    assert json.loads(weights.read_text())["meta"]["items"] == 24
+
+
+def test_cached_option_scores_read_back_for_the_same_items(tmp_path: Path) -> None:
+    from benchmarks.cascade import read_scores, write_scores
+    from runtime.calibration import OptionScores
+
+    item = Item("q?", ("a", "b"), 1)
+    scores = OptionScores((-1.0, -2.0), (1, 2), (2, 3), (-0.5, -0.7), -3.5, 7, (-1.0, -1.5))
+    path = tmp_path / "scores.jsonl"
+    write_scores(path, "m", [(item, scores)])
+    assert read_scores(path, [item]) == [(item, scores)]
+    with pytest.raises(SystemExit, match="other items"):
+        read_scores(path, [Item("another?", ("a", "b"), 0)])
