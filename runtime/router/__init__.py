@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     )
     from runtime.router.calibration import calibrate, cloud_fraction, threshold_for_fraction
     from runtime.router.data import RoutingData, load_routing_data
+    from runtime.router.embedding import EmbeddingUnavailable, SentenceEncoder
     from runtime.router.learned import LearnedRouter, TrainParams
     from runtime.router.metrics import RoutingCurve, oracle_scores, routing_curve
     from runtime.router.store import load_router, save_router
@@ -34,12 +35,14 @@ _WHERE = {
     "simulate": "bandit", "Router": "base", "RouterDataError": "base", "RouterError": "base",
     "RouterFileError": "base", "RouterVerdict": "base", "calibrate": "calibration",
     "cloud_fraction": "calibration", "threshold_for_fraction": "calibration",
-    "RoutingData": "data", "load_routing_data": "data", "LearnedRouter": "learned",
+    "RoutingData": "data", "load_routing_data": "data", "EmbeddingUnavailable": "embedding",
+    "SentenceEncoder": "embedding", "LearnedRouter": "learned",
     "TrainParams": "learned", "RoutingCurve": "metrics", "oracle_scores": "metrics",
     "routing_curve": "metrics", "load_router": "store", "save_router": "store",
 }
 __all__ = [
     "BanditConfig",
+    "EmbeddingUnavailable",
     "LearnedRouter",
     "LinUcbBandit",
     "Router",
@@ -49,6 +52,7 @@ __all__ = [
     "RouterVerdict",
     "RoutingCurve",
     "RoutingData",
+    "SentenceEncoder",
     "TrainParams",
     "calibrate",
     "cloud_fraction",

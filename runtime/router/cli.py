@@ -1,7 +1,7 @@
 """`tandem router ...`: train, calibrate and try a learned router.
 
     tandem router train --data LABELLED.csv[.gz] --out router.npz [--seed 0] [--c 0.3]
-                        [--hash-bits 17]
+                        [--hash-bits 17] [--embed]
     tandem router calibrate --router router.npz --data CALIBRATION.csv[.gz]
                             --target-cloud-fraction 0.3 [--out calibrated.npz]
     tandem router score --router router.npz "a prompt" ["another prompt" ...]
@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from runtime.router.base import RouterError
 from runtime.router.calibration import calibrate, cloud_fraction
@@ -23,6 +24,7 @@ from runtime.router.features import FeatureSpec
 from runtime.router.learned import LearnedRouter, TrainParams
 from runtime.router.store import load_router, save_router
 
+EMBED_WEIGHT = 0.5  # experimental: lost to n-grams alone on seed-0 dev splits (docs/routing.md)
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
@@ -37,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--c", type=float, default=TrainParams().c, help="inverse L2 strength")
     train.add_argument("--hash-bits", type=int, default=FeatureSpec().word_bits, metavar="B",
                        help="2**B buckets each for word and char n-grams (file size ~ 2**B)")
+    train.add_argument("--embed", action="store_true",
+                       help="experimental: add MiniLM sentence embeddings (router-embed extra)")
     cal = sub.add_parser("calibrate", help="set the threshold for a target cloud share")
     cal.add_argument("--router", required=True)
     cal.add_argument("--data", required=True, help="calibration prompts (not the training set)")
@@ -55,8 +59,15 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         data = load_routing_data(args.data)
         spec = FeatureSpec(word_bits=args.hash_bits, char_bits=args.hash_bits)
+        encoder = None
+        if args.embed:
+            from runtime.router.embedding import MODEL_ID
+            from runtime.router.embedding_torch import bulk_encoder
+
+            spec = replace(spec, embedding=MODEL_ID, embedding_weight=EMBED_WEIGHT)
+            encoder = bulk_encoder()
         params = TrainParams(c=args.c, seed=args.seed, features=spec)
-        router = LearnedRouter.train(data.prompts, data.weak, data.strong, params)
+        router = LearnedRouter.train(data.prompts, data.weak, data.strong, params, encoder)
         path = save_router(router, args.out)
         print(f"trained on {len(data)} prompts -> {path}")
         return 0

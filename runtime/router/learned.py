@@ -66,10 +66,13 @@ class LearnedRouter:
     def train(
         cls, prompts: Sequence[str], weak: BoolArray, strong: BoolArray,
         params: TrainParams | None = None, encoder: Embedder | None = None,
+        ngram: LearnedRouter | None = None,
     ) -> LearnedRouter:
         """Fit on labelled prompts; the same data and params give the same router.
 
         `encoder` is required when `params.features.embedding` names an embedding model.
+        `ngram`, an n-gram router trained on the same prompts and knobs, becomes the
+        fallback model as it is (it is what the fallback fit would give), saving that fit.
         """
         params = params or TrainParams()
         if len(prompts) < MIN_ROWS:
@@ -89,7 +92,8 @@ class LearnedRouter:
         x = featurizer.transform(prompts)
         fallback: tuple[npt.NDArray[np.float32], FloatArray] | None = None
         if vectors is not None:
-            fallback = _fit(x, outcome, params)
+            fallback = (_fit(x, outcome, params) if ngram is None
+                        else _reuse(ngram, featurizer, params))
             x = sparse.hstack([x, sparse.csr_matrix(featurizer.embedding_block(vectors))],
                               format="csr")
         coef, intercept = _fit(x, outcome, params)
@@ -154,6 +158,20 @@ class LearnedRouter:
     def with_threshold(self, threshold: float) -> LearnedRouter:
         """A copy whose verdicts say "cloud" above `threshold`."""
         return replace(self, threshold=float(threshold))
+
+
+def _reuse(ngram: LearnedRouter, featurizer: Featurizer, params: TrainParams
+           ) -> tuple[npt.NDArray[np.float32], FloatArray]:
+    """`ngram`'s weights, if it was fitted like this router's fallback would be."""
+    spec = replace(featurizer.spec, embedding="", embedding_weight=0.0)
+    assert featurizer.state is not None
+    same = (ngram.spec == spec and ngram.fallback_coef is None
+            and replace(ngram.params, features=spec) == replace(params, features=spec)
+            and np.array_equal(ngram.features.word_idf, featurizer.state.word_idf)
+            and np.array_equal(ngram.features.char_idf, featurizer.state.char_idf))
+    if not same:
+        raise RouterDataError("the n-gram router given as fallback was trained differently")
+    return ngram.coef, ngram.intercept
 
 
 def _fit(x: sparse.csr_matrix, outcome: npt.NDArray[np.int64], params: TrainParams
