@@ -59,7 +59,8 @@ def _gemma_status(config: TandemConfig) -> str:
 def monitor(config: TandemConfig, *, once: bool, as_json: bool, interval: float) -> int:
     from runtime.monitor import Monitor, render_snapshot
 
-    mon = Monitor.from_config(config.monitor)
+    url = config.offload.url if config.runtime.mode != "local-only" else ""
+    mon = Monitor.from_config(config.monitor, gateway_url=url or None)
     try:
         while True:
             snap = mon.snapshot(max_age_s=0)
