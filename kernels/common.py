@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 
 from kernels.base import Message
+from kernels.errors import ContextOverflowError
 
 
 def default_threads() -> int:
@@ -14,6 +15,12 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def check_context(prompt_tokens: int, context_length: int) -> None:
+    """Refuse a prompt that leaves no room in the context for even one new token."""
+    if prompt_tokens >= context_length:
+        raise ContextOverflowError(prompt_tokens, context_length)
 
 
 def render_transcript(messages: Sequence[Message]) -> str:

@@ -24,8 +24,8 @@ from kernels.base import (
     TokenStream,
     Usage,
 )
-from kernels.common import default_threads, find_stop, render_transcript
-from kernels.errors import ContextOverflowError, EngineError, ModelNotFoundError
+from kernels.common import check_context, default_threads, find_stop, render_transcript
+from kernels.errors import EngineError, ModelNotFoundError
 from kernels.logprobs import StepRecorder
 from kernels.registry import ResolvedModel
 
@@ -127,9 +127,7 @@ class LlamaCppEngine:
         cancel: threading.Event | None = None,
     ) -> TokenStream:
         tokens = self.tokenize(self.render(prompt))
-        n_ctx = self._info.context_length
-        if len(tokens) >= n_ctx:
-            raise ContextOverflowError(len(tokens), n_ctx)
+        check_context(len(tokens), self._info.context_length)
         stream = TokenStream(iter(()), cancel)
         stream._events = _Pinned(self, self._decode(tokens, params, stream))
         return stream

@@ -35,9 +35,8 @@ from kernels.base import (
     TokenStream,
     Usage,
 )
-from kernels.common import default_threads, find_stop, render_transcript
+from kernels.common import check_context, default_threads, find_stop, render_transcript
 from kernels.errors import (
-    ContextOverflowError,
     EngineError,
     EngineUnavailableError,
     ModelNotFoundError,
@@ -180,9 +179,7 @@ class OnnxEngine:
         cancel: threading.Event | None = None,
     ) -> TokenStream:
         tokens = self.tokenize(self.render(prompt))
-        n_ctx = self._info.context_length
-        if len(tokens) >= n_ctx:
-            raise ContextOverflowError(len(tokens), n_ctx)
+        check_context(len(tokens), self._info.context_length)
         stream = TokenStream(iter(()), cancel)
         stream._events = self._decode(tokens, params, stream)
         return stream

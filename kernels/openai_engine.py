@@ -27,8 +27,8 @@ from kernels.base import (
     TokenStream,
     Usage,
 )
+from kernels.common import check_context
 from kernels.errors import (
-    ContextOverflowError,
     EngineError,
     EngineUnavailableError,
     ModelNotFoundError,
@@ -122,11 +122,11 @@ class OpenAIEngine:
         cancel: threading.Event | None = None,
     ) -> TokenStream:
         counted = self._exact_count(self.render(prompt))
-        if counted is not None and counted >= self._info.context_length:
+        if counted is not None:
             # Servers refuse an over-long prompt only once the stream has begun (if at all),
             # so check it here where we can say why. For chat the transcript undercounts the
             # template, so this never refuses a prompt the server would take.
-            raise ContextOverflowError(counted, self._info.context_length)
+            check_context(counted, self._info.context_length)
         top = self._top_logprobs if self._has_logprobs else 0
         request = build_request(prompt, params, model=self._model, top_logprobs=top)
         # Sent now, so that a refusal (context overflow, unknown model) raises here, as the
