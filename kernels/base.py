@@ -138,6 +138,20 @@ class TokenStream(Iterator[TokenEvent]):
     def cancel(self) -> None:
         self.cancel_event.set()
 
+    def pace(self, seconds: float) -> None:
+        """Hint that the consumer takes events at most every `seconds` (0: at once).
+
+        A consumer that batches its output anyway (an HTTP stream flushing every few tens
+        of milliseconds) lets an engine that decodes on its own thread hand tokens over in
+        batches, saving a thread wakeup per token. The first event is never held back, nor
+        the last. Engines without such a thread ignore it.
+        """
+        if seconds < 0:
+            raise ValueError("pace must be >= 0 seconds")
+        pace = getattr(self._events, "pace", None)
+        if pace is not None:
+            pace(seconds)
+
     def close(self) -> None:
         """Abandon the stream now, releasing the engine (idempotent)."""
         self.cancel_event.set()

@@ -210,10 +210,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     pool = request.app[EXECUTOR]
     cancel = threading.Event()
+    interval = runtime.config.server.stream_interval_ms / 1e3
     try:
         # admission, validation and tokenisation happen here, so errors come before a 200
         stream = await loop.run_in_executor(
-            pool, lambda: runtime.stream(messages, mode=mode, params=params, cancel=cancel)
+            pool, lambda: runtime.stream(messages, mode=mode, params=params, cancel=cancel,
+                                         pace_s=interval)
         )
     except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body or re-raised
         raise _map_runtime_error(exc) from exc
@@ -227,14 +229,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         finally:
             stream.close()
         return web.json_response(_completion_body(result, cid, created, model))
-    return await _stream_sse(request, pool, stream, cid, created, model)
+    return await _stream_sse(request, pool, stream, cid, created, model, interval)
 
 
 _DONE = object()
-# Streamed text is written at most this often (the first piece at once): every write wakes
-# the event loop and the client, and on a 2-core device each wakeup steals a core from
-# llama.cpp's compute threads. 20 ms is below what a reader can notice.
-STREAM_FLUSH_S = 0.02
 
 
 class _Mailbox:
@@ -273,7 +271,9 @@ async def _stream_sse(
     cid: str,
     created: int,
     model: str,
+    interval: float,
 ) -> web.StreamResponse:
+    """SSE: text is written at most every `interval` seconds (the first and last at once)."""
     loop = asyncio.get_running_loop()
     mailbox = _Mailbox(loop)
 
@@ -296,7 +296,7 @@ async def _stream_sse(
         finished = False
         last_write = 0.0
         while not finished:
-            wait = last_write + STREAM_FLUSH_S - loop.time()
+            wait = last_write + interval - loop.time()
             if wait > 0 and not mailbox.ended.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(mailbox.ended.wait(), wait)

@@ -98,10 +98,16 @@ class ServerConfig:
     port: int = 8088
     max_body_bytes: int = 1_048_576
     model_name: str = "tandem"  # the id served at /v1/models
+    # Streamed text is written at most this often (the first piece at once, the last at
+    # once): every write wakes the server and the client, and on a 2-core device each
+    # wakeup steals a core from the model's compute threads.
+    stream_interval_ms: int = 50
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, "server.port", "must be in 0..65535")
         _check(self.max_body_bytes >= 1024, "server.max_body_bytes", "must be >= 1024")
+        _check(0 <= self.stream_interval_ms <= 1000, "server.stream_interval_ms",
+               "must be in 0..1000")
 
 
 @dataclass(frozen=True, slots=True)

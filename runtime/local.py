@@ -38,12 +38,18 @@ class LocalRun:
 
     @classmethod
     def start(cls, runtime: Runtime, messages: Sequence[Message], params: GenerationParams,
-              cancel: threading.Event, *, prefix: str = "") -> LocalRun:
-        """Tokenise and get ready (raises `ContextOverflowError` now, before any token)."""
+              cancel: threading.Event, *, prefix: str = "", pace_s: float = 0.0) -> LocalRun:
+        """Tokenise and get ready (raises `ContextOverflowError` now, before any token).
+
+        `pace_s`: see `Runtime.stream`.
+        """
         engine = runtime.engine
         prompt = engine.render(messages) + prefix if prefix else messages
         stop = threading.Event()
-        return cls(runtime, engine.stream(prompt, params, stop), stop, cancel, prefix)
+        tokens = engine.stream(prompt, params, stop)
+        if pace_s:
+            tokens.pace(pace_s)
+        return cls(runtime, tokens, stop, cancel, prefix)
 
     @property
     def tokens(self) -> int:

@@ -15,6 +15,7 @@ from kernels import (
     GenerationParams,
     Message,
     ModelNotFoundError,
+    collect,
     generate,
 )
 from kernels.logprobs import log_softmax, step_stats
@@ -122,11 +123,16 @@ def test_stop_string_ends_generation_and_is_not_emitted(engine: Engine) -> None:
 def test_cancellation_mid_stream_stops_after_the_current_token(engine: Engine) -> None:
     cancel = threading.Event()
     stream = engine.stream(QUESTION, GenerationParams(max_tokens=200), cancel)
-    for seen, _event in enumerate(stream, start=1):
-        if seen == 5:
+    delivered = 0
+    for event in stream:
+        delivered += event.token_id >= 0
+        if delivered == 5:
             cancel.set()
     assert stream.finish_reason == "cancelled"
-    assert stream.usage is not None and stream.usage.completion_tokens == 5
+    # Decoding runs ahead of the consumer, so the token in flight when cancel arrived is
+    # the last one; usage counts exactly what was delivered.
+    assert stream.usage is not None and stream.usage.completion_tokens == delivered
+    assert 5 <= delivered < 20
     # the engine is free again afterwards
     assert generate(engine, QUESTION, GenerationParams(max_tokens=3)).usage.completion_tokens == 3
 
@@ -159,3 +165,16 @@ def test_gemma_base_model_assembles_once_and_uses_completion_prompting(tmp_path:
         assert all(t.logprob <= 0 for t in gen.tokens)
     finally:
         eng.close()
+
+
+def test_a_paced_stream_delivers_exactly_what_an_unpaced_one_does(engine: Engine) -> None:
+    params = GenerationParams(max_tokens=24)
+    plain = generate(engine, QUESTION, params)
+    stream = engine.stream(QUESTION, params)
+    stream.pace(0.05)  # handed over in batches at most every 50 ms
+    paced = collect(stream)
+    assert paced.text == plain.text and paced.text
+    assert [t.token_id for t in paced.tokens] == [t.token_id for t in plain.tokens]
+    assert paced.usage == plain.usage and paced.finish_reason == plain.finish_reason
+    with pytest.raises(ValueError, match="pace"):
+        engine.stream(QUESTION, params).pace(-1)
