@@ -68,12 +68,20 @@ class RuntimeConfig:
     telemetry_path: str = ""  # "" = ~/.local/state/tandem/telemetry.sqlite3; "off" = none
     stream_decide_tokens: int = 16  # a streamed prefer-local answer is judged on this many
     send_draft: bool = False  # an escalated request carries the local draft to refine
+    # A whole-answer (non-streamed) prefer-local cascade stops decoding and escalates once
+    # the score over this many tokens is below threshold - margin (0 tokens: never early).
+    early_escalation_tokens: int = 16
+    early_escalation_margin: float = 0.4
 
     def __post_init__(self) -> None:
         _check(0 <= self.confidence_threshold <= 1, "runtime.confidence_threshold",
                "must be in [0, 1]")
         _check(self.queue_size >= 0, "runtime.queue_size", "must be >= 0")
         _check(self.stream_decide_tokens >= 1, "runtime.stream_decide_tokens", "must be >= 1")
+        _check(self.early_escalation_tokens >= 0, "runtime.early_escalation_tokens",
+               "must be >= 0")
+        _check(0 <= self.early_escalation_margin <= 1, "runtime.early_escalation_margin",
+               "must be in [0, 1]")
 
 
 @dataclass(frozen=True, slots=True)

@@ -489,15 +489,36 @@ class Runtime:
         self, stream: ResultStream, slot: _Slot, local: LocalRun, msgs: list[Message],
         mode: Mode, params: GenerationParams, plan: Plan, started: float,
     ) -> Iterator[str]:
-        """Whole local answer, then escalate if its confidence is below the threshold."""
+        """Whole local answer, then escalate if its confidence is below the threshold.
+
+        Early escalation: once `early_escalation_tokens` tokens are in and their score is
+        below threshold - `early_escalation_margin`, decoding stops and the request
+        escalates at once (the margin keeps this from escalating answers the whole answer's
+        score would keep; `benchmarks.early_escalation` measures both).
+        """
+        cfg = self.config.runtime
+        threshold = cfg.confidence_threshold
+        early_k = cfg.early_escalation_tokens
+        early = False
         try:
             for _ in local.pieces():
-                pass
+                if early_k and local.tokens >= early_k:
+                    score = local.confidence.score
+                    if score < threshold - cfg.early_escalation_margin:  # NaN: never
+                        early = True
+                        local.cancel()  # stop decoding an answer we will not use
+                        break
+                    early_k = 0  # checked once
         finally:
             local.close()
             slot.release()
-        threshold = self.config.runtime.confidence_threshold
         conf = local.confidence
+        if early and not local.cancelled_by_user:
+            why = (f"local confidence {conf.score:.2f} over the first {local.tokens} tokens "
+                   f"< threshold {threshold:.2f} - margin {cfg.early_escalation_margin:.2f} "
+                   "(early escalation)")
+            yield from self._escalate(stream, local, msgs, mode, params, plan, started, why)
+            return
         if local.cancelled or not (conf.available and conf.score < threshold):
             reason = (f"mode prefer-local: local confidence {conf.score:.2f} >= threshold "
                       f"{threshold:.2f}, the device answers")

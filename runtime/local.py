@@ -65,6 +65,11 @@ class LocalRun:
         return self._running.value()
 
     @property
+    def running(self) -> RunningConfidence:
+        """The running confidence (read it between pieces, on the consuming thread)."""
+        return self._running
+
+    @property
     def cancelled(self) -> bool:
         return self._tokens.finish_reason == "cancelled"
 

@@ -70,13 +70,15 @@ class EchoUpstream:
 def make_runtime(
     engine: Engine, gw_url: str, credential: str, *, mode: str = "prefer-local",
     threshold: float = 0.5, upstream_model: str = "", privacy: PrivacyConfig | None = None,
-    deadline_s: float = 20.0, send_draft: bool = False, **offload: Any,
+    deadline_s: float = 20.0, send_draft: bool = False, early: tuple[int, float] = (16, 0.4),
+    **offload: Any,
 ) -> Runtime:
     cfg: TandemConfig = load_config(env={})
     cfg = cfg.replace(
         runtime=RuntimeConfig(mode=mode, confidence_threshold=threshold,  # type: ignore[arg-type]
                               telemetry_path=tempfile.mkdtemp() + "/telemetry.sqlite3",
-                              send_draft=send_draft),
+                              send_draft=send_draft, early_escalation_tokens=early[0],
+                              early_escalation_margin=early[1]),
         offload=OffloadConfig(url=gw_url, credential=credential, deadline_s=deadline_s,
                               **offload),
         privacy=privacy or PrivacyConfig(),
@@ -195,6 +197,23 @@ def test_streamed_cascade_decides_on_the_first_tokens(engine: Engine,
     assert stream.result.source == "cloud" and text == ANSWER
     assert "over the first 16 tokens" in stream.result.reason
     assert stream.result.confidence.tokens == 16  # local decoding stopped at the decision
+
+
+def test_a_whole_answer_cascade_stops_decoding_once_clearly_unconfident(
+        engine: Engine, gateway: RunningGateway) -> None:
+    story = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
+    with make_runtime(engine, gateway.url, gateway.home.credential, threshold=1.0,
+                      early=(4, 0.0)) as rt:
+        early = rt.generate(story, params=rt.params(max_tokens=200))
+    assert early.source == "cloud" and early.text == ANSWER
+    assert "(early escalation), escalated to the cloud" in early.reason
+    # judged on the first tokens the consumer saw (decoding may have run a little ahead)
+    assert 4 <= early.confidence.tokens < 40
+    with make_runtime(engine, gateway.url, gateway.home.credential, threshold=1.0,
+                      early=(0, 0.0)) as rt:
+        full = rt.generate(story, params=rt.params(max_tokens=48))
+    assert full.source == "cloud" and "early" not in full.reason
+    assert full.confidence.tokens == 48  # the whole local answer was generated and judged
 
 
 def test_personal_data_leaves_as_placeholders_and_comes_back(engine: Engine, echo: Any) -> None:
