@@ -14,6 +14,7 @@ which `QueueFullError` is raised at call time (before any token).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import sqlite3
@@ -43,6 +44,8 @@ from runtime.policy import (
 )
 from runtime.result import Result, Timings, Usage
 from runtime.router.base import RouterVerdict
+from runtime.router.online import OnlineRouter, context_vector
+from runtime.router.online import default_path as default_bandit_path
 from runtime.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -209,6 +212,13 @@ class Runtime:
         self.telemetry = Telemetry.from_setting(config.runtime.telemetry_path)
         self._router: LearnedRouter | None = None
         self._speed: dict[str, float] = {}
+        # Loaded at start, so an unusable state file is reported (and set aside) at once.
+        self._online: OnlineRouter | None = None
+        if config.policy.bandit:
+            p = config.policy
+            self._online = OnlineRouter.open(p.bandit_path or default_bandit_path(),
+                                             p.bandit_alpha, p.bandit_cloud_cost)
+        self._feedback_lock = threading.Lock()  # an answer's first verdict teaches the bandit
 
     def _report_gateway(self, ok: bool, rtt_ms: float | None) -> None:
         self.monitor.report_gateway(ok, rtt_ms)
@@ -338,16 +348,23 @@ class Runtime:
                         "no gateway configured to escalate to")
         prepared = cloud.prepare(messages, params)
         prompt = _last_user_text(messages)
+        request = RequestFeatures(
+            prompt_tokens=self._prompt_tokens(messages),
+            expected_output_tokens=params.max_tokens,
+            task_cues=task_cues(prompt),
+        )
+        router = self._router_verdict(prompt)
+        online = self._online if self.config.policy.bandit else None
+        # The decision keeps the context vector: feedback learns from it without recomputing.
+        bandit = None if online is None else online.verdict(
+            context_vector(router, request.prompt_tokens, request.task_cues))
         inputs = PolicyInputs(
             mode=mode,
-            request=RequestFeatures(
-                prompt_tokens=self._prompt_tokens(messages),
-                expected_output_tokens=params.max_tokens,
-                task_cues=task_cues(prompt),
-            ),
+            request=request,
             snapshot=snapshot,
             privacy_block=prepared.blocked,
-            router=self._router_verdict(prompt),
+            router=router,
+            bandit=bandit,
             budget=BudgetState(cloud_tokens_used=self._cloud_tokens_today()),
             latency=LatencyEstimates(
                 local_tokens_per_s=self._speed.get("local"),
@@ -394,11 +411,27 @@ class Runtime:
             self._speed["local_prefill"] = prefill if old is None else 0.8 * old + 0.2 * prefill
 
     def feedback(self, answer_id: str, good: bool, note: str = "") -> None:
-        """Record a user's verdict on an answer (telemetry must be on)."""
+        """Record a user's verdict on an answer (telemetry must be on).
+
+        With `policy.bandit` on, the bandit also learns from it: the cost-aware reward of
+        the arm that actually answered (the answer's `source`), on the context its decision
+        recorded. Only an answer's first verdict teaches the bandit (a LinUCB update cannot
+        be taken back); answers planned without the bandit teach it nothing.
+        """
         if self.telemetry is None:
             raise ModeError('telemetry is off (runtime.telemetry_path = "off"): '
                             "feedback cannot be recorded")
-        self.telemetry.feedback(answer_id, good, note)
+        with self._feedback_lock:
+            before = self.telemetry.answer(answer_id)
+            self.telemetry.feedback(answer_id, good, note)
+            online = self._online
+            if online is None or before is None or before["feedback"] is not None:
+                return
+            decision = json.loads(before["decision"]) if before["decision"] else None
+            try:
+                online.learn(decision, str(before["source"]), good)
+            except OSError as exc:  # the verdict is recorded; the next update saves again
+                log.warning("bandit state not saved to %s: %s", online.path, exc)
 
     # -- execution ---------------------------------------------------------------------------
 

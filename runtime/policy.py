@@ -7,19 +7,23 @@ so a response can say exactly why it went where it went.
 
 Precedence, whatever the mode: a privacy block keeps the request on the device; then the
 cloud being unusable (offline, circuit open, budget spent); then the reasons to leave the
-device (memory, heat, battery, latency, router, task cue), which only prefer-local obeys.
+device (memory, heat, battery, latency, router, task cue, bandit), which only prefer-local
+obeys. The bandit comes last among those: it explores, so when a rule a user set or a measured
+resource also fires, that one is named as the reason.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from runtime.errors import OffloadError, PrivacyBlockError, TandemError
 from runtime.monitor.snapshot import Snapshot
 from runtime.router.base import RouterVerdict
+from runtime.router.online import BanditVerdict
 
 if TYPE_CHECKING:  # runtime.config may import PolicyConfig from here: no import cycle
     from runtime.config import Mode
@@ -30,9 +34,9 @@ log = logging.getLogger("tandem.policy")
 # Rule names, as they appear in traces and in tests.
 PRIVACY, OFFLINE, CIRCUIT, BUDGET = "privacy_block", "offline", "circuit_open", "budget"
 MEMORY, THERMAL, BATTERY = "memory_short", "thermal_throttling", "battery_low"
-LATENCY, ROUTER, TASK_CUE = "latency_target", "router", "task_cue"
+LATENCY, ROUTER, TASK_CUE, BANDIT = "latency_target", "router", "task_cue", "bandit"
 CLOUD_BLOCKERS = (PRIVACY, OFFLINE, CIRCUIT, BUDGET)
-CLOUD_PUSHERS = (MEMORY, THERMAL, BATTERY, LATENCY, ROUTER, TASK_CUE)
+CLOUD_PUSHERS = (MEMORY, THERMAL, BATTERY, LATENCY, ROUTER, TASK_CUE, BANDIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,10 @@ class PolicyConfig:
     router_path: str = ""  # a router file from `tandem router train/calibrate`; "" = none
     cloud_task_cues: tuple[str, ...] = ()  # task cues (e.g. "code") that go to the cloud
     cascade: bool = True  # prefer-local: escalate after a low-confidence local answer
+    bandit: bool = False  # the online LinUCB bandit (runtime.router.online) routes and learns
+    bandit_path: str = ""  # its state file; "" = $XDG_STATE_HOME/tandem/bandit.npz
+    bandit_alpha: float = 1.0  # exploration: width of the upper confidence bound
+    bandit_cloud_cost: float = 0.1  # reward a cloud answer costs (a good answer earns 1)
 
     def __post_init__(self) -> None:
         for name in ("battery_low_percent", "kv_bytes_per_token", "memory_reserve_bytes",
@@ -58,6 +66,13 @@ class PolicyConfig:
                      "latency_target_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"policy.{name} must be >= 0")
+        # `not (a <= x <= b)` also rejects NaN, which a TOML file or variable can spell.
+        if not 0 <= self.bandit_alpha < math.inf:
+            raise ValueError("policy.bandit_alpha must be a finite number >= 0 "
+                             "(0 = no exploration)")
+        if not 0 <= self.bandit_cloud_cost <= 1:
+            raise ValueError("policy.bandit_cloud_cost must be in [0, 1] "
+                             "(reward units: a good answer earns 1)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +111,7 @@ class PolicyInputs:
     snapshot: Snapshot
     privacy_block: str | None = None  # why the privacy filter keeps it local, or None
     router: RouterVerdict | None = None
+    bandit: BanditVerdict | None = None  # the online bandit's pick (when policy.bandit)
     budget: BudgetState = field(default_factory=BudgetState)
     latency: LatencyEstimates = field(default_factory=LatencyEstimates)
     circuit_open: bool = False
@@ -125,6 +141,7 @@ class Decision:
     trace: tuple[TraceEntry, ...]
     mode: Mode = "prefer-local"
     router: RouterVerdict | None = None
+    bandit: BanditVerdict | None = None
 
     @property
     def fired(self) -> tuple[str, ...]:
@@ -146,6 +163,7 @@ class Decision:
             "mode": self.mode,
             "fired": list(self.fired),
             "router": self.router.to_dict() if self.router else None,
+            "bandit": self.bandit.to_dict() if self.bandit else None,
             "trace": [e.to_dict() for e in self.trace],
         }
 
@@ -178,7 +196,7 @@ def decide(inputs: PolicyInputs, config: PolicyConfig | None = None) -> Decision
     else:
         route, reason = "local", "mode prefer-local: the device answers"
     decision = Decision(route=route, reason=reason, trace=trace, mode=mode,
-                        router=inputs.router)
+                        router=inputs.router, bandit=inputs.bandit if config.bandit else None)
     if log.isEnabledFor(logging.INFO):
         log.info("policy decision %s", json.dumps(decision.to_dict(), sort_keys=True))
     return decision
@@ -196,6 +214,7 @@ def _evaluate(inputs: PolicyInputs, config: PolicyConfig) -> tuple[TraceEntry, .
         _latency(inputs, config),
         _router(inputs, config),
         _task_cue(inputs, config),
+        _bandit(inputs, config),
     )
 
 
@@ -316,3 +335,16 @@ def _task_cue(inputs: PolicyInputs, config: PolicyConfig) -> TraceEntry:
     if hits:
         return TraceEntry(TASK_CUE, True, f"task cue {', '.join(hits)} goes to the cloud")
     return TraceEntry(TASK_CUE, False, "no cloud task cue")
+
+
+def _bandit(inputs: PolicyInputs, config: PolicyConfig) -> TraceEntry:
+    verdict = inputs.bandit
+    if not config.bandit:
+        return TraceEntry(BANDIT, False, "bandit off")
+    if verdict is None:
+        return TraceEntry(BANDIT, False, "bandit not consulted")
+    # value / threshold: the two arms' upper confidence bounds, cloud against local
+    return TraceEntry(BANDIT, verdict.wants_cloud,
+                      f"bandit picks the {verdict.arm} (upper bounds cloud "
+                      f"{verdict.ucb_cloud:.3f} vs local {verdict.ucb_local:.3f}, "
+                      f"{verdict.updates} updates)", verdict.ucb_cloud, verdict.ucb_local)

@@ -21,6 +21,7 @@ from runtime.monitor.snapshot import (
     ThermalState,
 )
 from runtime.policy import (
+    BANDIT,
     BATTERY,
     BUDGET,
     CIRCUIT,
@@ -40,10 +41,12 @@ from runtime.policy import (
     decide,
 )
 from runtime.router.base import RouterVerdict
+from runtime.router.online import BanditVerdict
 
 GIB = 2**30
 ALL_RULES = (PRIVACY, OFFLINE, CIRCUIT, BUDGET, MEMORY, THERMAL, BATTERY, LATENCY, ROUTER,
-             TASK_CUE)
+             TASK_CUE, BANDIT)
+CONTEXT = (1.0, 0.1, 0.6, 0.0, 0.0, 0.0)
 
 
 def calm_snapshot() -> Snapshot:
@@ -67,6 +70,7 @@ def calm(mode: Mode = "prefer-local") -> PolicyInputs:
         request=RequestFeatures(prompt_tokens=200, expected_output_tokens=100),
         snapshot=calm_snapshot(),
         router=RouterVerdict(router="test", score=0.01, threshold=0.1, p_strong_wins=0.1),
+        bandit=BanditVerdict("local", ucb_local=0.8, ucb_cloud=0.7, context=CONTEXT, updates=40),
         latency=LatencyEstimates(local_tokens_per_s=50.0, local_prompt_tokens_per_s=500.0,
                                  cloud_rtt_ms=100.0, cloud_tokens_per_s=80.0),
     )
@@ -118,15 +122,20 @@ def router_says_cloud(i: PolicyInputs) -> PolicyInputs:
     return replace(i, router=RouterVerdict("test", score=0.4, threshold=0.1, p_strong_wins=0.5))
 
 
+def bandit_says_cloud(i: PolicyInputs) -> PolicyInputs:
+    return replace(i, bandit=BanditVerdict("cloud", 0.6, 0.9, CONTEXT, updates=40))
+
+
 def code_task(i: PolicyInputs) -> PolicyInputs:
     return replace(i, request=replace(i.request, task_cues=("code",)))
 
 
 CONFIG = PolicyConfig(daily_cloud_tokens=100_000, daily_cloud_cost=1.0,
                       cloud_cost_per_1k_tokens=0.01, latency_target_ms=5_000.0,
-                      cloud_task_cues=("code",))
+                      cloud_task_cues=("code",), bandit=True)
 PUSHERS = {BATTERY: battery_low, THERMAL: throttled, MEMORY: memory_short,
-           LATENCY: slow_locally, ROUTER: router_says_cloud, TASK_CUE: code_task}
+           LATENCY: slow_locally, ROUTER: router_says_cloud, TASK_CUE: code_task,
+           BANDIT: bandit_says_cloud}
 BLOCKERS = {OFFLINE: offline, CIRCUIT: circuit_open, PRIVACY: privacy_blocked,
             BUDGET: budget_spent}
 
@@ -143,6 +152,7 @@ ROWS = [
     ("latency target unmeetable locally", "prefer-local", slow_locally, "cloud", LATENCY),
     ("router says strong model needed", "prefer-local", router_says_cloud, "cloud", ROUTER),
     ("task cue sent to the cloud", "prefer-local", code_task, "cloud", TASK_CUE),
+    ("bandit picks the cloud", "prefer-local", bandit_says_cloud, "cloud", BANDIT),
     ("offline keeps prefer-cloud local", "prefer-cloud", offline, "local", OFFLINE),
     ("circuit open keeps prefer-cloud local", "prefer-cloud", circuit_open, "local", CIRCUIT),
     ("privacy block keeps prefer-cloud local", "prefer-cloud", privacy_blocked, "local",
@@ -155,6 +165,7 @@ ROWS = [
     ("privacy block refuses cloud-only", "cloud-only", privacy_blocked, "refuse", PRIVACY),
     ("low battery cannot move local-only", "local-only", battery_low, "local", BATTERY),
     ("router cannot move local-only", "local-only", router_says_cloud, "local", ROUTER),
+    ("bandit cannot move local-only", "local-only", bandit_says_cloud, "local", BANDIT),
     ("offline prefer-local stays local, no cascade", "prefer-local", offline, "local",
      OFFLINE),
 ]
@@ -171,6 +182,70 @@ def test_each_trigger_routes_as_specified(
     decision = decide(inputs, CONFIG)
     assert decision.route == route
     assert decision.fired == ((rule,) if rule else ())
+
+
+BANDIT_OFF = replace(CONFIG, bandit=False)
+BANDIT_ROWS = [
+    # (row id, mode, change, config, expected route, rules expected to fire)
+    ("bandit picks the cloud: cloud", "prefer-local", bandit_says_cloud, CONFIG, "cloud",
+     (BANDIT,)),
+    ("bandit picks the cloud, privacy block: local", "prefer-local",
+     lambda i: privacy_blocked(bandit_says_cloud(i)), CONFIG, "local", (PRIVACY, BANDIT)),
+    ("bandit picks the cloud, budget spent: local", "prefer-local",
+     lambda i: budget_spent(bandit_says_cloud(i)), CONFIG, "local", (BUDGET, BANDIT)),
+    ("bandit picks the cloud, bandit off: no row fired", "prefer-local", bandit_says_cloud,
+     BANDIT_OFF, "cascade", ()),
+    ("bandit picks local: cascade", "prefer-local", None, CONFIG, "cascade", ()),
+    ("bandit picks local, prefer-cloud still goes out", "prefer-cloud", None, CONFIG, "cloud",
+     ()),
+    ("task cue named before the bandit", "prefer-local",
+     lambda i: code_task(bandit_says_cloud(i)), CONFIG, "cloud", (TASK_CUE, BANDIT)),
+]
+
+
+@pytest.mark.parametrize(("mode", "change", "config", "route", "fired"),
+                         [r[1:] for r in BANDIT_ROWS], ids=[r[0] for r in BANDIT_ROWS])
+def test_bandit_rule_routes_as_specified(
+    mode: Mode, change: Any, config: PolicyConfig, route: str, fired: tuple[str, ...]
+) -> None:
+    inputs = calm(mode)
+    if change is not None:
+        inputs = change(inputs)
+    decision = decide(inputs, config)
+    assert decision.route == route
+    assert decision.fired == fired
+
+
+def test_bandit_trace_carries_both_upper_bounds_and_the_context() -> None:
+    decision = decide(bandit_says_cloud(calm()), CONFIG)
+    entry = next(e for e in decision.trace if e.rule == BANDIT)
+    assert (entry.value, entry.threshold) == (0.9, 0.6)
+    assert entry.detail == ("bandit picks the cloud (upper bounds cloud 0.900 vs local 0.600, "
+                            "40 updates)")
+    assert decision.reason == f"mode prefer-local: {entry.detail}; the cloud answers"
+    payload = decision.to_dict()["bandit"]
+    assert payload["arm"] == "cloud" and payload["ucb"] == {"local": 0.6, "cloud": 0.9}
+    assert payload["context"] == list(CONTEXT) and len(payload["features"]) == len(CONTEXT)
+
+
+def test_bandit_off_leaves_no_bandit_in_the_decision() -> None:
+    decision = decide(bandit_says_cloud(calm()), BANDIT_OFF)
+    entry = next(e for e in decision.trace if e.rule == BANDIT)
+    assert entry.detail == "bandit off" and not entry.fired
+    assert decision.to_dict()["bandit"] is None
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("bandit_alpha", -0.5, "policy.bandit_alpha must be a finite number >= 0"),
+    ("bandit_alpha", float("nan"), "policy.bandit_alpha"),
+    ("bandit_cloud_cost", 1.5, r"policy.bandit_cloud_cost must be in \[0, 1\]"),
+    ("bandit_cloud_cost", -0.1, "policy.bandit_cloud_cost"),
+])
+def test_policy_config_rejects_bandit_values_out_of_range(field: str, value: float,
+                                                          message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        values: dict[str, Any] = {field: value}
+        PolicyConfig(**values)
 
 
 def test_battery_low_while_plugged_in_does_not_fire() -> None:

@@ -1,0 +1,220 @@
+"""The online router: the LinUCB bandit in the live runtime, learning from users' verdicts.
+
+`OnlineRouter` wraps a `LinUcbBandit` with what the runtime needs around it: a fixed context
+vector built from what is known before generating, a lock (the HTTP API plans and records
+feedback from worker threads), and a state file saved atomically after every update.
+
+The context (`FEATURES`) is deliberately small and fixed; its names are written into the
+state file with the bandit's arrays, so a file learned on another layout is refused rather
+than silently misread. A decision carries its context vector (`BanditVerdict.to_dict`), so
+feedback learns from exactly what the bandit saw, without recomputing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.router.bandit import ARMS, Arm, BanditConfig, LinUcbBandit, cost_aware_reward
+from runtime.router.base import RouterFileError, RouterVerdict
+
+log = logging.getLogger("tandem.router.online")
+
+CUES = ("code", "math", "translation")  # the runtime's task cues (runtime.facade.task_cues)
+FEATURES: tuple[str, ...] = ("bias", "p_strong_wins", "log_prompt_tokens",
+                             *(f"cue_{c}" for c in CUES))
+DIM = len(FEATURES)
+# log(1 + tokens) / log(4096): about 1 for a 4k-token prompt, so no feature dwarfs the bias.
+_LOG_TOKENS_SCALE = math.log(4096.0)
+
+
+def default_path() -> Path:
+    """`$XDG_STATE_HOME/tandem/bandit.npz`, next to the telemetry database."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "tandem" / "bandit.npz"
+
+
+def context_vector(router: RouterVerdict | None, prompt_tokens: int,
+                   task_cues: Sequence[str]) -> tuple[float, ...]:
+    """The bandit's context for one request, in the order of `FEATURES`.
+
+    Without a learned router (or one that gives no probability) the probability is 0.5:
+    "no idea", the same constant for every request, so it adds nothing the bias lacks.
+    """
+    p = router.p_strong_wins if router is not None else None
+    return (1.0, 0.5 if p is None else float(p),
+            math.log1p(max(prompt_tokens, 0)) / _LOG_TOKENS_SCALE,
+            *(1.0 if c in task_cues else 0.0 for c in CUES))
+
+
+@dataclass(frozen=True, slots=True)
+class BanditVerdict:
+    """The bandit's choice for one request, with what it saw (the policy's `bandit` rule)."""
+
+    arm: Arm
+    ucb_local: float
+    ucb_cloud: float
+    context: tuple[float, ...]
+    updates: int  # feedback learned from so far
+
+    @property
+    def wants_cloud(self) -> bool:
+        return self.arm == "cloud"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `bandit` entry of a decision; `context` is what feedback learns from."""
+        return {"arm": self.arm, "ucb": {"local": self.ucb_local, "cloud": self.ucb_cloud},
+                "features": list(FEATURES), "context": list(self.context),
+                "updates": self.updates}
+
+
+class OnlineRouter:
+    """A LinUCB bandit over `FEATURES`, persisted at `path`. Thread-safe."""
+
+    def __init__(self, path: str | Path, bandit: LinUcbBandit) -> None:
+        if bandit.dim != DIM:
+            raise ValueError(f"the online bandit needs {DIM} context features, not {bandit.dim}")
+        self.path = Path(path)
+        self.bandit = bandit
+        self._lock = threading.Lock()
+
+    @classmethod
+    def fresh(cls, path: str | Path, alpha: float = 1.0, cloud_cost: float = 0.1
+              ) -> OnlineRouter:
+        """A bandit that has learned nothing yet (ties go local)."""
+        return cls(path, LinUcbBandit(DIM, BanditConfig(alpha=alpha, cloud_cost=cloud_cost)))
+
+    @classmethod
+    def load(cls, path: str | Path, alpha: float = 1.0, cloud_cost: float = 0.1
+             ) -> OnlineRouter:
+        """Read a state file written by `save`; `RouterFileError` naming it if unusable.
+
+        `alpha` and `cloud_cost` come from the configuration, not the file: they are
+        policy, which the user may change between runs; the ridge is baked into the learned
+        matrices and stays as it was.
+        """
+        path = Path(path)
+        try:
+            # Our own handle: np.load(path) leaks its file when the zip is truncated.
+            with path.open("rb") as fh:
+                npz = np.load(fh, allow_pickle=False)
+                if not isinstance(npz, np.lib.npyio.NpzFile):
+                    raise ValueError("not an .npz archive")
+                with npz:
+                    features = tuple(str(f) for f in npz["features"])
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise RouterFileError(f"{path} is not a bandit state file: {exc}") from exc
+        if features != FEATURES:
+            raise RouterFileError(f"{path} was learned on context {list(features)}, this "
+                                  f"runtime uses {list(FEATURES)}")
+        bandit = LinUcbBandit.load(path)
+        if bandit.dim != DIM or not np.all(np.isfinite(bandit.upper_bounds(np.ones(DIM)))):
+            raise RouterFileError(f"{path} holds a bandit of dimension {bandit.dim} or "
+                                  f"non-finite values; expected dimension {DIM}")
+        bandit.config = BanditConfig(alpha=alpha, ridge=bandit.config.ridge,
+                                     cloud_cost=cloud_cost)
+        return cls(path, bandit)
+
+    @classmethod
+    def open(cls, path: str | Path, alpha: float = 1.0, cloud_cost: float = 0.1
+             ) -> OnlineRouter:
+        """The runtime's way in: load `path`, or start fresh if it is missing or unusable.
+
+        An unusable file (corrupt, or learned on another context layout after an upgrade)
+        is logged as a warning, renamed to `<name>.bad-<unix time>` so nothing learned is
+        destroyed, and the bandit starts fresh. Refusing to start, as a bad config key
+        does, would take the device's assistant down over a cache of preferences that
+        relearns from feedback; silently overwriting would lose it with no trace.
+        """
+        path = Path(path)
+        if not path.exists():
+            return cls.fresh(path, alpha, cloud_cost)
+        try:
+            return cls.load(path, alpha, cloud_cost)
+        except RouterFileError as exc:
+            aside = path.with_name(f"{path.name}.bad-{int(time.time())}")
+            try:
+                os.replace(path, aside)
+                kept = f"kept as {aside}"
+            except OSError as move:
+                kept = f"could not move it aside ({move})"
+            log.warning("bandit state unusable, starting fresh (%s): %s", kept, exc)
+            return cls.fresh(path, alpha, cloud_cost)
+
+    @property
+    def cloud_cost(self) -> float:
+        return self.bandit.config.cloud_cost
+
+    @property
+    def updates(self) -> int:
+        return self.bandit.updates
+
+    def verdict(self, context: Sequence[float]) -> BanditVerdict:
+        """The arm the bandit picks for this context and both arms' upper bounds."""
+        x = np.asarray(context, dtype=np.float64)
+        with self._lock:
+            ucb = self.bandit.upper_bounds(x)
+            arm = self.bandit.choose(x)
+            updates = self.bandit.updates
+        return BanditVerdict(arm=arm, ucb_local=float(ucb[0]), ucb_cloud=float(ucb[1]),
+                             context=tuple(float(v) for v in x), updates=updates)
+
+    def learn(self, decision: Mapping[str, Any] | None, source: str, good: bool) -> bool:
+        """Update from a user's verdict on an answer and save; False if nothing to learn.
+
+        `decision` is the answer's recorded decision, `source` where the answer was actually
+        computed: the reward goes to that arm (a cascade that escalated, or a cloud call
+        that fell back to the device, is judged as what the user saw). Answers planned
+        without the bandit, or on another context layout, teach it nothing.
+        """
+        entry = (decision or {}).get("bandit")
+        if not isinstance(entry, Mapping) or source not in ARMS:
+            return False
+        if tuple(entry.get("features", ())) != FEATURES:
+            log.info("feedback not learned: the answer's bandit context has another layout")
+            return False
+        context = np.asarray(entry.get("context", ()), dtype=np.float64)
+        if context.shape != (DIM,) or not np.all(np.isfinite(context)):
+            return False
+        arm: Arm = "cloud" if source == "cloud" else "local"
+        with self._lock:
+            self.bandit.update(context, arm, cost_aware_reward(good, arm, self.cloud_cost))
+            self._save_locked()
+        return True
+
+    def save(self) -> None:
+        """Write the state atomically (a temporary file, then `os.replace`)."""
+        with self._lock:
+            self._save_locked()
+
+    def _save_locked(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                    suffix=".npz")
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            # LinUcbBandit.save owns the array layout; the context names are added to the
+            # same file (tiny: 2 x 6 x 6 floats) so that the file describes itself.
+            self.bandit.save(tmp)
+            with np.load(tmp, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            with tmp.open("wb") as fh:
+                np.savez(fh, **arrays, features=np.array(FEATURES))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
