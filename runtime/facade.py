@@ -21,16 +21,16 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kernels import Engine, GenerationParams, Message
 from kernels.registry import load_engine
-from runtime.cloud import CloudPath, Prepared
-from runtime.confidence import NO_CONFIDENCE, Confidence, RunningConfidence
+from runtime import routes
+from runtime.cloud import CloudPath
+from runtime.confidence import RunningConfidence
 from runtime.config import MODES, Mode, TandemConfig
-from runtime.errors import ModeError, OffloadError, QueueFullError
+from runtime.errors import ModeError, QueueFullError
 from runtime.local import LocalRun
 from runtime.monitor import Monitor
 from runtime.monitor.snapshot import Snapshot
@@ -42,7 +42,8 @@ from runtime.policy import (
     RequestFeatures,
     decide,
 )
-from runtime.result import Result, Timings, Usage
+from runtime.request import COLLECT_PACE_S, Plan, ResultStream, Route, Slot, StreamContext
+from runtime.result import Result
 from runtime.router.base import RouterVerdict
 from runtime.router.online import OnlineRouter, context_vector
 from runtime.router.online import default_path as default_bandit_path
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("tandem.runtime")
 
 MessagesLike = Sequence[Message | Mapping[str, Any]]
-Route = Literal["local", "cloud", "cascade"]
 
 
 def to_messages(messages: MessagesLike) -> list[Message]:
@@ -77,75 +77,6 @@ def to_messages(messages: MessagesLike) -> list[Message]:
     return out
 
 
-COLLECT_PACE_S = 0.05  # see Runtime.stream(pace_s=...)
-
-
-class ResultStream(Iterator[str]):
-    """Text deltas of an answer as they are produced; `result` is set once exhausted.
-
-    `cancel()` (any thread) stops generation after the current token; `close()` releases the
-    engine at once. Iterating to the end, or closing, is required to free the queue slot.
-    """
-
-    def __init__(self, cancel: threading.Event, slot: _Slot | None = None, *, rid: str = "",
-                 context: _Context | None = None) -> None:
-        self._pieces: Iterator[str] = iter(())
-        self._cancel = cancel
-        self._slot = slot
-        self.id = rid  # known before the first token (the API's response id)
-        self.context = context
-        self.pace_s = 0.0  # see Runtime.stream
-        self.result: Result | None = None
-
-    def __iter__(self) -> ResultStream:
-        return self
-
-    def __next__(self) -> str:
-        return next(self._pieces)
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def close(self) -> None:
-        self._cancel.set()
-        close = getattr(self._pieces, "close", None)
-        if close is not None:
-            close()
-        if self._slot is not None:
-            self._slot.release()  # a stream closed before its first token never ran its finally
-
-    def collect(self) -> Result:
-        for _ in self:
-            pass
-        assert self.result is not None
-        return self.result
-
-
-class _Slot:
-    """One admitted request's place in the local queue; release is idempotent."""
-
-    __slots__ = ("_runtime", "_held")
-
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
-        self._held = True
-
-    def release(self) -> None:
-        with self._runtime._admit_lock:
-            if self._held:
-                self._held = False
-                self._runtime._admitted -= 1
-
-
-@dataclass(frozen=True, slots=True)
-class _Context:
-    """What `_finish` needs to label and log a result."""
-
-    rid: str
-    prompt: str
-    plan: Plan
-
-
 def _last_user_text(messages: Sequence[Message]) -> str:
     return next((m.content for m in reversed(messages) if m.role == "user"), "")
 
@@ -162,17 +93,6 @@ _CUES = {
 def task_cues(text: str) -> tuple[str, ...]:
     """Cheap task cues of a prompt (for `policy.cloud_task_cues`)."""
     return tuple(name for name, pattern in _CUES.items() if pattern.search(text))
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """Where a request goes first, why, and what to do if the cloud fails."""
-
-    route: Route
-    reason: str
-    prepared: Prepared | None = None
-    fallback: bool = True  # a failed cloud call is answered locally (False for cloud-only)
-    decision: dict[str, Any] | None = None  # the policy's decision and trace
 
 
 class Runtime:
@@ -452,10 +372,10 @@ class Runtime:
         started = time.perf_counter()
         plan = self.plan(msgs, chosen, params, self.monitor.snapshot())
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        context = _Context(rid, _last_user_text(msgs), plan)
+        context = StreamContext(rid, _last_user_text(msgs), plan)
         if plan.route == "cloud":
             stream = ResultStream(cancel, rid=rid, context=context)
-            stream._pieces = self._run_cloud(stream, msgs, chosen, params, plan, started)
+            stream._pieces = routes.run_cloud(self, stream, msgs, chosen, params, plan, started)
             return stream
         slot = self._admit()
         try:
@@ -467,12 +387,13 @@ class Runtime:
         stream = ResultStream(cancel, slot, rid=rid, context=context)
         stream.pace_s = pace_s
         if plan.route == "cascade" and streaming:
-            pieces = self._run_cascade_stream(stream, slot, local, msgs, chosen, params, plan,
-                                              started)
+            pieces = routes.run_cascade_stream(self, stream, slot, local, msgs, chosen, params,
+                                               plan, started)
         elif plan.route == "cascade":
-            pieces = self._run_cascade(stream, slot, local, msgs, chosen, params, plan, started)
+            pieces = routes.run_cascade(self, stream, slot, local, msgs, chosen, params, plan,
+                                        started)
         else:
-            pieces = self._run_local(stream, slot, local, chosen, plan, started)
+            pieces = routes.run_local(self, stream, slot, local, chosen, plan, started)
         stream._pieces = pieces
         return stream
 
@@ -482,7 +403,7 @@ class Runtime:
             raise ModeError(f"unknown mode {chosen!r} (one of {', '.join(MODES)})")
         return chosen  # type: ignore[return-value]
 
-    def _admit(self) -> _Slot:
+    def _admit(self) -> Slot:
         with self._admit_lock:
             # one running + queue_size waiting
             if self._admitted >= self.config.runtime.queue_size + 1:
@@ -490,7 +411,7 @@ class Runtime:
                     f"the local engine's queue is full ({self.config.runtime.queue_size} waiting)"
                 )
             self._admitted += 1
-        return _Slot(self)
+        return Slot(self)
 
     def _finish(self, stream: ResultStream, result: Result) -> None:
         ctx = stream.context
@@ -505,220 +426,6 @@ class Runtime:
                 log.warning("telemetry not recorded: %s", exc)
         for listener in self.listeners:
             listener(result)
-
-    def _run_local(
-        self, stream: ResultStream, slot: _Slot, local: LocalRun, mode: Mode, plan: Plan,
-        started: float,
-    ) -> Iterator[str]:
-        try:
-            yield from local.pieces()
-        finally:
-            local.close()
-            slot.release()
-        self._finish(stream, local.result(plan.reason, mode, started, self.monitor.snapshot(),
-                                          plan.prepared))
-
-    def _run_cascade(
-        self, stream: ResultStream, slot: _Slot, local: LocalRun, msgs: list[Message],
-        mode: Mode, params: GenerationParams, plan: Plan, started: float,
-    ) -> Iterator[str]:
-        """Whole local answer, then escalate if its confidence is below the threshold.
-
-        Early escalation: once `early_escalation_tokens` tokens are in and their score is
-        below threshold - `early_escalation_margin`, decoding stops and the request
-        escalates at once (the margin keeps this from escalating answers the whole answer's
-        score would keep; `benchmarks.early_escalation` measures both).
-        """
-        cfg = self.config.runtime
-        threshold = cfg.confidence_threshold
-        early_k = cfg.early_escalation_tokens
-        early = False
-        try:
-            for _ in local.pieces():
-                if early_k and local.tokens >= early_k:
-                    score = local.confidence.score
-                    if score < threshold - cfg.early_escalation_margin:  # NaN: never
-                        early = True
-                        local.cancel()  # stop decoding an answer we will not use
-                        break
-                    early_k = 0  # checked once
-        finally:
-            local.close()
-            slot.release()
-        conf = local.confidence
-        if early and not local.cancelled_by_user:
-            why = (f"local confidence {conf.score:.2f} over the first {local.tokens} tokens "
-                   f"< threshold {threshold:.2f} - margin {cfg.early_escalation_margin:.2f} "
-                   "(early escalation)")
-            yield from self._escalate(stream, local, msgs, mode, params, plan, started, why)
-            return
-        if local.cancelled or not (conf.available and conf.score < threshold):
-            reason = (f"mode prefer-local: local confidence {conf.score:.2f} >= threshold "
-                      f"{threshold:.2f}, the device answers")
-            result = local.result(reason, mode, started, self.monitor.snapshot(), plan.prepared)
-            self._finish(stream, result)
-            yield result.text
-            return
-        why = f"local confidence {conf.score:.2f} < threshold {threshold:.2f}"
-        yield from self._escalate(stream, local, msgs, mode, params, plan, started, why)
-
-    def _run_cascade_stream(
-        self, stream: ResultStream, slot: _Slot, local: LocalRun, msgs: list[Message],
-        mode: Mode, params: GenerationParams, plan: Plan, started: float,
-    ) -> Iterator[str]:
-        """Hold the first K local tokens; escalate if their confidence is below threshold."""
-        k = self.config.runtime.stream_decide_tokens
-        threshold = self.config.runtime.confidence_threshold
-        held: list[str] = []
-        decided = False
-        try:
-            for piece in local.pieces():
-                if decided:
-                    yield piece
-                    continue
-                held.append(piece)
-                if local.tokens >= k:
-                    conf = local.confidence
-                    if conf.available and conf.score < threshold:
-                        local.cancel()  # early escalation: stop decoding what we won't use
-                        break
-                    decided = True
-                    yield "".join(held)
-        finally:
-            local.close()
-            slot.release()
-        conf = local.confidence
-        if decided or local.cancelled_by_user or not (conf.available and conf.score < threshold):
-            if not decided and held:
-                yield "".join(held)
-            reason = (f"mode prefer-local: local confidence {conf.score:.2f} over the first "
-                      f"{min(k, local.tokens)} tokens >= threshold {threshold:.2f}, "
-                      "the device answers")
-            self._finish(stream, local.result(reason, mode, started, self.monitor.snapshot(),
-                                              plan.prepared))
-            return
-        why = (f"local confidence {conf.score:.2f} over the first {local.tokens} tokens "
-               f"< threshold {threshold:.2f}")
-        yield from self._escalate(stream, local, msgs, mode, params, plan, started, why)
-
-    def _escalate(
-        self, stream: ResultStream, local: LocalRun, msgs: list[Message], mode: Mode,
-        params: GenerationParams, plan: Plan, started: float, why: str,
-    ) -> Iterator[str]:
-        assert self.cloud is not None and plan.prepared is not None
-        prepared = plan.prepared
-        draft = local.text
-        if self.config.runtime.send_draft and draft.strip() and not local.cancelled:
-            prepared = self.cloud.with_draft(prepared, draft)
-            why += "; the local draft went along to be refined"
-        try:
-            text, reply = self.cloud.complete(prepared)
-        except OffloadError as exc:
-            if local.cancelled:  # early escalation stopped the local draft: finish it locally
-                yield from self._local_after_cloud_failure(
-                    stream, msgs, mode, params, plan, started, f"{why}; cloud failed ({exc})")
-                return
-            result = local.result(f"mode prefer-local: {why}, but the cloud failed ({exc}); "
-                                  "the device answers", mode, started, self.monitor.snapshot(),
-                                  plan.prepared)
-            self._finish(stream, result)
-            yield result.text
-            return
-        result = self._cloud_result(
-            text, reply.usage, reply.model, reply.finish_reason, reply.timings, started,
-            f"mode prefer-local: {why}, escalated to the cloud", mode, plan, local.confidence,
-        )
-        self._finish(stream, result)
-        yield text
-
-    def _run_cloud(
-        self, stream: ResultStream, msgs: list[Message], mode: Mode, params: GenerationParams,
-        plan: Plan, started: float,
-    ) -> Iterator[str]:
-        assert self.cloud is not None and plan.prepared is not None
-        emitted: list[str] = []
-        first: float | None = None
-        try:
-            pieces, raw = self.cloud.stream(plan.prepared)
-            try:
-                for piece in pieces:
-                    if first is None:
-                        first = time.perf_counter()
-                    emitted.append(piece)
-                    yield piece
-                    if stream._cancel.is_set():
-                        break
-            finally:
-                close = getattr(pieces, "close", None)
-                if close is not None:
-                    close()
-        except OffloadError as exc:
-            if not plan.fallback:
-                raise
-            why = f"{plan.reason.split(':')[0]}: the cloud failed ({exc})"
-            if emitted:
-                # The answer is half shown: the device continues it rather than restarting.
-                yield from self._local_after_cloud_failure(
-                    stream, msgs, mode, params, plan, started, why, prefix="".join(emitted))
-            else:
-                yield from self._local_after_cloud_failure(
-                    stream, msgs, mode, params, plan, started, why)
-            return
-        self._finish(stream, self._cloud_result(
-            "".join(emitted), raw.usage, raw.model, raw.finish_reason or "stop",
-            {**raw.timings, "first_text_s": (first or time.perf_counter()) - started},
-            started, plan.reason, mode, plan, NO_CONFIDENCE,
-        ))
-
-    def _local_after_cloud_failure(
-        self, stream: ResultStream, msgs: list[Message], mode: Mode, params: GenerationParams,
-        plan: Plan, started: float, why: str, prefix: str = "",
-    ) -> Iterator[str]:
-        slot = self._admit()
-        try:
-            local = LocalRun.start(self, msgs, params, stream._cancel, prefix=prefix,
-                                   pace_s=stream.pace_s)
-        except BaseException:
-            slot.release()
-            raise
-        try:
-            yield from local.pieces()
-        finally:
-            local.close()
-            slot.release()
-        what = "continues the answer" if prefix else "answers"
-        result = local.result(f"{why}; the device {what}", mode, started,
-                              self.monitor.snapshot(), plan.prepared, prefix=prefix)
-        self._finish(stream, result)
-
-    def _cloud_result(
-        self, text: str, usage: Mapping[str, int], model: str, finish: str,
-        timings: Mapping[str, float], started: float, reason: str, mode: Mode, plan: Plan,
-        confidence: Confidence,
-    ) -> Result:
-        done = time.perf_counter()
-        completion = int(usage.get("completion_tokens", 0))
-        first_s = float(timings.get("first_text_s", done - started))
-        decode_s = (done - started) - first_s
-        return Result(
-            text=text,
-            source="cloud",
-            reason=reason,
-            confidence=confidence,
-            usage=Usage(int(usage.get("prompt_tokens", 0)), completion),
-            timings=Timings(
-                queued_ms=0.0,
-                ttft_ms=first_s * 1e3,
-                total_ms=(done - started) * 1e3,
-                tokens_per_s=(completion - 1) / decode_s if completion > 1 and decode_s > 0
-                else 0.0,
-            ),
-            resources=self.monitor.snapshot(),
-            finish_reason="length" if finish == "length" else "stop",
-            model=model or "cloud",
-            mode=mode,
-            redactions=dict(plan.prepared.redactions) if plan.prepared else {},
-        )
 
 
 __all__ = ["Plan", "ResultStream", "Runtime", "RunningConfidence", "to_messages"]

@@ -1,0 +1,96 @@
+"""What a started request is: its plan, its queue slot, and the stream of its answer."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from runtime.cloud import Prepared
+from runtime.result import Result
+
+if TYPE_CHECKING:
+    from runtime.facade import Runtime
+
+Route = Literal["local", "cloud", "cascade"]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Where a request goes first, why, and what to do if the cloud fails."""
+
+    route: Route
+    reason: str
+    prepared: Prepared | None = None
+    fallback: bool = True  # a failed cloud call is answered locally (False for cloud-only)
+    decision: dict[str, Any] | None = None  # the policy's decision and trace
+
+
+COLLECT_PACE_S = 0.05  # see Runtime.stream(pace_s=...)
+
+
+class ResultStream(Iterator[str]):
+    """Text deltas of an answer as they are produced; `result` is set once exhausted.
+
+    `cancel()` (any thread) stops generation after the current token; `close()` releases the
+    engine at once. Iterating to the end, or closing, is required to free the queue slot.
+    """
+
+    def __init__(self, cancel: threading.Event, slot: Slot | None = None, *, rid: str = "",
+                 context: StreamContext | None = None) -> None:
+        self._pieces: Iterator[str] = iter(())
+        self._cancel = cancel
+        self._slot = slot
+        self.id = rid  # known before the first token (the API's response id)
+        self.context = context
+        self.pace_s = 0.0  # see Runtime.stream
+        self.result: Result | None = None
+
+    def __iter__(self) -> ResultStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def close(self) -> None:
+        self._cancel.set()
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+        if self._slot is not None:
+            self._slot.release()  # a stream closed before its first token never ran its finally
+
+    def collect(self) -> Result:
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+
+class Slot:
+    """One admitted request's place in the local queue; release is idempotent."""
+
+    __slots__ = ("_runtime", "_held")
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._held = True
+
+    def release(self) -> None:
+        with self._runtime._admit_lock:
+            if self._held:
+                self._held = False
+                self._runtime._admitted -= 1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamContext:
+    """What `Runtime._finish` needs to label and log a result."""
+
+    rid: str
+    prompt: str
+    plan: Plan

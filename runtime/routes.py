@@ -1,0 +1,245 @@
+"""How each route runs once planned: local, cascade (whole answer or streamed), cloud.
+
+Each function is a generator of text pieces driven by a `ResultStream`; it ends by handing
+the finished `Result` to `Runtime._finish` (labels, telemetry, listeners). The fallbacks
+between routes live here too: an escalation whose cloud call fails is answered (or
+continued) on the device, and says so in its reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from kernels import GenerationParams, Message
+from runtime.confidence import NO_CONFIDENCE, Confidence
+from runtime.errors import OffloadError
+from runtime.local import LocalRun
+from runtime.result import Result, Timings, Usage
+
+if TYPE_CHECKING:
+    from runtime.config import Mode
+    from runtime.facade import Runtime
+    from runtime.request import Plan, ResultStream, Slot
+
+
+def run_local(
+    rt: Runtime, stream: ResultStream, slot: Slot, local: LocalRun, mode: Mode, plan: Plan,
+    started: float,
+) -> Iterator[str]:
+    try:
+        yield from local.pieces()
+    finally:
+        local.close()
+        slot.release()
+    rt._finish(stream, local.result(plan.reason, mode, started, rt.monitor.snapshot(),
+                                      plan.prepared))
+
+
+def run_cascade(
+    rt: Runtime, stream: ResultStream, slot: Slot, local: LocalRun, msgs: list[Message],
+    mode: Mode, params: GenerationParams, plan: Plan, started: float,
+) -> Iterator[str]:
+    """Whole local answer, then escalate if its confidence is below the threshold.
+
+    Early escalation: once `early_escalation_tokens` tokens are in and their score is
+    below threshold - `early_escalation_margin`, decoding stops and the request
+    escalates at once (the margin keeps this from escalating answers the whole answer's
+    score would keep; `benchmarks.early_escalation` measures both).
+    """
+    cfg = rt.config.runtime
+    threshold = cfg.confidence_threshold
+    early_k = cfg.early_escalation_tokens
+    early = False
+    try:
+        for _ in local.pieces():
+            if early_k and local.tokens >= early_k:
+                score = local.confidence.score
+                if score < threshold - cfg.early_escalation_margin:  # NaN: never
+                    early = True
+                    local.cancel()  # stop decoding an answer we will not use
+                    break
+                early_k = 0  # checked once
+    finally:
+        local.close()
+        slot.release()
+    conf = local.confidence
+    if early and not local.cancelled_by_user:
+        why = (f"local confidence {conf.score:.2f} over the first {local.tokens} tokens "
+               f"< threshold {threshold:.2f} - margin {cfg.early_escalation_margin:.2f} "
+               "(early escalation)")
+        yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why)
+        return
+    if local.cancelled or not (conf.available and conf.score < threshold):
+        reason = (f"mode prefer-local: local confidence {conf.score:.2f} >= threshold "
+                  f"{threshold:.2f}, the device answers")
+        result = local.result(reason, mode, started, rt.monitor.snapshot(), plan.prepared)
+        rt._finish(stream, result)
+        yield result.text
+        return
+    why = f"local confidence {conf.score:.2f} < threshold {threshold:.2f}"
+    yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why)
+
+
+def run_cascade_stream(
+    rt: Runtime, stream: ResultStream, slot: Slot, local: LocalRun, msgs: list[Message],
+    mode: Mode, params: GenerationParams, plan: Plan, started: float,
+) -> Iterator[str]:
+    """Hold the first K local tokens; escalate if their confidence is below threshold."""
+    k = rt.config.runtime.stream_decide_tokens
+    threshold = rt.config.runtime.confidence_threshold
+    held: list[str] = []
+    decided = False
+    try:
+        for piece in local.pieces():
+            if decided:
+                yield piece
+                continue
+            held.append(piece)
+            if local.tokens >= k:
+                conf = local.confidence
+                if conf.available and conf.score < threshold:
+                    local.cancel()  # early escalation: stop decoding what we won't use
+                    break
+                decided = True
+                yield "".join(held)
+    finally:
+        local.close()
+        slot.release()
+    conf = local.confidence
+    if decided or local.cancelled_by_user or not (conf.available and conf.score < threshold):
+        if not decided and held:
+            yield "".join(held)
+        reason = (f"mode prefer-local: local confidence {conf.score:.2f} over the first "
+                  f"{min(k, local.tokens)} tokens >= threshold {threshold:.2f}, "
+                  "the device answers")
+        rt._finish(stream, local.result(reason, mode, started, rt.monitor.snapshot(),
+                                          plan.prepared))
+        return
+    why = (f"local confidence {conf.score:.2f} over the first {local.tokens} tokens "
+           f"< threshold {threshold:.2f}")
+    yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why)
+
+
+def escalate(
+    rt: Runtime, stream: ResultStream, local: LocalRun, msgs: list[Message], mode: Mode,
+    params: GenerationParams, plan: Plan, started: float, why: str,
+) -> Iterator[str]:
+    assert rt.cloud is not None and plan.prepared is not None
+    prepared = plan.prepared
+    draft = local.text
+    if rt.config.runtime.send_draft and draft.strip() and not local.cancelled:
+        prepared = rt.cloud.with_draft(prepared, draft)
+        why += "; the local draft went along to be refined"
+    try:
+        text, reply = rt.cloud.complete(prepared)
+    except OffloadError as exc:
+        if local.cancelled:  # early escalation stopped the local draft: finish it locally
+            yield from local_after_cloud_failure(
+                rt, stream, msgs, mode, params, plan, started, f"{why}; cloud failed ({exc})")
+            return
+        result = local.result(f"mode prefer-local: {why}, but the cloud failed ({exc}); "
+                              "the device answers", mode, started, rt.monitor.snapshot(),
+                              plan.prepared)
+        rt._finish(stream, result)
+        yield result.text
+        return
+    result = cloud_result(
+        rt, text, reply.usage, reply.model, reply.finish_reason, reply.timings, started,
+        f"mode prefer-local: {why}, escalated to the cloud", mode, plan, local.confidence,
+    )
+    rt._finish(stream, result)
+    yield text
+
+
+def run_cloud(
+    rt: Runtime, stream: ResultStream, msgs: list[Message], mode: Mode, params: GenerationParams,
+    plan: Plan, started: float,
+) -> Iterator[str]:
+    assert rt.cloud is not None and plan.prepared is not None
+    emitted: list[str] = []
+    first: float | None = None
+    try:
+        pieces, raw = rt.cloud.stream(plan.prepared)
+        try:
+            for piece in pieces:
+                if first is None:
+                    first = time.perf_counter()
+                emitted.append(piece)
+                yield piece
+                if stream._cancel.is_set():
+                    break
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+    except OffloadError as exc:
+        if not plan.fallback:
+            raise
+        why = f"{plan.reason.split(':')[0]}: the cloud failed ({exc})"
+        if emitted:
+            # The answer is half shown: the device continues it rather than restarting.
+            yield from local_after_cloud_failure(
+                rt, stream, msgs, mode, params, plan, started, why, prefix="".join(emitted))
+        else:
+            yield from local_after_cloud_failure(
+                rt, stream, msgs, mode, params, plan, started, why)
+        return
+    rt._finish(stream, cloud_result(
+        rt, "".join(emitted), raw.usage, raw.model, raw.finish_reason or "stop",
+        {**raw.timings, "first_text_s": (first or time.perf_counter()) - started},
+        started, plan.reason, mode, plan, NO_CONFIDENCE,
+    ))
+
+
+def local_after_cloud_failure(
+    rt: Runtime, stream: ResultStream, msgs: list[Message], mode: Mode, params: GenerationParams,
+    plan: Plan, started: float, why: str, prefix: str = "",
+) -> Iterator[str]:
+    slot = rt._admit()
+    try:
+        local = LocalRun.start(rt, msgs, params, stream._cancel, prefix=prefix,
+                               pace_s=stream.pace_s)
+    except BaseException:
+        slot.release()
+        raise
+    try:
+        yield from local.pieces()
+    finally:
+        local.close()
+        slot.release()
+    what = "continues the answer" if prefix else "answers"
+    result = local.result(f"{why}; the device {what}", mode, started,
+                          rt.monitor.snapshot(), plan.prepared, prefix=prefix)
+    rt._finish(stream, result)
+
+
+def cloud_result(
+    rt: Runtime, text: str, usage: Mapping[str, int], model: str, finish: str,
+    timings: Mapping[str, float], started: float, reason: str, mode: Mode, plan: Plan,
+    confidence: Confidence,
+) -> Result:
+    done = time.perf_counter()
+    completion = int(usage.get("completion_tokens", 0))
+    first_s = float(timings.get("first_text_s", done - started))
+    decode_s = (done - started) - first_s
+    return Result(
+        text=text,
+        source="cloud",
+        reason=reason,
+        confidence=confidence,
+        usage=Usage(int(usage.get("prompt_tokens", 0)), completion),
+        timings=Timings(
+            queued_ms=0.0,
+            ttft_ms=first_s * 1e3,
+            total_ms=(done - started) * 1e3,
+            tokens_per_s=(completion - 1) / decode_s if completion > 1 and decode_s > 0
+            else 0.0,
+        ),
+        resources=rt.monitor.snapshot(),
+        finish_reason="length" if finish == "length" else "stop",
+        model=model or "cloud",
+        mode=mode,
+        redactions=dict(plan.prepared.redactions) if plan.prepared else {},
+    )
