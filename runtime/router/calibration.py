@@ -40,5 +40,16 @@ def cloud_fraction(scores: FloatArray, threshold: float) -> float:
 
 
 def calibrate(router: LearnedRouter, prompts: Sequence[str], fraction: float) -> LearnedRouter:
-    """`router` with the threshold that sends `fraction` of `prompts` to the cloud."""
-    return router.with_threshold(threshold_for_fraction(router.score(prompts), fraction))
+    """`router` with the threshold that sends `fraction` of `prompts` to the cloud.
+
+    A router that uses an embedding (and has its encoder) also gets a threshold for its
+    n-gram fallback's scores, so a device without the embedding model keeps the share.
+    """
+    threshold = threshold_for_fraction(router.score(prompts), fraction)
+    fallback = None
+    if router.uses_embedding:
+        fallback = threshold_for_fraction(router.with_encoder(None).score(prompts), fraction)
+    elif router.embedding_model:
+        # Scored by the fallback now: this threshold is the fallback's; keep the full one.
+        return router.with_threshold(router.threshold, threshold)
+    return router.with_threshold(threshold, fallback)

@@ -2,6 +2,7 @@
 
     tandem router train --data LABELLED.csv[.gz] --out router.npz [--seed 0] [--c 0.3]
                         [--hash-bits 17] [--embed]
+    tandem router train --from-telemetry [--db telemetry.sqlite3] --out router.npz
     tandem router calibrate --router router.npz --data CALIBRATION.csv[.gz]
                             --target-cloud-fraction 0.3 [--out calibrated.npz]
     tandem router score --router router.npz "a prompt" ["another prompt" ...]
@@ -15,32 +16,43 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 
 from runtime.router.base import RouterError
 from runtime.router.calibration import calibrate, cloud_fraction
-from runtime.router.data import load_routing_data
+from runtime.router.data import RoutingData, load_routing_data
 from runtime.router.features import FeatureSpec
 from runtime.router.learned import LearnedRouter, TrainParams
 from runtime.router.store import load_router, save_router
+from runtime.router.telemetry_data import TelemetryDataError, telemetry_data
 
-EMBED_WEIGHT = 0.5  # experimental: lost to n-grams alone on seed-0 dev splits (docs/routing.md)
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+TELEMETRY_HELP = (
+    "train on this device's telemetry instead of --data. The label learned is the user's "
+    "verdict on local answers (POST /v1/feedback): 'good' = the local model sufficed, "
+    "'bad' = it did not (the cloud model is assumed right there, as its answer was not "
+    "seen); the router's score is then the probability that a local answer would be "
+    "judged bad. Needs at least 20 judged local answers with both verdicts present."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tandem router", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="fit a router on labelled prompts")
-    train.add_argument("--data", required=True, help="CSV with prompt, weak, strong columns")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="CSV with prompt, weak, strong columns")
+    source.add_argument("--from-telemetry", action="store_true", help=TELEMETRY_HELP)
+    train.add_argument("--db", help="telemetry database for --from-telemetry (default: "
+                                    "$XDG_STATE_HOME/tandem/telemetry.sqlite3)")
     train.add_argument("--out", required=True, help="router file to write (.npz)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--c", type=float, default=TrainParams().c, help="inverse L2 strength")
     train.add_argument("--hash-bits", type=int, default=FeatureSpec().word_bits, metavar="B",
                        help="2**B buckets each for word and char n-grams (file size ~ 2**B)")
     train.add_argument("--embed", action="store_true",
-                       help="experimental: add MiniLM sentence embeddings (router-embed extra)")
+                       help="blend in a vote of MiniLM-embedding neighbours (router-embed "
+                            "extra; devices without it score with the n-gram part)")
     cal = sub.add_parser("calibrate", help="set the threshold for a target cloud share")
     cal.add_argument("--router", required=True)
     cal.add_argument("--data", required=True, help="calibration prompts (not the training set)")
@@ -57,17 +69,21 @@ def _run(args: argparse.Namespace) -> int:
         if not 10 <= args.hash_bits <= 22:
             print("tandem router: --hash-bits must be between 10 and 22", file=sys.stderr)
             return EXIT_USAGE
-        data = load_routing_data(args.data)
+        if args.db and not args.from_telemetry:
+            print("tandem router: --db needs --from-telemetry", file=sys.stderr)
+            return EXIT_USAGE
+        data = _training_data(args)
+        if data is None:
+            return EXIT_USAGE
         spec = FeatureSpec(word_bits=args.hash_bits, char_bits=args.hash_bits)
-        encoder = None
+        params = TrainParams(c=args.c, seed=args.seed, features=spec)
         if args.embed:
-            from runtime.router.embedding import MODEL_ID
+            from runtime.router.blend import train_blended
             from runtime.router.embedding_torch import bulk_encoder
 
-            spec = replace(spec, embedding=MODEL_ID, embedding_weight=EMBED_WEIGHT)
-            encoder = bulk_encoder()
-        params = TrainParams(c=args.c, seed=args.seed, features=spec)
-        router = LearnedRouter.train(data.prompts, data.weak, data.strong, params, encoder)
+            router = train_blended(data.prompts, data.weak, data.strong, bulk_encoder(), params)
+        else:
+            router = LearnedRouter.train(data.prompts, data.weak, data.strong, params)
         path = save_router(router, args.out)
         print(f"trained on {len(data)} prompts -> {path}")
         return 0
@@ -78,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         router = load_router(args.router)
         data = load_routing_data(args.data)
         calibrated = calibrate(router, data.prompts, args.target_cloud_fraction)
-        share = cloud_fraction(calibrated.score(data.prompts), calibrated.threshold)
+        share = cloud_fraction(calibrated.score(data.prompts), calibrated.active_threshold)
         path = save_router(calibrated, args.out or args.router)
         print(f"threshold {calibrated.threshold:.6f}: {share:.1%} of {len(data)} calibration "
               f"prompts go to the cloud -> {path}")
@@ -87,6 +103,17 @@ def _run(args: argparse.Namespace) -> int:
     for prompt in args.prompts:
         print(json.dumps(router.verdict(prompt).to_dict()))
     return 0
+
+
+def _training_data(args: argparse.Namespace) -> RoutingData | None:
+    """The labelled rows `train` asked for; None (after one line on stderr) if unusable."""
+    if not args.from_telemetry:
+        return load_routing_data(args.data)
+    try:
+        return telemetry_data(args.db)
+    except TelemetryDataError as exc:
+        print(f"tandem router: {exc}", file=sys.stderr)
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

