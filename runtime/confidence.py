@@ -1,21 +1,27 @@
 """Confidence of a local answer, from its per-token log-probabilities and entropies.
 
-Signals (over the generated tokens that carry text-bearing log-probs):
+Signals (over the generated tokens that carry text-bearing log-probs, after the first
+`opening_tokens` of them):
 - `mean_logprob`: the average log-probability of the chosen tokens (the length-normalised
   sequence log-likelihood).
-- `min_logprob`: the least likely token the model committed to.
+- `low_fraction`: the fraction of tokens the model committed to with probability below
+  `low_floor` — the length-normalised "worst tokens" signal.
 - `mean_entropy`: the average entropy (nats) of the step distributions.
+- `min_logprob` (reported, not scored): the least likely token the model committed to.
 
 Score (documented formula, in [0, 1]):
 
-    z = a * mean_logprob + b * min_logprob - c * mean_entropy + d
+    z = a * mean_logprob - b * low_fraction - c * mean_entropy + d
     score = 1 / (1 + exp(-z))
 
-with defaults a = 2.0, b = 0.15, c = 0.6, d = 2.5: a greedy answer whose tokens average
-p ≈ 0.8 (mean_logprob ≈ -0.22), whose worst token has p ≈ 0.1 and whose steps average
-1 nat of entropy scores ≈ 0.75; one averaging p ≈ 0.3 with a worst token at p ≈ 0.01 and
-3 nats scores ≈ 0.08. The weights are a prior; the policy issue calibrates them on
-labelled data (`ConfidenceWeights` can be loaded from a fitted file).
+Every term is a mean over tokens, so the running score after K tokens estimates the score
+of the whole answer instead of drifting with length, which is what lets
+`EarlyEscalation` decide after a few tokens. An earlier prior scored `min_logprob`, which
+only falls as an answer grows: a score over 16 tokens said little about one over 96.
+The opening token(s) are skipped because how to begin an answer is the least certain
+choice the model makes and says little about the rest (`benchmarks.early_escalation`).
+The weights are a prior chosen without correctness labels (see `ConfidenceWeights`); the
+policy issue calibrates them on labelled data.
 """
 
 from __future__ import annotations
@@ -29,10 +35,25 @@ from kernels import TokenEvent
 
 @dataclass(frozen=True, slots=True)
 class ConfidenceWeights:
+    """Weights of the documented score, and the two constants its signals use.
+
+    a, c, d are the previous prior's; b and `low_floor`, `opening_tokens` were chosen on the
+    selection half of `benchmarks.early_escalation` for a running score that predicts the
+    final one, with d re-centred so the same share of answers falls below 0.5.
+    """
+
     mean_logprob: float = 2.0
-    min_logprob: float = 0.15
+    low_fraction: float = 2.0
     mean_entropy: float = 0.6
-    bias: float = 2.5
+    bias: float = 2.42
+    low_floor: float = 0.3  # a token with p < low_floor counts as "low"
+    opening_tokens: int = 1  # scored tokens skipped at the start of an answer
+
+    def __post_init__(self) -> None:
+        if not 0 < self.low_floor < 1:
+            raise ValueError("ConfidenceWeights.low_floor must be in (0, 1)")
+        if self.opening_tokens < 0:
+            raise ValueError("ConfidenceWeights.opening_tokens must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +62,8 @@ class Confidence:
     mean_logprob: float
     min_logprob: float
     mean_entropy: float
-    tokens: int
+    tokens: int  # every scored token, the opening ones included
+    low_fraction: float = math.nan
 
     @property
     def available(self) -> bool:
@@ -64,39 +86,59 @@ def score(events: Iterable[TokenEvent], weights: ConfidenceWeights | None = None
 
 
 class RunningConfidence:
-    """Confidence accumulated token by token (for early escalation while streaming)."""
+    """Confidence accumulated token by token (for early escalation while streaming); O(1)."""
 
-    __slots__ = ("_weights", "_sum_lp", "_min_lp", "_sum_h", "_n")
+    __slots__ = ("_weights", "_log_floor", "_sum_lp", "_min_lp", "_sum_h", "_low", "_n",
+                 "_first")
 
     def __init__(self, weights: ConfidenceWeights | None = None) -> None:
         self._weights = weights or ConfidenceWeights()
+        self._log_floor = math.log(self._weights.low_floor)
         self._sum_lp = 0.0
         self._min_lp = math.inf
         self._sum_h = 0.0
+        self._low = 0
         self._n = 0
+        self._first: TokenEvent | None = None  # kept for answers no longer than the opening
 
     def add(self, event: TokenEvent) -> None:
+        """Take one generated token into account."""
         # token_id -1 marks text flushed without a model step (held-back stop-string prefix)
         if event.token_id < 0 or math.isnan(event.logprob):
+            return
+        self._n += 1
+        if self._n == 1:
+            self._first = event
+        if self._n <= self._weights.opening_tokens:
             return
         self._sum_lp += event.logprob
         self._min_lp = min(self._min_lp, event.logprob)
         self._sum_h += event.entropy
-        self._n += 1
+        self._low += event.logprob < self._log_floor
 
     @property
     def tokens(self) -> int:
         return self._n
 
     def value(self) -> Confidence:
+        """The score of the tokens seen so far (NO_CONFIDENCE before the first one)."""
         if self._n == 0:
             return NO_CONFIDENCE
         w = self._weights
-        mean_lp = self._sum_lp / self._n
-        mean_h = self._sum_h / self._n
-        z = w.mean_logprob * mean_lp + w.min_logprob * self._min_lp - w.mean_entropy * mean_h
-        z += w.bias
-        return Confidence(_sigmoid(z), mean_lp, self._min_lp, mean_h, self._n)
+        scored = self._n - min(self._n, w.opening_tokens)
+        if scored == 0:
+            # an answer no longer than its opening: score the first token rather than nothing
+            assert self._first is not None
+            lp, h = self._first.logprob, self._first.entropy
+            return _confidence(w, lp, lp, h, float(lp < self._log_floor), self._n)
+        return _confidence(w, self._sum_lp / scored, self._min_lp, self._sum_h / scored,
+                           self._low / scored, self._n)
+
+
+def _confidence(w: ConfidenceWeights, mean_lp: float, min_lp: float, mean_h: float,
+                low: float, n: int) -> Confidence:
+    z = w.mean_logprob * mean_lp - w.low_fraction * low - w.mean_entropy * mean_h + w.bias
+    return Confidence(_sigmoid(z), mean_lp, min_lp, mean_h, n, low)
 
 
 def _sigmoid(z: float) -> float:
@@ -107,25 +149,54 @@ def _sigmoid(z: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class EarlyEscalation:
-    """Stop local generation early when the first `tokens` tokens are clearly unconfident.
+class Checkpoint:
+    """After `tokens` tokens, escalate if the running score is below threshold - `margin`."""
 
-    "Clearly" means the running score is below `threshold - margin`: the margin keeps the
-    early rule from escalating answers that the full answer's score would have kept local
-    (`benchmarks.early_escalation` chooses both on held-in prompts and reports the rest).
-    """
-
-    tokens: int = 16
-    margin: float = 0.1
+    tokens: int
+    margin: float
 
     def __post_init__(self) -> None:
         if self.tokens < 1:
-            raise ValueError("EarlyEscalation.tokens must be at least 1")
+            raise ValueError("EarlyEscalation checkpoint tokens must be at least 1")
         if self.margin < 0:
-            raise ValueError("EarlyEscalation.margin must be >= 0")
+            raise ValueError("EarlyEscalation checkpoint margin must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyEscalation:
+    """Stop local generation early when the answer so far is clearly unconfident.
+
+    The running score is checked once at each checkpoint (K tokens in): "clearly" means
+    below `threshold - margin`. Early checkpoints need wide margins (few tokens are a noisy
+    estimate), later ones narrower; the margins keep the early rule from escalating answers
+    the full answer's score would have kept local. `benchmarks.early_escalation` chooses them
+    on held-in prompts and reports the rest.
+    """
+
+    checkpoints: tuple[Checkpoint, ...] = (Checkpoint(16, 0.1),)
+
+    def __post_init__(self) -> None:
+        if not self.checkpoints:
+            raise ValueError("EarlyEscalation needs at least one checkpoint")
+        ks = [c.tokens for c in self.checkpoints]
+        if ks != sorted(set(ks)):
+            raise ValueError("EarlyEscalation checkpoints must have increasing token counts")
+
+    @classmethod
+    def single(cls, tokens: int = 16, margin: float = 0.1) -> EarlyEscalation:
+        """One check after `tokens` tokens with `margin`."""
+        return cls((Checkpoint(tokens, margin),))
+
+    def fires_at(self, tokens: int, running_score: float, threshold: float) -> bool:
+        """True when `tokens` is a checkpoint and `running_score` is clearly below threshold."""
+        for c in self.checkpoints:
+            if c.tokens == tokens:
+                return running_score < threshold - c.margin
+        return False
 
     def fires(self, running: RunningConfidence, threshold: float) -> bool:
-        """True once `tokens` tokens are in and their score is below threshold - margin."""
-        if running.tokens < self.tokens:
-            return False
-        return running.value().score < threshold - self.margin
+        """True when the stream has just reached a checkpoint whose check fails."""
+        n = running.tokens
+        if not any(c.tokens == n for c in self.checkpoints):
+            return False  # skip computing the score between checkpoints
+        return self.fires_at(n, running.value().score, threshold)

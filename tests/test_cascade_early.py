@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from benchmarks.early_escalation import Trace, choose, evaluate, timed_early, trace
+from benchmarks.early_escalation import Trace, choose, evaluate, fired_at, timed_early, trace
 from kernels import Engine, TokenEvent
-from runtime.confidence import EarlyEscalation, RunningConfidence
+from runtime.confidence import Checkpoint, EarlyEscalation, RunningConfidence
 
 
 def _running(logprobs: list[float]) -> RunningConfidence:
@@ -18,46 +18,64 @@ def _running(logprobs: list[float]) -> RunningConfidence:
     return acc
 
 
-def test_the_early_rule_waits_for_k_tokens() -> None:
-    rule = EarlyEscalation(tokens=4, margin=0.1)
+def test_the_early_rule_checks_at_its_checkpoints_only() -> None:
+    rule = EarlyEscalation((Checkpoint(4, 0.1), Checkpoint(8, 0.1)))
     assert not rule.fires(_running([-5.0] * 3), threshold=0.5)
     assert rule.fires(_running([-5.0] * 4), threshold=0.5)
+    assert not rule.fires(_running([-5.0] * 6), threshold=0.5)  # between checkpoints
+    assert rule.fires(_running([-5.0] * 8), threshold=0.5)
 
 
 def test_the_early_rule_needs_the_score_clearly_below_threshold() -> None:
     running = _running([-0.4] * 4)
     value = running.value().score
-    assert EarlyEscalation(4, 0.0).fires(running, threshold=value + 0.05)
-    assert not EarlyEscalation(4, 0.1).fires(running, threshold=value + 0.05)
+    assert EarlyEscalation.single(4, 0.0).fires(running, threshold=value + 0.05)
+    assert not EarlyEscalation.single(4, 0.1).fires(running, threshold=value + 0.05)
 
 
 def test_the_early_rule_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
-        EarlyEscalation(tokens=0)
+        EarlyEscalation.single(tokens=0)
     with pytest.raises(ValueError):
-        EarlyEscalation(margin=-0.1)
+        EarlyEscalation.single(margin=-0.1)
+    with pytest.raises(ValueError):
+        EarlyEscalation((Checkpoint(8, 0.1), Checkpoint(4, 0.2)))
+    with pytest.raises(ValueError):
+        EarlyEscalation(())
 
 
-def _trace(scores: list[float], full: float) -> Trace:
-    times = tuple(0.1 * (i + 1) for i in range(len(scores)))
-    return Trace("p", tuple(scores), times, times[-1], full)
+def _trace(logprob: float, n: int = 40, late: float | None = None) -> Trace:
+    """A synthetic trace: every token at `logprob`, the ones after 8 at `late` if given."""
+    lps = tuple(logprob if late is None or i < 8 else late for i in range(n))
+    times = tuple(0.1 * (i + 1) for i in range(n))
+    return Trace("p", lps, (2.0,) * n, times, times[-1])
 
 
 def test_saving_counts_only_escalated_requests_stopped_early() -> None:
-    low = _trace([0.1] * 40, full=0.2)  # escalated, clearly low from the start
-    keep = _trace([0.9] * 40, full=0.9)  # kept local
-    r = evaluate([low, keep], EarlyEscalation(8, 0.1), threshold=0.5)
-    assert r["wrong"] == 0.0
+    low, keep = _trace(-3.0), _trace(-0.01)
+    assert low.full_score < 0.5 <= keep.full_score
+    r = evaluate([low, keep], EarlyEscalation.single(8, 0.1), threshold=0.5)
+    assert r["wrong"] == 0.0 and r["fired"] == 1.0
     assert r["saved"] == pytest.approx((4.0 - 0.8) / 4.0)
 
 
-def test_the_chosen_rule_never_escalates_what_the_full_answer_keeps() -> None:
-    # starts low but recovers: an early rule at K <= 8 with a small margin would be wrong
-    recovers = _trace([0.35] * 8 + [0.9] * 32, full=0.8)
-    low = _trace([0.1] * 40, full=0.2)
-    rule = choose([recovers, low], threshold=0.5)
-    assert evaluate([recovers, low], rule, 0.5)["wrong"] == 0.0
-    assert rule.tokens == 4 and rule.margin > 0.15  # the earliest K, margin past 0.35
+def test_the_first_failing_checkpoint_stops_the_answer() -> None:
+    rule = EarlyEscalation((Checkpoint(4, 0.4), Checkpoint(16, 0.0)))
+    assert fired_at([0.2] * 40, rule, 0.5) == 16  # not clearly low at 4, low at 16
+    assert fired_at([0.05] * 40, rule, 0.5) == 4
+    assert fired_at([0.6] * 40, rule, 0.5) is None
+
+
+def test_the_chosen_margins_cover_how_far_a_final_score_rose() -> None:
+    # starts low but recovers: its rise from each checkpoint to the end sets the margins
+    recovers = _trace(-1.5, late=-0.01)
+    low = _trace(-3.0)
+    rule = choose([recovers, low], ks=(4, 16))
+    full = recovers.full_score
+    for c in rule.checkpoints:
+        rise = full - recovers.running()[c.tokens - 1]
+        assert rise - 1e-9 <= c.margin < rise + 0.02
+    assert evaluate([recovers, low], rule, threshold=0.5)["wrong"] == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -72,17 +90,18 @@ def engine() -> Iterator[Engine]:
 @pytest.mark.slow
 def test_a_trace_records_every_token_and_ends_on_the_full_score(engine: Engine) -> None:
     t = trace(engine, "Name three colours.", max_tokens=12)
-    assert 1 <= len(t.running) == len(t.times) <= 12
-    assert t.running[-1] == pytest.approx(t.full_score)
+    assert 1 <= len(t.logprobs) == len(t.entropies) == len(t.times) <= 12
+    assert t.running()[-1] == pytest.approx(t.full_score)
     assert list(t.times) == sorted(t.times) and t.total >= t.times[-1]
+    assert Trace.from_json(t.to_json()) == t
 
 
 @pytest.mark.slow
 def test_the_live_early_rule_stops_the_stream_when_it_fires(engine: Engine) -> None:
-    rule = EarlyEscalation(tokens=3, margin=0.0)
+    rule = EarlyEscalation.single(tokens=3, margin=0.0)
     _, fired = timed_early(engine, "Name three colours.", 24, rule, threshold=1.0)
     assert fired  # every score is below 1
     _, fired = timed_early(engine, "Name three colours.", 6, rule, threshold=0.0)
     assert not fired  # no score is below 0
     # the engine is free again after an early stop
-    assert len(trace(engine, "Say hi.", max_tokens=4).running) >= 1
+    assert len(trace(engine, "Say hi.", max_tokens=4).logprobs) >= 1

@@ -15,25 +15,45 @@ def _events(logprobs: list[float], entropies: list[float]) -> list[TokenEvent]:
     return [TokenEvent("x", i, lp, h) for i, (lp, h) in enumerate(pairs)]
 
 
-def test_signals_are_mean_min_and_mean_entropy() -> None:
-    c = score(_events([-0.1, -0.5, -2.0], [0.5, 1.0, 3.0]))
-    assert c.tokens == 3
-    assert c.mean_logprob == pytest.approx(-2.6 / 3)
+def test_signals_skip_the_opening_token() -> None:
+    c = score(_events([-3.0, -0.1, -0.5, -2.0], [4.0, 0.5, 1.0, 3.0]))
+    assert c.tokens == 4  # every token counts as generated ...
+    assert c.mean_logprob == pytest.approx(-2.6 / 3)  # ... the opening one is not scored
     assert c.min_logprob == -2.0
     assert c.mean_entropy == pytest.approx(1.5)
+    assert c.low_fraction == pytest.approx(1 / 3)  # only -2.0 is below log(0.3)
 
 
 def test_score_follows_the_documented_formula() -> None:
     w = ConfidenceWeights()
-    c = score(_events([-0.22, -0.22, math.log(0.1)], [1.0, 1.0, 1.0]))
-    z = w.mean_logprob * c.mean_logprob + w.min_logprob * c.min_logprob - w.mean_entropy * 1.0
-    assert c.score == pytest.approx(1 / (1 + math.exp(-(z + w.bias))))
+    c = score(_events([-1.0, -0.22, -0.22, math.log(0.1)], [2.0, 1.0, 1.0, 1.0]))
+    z = w.mean_logprob * c.mean_logprob - w.low_fraction * c.low_fraction
+    z += -w.mean_entropy * 1.0 + w.bias
+    assert c.score == pytest.approx(1 / (1 + math.exp(-z)))
+
+
+def test_the_score_does_not_drift_as_a_steady_answer_grows() -> None:
+    # one unlikely token in every eight, one of them far less likely late in the answer:
+    # a worst-token term would keep falling, the fraction of low tokens does not
+    logprobs = [-3.0 if i % 8 == 7 else -0.1 for i in range(96)]
+    logprobs[87] = -8.0
+    steady = RunningConfidence()
+    for i, lp in enumerate(logprobs):
+        steady.add(TokenEvent("x", i + 1, lp, 1.0))
+        if steady.tokens == 17:
+            early = steady.value().score
+    assert steady.value().score == pytest.approx(early, abs=0.03)
 
 
 def test_a_sure_answer_scores_higher_than_an_unsure_one() -> None:
     sure = score(_events([-0.01] * 10, [0.05] * 10))
     unsure = score(_events([-1.5] * 10, [4.0] * 10))
     assert sure.score > 0.9 > 0.1 > unsure.score
+
+
+def test_an_answer_no_longer_than_its_opening_is_scored_on_it() -> None:
+    c = score(_events([-0.05], [0.2]))
+    assert c.available and c.tokens == 1 and c.mean_logprob == pytest.approx(-0.05)
 
 
 def test_no_tokens_means_no_confidence() -> None:
@@ -43,8 +63,13 @@ def test_no_tokens_means_no_confidence() -> None:
 
 
 def test_flushed_text_without_a_model_step_is_ignored() -> None:
-    acc = RunningConfidence()
+    acc = RunningConfidence(ConfidenceWeights(opening_tokens=0))
     acc.add(TokenEvent("ab", 5, -0.3, 1.0))
     acc.add(TokenEvent("held back", -1, 0.0, 0.0))
     assert acc.tokens == 1
     assert acc.value().mean_logprob == pytest.approx(-0.3)
+
+
+def test_weights_reject_a_floor_outside_zero_one() -> None:
+    with pytest.raises(ValueError):
+        ConfidenceWeights(low_floor=1.5)
