@@ -207,29 +207,36 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     model = str(body.get("model") or runtime.config.server.model_name)
     header_mode = request.headers.get("X-Tandem-Mode")
     mode = mode or header_mode
-    loop = asyncio.get_running_loop()
     pool = request.app[EXECUTOR]
     cancel = threading.Event()
     interval = runtime.config.server.stream_interval_ms / 1e3
-    try:
+
+    def start() -> ResultStream:
         # admission, validation and tokenisation happen here, so errors come before a 200
-        stream = await loop.run_in_executor(
-            pool, lambda: runtime.stream(messages, mode=mode, params=params, cancel=cancel,
-                                         pace_s=interval)
-        )
-    except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body or re-raised
-        raise _map_runtime_error(exc) from exc
-    cid = stream.id or f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        return runtime.stream(messages, mode=mode, params=params, cancel=cancel,
+                              pace_s=interval)
+
     created = int(time.time())
-    if not want_stream:
+    if want_stream:
+        return await _stream_sse(request, pool, start, cancel, created, model, interval)
+
+    def answer() -> tuple[str, Result]:
+        stream = start()
         try:
-            result = await loop.run_in_executor(pool, stream.collect)
-        except Exception as exc:  # noqa: BLE001
-            raise _map_runtime_error(exc) from exc
+            return stream.id, stream.collect()
         finally:
             stream.close()
-        return web.json_response(_completion_body(result, cid, created, model))
-    return await _stream_sse(request, pool, stream, cid, created, model, interval)
+
+    try:
+        # one hop to a worker thread: start and collect there
+        rid, result = await asyncio.get_running_loop().run_in_executor(pool, answer)
+    except asyncio.CancelledError:
+        cancel.set()  # the client went away: stop generating, free the engine
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body or re-raised
+        raise _map_runtime_error(exc) from exc
+    cid = rid or f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    return web.json_response(_completion_body(result, cid, created, model))
 
 
 _DONE = object()
@@ -264,34 +271,67 @@ class _Mailbox:
                 return items
 
 
+def _settle(future: asyncio.Future[ResultStream], stream: ResultStream | None,
+            exc: BaseException | None) -> None:
+    if not future.done():  # the handler may have been cancelled meanwhile
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            assert stream is not None
+            future.set_result(stream)
+
+
 async def _stream_sse(
     request: web.Request,
     pool: ThreadPoolExecutor,
-    stream: ResultStream,
-    cid: str,
+    start: Callable[[], ResultStream],
+    cancel: threading.Event,
     created: int,
     model: str,
     interval: float,
 ) -> web.StreamResponse:
-    """SSE: text is written at most every `interval` seconds (the first and last at once)."""
+    """SSE: text is written at most every `interval` seconds (the first and last at once).
+
+    One worker thread starts the answer and pumps its pieces into a mailbox, so the local
+    model starts on the prompt while the event loop is still sending the headers.
+    """
     loop = asyncio.get_running_loop()
     mailbox = _Mailbox(loop)
+    ready: asyncio.Future[ResultStream] = loop.create_future()
 
-    def pump() -> None:
+    def work() -> None:
+        try:
+            stream = start()
+        except BaseException as exc:  # noqa: BLE001 - becomes the 4xx/5xx of the request
+            loop.call_soon_threadsafe(_settle, ready, None, exc)
+            return
+        loop.call_soon_threadsafe(_settle, ready, stream, None)
         try:
             for piece in stream:
                 mailbox.put(piece)
             mailbox.put(_DONE, last=True)
         except BaseException as exc:  # noqa: BLE001 - forwarded to the event loop
             mailbox.put(exc, last=True)
+        finally:
+            stream.close()  # on this thread: never while another one iterates it
+
+    worker = loop.run_in_executor(pool, work)
+    try:
+        stream = await ready
+    except asyncio.CancelledError:
+        cancel.set()  # the client went away: the worker stops and closes the stream
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body or re-raised
+        await worker
+        raise _map_runtime_error(exc) from exc
+    cid = stream.id or f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                  "X-Accel-Buffering": "no"}
     )
-    await response.prepare(request)
-    worker = loop.run_in_executor(pool, pump)
     try:
+        await response.prepare(request)
         await _send(response, _chunk(cid, created, model, {"role": "assistant", "content": ""}))
         finished = False
         last_write = 0.0
@@ -336,8 +376,7 @@ async def _stream_sse(
         raise
     finally:
         stream.cancel()
-        await worker
-        stream.close()
+        await worker  # it closes the stream
     return response
 
 
