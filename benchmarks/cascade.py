@@ -1,11 +1,13 @@
 """The local-then-cloud cascade on multiple-choice QA, with a calibrated local confidence.
 
 The real local model (default `bundled:smollm2-135m`) answers each question by option
-log-likelihood: the prompt is `"{question}\\nAnswer:"` (plain text, no chat template) and each
-option `" {text}"` is scored by the sum of its token log-probabilities; the answer is the
-highest sum. Log-probs of *given* tokens need every position's logits, so this benchmark
-loads its own `Llama(logits_all=True)` (not the runtime's engine, which avoids that cost)
-and calls it from the main thread only (llama.cpp's OpenMP pool is per calling thread).
+log-likelihood: the prompt is `PROMPT`, `"Question: {question}\\nAnswer:"` (plain text, no chat
+template) and each option `" {text}"` is scored by the sum of its token log-probabilities;
+the answer is the highest sum. A second on-device model, the peer (default
+`bundled:gemma3-270m`), scores the same options; its view feeds the confidence only.
+Log-probs of *given* tokens need every position's logits, so this benchmark loads its own
+`Llama(logits_all=True)` (not the runtime's engine, which avoids that cost) and calls it from
+the main thread only (llama.cpp's OpenMP pool is per calling thread).
 
 The confidence is `runtime.calibration`: a logistic model over on-device signals
 (`MC_FEATURES`), scored out-of-fold (stratified k-fold, seeded) so every item is judged by
@@ -30,7 +32,6 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,14 @@ from typing import Any
 import numpy as np
 
 from benchmarks._report import emit, out_path, table
-from runtime.calibration import MC_FEATURES, OptionScores, fit, mc_features
+from runtime.calibration import (
+    MC_FEATURES,
+    PEER_FEATURES,
+    OptionScores,
+    fit,
+    mc_features,
+    peer_features,
+)
 from runtime.router.metrics import routing_curve
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -46,6 +54,9 @@ DEFAULT_DATASET = {"arc": DATA / "qa" / "arc_easy", "mmlu": DATA / "qa" / "mmlu"
 ROUTING_MMLU = DATA / "routing" / "mmlu.csv.gz"
 SHARES = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 TARGET_AUROC_ARC = 0.68
+# lm-evaluation-harness's ARC prompt (the data's `query` field): 0.48 vs 0.45 accuracy without
+# the "Question:" prefix on 150 items (seed 1) for SmolLM2-135M, 0.60 vs 0.53 (40) for Gemma
+PROMPT = "Question: {question}\nAnswer:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +142,9 @@ def sample(items: list[Item], limit: int, seed: int) -> list[Item]:
 class OptionScorer:
     """Log-likelihoods of given continuations, from one `Llama(logits_all=True)`."""
 
-    def __init__(self, model: str, threads: int, context_length: int = 1024) -> None:
+    def __init__(
+        self, model: str, threads: int, context_length: int = 512, prompt: str = PROMPT
+    ) -> None:
         from llama_cpp import Llama
 
         from kernels.common import default_threads
@@ -139,6 +152,7 @@ class OptionScorer:
 
         resolved = resolve(model)
         self.model_id = resolved.id
+        self.prompt = prompt
         self._llm = Llama(
             model_path=str(resolved.path), n_ctx=context_length, logits_all=True,
             n_threads=threads or default_threads(), n_threads_batch=threads or default_threads(),
@@ -170,15 +184,26 @@ class OptionScorer:
             out.append(self._logprobs(rows, toks))
         return out
 
-    def score(self, item: Item) -> OptionScores:
-        """Score every option of `item` (conditional and unconditional) and the question."""
-        context = self._tokens(f"{item.question}\nAnswer:")
+    def context(self, question: str) -> list[int]:
+        """The prompt's tokens, with BOS when the model's tokenizer asks for it (Gemma)."""
+        text = self.prompt.format(question=question).encode("utf-8")
+        return list(self._llm.tokenize(text, add_bos=True))
+
+    def score(self, item: Item, unconditional: bool = True) -> OptionScores:
+        """Score every option of `item` (conditional and unconditional) and the question.
+
+        `unconditional=False` skips the content-free pass (its sums are then reported as 0).
+        """
+        context = self.context(item.question)
         options = [self._tokens(f" {o}") or self._tokens(" ") for o in item.options]
         cond = self._continuations(context, options)
         # the question's own tokens, read from the logits the context eval left behind
         q = np.asarray(self._llm.scores[: len(context) - 1])
         prompt_lp = self._logprobs(q, context[1:]) if len(context) > 1 else np.zeros(1)
-        uncond = self._continuations(self._null, options)
+        uncond = (
+            self._continuations(self._null, options) if unconditional
+            else [np.zeros(1) for _ in options]
+        )
         return OptionScores(
             option_logprob=tuple(float(c.sum()) for c in cond),
             option_tokens=tuple(len(t) for t in options),
@@ -207,7 +232,7 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def out_of_fold(
-    x: np.ndarray, y: np.ndarray, folds: int, seed: int
+    x: np.ndarray, y: np.ndarray, features: tuple[str, ...], folds: int, seed: int
 ) -> tuple[np.ndarray, list[float]]:
     """Calibrated confidences where each item is scored by a model fitted without it."""
     from sklearn.model_selection import StratifiedKFold
@@ -216,43 +241,66 @@ def out_of_fold(
     per_fold = []
     split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train, test in split.split(x, y):
-        model = fit(x[train], y[train], MC_FEATURES)
+        model = fit(x[train], y[train], features)
         conf[test] = model.predict_many(x[test])
         per_fold.append(auroc(conf[test], y[test]))
     return conf, per_fold
 
 
-def _score_all(scorer: OptionScorer, items: list[Item]) -> Iterator[tuple[Item, OptionScores]]:
-    for k, item in enumerate(items, 1):
-        yield item, scorer.score(item)
-        if k % 100 == 0:
-            print(f"  scored {k}/{len(items)}", flush=True)
-
-
-def write_scores(path: Path, model: str, scored: list[tuple[Item, OptionScores]]) -> None:
+def write_scores(
+    path: Path, model: str, scored: list[tuple[Item, OptionScores]], prompt: str = PROMPT
+) -> None:
     """Keep the model's raw option scores (JSONL) so signals can be revisited offline."""
-    lines = [json.dumps({"model": model})]
+    lines = [json.dumps({"model": model, "prompt": prompt})]
     lines += [json.dumps({"question": it.question, **asdict(s)}) for it, s in scored]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def read_scores(path: Path, items: list[Item]) -> list[tuple[Item, OptionScores]]:
+def read_scores(
+    path: Path, items: list[Item], prompt: str = PROMPT
+) -> list[tuple[Item, OptionScores]]:
     """Scores written by `write_scores`, matched to `items` (which must be the same run's)."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[1:]]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    # files without a prompt predate the "Question:" prefix: their scores are another prompt's
+    if json.loads(lines[0]).get("prompt") != prompt:
+        raise SystemExit(f"{path} holds scores for another prompt: delete it")
+    rows = [json.loads(line) for line in lines[1:]]
     if [r["question"] for r in rows] != [it.question for it in items]:
         raise SystemExit(f"{path} holds scores for other items: drop --scores or delete it")
-    out = []
-    for it, r in zip(items, rows, strict=True):
-        out.append((it, OptionScores(
-            option_logprob=tuple(r["option_logprob"]),
-            option_tokens=tuple(r["option_tokens"]),
-            option_chars=tuple(r["option_chars"]),
-            option_unconditional=tuple(r["option_unconditional"]),
-            prompt_mean_logprob=float(r["prompt_mean_logprob"]),
-            prompt_tokens=int(r["prompt_tokens"]),
-            option_first=tuple(r.get("option_first", ())),
-        )))
-    return out
+    return [(it, OptionScores(
+        option_logprob=tuple(r["option_logprob"]),
+        option_tokens=tuple(r["option_tokens"]),
+        option_chars=tuple(r["option_chars"]),
+        option_unconditional=tuple(r["option_unconditional"]),
+        prompt_mean_logprob=float(r["prompt_mean_logprob"]),
+        prompt_tokens=int(r["prompt_tokens"]),
+        option_first=tuple(r.get("option_first", ())),
+    )) for it, r in zip(items, rows, strict=True)]
+
+
+def score_items(
+    model: str, items: list[Item], threads: int, cache: Path | None, unconditional: bool = True
+) -> tuple[list[tuple[Item, OptionScores]], str, float | None]:
+    """(scores, model id, seconds per item) from `cache` if present, else from the model.
+
+    Seconds per item is None when the scores came from the cache.
+    """
+    if cache is not None and cache.is_file():
+        model_id = json.loads(cache.read_text(encoding="utf-8").splitlines()[0])["model"]
+        return read_scores(cache, items), model_id, None
+    started = time.perf_counter()
+    scorer = OptionScorer(model, threads)
+    try:
+        scored = []
+        for k, item in enumerate(items, 1):
+            scored.append((item, scorer.score(item, unconditional)))
+            if k % 100 == 0:
+                print(f"  {scorer.model_id}: scored {k}/{len(items)}", flush=True)
+    finally:
+        scorer.close()
+    if cache is not None:
+        write_scores(cache, scorer.model_id, scored)
+    return scored, scorer.model_id, (time.perf_counter() - started) / max(1, len(items))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -266,53 +314,55 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cloud = "assumed-correct"
     items = sample(items, args.limit, args.seed)
     cache = Path(args.scores) if args.scores else None
-    started = time.perf_counter()
-    cached = cache is not None and cache.is_file()
-    if cache is not None and cached:
-        scored = read_scores(cache, items)
-        model_id = json.loads(cache.read_text(encoding="utf-8").splitlines()[0])["model"]
-    else:
-        scorer = OptionScorer(args.model, args.threads)
-        model_id = scorer.model_id
-        try:
-            scored = list(_score_all(scorer, items))
-        finally:
-            scorer.close()
-        if cache is not None:
-            write_scores(cache, model_id, scored)
-    seconds = time.perf_counter() - started
-
+    scored, model_id, seconds = score_items(args.model, items, args.threads, cache)
     rows = [mc_features(s, it.question, it.options) for it, s in scored]
-    x = np.array([[r[f] for f in MC_FEATURES] for r in rows])
+    features = MC_FEATURES
+    peer_id, peer_seconds, peer_accuracy = "", None, None
+    if args.peer:
+        peer_cache = cache.with_name(f"{cache.stem}-peer{cache.suffix}") if cache else None
+        # the peer's content-free pass is skipped: PEER_FEATURES do not use it
+        peer, peer_id, peer_seconds = score_items(
+            args.peer, items, args.threads, peer_cache, unconditional=False
+        )
+        for row, (_, own), (_, theirs) in zip(rows, scored, peer, strict=True):
+            row.update(peer_features(own, theirs))
+        features = MC_FEATURES + PEER_FEATURES
+        peer_accuracy = float(np.mean([s.chosen == it.gold for it, s in peer]))
+    x = np.array([[r[f] for f in features] for r in rows])
     local = np.array([s.chosen == it.gold for it, s in scored])
     strong = np.array([bool(it.strong) for it, _ in scored])
-    calibrated, per_fold = out_of_fold(x, local.astype(np.int64), args.folds, args.seed)
+    y = local.astype(np.int64)
+    calibrated, per_fold = out_of_fold(x, y, features, args.folds, args.seed)
+    own_only, _ = out_of_fold(x[:, : len(MC_FEATURES)], y, MC_FEATURES, args.folds, args.seed)
     top_prob = x[:, MC_FEATURES.index("p_top")]
     # escalate the least confident first: the router score is 1 - confidence
     curve = routing_curve(1.0 - calibrated, local, strong)
     base_curve = routing_curve(1.0 - top_prob, local, strong)
 
-    final = fit(x, local, MC_FEATURES, meta={
-        "model": model_id, "dataset": str(args.format), "items": len(items),
-        "scoring": "option log-likelihood, prompt '{question}\\nAnswer:' + ' {option}'",
+    final = fit(x, local, features, meta={
+        "model": model_id, "peer": peer_id, "dataset": str(args.format), "items": len(items),
+        "scoring": f"option log-likelihood, prompt {PROMPT!r} + ' {{option}}'",
     })
     weights_path = Path(args.save) if args.save else out_path(f"calibration-{args.format}.json")
     final.save(weights_path)
     png = _plot(curve, base_curve, args.format, cloud)
 
     summary: dict[str, Any] = {
-        "format": args.format, "dataset": str(dataset), "model": model_id,
-        "scoring": "option log-likelihood (sum over option tokens)", "cloud": cloud,
-        "n": len(items), "unjoined_dropped": dropped, "folds": args.folds, "seed": args.seed,
-        # scoring time; null when the scores came from the --scores cache
-        "seconds_per_item": None if cached else seconds / max(1, len(items)),
+        "format": args.format, "dataset": str(dataset), "model": model_id, "peer": peer_id,
+        "scoring": "option log-likelihood (sum over option tokens)", "prompt": PROMPT,
+        "cloud": cloud, "n": len(items), "unjoined_dropped": dropped, "folds": args.folds,
+        "seed": args.seed,
+        # scoring time per item and model; null when the scores came from the --scores cache
+        "seconds_per_item": seconds, "peer_seconds_per_item": peer_seconds,
+        "peer_accuracy": peer_accuracy,
         "auroc_top_prob": auroc(top_prob, local),
+        "auroc_without_peer": auroc(own_only, local),
         "auroc_per_fold": per_fold,
         "cloud_accuracy": float(strong.mean()),
         "quality_at_share": {f"{s:.1f}": curve.quality_at(s) for s in SHARES},
         "apgr_top_prob": base_curve.apgr(),
         "weights": str(weights_path), "png": png,
-        "coef": dict(zip(MC_FEATURES, final.coef, strict=True)),
+        "coef": dict(zip(features, final.coef, strict=True)),
     }
     if args.format == "arc":
         summary["target_auroc"] = TARGET_AUROC_ARC
@@ -352,6 +402,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", default="", help="file or folder (default: bundled copy)")
     parser.add_argument("--limit", type=int, default=500, help="items, seeded sample; 0 = all")
     parser.add_argument("--model", default="bundled:smollm2-135m")
+    parser.add_argument("--peer", default="bundled:gemma3-270m",
+                        help="a second on-device model whose option scores feed the confidence"
+                        " (empty: none)")
     # 1 thread: these are tiny batches, and with the cores shared, OpenMP workers spinning
     # on a busy core made 2 threads 3x slower than 1 (measured 1.96 vs 0.63 s per item)
     parser.add_argument("--threads", type=int, default=1, help="0 = the engine default")
@@ -359,7 +412,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default="", help="where to write the fitted weights (JSON)")
     parser.add_argument("--scores", default="",
-                        help="JSONL of raw option scores: read if present, else written")
+                        help="JSONL of raw option scores: read if present, else written"
+                        " (the peer's go to NAME-peer.jsonl)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     s = run(args)

@@ -4,12 +4,14 @@ The runtime's prior score (`runtime.confidence.score`) weighs a generated answer
 log-probabilities by hand. When the local model answers a multiple-choice question by
 option log-likelihood, more signals are on the device: how the probability mass spreads over
 the options, whether different length normalisations pick the same option, how familiar the
-question text is to the model, and cues in the question. `CalibratedConfidence` is a
+question text is to the model, cues in the question, and, when a second small model is on
+the device (`PEER_FEATURES`), how that model rates the same options. `CalibratedConfidence` is a
 logistic regression over such named signals, fitted offline (`benchmarks.cascade`) and
 saved as a small JSON file of weights (never a pickle), so loading it runs no code.
 
     model = CalibratedConfidence.load("calibration-arc.json")
-    p = model.predict(mc_features(option_scores, question))   # P(local answer is right)
+    signals = mc_features(option_scores, question) | peer_features(option_scores, peer_scores)
+    p = model.predict(signals)   # P(local answer is right); model.features names what it needs
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ MC_FEATURES: tuple[str, ...] = (
     "prompt_tokens_log",  # log(1 + question tokens)
     "cue_negation",  # question asks for the exception ("not", "except", "least")
     "cue_number",  # the options contain digits (arithmetic-like items)
+)
+
+# Signals from a second on-device model (the peer, e.g. Gemma 3 270M) scoring the same options:
+# two different small models agreeing is a strong sign the answer is not a guess.
+PEER_FEATURES: tuple[str, ...] = (
+    "peer_p_chosen",  # the peer's probability (summed log-likelihood softmax) of the chosen option
+    "peer_p_top",  # the peer's top option probability
+    "peer_margin",  # the peer's top minus runner-up probability
+    "agree_peer",  # 1 when the peer's choice is the chosen option
+    "peer_p_chosen_mean",  # the peer's probability of the chosen option, per-token normalised
 )
 
 _NEGATION = re.compile(r"\b(not|except|least|false|incorrect)\b", re.IGNORECASE)
@@ -130,6 +142,24 @@ def mc_features(
         "prompt_tokens_log": math.log1p(scores.prompt_tokens),
         "cue_negation": float(bool(_NEGATION.search(question))),
         "cue_number": float(bool(_DIGIT.search(text))),
+    }
+
+
+def peer_features(scores: OptionScores, peer: OptionScores) -> dict[str, float]:
+    """The `PEER_FEATURES` of one item: how a second model's option scores back the answer."""
+    if len(peer.option_logprob) != len(scores.option_logprob):
+        raise ValueError("peer_features: both models must score the same options")
+    k = scores.chosen
+    lp = np.asarray(peer.option_logprob, dtype=np.float64)
+    toks = np.maximum(np.asarray(peer.option_tokens, dtype=np.float64), 1.0)
+    p = _softmax(lp)
+    ordered = np.sort(p)[::-1]
+    return {
+        "peer_p_chosen": float(p[k]),
+        "peer_p_top": float(ordered[0]),
+        "peer_margin": float(ordered[0] - ordered[1]),
+        "agree_peer": float(peer.chosen == k),
+        "peer_p_chosen_mean": float(_softmax(lp / toks)[k]),
     }
 
 

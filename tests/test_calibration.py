@@ -11,11 +11,13 @@ import pytest
 
 from runtime.calibration import (
     MC_FEATURES,
+    PEER_FEATURES,
     CalibratedConfidence,
     CalibrationError,
     OptionScores,
     fit,
     mc_features,
+    peer_features,
 )
 
 
@@ -118,3 +120,24 @@ def test_a_missing_weights_file_is_a_calibration_error(tmp_path: Path) -> None:
 def test_non_positive_scales_are_rejected() -> None:
     with pytest.raises(CalibrationError):
         CalibratedConfidence(("a",), (0.0,), (0.0,), (1.0,), 0.0)
+
+
+def test_peer_signals_say_how_a_second_model_rates_the_chosen_option() -> None:
+    own = _scores((-1.0, -2.0, -3.0, -4.0))  # chooses option 0
+    lp = (math.log(0.2), math.log(0.5), math.log(0.2), math.log(0.1))
+    peer = _scores(lp, tokens=(1, 1, 1, 4))
+    f = peer_features(own, peer)
+    assert set(f) == set(PEER_FEATURES)
+    assert f["agree_peer"] == 0.0  # the peer prefers option 1
+    assert f["peer_p_chosen"] == pytest.approx(0.2)
+    assert f["peer_p_top"] == pytest.approx(0.5)
+    assert f["peer_margin"] == pytest.approx(0.3)
+    by_token = np.exp(np.array(lp) / np.array([1, 1, 1, 4]))
+    assert f["peer_p_chosen_mean"] == pytest.approx(by_token[0] / by_token.sum())
+    assert peer_features(own, own)["agree_peer"] == 1.0
+
+
+def test_peer_signals_need_the_same_options() -> None:
+    with pytest.raises(ValueError, match="same options"):
+        peer_features(_scores((-1.0, -2.0, -3.0, -4.0)),
+                      OptionScores((-1.0, -2.0), (1, 1), (1, 1), (0.0, 0.0), -1.0, 3))

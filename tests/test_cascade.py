@@ -21,6 +21,7 @@ from benchmarks.cascade import (
     main,
     sample,
 )
+from runtime.calibration import PEER_FEATURES, peer_features
 
 
 def test_the_bundled_arc_copy_reads_as_four_option_items() -> None:
@@ -80,7 +81,8 @@ def test_rewound_option_scores_equal_scoring_each_option_from_scratch(
 ) -> None:
     item = Item("What colour is the sky on a clear day?", ("blue", "green", "red"), 0)
     got = scorer.score(item)
-    context = scorer._tokens(f"{item.question}\nAnswer:")
+    context = scorer.context(item.question)
+    assert scorer._llm.detokenize(context) == f"Question: {item.question}\nAnswer:".encode()
     for i, option in enumerate(item.options):
         toks = scorer._tokens(f" {option}")
         fresh = scorer._continuations(context + toks, [])  # evaluates context+option at once
@@ -106,11 +108,50 @@ def test_the_benchmark_ends_its_json_with_accuracy_auroc_and_apgr(
           "--save", str(weights), "--json"])
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert list(summary)[-3:] == ["local_accuracy", "auroc", "apgr"]
+    assert summary["peer"] == "bundled:gemma3-270m"
+    assert set(PEER_FEATURES) <= set(summary["coef"])
+    assert 0.0 <= summary["peer_accuracy"] <= 1.0
     assert summary["n"] == 24 and summary["cloud"] == "assumed-correct"
     assert 0.0 <= summary["local_accuracy"] <= 1.0
     assert summary["quality_at_share"]["1.0"] == 1.0  # everything escalated: the cloud's score
     assert summary["quality_at_share"]["0.0"] == pytest.approx(summary["local_accuracy"])
     assert json.loads(weights.read_text())["meta"]["items"] == 24
+
+
+@pytest.mark.slow
+def test_the_gemma_peer_prompt_starts_with_bos_and_it_backs_easy_answers(
+    scorer: OptionScorer,
+) -> None:
+    peer = OptionScorer("bundled:gemma3-270m", threads=1)
+    try:
+        items = [
+            Item("What colour is the sky on a clear day?", ("blue", "green", "red"), 0),
+            Item("Which animal barks?", ("a cat", "a dog", "a fish", "a bird"), 1),
+            Item("What do plants need to make food?", ("sunlight", "rocks", "plastic"), 0),
+        ]
+        assert peer.context("Hi")[0] == 2  # Gemma's <bos>; SmolLM2's tokenizer adds none
+        assert scorer.context("Hi")[0] != 1
+        for item in items:
+            own, theirs = scorer.score(item), peer.score(item, unconditional=False)
+            assert theirs.option_unconditional == (0.0,) * len(item.options)
+            assert theirs.chosen == item.gold  # the 270M model knows these
+            f = peer_features(own, theirs)
+            assert f["agree_peer"] == float(own.chosen == item.gold)
+            assert 0.0 < f["peer_p_chosen"] <= f["peer_p_top"] <= 1.0
+    finally:
+        peer.close()
+
+
+def test_cached_scores_of_another_prompt_are_refused(tmp_path: Path) -> None:
+    from benchmarks.cascade import read_scores, write_scores
+    from runtime.calibration import OptionScores
+
+    item = Item("q?", ("a", "b"), 1)
+    scores = OptionScores((-1.0, -2.0), (1, 2), (2, 3), (-0.5, -0.7), -3.5, 7)
+    path = tmp_path / "scores.jsonl"
+    write_scores(path, "m", [(item, scores)], prompt="{question}\nAnswer:")
+    with pytest.raises(SystemExit, match="another prompt"):
+        read_scores(path, [item])
 
 
 def test_cached_option_scores_read_back_for_the_same_items(tmp_path: Path) -> None:
