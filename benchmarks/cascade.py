@@ -159,6 +159,7 @@ class OptionScorer:
             verbose=False,
         )
         self._null = self._tokens("Answer:")
+        self.truncated = 0  # questions cut from the left to fit the context
 
     def _tokens(self, text: str) -> list[int]:
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
@@ -196,6 +197,12 @@ class OptionScorer:
         """
         context = self.context(item.question)
         options = [self._tokens(f" {o}") or self._tokens(" ") for o in item.options]
+        room = self._llm.n_ctx() - max(len(t) for t in options)
+        if len(context) > room:
+            # A long passage: keep BOS and the end of the question (its "Answer:" cue).
+            head = context[:1] if context[0] == self._llm.token_bos() else []
+            context = head + context[len(context) - (room - len(head)):]
+            self.truncated += 1
         cond = self._continuations(context, options)
         # the question's own tokens, read from the logits the context eval left behind
         q = np.asarray(self._llm.scores[: len(context) - 1])
@@ -298,6 +305,9 @@ def score_items(
                 print(f"  {scorer.model_id}: scored {k}/{len(items)}", flush=True)
     finally:
         scorer.close()
+    if scorer.truncated:
+        print(f"  {scorer.model_id}: {scorer.truncated} long questions cut from the left to "
+              "fit the scoring context", flush=True)
     if cache is not None:
         write_scores(cache, scorer.model_id, scored)
     return scored, scorer.model_id, (time.perf_counter() - started) / max(1, len(items))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +94,16 @@ def test_rewound_option_scores_equal_scoring_each_option_from_scratch(
     assert got.option_tokens == tuple(len(scorer._tokens(f" {o}")) for o in item.options)
     assert got.option_chars == (5, 6, 4)
     assert got.prompt_mean_logprob < 0 and got.prompt_tokens == len(context)
+
+
+@pytest.mark.slow
+def test_a_question_longer_than_the_context_is_cut_from_the_left(scorer: OptionScorer) -> None:
+    before = scorer.truncated
+    item = Item("word " * 700 + "Which is a colour?", ("blue", "seven"), 0)
+    got = scorer.score(item)
+    assert scorer.truncated == before + 1
+    assert got.prompt_tokens == scorer._llm.n_ctx() - max(got.option_tokens)
+    assert all(math.isfinite(x) for x in got.option_logprob)
 
 
 @pytest.mark.slow
