@@ -14,19 +14,20 @@ status for anything the client can fix; the server keeps serving after each.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
 
-from kernels import ContextOverflowError, EngineError, GenerationParams
-from runtime.errors import ModeError, OffloadError, PrivacyBlockError, QueueFullError
+from kernels import GenerationParams
+from runtime.api_errors import ApiError, errors_middleware, map_runtime_error
+from runtime.api_sse import completion_body, stream_sse
+from runtime.errors import ModeError
 from runtime.facade import ResultStream, Runtime
 from runtime.monitor import PushedSignals
 from runtime.result import Result
@@ -36,74 +37,6 @@ RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 # Generations block a thread each while they wait for the engine: a pool of their own
 # (queue size + headroom) keeps them from starving the loop's default executor.
 EXECUTOR: web.AppKey[ThreadPoolExecutor] = web.AppKey("executor", ThreadPoolExecutor)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class ApiError(Exception):
-    """An error a client caused or must handle, rendered as an OpenAI error body."""
-
-    def __init__(
-        self, status: int, message: str, code: str, param: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
-        self.headers = headers or {}
-
-
-_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error",
-          429: "rate_limit_error", 503: "service_unavailable"}
-
-
-def error_response(err: ApiError) -> web.Response:
-    body = {
-        "error": {
-            "message": err.message,
-            "type": _TYPES.get(err.status, "invalid_request_error" if err.status < 500
-                               else "server_error"),
-            "param": err.param,
-            "code": err.code,
-        }
-    }
-    return web.json_response(body, status=err.status, headers=err.headers)
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as err:
-        return error_response(err)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(ApiError(413, exc.text or "request body too large", "body_too_large"))
-    except web.HTTPException as exc:
-        if exc.status >= 400:
-            return error_response(ApiError(exc.status, exc.reason, exc.reason.lower().replace(" ",
-                                                                                              "_")))
-        raise
-
-
-def _map_runtime_error(exc: Exception) -> ApiError:
-    if isinstance(exc, QueueFullError):
-        return ApiError(429, str(exc), "queue_full", headers={"Retry-After": "1"})
-    if isinstance(exc, ContextOverflowError):
-        return ApiError(400, str(exc), "context_length_exceeded", "messages")
-    if isinstance(exc, ModeError):
-        return ApiError(400, str(exc), "mode_unavailable", "tandem.mode")
-    if isinstance(exc, PrivacyBlockError):
-        return ApiError(400, str(exc), "privacy_block", "messages")
-    if isinstance(exc, OffloadError):
-        return ApiError(503, str(exc), "cloud_unavailable")
-    if isinstance(exc, ValueError):
-        return ApiError(400, str(exc), "invalid_value")
-    if isinstance(exc, EngineError):
-        return ApiError(503, str(exc), "engine_error")
-    raise exc
-
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
@@ -164,41 +97,6 @@ def parse_chat_request(
     return messages, params, mode, stream
 
 
-def _completion_body(result: Result, cid: str, created: int, model: str) -> dict[str, Any]:
-    return {
-        "id": cid,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": result.text},
-                "finish_reason": _finish(result),
-                "logprobs": None,
-            }
-        ],
-        "usage": result.usage.to_dict(),
-        "tandem": result.tandem(),
-    }
-
-
-def _finish(result: Result) -> str:
-    # OpenAI has no "cancelled"; a cancelled answer was cut short like a length stop.
-    return "length" if result.finish_reason == "cancelled" else result.finish_reason
-
-
-def _chunk(cid: str, created: int, model: str, delta: dict[str, str],
-           finish: str | None = None) -> dict[str, Any]:
-    return {
-        "id": cid,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-    }
-
-
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     served = {runtime.config.server.model_name, runtime.config.model.spec}
@@ -218,7 +116,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     created = int(time.time())
     if want_stream:
-        return await _stream_sse(request, pool, start, cancel, created, model, interval)
+        return await stream_sse(request, pool, start, cancel, created, model, interval)
 
     def answer() -> tuple[str, Result]:
         stream = start()
@@ -234,154 +132,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         cancel.set()  # the client went away: stop generating, free the engine
         raise
     except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body or re-raised
-        raise _map_runtime_error(exc) from exc
+        raise map_runtime_error(exc) from exc
     cid = rid or f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    return web.json_response(_completion_body(result, cid, created, model))
-
-
-_DONE = object()
-
-
-class _Mailbox:
-    """Items handed from the generating thread to the event loop, with one wakeup per batch."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._items: list[object] = []
-        self._lock = threading.Lock()
-        self._ready = asyncio.Event()
-        self.ended = asyncio.Event()  # the last item is in: flush without waiting
-
-    def put(self, item: object, *, last: bool = False) -> None:
-        with self._lock:
-            ring = not self._items
-            self._items.append(item)
-        if ring:
-            self._loop.call_soon_threadsafe(self._ready.set)
-        if last:
-            self._loop.call_soon_threadsafe(self.ended.set)
-
-    async def take(self) -> list[object]:
-        while True:
-            await self._ready.wait()
-            with self._lock:
-                items, self._items = self._items, []
-                self._ready.clear()
-            if items:
-                return items
-
-
-def _settle(future: asyncio.Future[ResultStream], stream: ResultStream | None,
-            exc: BaseException | None) -> None:
-    if not future.done():  # the handler may have been cancelled meanwhile
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            assert stream is not None
-            future.set_result(stream)
-
-
-async def _stream_sse(
-    request: web.Request,
-    pool: ThreadPoolExecutor,
-    start: Callable[[], ResultStream],
-    cancel: threading.Event,
-    created: int,
-    model: str,
-    interval: float,
-) -> web.StreamResponse:
-    """SSE: text is written at most every `interval` seconds (the first and last at once).
-
-    One worker thread starts the answer and pumps its pieces into a mailbox, so the local
-    model starts on the prompt while the event loop is still sending the headers.
-    """
-    loop = asyncio.get_running_loop()
-    mailbox = _Mailbox(loop)
-    ready: asyncio.Future[ResultStream] = loop.create_future()
-
-    def work() -> None:
-        try:
-            stream = start()
-        except BaseException as exc:  # noqa: BLE001 - becomes the 4xx/5xx of the request
-            loop.call_soon_threadsafe(_settle, ready, None, exc)
-            return
-        loop.call_soon_threadsafe(_settle, ready, stream, None)
-        try:
-            for piece in stream:
-                mailbox.put(piece)
-            mailbox.put(_DONE, last=True)
-        except BaseException as exc:  # noqa: BLE001 - forwarded to the event loop
-            mailbox.put(exc, last=True)
-        finally:
-            stream.close()  # on this thread: never while another one iterates it
-
-    worker = loop.run_in_executor(pool, work)
-    try:
-        stream = await ready
-    except asyncio.CancelledError:
-        cancel.set()  # the client went away: the worker stops and closes the stream
-        raise
-    except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body or re-raised
-        await worker
-        raise _map_runtime_error(exc) from exc
-    cid = stream.id or f"chatcmpl-{uuid.uuid4().hex[:24]}"
-
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                 "X-Accel-Buffering": "no"}
-    )
-    try:
-        await response.prepare(request)
-        await _send(response, _chunk(cid, created, model, {"role": "assistant", "content": ""}))
-        finished = False
-        last_write = 0.0
-        while not finished:
-            wait = last_write + interval - loop.time()
-            if wait > 0 and not mailbox.ended.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(mailbox.ended.wait(), wait)
-            text: list[str] = []
-            for item in await mailbox.take():
-                if item is _DONE:
-                    finished = True
-                elif isinstance(item, BaseException):
-                    if text:
-                        await _send(response, _chunk(cid, created, model,
-                                                     {"content": "".join(text)}))
-                        text = []
-                    err = _map_runtime_error(item) if isinstance(item, Exception) else None
-                    await _send(response, {"error": {
-                        "message": err.message if err else "generation failed",
-                        "type": "server_error", "code": err.code if err else "internal"}})
-                    finished = True
-                    break
-                else:
-                    assert isinstance(item, str)
-                    text.append(item)
-            if text:
-                await _send(response, _chunk(cid, created, model, {"content": "".join(text)}))
-                last_write = loop.time()
-        result = stream.result
-        if result is not None:
-            final = _chunk(cid, created, model, {}, _finish(result))
-            final["usage"] = result.usage.to_dict()
-            final["tandem"] = result.tandem()
-            await _send(response, final)
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-    except ConnectionResetError:
-        stream.cancel()  # the client went away: stop generating, free the engine
-    except asyncio.CancelledError:
-        stream.cancel()
-        raise
-    finally:
-        stream.cancel()
-        await worker  # it closes the stream
-    return response
-
-
-async def _send(response: web.StreamResponse, payload: dict[str, Any]) -> None:
-    await response.write(b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n")
+    return web.json_response(completion_body(result, cid, created, model))
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -1,0 +1,203 @@
+"""Chat-completion response bodies, and the SSE stream of an answer (OpenAI framing).
+
+A worker thread starts the answer and pumps its text into a `_Mailbox`; the event loop
+writes at most every `server.stream_interval_ms` (first and last piece at once), then a
+final chunk carrying `usage` and the `tandem` object, then `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import web
+
+from runtime.api_errors import map_runtime_error
+from runtime.facade import ResultStream
+from runtime.result import Result
+
+
+def completion_body(result: Result, cid: str, created: int, model: str) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.text},
+                "finish_reason": _finish(result),
+                "logprobs": None,
+            }
+        ],
+        "usage": result.usage.to_dict(),
+        "tandem": result.tandem(),
+    }
+
+
+def _finish(result: Result) -> str:
+    # OpenAI has no "cancelled"; a cancelled answer was cut short like a length stop.
+    return "length" if result.finish_reason == "cancelled" else result.finish_reason
+
+
+def _chunk(cid: str, created: int, model: str, delta: dict[str, str],
+           finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    }
+
+
+_DONE = object()
+
+
+class _Mailbox:
+    """Items handed from the generating thread to the event loop, with one wakeup per batch."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: list[object] = []
+        self._lock = threading.Lock()
+        self._ready = asyncio.Event()
+        self.ended = asyncio.Event()  # the last item is in: flush without waiting
+
+    def put(self, item: object, *, last: bool = False) -> None:
+        with self._lock:
+            ring = not self._items
+            self._items.append(item)
+        if ring:
+            self._loop.call_soon_threadsafe(self._ready.set)
+        if last:
+            self._loop.call_soon_threadsafe(self.ended.set)
+
+    async def take(self) -> list[object]:
+        while True:
+            await self._ready.wait()
+            with self._lock:
+                items, self._items = self._items, []
+                self._ready.clear()
+            if items:
+                return items
+
+
+def _settle(future: asyncio.Future[ResultStream], stream: ResultStream | None,
+            exc: BaseException | None) -> None:
+    if not future.done():  # the handler may have been cancelled meanwhile
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            assert stream is not None
+            future.set_result(stream)
+
+
+async def stream_sse(
+    request: web.Request,
+    pool: ThreadPoolExecutor,
+    start: Callable[[], ResultStream],
+    cancel: threading.Event,
+    created: int,
+    model: str,
+    interval: float,
+) -> web.StreamResponse:
+    """SSE: text is written at most every `interval` seconds (the first and last at once).
+
+    One worker thread starts the answer and pumps its pieces into a mailbox, so the local
+    model starts on the prompt while the event loop is still sending the headers.
+    """
+    loop = asyncio.get_running_loop()
+    mailbox = _Mailbox(loop)
+    ready: asyncio.Future[ResultStream] = loop.create_future()
+
+    def work() -> None:
+        try:
+            stream = start()
+        except BaseException as exc:  # noqa: BLE001 - becomes the 4xx/5xx of the request
+            loop.call_soon_threadsafe(_settle, ready, None, exc)
+            return
+        loop.call_soon_threadsafe(_settle, ready, stream, None)
+        try:
+            for piece in stream:
+                mailbox.put(piece)
+            mailbox.put(_DONE, last=True)
+        except BaseException as exc:  # noqa: BLE001 - forwarded to the event loop
+            mailbox.put(exc, last=True)
+        finally:
+            stream.close()  # on this thread: never while another one iterates it
+
+    worker = loop.run_in_executor(pool, work)
+    try:
+        stream = await ready
+    except asyncio.CancelledError:
+        cancel.set()  # the client went away: the worker stops and closes the stream
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body or re-raised
+        await worker
+        raise map_runtime_error(exc) from exc
+    cid = stream.id or f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                 "X-Accel-Buffering": "no"}
+    )
+    try:
+        await response.prepare(request)
+        await _send(response, _chunk(cid, created, model, {"role": "assistant", "content": ""}))
+        finished = False
+        last_write = 0.0
+        while not finished:
+            wait = last_write + interval - loop.time()
+            if wait > 0 and not mailbox.ended.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(mailbox.ended.wait(), wait)
+            text: list[str] = []
+            for item in await mailbox.take():
+                if item is _DONE:
+                    finished = True
+                elif isinstance(item, BaseException):
+                    if text:
+                        await _send(response, _chunk(cid, created, model,
+                                                     {"content": "".join(text)}))
+                        text = []
+                    err = map_runtime_error(item) if isinstance(item, Exception) else None
+                    await _send(response, {"error": {
+                        "message": err.message if err else "generation failed",
+                        "type": "server_error", "code": err.code if err else "internal"}})
+                    finished = True
+                    break
+                else:
+                    assert isinstance(item, str)
+                    text.append(item)
+            if text:
+                await _send(response, _chunk(cid, created, model, {"content": "".join(text)}))
+                last_write = loop.time()
+        result = stream.result
+        if result is not None:
+            final = _chunk(cid, created, model, {}, _finish(result))
+            final["usage"] = result.usage.to_dict()
+            final["tandem"] = result.tandem()
+            await _send(response, final)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+    except ConnectionResetError:
+        stream.cancel()  # the client went away: stop generating, free the engine
+    except asyncio.CancelledError:
+        stream.cancel()
+        raise
+    finally:
+        stream.cancel()
+        await worker  # it closes the stream
+    return response
+
+
+async def _send(response: web.StreamResponse, payload: dict[str, Any]) -> None:
+    await response.write(b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n")
