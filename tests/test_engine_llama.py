@@ -132,7 +132,7 @@ def test_cancellation_mid_stream_stops_after_the_current_token(engine: Engine) -
     # Decoding runs ahead of the consumer, so the token in flight when cancel arrived is
     # the last one; usage counts exactly what was delivered.
     assert stream.usage is not None and stream.usage.completion_tokens == delivered
-    assert 5 <= delivered < 20
+    assert 5 <= delivered < 60  # far below the 200-token budget
     # the engine is free again afterwards
     assert generate(engine, QUESTION, GenerationParams(max_tokens=3)).usage.completion_tokens == 3
 

@@ -208,7 +208,7 @@ def test_a_whole_answer_cascade_stops_decoding_once_clearly_unconfident(
     assert early.source == "cloud" and early.text == ANSWER
     assert "(early escalation), escalated to the cloud" in early.reason
     # judged on the first tokens the consumer saw (decoding may have run a little ahead)
-    assert 4 <= early.confidence.tokens < 40
+    assert 4 <= early.confidence.tokens < 60  # far below the 200-token budget
     with make_runtime(engine, gateway.url, gateway.home.credential, threshold=1.0,
                       early=(0, 0.0)) as rt:
         full = rt.generate(story, params=rt.params(max_tokens=48))
