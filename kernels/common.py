@@ -39,3 +39,40 @@ def find_stop(text: str, stops: tuple[str, ...], emitted: int) -> int | None:
         if idx != -1 and (best is None or idx < best):
             best = idx
     return best
+
+
+class StopText:
+    """An answer's text as it is decoded, cut at the first stop string.
+
+    `add()` returns the part that is safe to show: text that could still be the start of a
+    stop string is held back until a later piece settles it, and `rest()` hands out what
+    is left at the end. Engines yield one event per token, possibly with empty text.
+    """
+
+    __slots__ = ("stops", "text", "stopped", "_hold", "_emitted")
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self.text = ""
+        self.stopped = False  # a stop string was found; `text` ends before it
+        self._hold = max((len(s) for s in stops), default=1) - 1
+        self._emitted = 0  # characters of `text` already handed out
+
+    def add(self, piece: str) -> str:
+        """Append a decoded piece; return the newly safe text ('' while holding back)."""
+        self.text += piece
+        cut = find_stop(self.text, self.stops, self._emitted)
+        if cut is not None:
+            self.text = self.text[:cut]
+            self.stopped = True
+        safe = len(self.text) if self.stopped else max(self._emitted, len(self.text) - self._hold)
+        out = self.text[self._emitted:safe]
+        self._emitted = safe
+        return out
+
+    def rest(self, tail: str = "") -> str:
+        """Append a last piece (if any) and return everything not handed out yet."""
+        self.text += tail
+        out = self.text[self._emitted:]
+        self._emitted = len(self.text)
+        return out

@@ -26,7 +26,7 @@ from kernels.base import (
     TokenStream,
     Usage,
 )
-from kernels.common import check_context, default_threads, find_stop, render_transcript
+from kernels.common import StopText, check_context, default_threads, render_transcript
 from kernels.errors import EngineError, ModelNotFoundError
 from kernels.logprobs import StepRecorder
 from kernels.registry import ResolvedModel
@@ -152,10 +152,7 @@ class LlamaCppEngine:
         budget = min(params.max_tokens, self._info.context_length - len(prompt_tokens))
         recorder = StepRecorder()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = params.stop
-        hold = max((len(s) for s in stops), default=1) - 1
-        emitted = 0  # characters of `text` already yielded
-        text = ""
+        text = StopText(params.stop)
         produced = 0
         reason: FinishReason = "length"
         import llama_cpp
@@ -191,27 +188,19 @@ class LlamaCppEngine:
                     reason = "stop"
                     break
                 produced += 1
-                piece = self._llm.detokenize([token])
-                text += decoder.decode(piece)
-                logprob, entropy = recorder.logprob(token), recorder.entropy
-                cut = find_stop(text, stops, emitted)
-                if cut is not None:
-                    text = text[:cut]
-                    reason = "stop"
-                safe = len(text) if cut is not None else max(emitted, len(text) - hold)
+                shown = text.add(decoder.decode(self._llm.detokenize([token])))
                 # Every token yields one event (possibly with empty text) so that
                 # confidence sees every token; held-back text arrives with a later one.
-                yield TokenEvent(text[emitted:safe], token, logprob, entropy)
-                emitted = safe
-                if cut is not None:
+                yield TokenEvent(shown, token, recorder.logprob(token), recorder.entropy)
+                if text.stopped:
+                    reason = "stop"
                     break
         finally:
             generator.close()
-        if reason != "stop":
-            text += decoder.decode(b"", final=True)
-        if emitted < len(text):
-            # flush what was held back for a stop string that never completed
-            yield TokenEvent(text[emitted:], -1, 0.0, 0.0)
+        # flush what was held back for a stop string that never completed
+        rest = text.rest(decoder.decode(b"", final=True) if reason != "stop" else "")
+        if rest:
+            yield TokenEvent(rest, -1, 0.0, 0.0)
         stream.finish(reason, Usage(len(prompt_tokens), produced))
 
 

@@ -35,7 +35,7 @@ from kernels.base import (
     TokenStream,
     Usage,
 )
-from kernels.common import check_context, default_threads, find_stop, render_transcript
+from kernels.common import StopText, check_context, default_threads, render_transcript
 from kernels.errors import (
     EngineError,
     EngineUnavailableError,
@@ -213,10 +213,7 @@ class OnnxEngine:
         self, prompt_tokens: list[int], params: GenerationParams, stream: TokenStream
     ) -> Iterator[TokenEvent]:
         budget = min(params.max_tokens, self._info.context_length - len(prompt_tokens))
-        stops = params.stop
-        hold = max((len(s) for s in stops), default=1) - 1
-        emitted = 0  # characters of `text` already yielded
-        text = ""
+        text = StopText(params.stop)
         produced = 0
         reason: FinishReason = "length"
         with self._lock:
@@ -242,20 +239,15 @@ class OnnxEngine:
                     produced += 1
                     lse, entropy = step_stats(logits)
                     logprob = float(logits[token]) - lse
-                    text += detok.decode(token)
-                    cut = find_stop(text, stops, emitted)
-                    if cut is not None:
-                        text = text[:cut]
-                        reason = "stop"
-                    safe = len(text) if cut is not None else max(emitted, len(text) - hold)
+                    shown = text.add(detok.decode(token))
                     # one event per token, possibly with empty text, so confidence sees them all
-                    yield TokenEvent(text[emitted:safe], token, logprob, entropy)
-                    emitted = safe
-                    if cut is not None:
+                    yield TokenEvent(shown, token, logprob, entropy)
+                    if text.stopped:
+                        reason = "stop"
                         break
             finally:
                 del generator  # frees the KV cache now, not at the next GC
-        if emitted < len(text):
-            # flush what was held back for a stop string that never completed
-            yield TokenEvent(text[emitted:], -1, 0.0, 0.0)
+        rest = text.rest()  # what was held back for a stop string that never completed
+        if rest:
+            yield TokenEvent(rest, -1, 0.0, 0.0)
         stream.finish(reason, Usage(len(prompt_tokens), produced))
