@@ -28,25 +28,24 @@ class CircuitBreaker:
     def check(self) -> tuple[bool, float]:
         """(True, 0) if a call may go ahead, else (False, seconds until the next trial)."""
         with self._lock:
-            if self._opened_at is None:
-                return True, 0.0
-            wait = self._opened_at + self._reset_s - self._clock()
-            if wait > 0:
-                return False, wait
-            if self._trial_running:
-                return False, self._reset_s
-            self._trial_running = True  # half-open: exactly one trial call
-            return True, 0.0
+            answer = self._state()
+            if answer == (True, 0.0) and self._opened_at is not None:
+                self._trial_running = True  # half-open: exactly one trial call
+            return answer
 
     def peek(self) -> tuple[bool, float]:
         """Like `check` but without claiming the half-open trial (for status displays)."""
         with self._lock:
-            if self._opened_at is None:
-                return True, 0.0
-            wait = self._opened_at + self._reset_s - self._clock()
-            if wait > 0:
-                return False, wait
-            return (False, self._reset_s) if self._trial_running else (True, 0.0)
+            return self._state()
+
+    def _state(self) -> tuple[bool, float]:
+        """Closed, cooling down, or half-open with or without a trial running (lock held)."""
+        if self._opened_at is None:
+            return True, 0.0
+        wait = self._opened_at + self._reset_s - self._clock()
+        if wait > 0:
+            return False, wait
+        return (False, self._reset_s) if self._trial_running else (True, 0.0)
 
     @property
     def failures(self) -> int:
