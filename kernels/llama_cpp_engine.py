@@ -278,15 +278,14 @@ class _Pinned(Iterator[TokenEvent]):
         """The decode loop, on the pinned thread (the engine lock is held for it)."""
         put = self._queue.put
         try:
-            if self._abandoned:  # closed before the pinned thread got to it
-                self._gen = iter(())
-            for event in self._gen:
-                put(event)
-                if self._abandoned:
-                    close = getattr(self._gen, "close", None)
-                    if close is not None:
-                        close()
-                    break
+            if not self._abandoned:  # else closed before the pinned thread got to it
+                for event in self._gen:
+                    put(event)
+                    if self._abandoned:
+                        close = getattr(self._gen, "close", None)
+                        if close is not None:
+                            close()
+                        break
             put(_END)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             put(exc)
