@@ -374,7 +374,7 @@ class Runtime:
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         context = StreamContext(rid, _last_user_text(msgs), plan)
         if plan.route == "cloud":
-            stream = ResultStream(cancel, rid=rid, context=context)
+            stream = ResultStream(cancel, rid=rid, context=context, pace_s=pace_s)
             stream._pieces = routes.run_cloud(self, stream, msgs, chosen, params, plan, started)
             return stream
         slot = self._admit()
@@ -384,8 +384,7 @@ class Runtime:
         except BaseException:
             slot.release()
             raise
-        stream = ResultStream(cancel, slot, rid=rid, context=context)
-        stream.pace_s = pace_s
+        stream = ResultStream(cancel, slot, rid=rid, context=context, pace_s=pace_s)
         if plan.route == "cascade" and streaming:
             pieces = routes.run_cascade_stream(self, stream, slot, local, msgs, chosen, params,
                                                plan, started)

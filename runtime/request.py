@@ -38,13 +38,13 @@ class ResultStream(Iterator[str]):
     """
 
     def __init__(self, cancel: threading.Event, slot: Slot | None = None, *, rid: str = "",
-                 context: StreamContext | None = None) -> None:
+                 context: StreamContext | None = None, pace_s: float = 0.0) -> None:
         self._pieces: Iterator[str] = iter(())
         self._cancel = cancel
         self._slot = slot
         self.id = rid  # known before the first token (the API's response id)
         self.context = context
-        self.pace_s = 0.0  # see Runtime.stream
+        self.pace_s = pace_s  # see Runtime.stream; also paces a local fallback
         self.result: Result | None = None
 
     def __iter__(self) -> ResultStream:
