@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from runtime.router.base import BoolArray, FloatArray, RouterFileError
 
@@ -79,12 +80,15 @@ class LinUcbBandit:
         self._b[a] += reward * x
         self.updates += 1
 
-    def save(self, path: str | Path) -> None:
-        """Persist the learned state (plain arrays, no pickle)."""
+    def save(self, file: str | Path | BinaryIO, **extra: npt.NDArray[Any]) -> None:
+        """Persist the learned state (plain arrays, no pickle), plus any `extra` arrays."""
         c = self.config
-        np.savez(Path(path), a_inv=self._a_inv, b=self._b,
-                 config=np.array([c.alpha, c.ridge, c.cloud_cost]),
-                 updates=np.array(self.updates))
+        arrays: dict[str, Any] = {
+            "a_inv": self._a_inv, "b": self._b,
+            "config": np.array([c.alpha, c.ridge, c.cloud_cost]),
+            "updates": np.array(self.updates), **extra,
+        }
+        np.savez(Path(file) if isinstance(file, str) else file, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> LinUcbBandit:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +20,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from kernels.registry import default_cache_dir
 from runtime.router.base import RouterError
 
 F32 = npt.NDArray[np.float32]
@@ -181,8 +181,7 @@ def _gelu(x: F32) -> F32:
 
 def cache_dir() -> Path:
     """`$XDG_CACHE_HOME/tandem/embeddings` (default `~/.cache/tandem/embeddings`)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tandem" / "embeddings"
+    return default_cache_dir() / "embeddings"
 
 
 def corpus_key(model: str, prompts: Sequence[str]) -> str:

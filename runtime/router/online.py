@@ -28,6 +28,7 @@ import numpy as np
 
 from runtime.router.bandit import ARMS, Arm, BanditConfig, LinUcbBandit, cost_aware_reward
 from runtime.router.base import RouterFileError, RouterVerdict
+from runtime.telemetry import default_path as telemetry_path
 
 log = logging.getLogger("tandem.router.online")
 
@@ -41,8 +42,7 @@ _LOG_TOKENS_SCALE = math.log(4096.0)
 
 def default_path() -> Path:
     """`$XDG_STATE_HOME/tandem/bandit.npz`, next to the telemetry database."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "tandem" / "bandit.npz"
+    return telemetry_path().with_name("bandit.npz")
 
 
 def context_vector(router: RouterVerdict | None, prompt_tokens: int,
@@ -205,13 +205,10 @@ class OnlineRouter:
         os.close(fd)
         tmp = Path(name)
         try:
-            # LinUcbBandit.save owns the array layout; the context names are added to the
-            # same file (tiny: 2 x 6 x 6 floats) so that the file describes itself.
-            self.bandit.save(tmp)
-            with np.load(tmp, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
+            # LinUcbBandit.save owns the array layout; the context names go into the same
+            # file so that it describes itself.
             with tmp.open("wb") as fh:
-                np.savez(fh, **arrays, features=np.array(FEATURES))
+                self.bandit.save(fh, features=np.array(FEATURES))
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
