@@ -20,6 +20,9 @@ from runtime.result import Result
 from tests.device_server import serve_in_thread
 
 HELLO = [{"role": "user", "content": "Say hello."}]
+# An answer that cannot end on its own while a test disconnects mid-stream (text is written
+# every server.stream_interval_ms, so a short greeting may be complete before it notices).
+STORY = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
 
 
 def _runtime(engine: Engine, queue_size: int = 4, max_body: int = 1_048_576) -> Runtime:
@@ -173,7 +176,7 @@ def _open_stream(base_url: str, max_tokens: int) -> socket.socket:
     """Start a streaming request on a raw socket and read until the first token arrives."""
     u = urlparse(base_url)
     sock = socket.create_connection((u.hostname, u.port), timeout=60)
-    body = json.dumps({"model": "tandem", "messages": HELLO, "max_tokens": max_tokens,
+    body = json.dumps({"model": "tandem", "messages": STORY, "max_tokens": max_tokens,
                        "stream": True}).encode()
     sock.sendall(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
