@@ -200,3 +200,23 @@ class EarlyEscalation:
         if not any(c.tokens == n for c in self.checkpoints):
             return False  # skip computing the score between checkpoints
         return self.fires_at(n, running.value().score, threshold)
+
+    def crossed(self, before: int, now: int) -> Checkpoint | None:
+        """The last checkpoint passed while the token count went from `before` to `now`.
+
+        For consumers that take tokens in batches (a paced stream): the check then runs on
+        the first batch that reaches K, over all its tokens, with that checkpoint's margin.
+        """
+        passed = [c for c in self.checkpoints if before < c.tokens <= now]
+        return passed[-1] if passed else None
+
+    def check(self, before: int, running: RunningConfidence,
+              threshold: float) -> Checkpoint | None:
+        """The checkpoint whose check failed since `before` tokens, or None.
+
+        The score is computed only when a checkpoint was passed; a NaN score never fires.
+        """
+        c = self.crossed(before, running.tokens)
+        if c is None:
+            return None
+        return c if running.value().score < threshold - c.margin else None

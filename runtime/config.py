@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from runtime.confidence import Checkpoint, EarlyEscalation
 from runtime.errors import ConfigError
 from runtime.offload import OffloadConfig
 from runtime.policy import PolicyConfig
@@ -68,20 +69,33 @@ class RuntimeConfig:
     telemetry_path: str = ""  # "" = ~/.local/state/tandem/telemetry.sqlite3; "off" = none
     stream_decide_tokens: int = 16  # a streamed prefer-local answer is judged on this many
     send_draft: bool = False  # an escalated request carries the local draft to refine
-    # A whole-answer (non-streamed) prefer-local cascade stops decoding and escalates once
-    # the score over this many tokens is below threshold - margin (0 tokens: never early).
-    early_escalation_tokens: int = 16
-    early_escalation_margin: float = 0.4
+    # A whole-answer (non-streamed) prefer-local cascade stops decoding and escalates at the
+    # first checkpoint (K tokens in) where the running score is below threshold - margin_K.
+    # The defaults are the margins `benchmarks.early_escalation` chose; () = never early.
+    early_escalation_tokens: tuple[int, ...] = (4, 8, 16, 32)
+    early_escalation_margins: tuple[float, ...] = (0.68, 0.46, 0.40, 0.32)
 
     def __post_init__(self) -> None:
         _check(0 <= self.confidence_threshold <= 1, "runtime.confidence_threshold",
                "must be in [0, 1]")
         _check(self.queue_size >= 0, "runtime.queue_size", "must be >= 0")
         _check(self.stream_decide_tokens >= 1, "runtime.stream_decide_tokens", "must be >= 1")
-        _check(self.early_escalation_tokens >= 0, "runtime.early_escalation_tokens",
-               "must be >= 0")
-        _check(0 <= self.early_escalation_margin <= 1, "runtime.early_escalation_margin",
-               "must be in [0, 1]")
+        ks = list(self.early_escalation_tokens)
+        _check(all(k >= 1 for k in ks) and ks == sorted(set(ks)),
+               "runtime.early_escalation_tokens", "must be increasing token counts >= 1")
+        _check(len(self.early_escalation_margins) == len(ks), "runtime.early_escalation_margins",
+               f"must have one margin per checkpoint in runtime.early_escalation_tokens "
+               f"({len(ks)}), not {len(self.early_escalation_margins)}")
+        _check(all(0 <= m <= 1 for m in self.early_escalation_margins),
+               "runtime.early_escalation_margins", "must each be in [0, 1]")
+
+    @property
+    def early_escalation(self) -> EarlyEscalation | None:
+        """The whole-answer cascade's early rule (None: decode every answer in full)."""
+        if not self.early_escalation_tokens:
+            return None
+        return EarlyEscalation(tuple(Checkpoint(k, m) for k, m in zip(
+            self.early_escalation_tokens, self.early_escalation_margins, strict=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +271,8 @@ def _coerce(label: str, annotation: Any, value: Any) -> Any:
         return _coerce(label, args[0], value)
     if origin in (tuple, list):
         if from_env:
-            value = [v.strip() for v in str(value).split(",") if v.strip()]
+            var = value.var
+            value = [_EnvString(var, v.strip()) for v in str(value).split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{label} must be a list, not {type(value).__name__}")
         (item,) = get_args(annotation)[:1]

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from kernels import GenerationParams, Message
-from runtime.confidence import NO_CONFIDENCE, Confidence
+from runtime.confidence import NO_CONFIDENCE, Checkpoint, Confidence
 from runtime.errors import OffloadError
 from runtime.local import LocalRun
 from runtime.result import Result, Timings, Usage
@@ -43,32 +43,33 @@ def run_cascade(
 ) -> Iterator[str]:
     """Whole local answer, then escalate if its confidence is below the threshold.
 
-    Early escalation: once `early_escalation_tokens` tokens are in and their score is
-    below threshold - `early_escalation_margin`, decoding stops and the request
-    escalates at once (the margin keeps this from escalating answers the whole answer's
-    score would keep; `benchmarks.early_escalation` measures both).
+    Early escalation (`runtime.early_escalation_tokens` / `_margins`): at the first
+    checkpoint K where the running score is below threshold - margin_K, decoding stops and
+    the request escalates at once (the margins keep this from escalating answers the whole
+    answer's score would keep; `benchmarks.early_escalation` measures both with the same
+    `EarlyEscalation` rule).
     """
     cfg = rt.config.runtime
     threshold = cfg.confidence_threshold
-    early_k = cfg.early_escalation_tokens
-    early = False
+    rule = cfg.early_escalation
+    fired: Checkpoint | None = None
     try:
+        seen = 0
         for _ in local.pieces():
-            if early_k and local.tokens >= early_k:
-                score = local.confidence.score
-                if score < threshold - cfg.early_escalation_margin:  # NaN: never
-                    early = True
+            if rule is not None and local.tokens < params.max_tokens:  # else nothing to save
+                fired = rule.check(seen, local.running, threshold)
+                seen = local.tokens
+                if fired is not None:
                     local.cancel()  # stop decoding an answer we will not use
                     break
-                early_k = 0  # checked once
     finally:
         local.close()
         slot.release()
     conf = local.confidence
-    if early and not local.cancelled_by_user:
+    if fired is not None and not local.cancelled_by_user:
         why = (f"local confidence {conf.score:.2f} over the first {local.tokens} tokens "
-               f"< threshold {threshold:.2f} - margin {cfg.early_escalation_margin:.2f} "
-               "(early escalation)")
+               f"< threshold {threshold:.2f} - margin {fired.margin:.2f} at checkpoint "
+               f"{fired.tokens} (early escalation)")
         yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why)
         return
     if local.cancelled or not (conf.available and conf.score < threshold):

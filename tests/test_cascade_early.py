@@ -26,6 +26,18 @@ def test_the_early_rule_checks_at_its_checkpoints_only() -> None:
     assert rule.fires(_running([-5.0] * 8), threshold=0.5)
 
 
+def test_a_batched_consumer_checks_each_checkpoint_it_passes_once() -> None:
+    rule = EarlyEscalation((Checkpoint(4, 0.1), Checkpoint(8, 0.3)))
+    assert rule.crossed(0, 3) is None
+    assert rule.crossed(0, 5) == Checkpoint(4, 0.1)
+    assert rule.crossed(4, 7) is None  # checkpoint 4 was checked by the earlier batch
+    assert rule.crossed(2, 9) == Checkpoint(8, 0.3)  # both passed at once: the later margin
+    low = _running([-5.0] * 6)
+    assert rule.check(3, low, threshold=0.5) == Checkpoint(4, 0.1)
+    assert rule.check(4, low, threshold=0.5) is None  # no checkpoint between 4 and 6
+    assert rule.check(0, _running([-0.01] * 6), threshold=0.5) is None  # confident
+
+
 def test_the_early_rule_needs_the_score_clearly_below_threshold() -> None:
     running = _running([-0.4] * 4)
     value = running.value().score

@@ -52,6 +52,12 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("", {"TANDEM_MODEL_COLOUR": "red"}, "unknown environment variable TANDEM_MODEL_COLOUR"),
         ("model = 3\n", {}, "config key model must be a table"),
         ("[model\n", {}, "is not valid TOML"),
+        ("[runtime]\nearly_escalation_tokens = [16, 8]\nearly_escalation_margins = [0.1, 0.1]\n",
+         {}, "runtime.early_escalation_tokens must be increasing token counts >= 1"),
+        ("", {"TANDEM_RUNTIME_EARLY_ESCALATION_TOKENS": "8,16"},
+         r"runtime.early_escalation_margins must have one margin per checkpoint .*\(2\), not 4"),
+        ("[runtime]\nearly_escalation_margins = [0.7, 0.4, 1.5, 0.3]\n", {},
+         r"runtime.early_escalation_margins must each be in \[0, 1\]"),
     ],
 )
 def test_bad_values_name_the_key(
@@ -64,3 +70,18 @@ def test_bad_values_name_the_key(
 def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"config file not found: {tmp_path / 'nope.toml'}"):
         load_config(tmp_path / "nope.toml", env={})
+
+
+def test_early_escalation_checkpoints_from_config() -> None:
+    rule = load_config(env={}).runtime.early_escalation
+    assert rule is not None
+    assert [(c.tokens, c.margin) for c in rule.checkpoints] == [(4, 0.68), (8, 0.46), (16, 0.4),
+                                                          (32, 0.32)]
+    cfg = load_config(env={"TANDEM_RUNTIME_EARLY_ESCALATION_TOKENS": "4,12",
+                           "TANDEM_RUNTIME_EARLY_ESCALATION_MARGINS": "0.5,0.25"})
+    rule = cfg.runtime.early_escalation
+    assert rule is not None
+    assert [(c.tokens, c.margin) for c in rule.checkpoints] == [(4, 0.5), (12, 0.25)]
+    off = load_config(env={"TANDEM_RUNTIME_EARLY_ESCALATION_TOKENS": "",
+                           "TANDEM_RUNTIME_EARLY_ESCALATION_MARGINS": ""})
+    assert off.runtime.early_escalation is None

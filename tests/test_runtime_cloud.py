@@ -70,7 +70,8 @@ class EchoUpstream:
 def make_runtime(
     engine: Engine, gw_url: str, credential: str, *, mode: str = "prefer-local",
     threshold: float = 0.5, upstream_model: str = "", privacy: PrivacyConfig | None = None,
-    deadline_s: float = 20.0, send_draft: bool = False, early: tuple[int, float] = (16, 0.4),
+    deadline_s: float = 20.0, send_draft: bool = False,
+    early: tuple[tuple[int, ...], tuple[float, ...]] = ((), ()),
     **offload: Any,
 ) -> Runtime:
     cfg: TandemConfig = load_config(env={})
@@ -78,7 +79,7 @@ def make_runtime(
         runtime=RuntimeConfig(mode=mode, confidence_threshold=threshold,  # type: ignore[arg-type]
                               telemetry_path=tempfile.mkdtemp() + "/telemetry.sqlite3",
                               send_draft=send_draft, early_escalation_tokens=early[0],
-                              early_escalation_margin=early[1]),
+                              early_escalation_margins=early[1]),
         offload=OffloadConfig(url=gw_url, credential=credential, deadline_s=deadline_s,
                               **offload),
         privacy=privacy or PrivacyConfig(),
@@ -203,14 +204,21 @@ def test_a_whole_answer_cascade_stops_decoding_once_clearly_unconfident(
         engine: Engine, gateway: RunningGateway) -> None:
     story = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
     with make_runtime(engine, gateway.url, gateway.home.credential, threshold=1.0,
-                      early=(4, 0.0)) as rt:
+                      early=((4,), (0.0,))) as rt:
         early = rt.generate(story, params=rt.params(max_tokens=200))
     assert early.source == "cloud" and early.text == ANSWER
     assert "(early escalation), escalated to the cloud" in early.reason
     # judged on the first tokens the consumer saw (decoding may have run a little ahead)
     assert 4 <= early.confidence.tokens < 60  # far below the 200-token budget
+    assert "margin 0.00 at checkpoint 4 (early escalation)" in early.reason
+    # a checkpoint whose margin cannot be met (score < 0) passes; the next one fires
     with make_runtime(engine, gateway.url, gateway.home.credential, threshold=1.0,
-                      early=(0, 0.0)) as rt:
+                      early=((4, 12), (1.0, 0.0))) as rt:
+        later = rt.generate(story, params=rt.params(max_tokens=200))
+    assert later.source == "cloud" and "at checkpoint 12 (early escalation)" in later.reason
+    assert 12 <= later.confidence.tokens < 60
+    with make_runtime(engine, gateway.url, gateway.home.credential, threshold=1.0,
+                      early=((), ())) as rt:
         full = rt.generate(story, params=rt.params(max_tokens=48))
     assert full.source == "cloud" and "early" not in full.reason
     assert full.confidence.tokens == 48  # the whole local answer was generated and judged
