@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import sqlite3
 import threading
 import time
@@ -30,6 +29,7 @@ from runtime import routes
 from runtime.cloud import CloudPath
 from runtime.confidence import RunningConfidence
 from runtime.config import MODES, Mode, TandemConfig
+from runtime.cues import task_cues
 from runtime.errors import ModeError, QueueFullError
 from runtime.local import LocalRun
 from runtime.monitor import Monitor
@@ -79,20 +79,6 @@ def to_messages(messages: MessagesLike) -> list[Message]:
 
 def _last_user_text(messages: Sequence[Message]) -> str:
     return next((m.content for m in reversed(messages) if m.role == "user"), "")
-
-
-_CUES = {
-    "code": re.compile(r"```|\b(?:def|class|function|import|SELECT|regex|python|javascript|"
-                       r"compile|stack trace|bug)\b", re.I),
-    "math": re.compile(r"\d\s*[-+*/^=]\s*\d|\b(?:solve|equation|integral|derivative|"
-                       r"probability|how many|calculate)\b", re.I),
-    "translation": re.compile(r"\btranslat(?:e|ion)\b", re.I),
-}
-
-
-def task_cues(text: str) -> tuple[str, ...]:
-    """Cheap task cues of a prompt (for `policy.cloud_task_cues`)."""
-    return tuple(name for name, pattern in _CUES.items() if pattern.search(text))
 
 
 class Runtime:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from runtime.config import MODES, Mode
+from runtime.cues import task_cues
 from runtime.errors import OffloadError, PrivacyBlockError
 from runtime.monitor.snapshot import (
     BatteryState,
@@ -357,3 +358,15 @@ def test_decision_values_are_frozen() -> None:
     assert isinstance(decision, Decision)
     with pytest.raises(dataclasses.FrozenInstanceError):
         decision.route = "cloud"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "cues"),
+    [
+        ("Fix this python bug: ```x = 1```", ("code",)),
+        ("Solve 3 + 4 = x and translate the answer to French", ("math", "translation")),
+        ("Tell me about the weather in spring.", ()),
+    ],
+)
+def test_task_cues_of_a_prompt(prompt: str, cues: tuple[str, ...]) -> None:
+    assert task_cues(prompt) == cues

@@ -26,15 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from runtime.cues import CUE_NAMES
 from runtime.router.bandit import ARMS, Arm, BanditConfig, LinUcbBandit, cost_aware_reward
 from runtime.router.base import RouterFileError, RouterVerdict
 from runtime.telemetry import default_path as telemetry_path
 
 log = logging.getLogger("tandem.router.online")
 
-CUES = ("code", "math", "translation")  # the runtime's task cues (runtime.facade.task_cues)
 FEATURES: tuple[str, ...] = ("bias", "p_strong_wins", "log_prompt_tokens",
-                             *(f"cue_{c}" for c in CUES))
+                             *(f"cue_{c}" for c in CUE_NAMES))
 DIM = len(FEATURES)
 # log(1 + tokens) / log(4096): about 1 for a 4k-token prompt, so no feature dwarfs the bias.
 _LOG_TOKENS_SCALE = math.log(4096.0)
@@ -55,7 +55,7 @@ def context_vector(router: RouterVerdict | None, prompt_tokens: int,
     p = router.p_strong_wins if router is not None else None
     return (1.0, 0.5 if p is None else float(p),
             math.log1p(max(prompt_tokens, 0)) / _LOG_TOKENS_SCALE,
-            *(1.0 if c in task_cues else 0.0 for c in CUES))
+            *(1.0 if c in task_cues else 0.0 for c in CUE_NAMES))
 
 
 @dataclass(frozen=True, slots=True)
