@@ -5,9 +5,8 @@ log-likelihood: the prompt is `PROMPT`, `"Question: {question}\\nAnswer:"` (plai
 template) and each option `" {text}"` is scored by the sum of its token log-probabilities;
 the answer is the highest sum. A second on-device model, the peer (default
 `bundled:gemma3-270m`), scores the same options; its view feeds the confidence only.
-Log-probs of *given* tokens need every position's logits, so this benchmark loads its own
-`Llama(logits_all=True)` (not the runtime's engine, which avoids that cost) and calls it from
-the main thread only (llama.cpp's OpenMP pool is per calling thread).
+Scoring is `kernels.options.OptionScorer`, the device's own multiple-choice scorer (its own
+`Llama(logits_all=True)`, called from the main thread only).
 
 The confidence is `runtime.calibration`: a logistic model over on-device signals
 (`MC_FEATURES`), scored out-of-fold (stratified k-fold, seeded) so every item is judged by
@@ -39,10 +38,10 @@ from typing import Any
 import numpy as np
 
 from benchmarks._report import emit, out_path, table
+from kernels.options import PROMPT, OptionScorer, OptionScores
 from runtime.calibration import (
     MC_FEATURES,
     PEER_FEATURES,
-    OptionScores,
     fit,
     mc_features,
     peer_features,
@@ -54,9 +53,9 @@ DEFAULT_DATASET = {"arc": DATA / "qa" / "arc_easy", "mmlu": DATA / "qa" / "mmlu"
 ROUTING_MMLU = DATA / "routing" / "mmlu.csv.gz"
 SHARES = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 TARGET_AUROC_ARC = 0.68
-# lm-evaluation-harness's ARC prompt (the data's `query` field): 0.48 vs 0.45 accuracy without
-# the "Question:" prefix on 150 items (seed 1) for SmolLM2-135M, 0.60 vs 0.53 (40) for Gemma
-PROMPT = "Question: {question}\nAnswer:"
+# The scorer's prompt is lm-evaluation-harness's ARC prompt (the data's `query` field): 0.48 vs
+# 0.45 accuracy without the "Question:" prefix on 150 items (seed 1) for SmolLM2-135M, 0.60 vs
+# 0.53 (40) for Gemma.
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,92 +138,6 @@ def sample(items: list[Item], limit: int, seed: int) -> list[Item]:
 # -- the local model ------------------------------------------------------------------------
 
 
-class OptionScorer:
-    """Log-likelihoods of given continuations, from one `Llama(logits_all=True)`."""
-
-    def __init__(
-        self, model: str, threads: int, context_length: int = 512, prompt: str = PROMPT
-    ) -> None:
-        from llama_cpp import Llama
-
-        from kernels.common import default_threads
-        from kernels.registry import resolve
-
-        resolved = resolve(model)
-        self.model_id = resolved.id
-        self.prompt = prompt
-        self._llm = Llama(
-            model_path=str(resolved.path), n_ctx=context_length, logits_all=True,
-            n_threads=threads or default_threads(), n_threads_batch=threads or default_threads(),
-            verbose=False,
-        )
-        self._null = self._tokens("Answer:")
-        self.truncated = 0  # questions cut from the left to fit the context
-
-    def _tokens(self, text: str) -> list[int]:
-        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
-
-    def _logprobs(self, rows: np.ndarray, targets: list[int]) -> np.ndarray:
-        x = rows.astype(np.float64)
-        peak = x.max(axis=1, keepdims=True)
-        lse = peak[:, 0] + np.log(np.exp(x - peak).sum(axis=1))
-        out: np.ndarray = x[np.arange(len(targets)), targets] - lse
-        return out
-
-    def _continuations(self, context: list[int], options: list[list[int]]) -> list[np.ndarray]:
-        """Token log-probs of each option after `context` (the context is evaluated once)."""
-        llm = self._llm
-        llm.reset()  # type: ignore[no-untyped-call]
-        llm.eval(context)
-        n = llm.n_tokens
-        out = []
-        for toks in options:
-            llm.n_tokens = n  # rewind to the end of the context: its KV cache is reused
-            llm.eval(toks)
-            rows = np.asarray(llm.scores[n - 1 : n - 1 + len(toks)])
-            out.append(self._logprobs(rows, toks))
-        return out
-
-    def context(self, question: str) -> list[int]:
-        """The prompt's tokens, with BOS when the model's tokenizer asks for it (Gemma)."""
-        text = self.prompt.format(question=question).encode("utf-8")
-        return list(self._llm.tokenize(text, add_bos=True))
-
-    def score(self, item: Item, unconditional: bool = True) -> OptionScores:
-        """Score every option of `item` (conditional and unconditional) and the question.
-
-        `unconditional=False` skips the content-free pass (its sums are then reported as 0).
-        """
-        context = self.context(item.question)
-        options = [self._tokens(f" {o}") or self._tokens(" ") for o in item.options]
-        room = self._llm.n_ctx() - max(len(t) for t in options)
-        if len(context) > room:
-            # A long passage: keep BOS and the end of the question (its "Answer:" cue).
-            head = context[:1] if context[0] == self._llm.token_bos() else []
-            context = head + context[len(context) - (room - len(head)):]
-            self.truncated += 1
-        cond = self._continuations(context, options)
-        # the question's own tokens, read from the logits the context eval left behind
-        q = np.asarray(self._llm.scores[: len(context) - 1])
-        prompt_lp = self._logprobs(q, context[1:]) if len(context) > 1 else np.zeros(1)
-        uncond = (
-            self._continuations(self._null, options) if unconditional
-            else [np.zeros(1) for _ in options]
-        )
-        return OptionScores(
-            option_logprob=tuple(float(c.sum()) for c in cond),
-            option_tokens=tuple(len(t) for t in options),
-            option_chars=tuple(len(o) + 1 for o in item.options),
-            option_unconditional=tuple(float(u.sum()) for u in uncond),
-            prompt_mean_logprob=float(prompt_lp.mean()),
-            prompt_tokens=len(context),
-            option_first=tuple(float(c[0]) for c in cond),
-        )
-
-    def close(self) -> None:
-        self._llm.close()
-
-
 # -- evaluation -----------------------------------------------------------------------------
 
 
@@ -300,7 +213,7 @@ def score_items(
     try:
         scored = []
         for k, item in enumerate(items, 1):
-            scored.append((item, scorer.score(item, unconditional)))
+            scored.append((item, scorer.score(item.question, item.options, unconditional)))
             if k % 100 == 0:
                 print(f"  {scorer.model_id}: scored {k}/{len(items)}", flush=True)
     finally:

@@ -68,20 +68,29 @@ Fold = tuple[np.ndarray, np.ndarray]
 Trainer = Callable[[RoutingData, int], Router]
 
 
-def random_folds(n: int, seed: int) -> list[Fold]:
-    """Two folds from a seeded permutation: (train, test) and its swap."""
+def _cuts(n: int, k: int) -> list[tuple[int, int]]:
+    """The k parts of range(n), last part first (k=2 keeps the half/half scheme's order)."""
+    return [(n * i // k, n * (i + 1) // k) for i in reversed(range(k))]
+
+
+def random_folds(n: int, seed: int, k: int = 2) -> list[Fold]:
+    """K folds from a seeded permutation; each part is held out once (k=2: half/half)."""
     idx = np.random.default_rng(seed).permutation(n)
-    a, b = idx[: n // 2], idx[n // 2 :]
-    return [(a, b), (b, a)]
+    out = []
+    for lo, hi in _cuts(n, k):
+        out.append((np.r_[idx[:lo], idx[hi:]], idx[lo:hi]))
+    return out
 
 
-def subject_folds(groups: tuple[str, ...], seed: int) -> list[Fold]:
-    """Two folds holding out whole groups: half the (shuffled) subjects each way."""
+def subject_folds(groups: tuple[str, ...], seed: int, k: int = 2) -> list[Fold]:
+    """K folds holding out whole groups: the (shuffled) subjects cut into k parts."""
     names = np.random.default_rng(seed).permutation(sorted(set(groups)))
-    first = set(names[: len(names) // 2].tolist())
-    in_first = np.array([g in first for g in groups])
-    a, b = np.nonzero(in_first)[0], np.nonzero(~in_first)[0]
-    return [(a, b), (b, a)]
+    g = np.asarray(groups)
+    out = []
+    for lo, hi in _cuts(len(names), k):
+        held = np.isin(g, names[lo:hi])
+        out.append((np.nonzero(~held)[0], np.nonzero(held)[0]))
+    return out
 
 
 def trainers(encoder: LookupEncoder | None, done: dict[str, Router],
@@ -234,22 +243,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--skip-gsm8k", action="store_true")
+    ap.add_argument("--folds", type=int, default=2,
+                    help="K-fold cross-validation (default 2: the half/half splits); "
+                         "every query is still scored once, by a router trained on (K-1)/K")
     ap.add_argument("--embed", action="store_true",
                     help="also run hashed_lr_knn (router-embed extra; slow on a cold cache)")
     ap.add_argument("--embed-lr", action="store_true", help="also run hashed_emb_lr")
     args = ap.parse_args(argv)
+    if not 2 <= args.folds <= 57:  # subject folds need at least one of the 57 subjects each
+        ap.error(f"--folds must be in 2..57, not {args.folds}")
     embed = args.embed or args.embed_lr
 
     mmlu = load_routing_data(DATA / "mmlu.csv.gz")
     started = time.perf_counter()
     encoders = {"mmlu": embeddings(mmlu) if embed else None}
     splits: dict[str, tuple[RoutingData, list[Fold]]] = {
-        "random": (mmlu, random_folds(len(mmlu), args.seed)),
-        "subject": (mmlu, subject_folds(mmlu.groups, args.seed)),
+        "random": (mmlu, random_folds(len(mmlu), args.seed, args.folds)),
+        "subject": (mmlu, subject_folds(mmlu.groups, args.seed, args.folds)),
     }
     if not args.skip_gsm8k:
         gsm = load_routing_data(DATA / "gsm8k.csv.gz")
-        splits["gsm8k_random"] = (gsm, random_folds(len(gsm), args.seed))
+        splits["gsm8k_random"] = (gsm, random_folds(len(gsm), args.seed, args.folds))
         encoders["gsm8k"] = embeddings(gsm) if embed else None
     embed_seconds = time.perf_counter() - started
     ours_name = NGRAM  # the blend (--embed) did not beat it on the reported seed
@@ -312,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, Any] = {
         "benchmark": "routing",
         "seed": args.seed,
+        "folds": args.folds,
         "apgr_grid": "trapezoid over c = 0, 0.01, ..., 1; CPT exact over k/n",
         "metrics": results,
         "fold_apgr": fold_apgr,

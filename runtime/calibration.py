@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from kernels.options import OptionScores as OptionScores  # re-exported: the signals read it
 from runtime.errors import TandemError
 
 FORMAT = "tandem.calibration/1"
@@ -67,37 +68,6 @@ _DIGIT = re.compile(r"\d")
 
 class CalibrationError(TandemError):
     """A calibration file is missing, malformed, or lacks a feature the caller did not give."""
-
-
-@dataclass(frozen=True, slots=True)
-class OptionScores:
-    """What the local model said about one multiple-choice item (all log-probs in nats).
-
-    `option_logprob[i]` is the summed log-probability of option i's tokens after the
-    question; `option_unconditional[i]` the same after a content-free prompt ("Answer:");
-    `option_first[i]` the log-probability of its first token only (empty: use the sums).
-    """
-
-    option_logprob: tuple[float, ...]
-    option_tokens: tuple[int, ...]
-    option_chars: tuple[int, ...]
-    option_unconditional: tuple[float, ...]
-    prompt_mean_logprob: float
-    prompt_tokens: int
-    option_first: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        n = len(self.option_logprob)
-        sizes = (len(self.option_tokens), len(self.option_chars), len(self.option_unconditional))
-        if self.option_first and len(self.option_first) != n:
-            raise ValueError("OptionScores.option_first must have one value per option")
-        if n < 2 or any(s != n for s in sizes):
-            raise ValueError("OptionScores needs >= 2 options and equal-length fields")
-
-    @property
-    def chosen(self) -> int:
-        """The local answer: the option with the highest summed log-likelihood."""
-        return int(np.argmax(self.option_logprob))
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

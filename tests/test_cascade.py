@@ -15,13 +15,13 @@ import pytest
 from benchmarks.cascade import (
     DEFAULT_DATASET,
     Item,
-    OptionScorer,
     join_gpt4,
     load_arc,
     load_mmlu,
     main,
     sample,
 )
+from kernels.options import OptionScorer
 from runtime.calibration import PEER_FEATURES, peer_features
 
 
@@ -81,7 +81,7 @@ def test_rewound_option_scores_equal_scoring_each_option_from_scratch(
     scorer: OptionScorer,
 ) -> None:
     item = Item("What colour is the sky on a clear day?", ("blue", "green", "red"), 0)
-    got = scorer.score(item)
+    got = scorer.score(item.question, item.options)
     context = scorer.context(item.question)
     assert scorer._llm.detokenize(context) == f"Question: {item.question}\nAnswer:".encode()
     for i, option in enumerate(item.options):
@@ -100,7 +100,7 @@ def test_rewound_option_scores_equal_scoring_each_option_from_scratch(
 def test_a_question_longer_than_the_context_is_cut_from_the_left(scorer: OptionScorer) -> None:
     before = scorer.truncated
     item = Item("word " * 700 + "Which is a colour?", ("blue", "seven"), 0)
-    got = scorer.score(item)
+    got = scorer.score(item.question, item.options)
     assert scorer.truncated == before + 1
     assert got.prompt_tokens == scorer._llm.n_ctx() - max(got.option_tokens)
     assert all(math.isfinite(x) for x in got.option_logprob)
@@ -143,7 +143,8 @@ def test_the_gemma_peer_prompt_starts_with_bos_and_it_backs_easy_answers(
         assert peer.context("Hi")[0] == 2  # Gemma's <bos>; SmolLM2's tokenizer adds none
         assert scorer.context("Hi")[0] != 1
         for item in items:
-            own, theirs = scorer.score(item), peer.score(item, unconditional=False)
+            own = scorer.score(item.question, item.options)
+            theirs = peer.score(item.question, item.options, unconditional=False)
             assert theirs.option_unconditional == (0.0,) * len(item.options)
             assert theirs.chosen == item.gold  # the 270M model knows these
             f = peer_features(own, theirs)

@@ -1,0 +1,45 @@
+"""The routing benchmark's cross-validation folds: every query held out exactly once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.routing import main, random_folds, subject_folds
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_random_folds_hold_out_each_query_once(k: int) -> None:
+    folds = random_folds(101, seed=1, k=k)
+    assert len(folds) == k
+    held = np.concatenate([test for _, test in folds])
+    assert sorted(held.tolist()) == list(range(101))
+    for train, test in folds:
+        assert not set(train.tolist()) & set(test.tolist())
+        assert len(train) + len(test) == 101
+        assert abs(len(test) - 101 / k) < 1
+
+
+def test_two_random_folds_are_the_half_half_split() -> None:
+    idx = np.random.default_rng(1).permutation(10)
+    (tr0, te0), (tr1, te1) = random_folds(10, seed=1)
+    assert te0.tolist() == idx[5:].tolist() == tr1.tolist()
+    assert te1.tolist() == idx[:5].tolist() == tr0.tolist()
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_subject_folds_hold_out_whole_subjects(k: int) -> None:
+    groups = tuple(f"s{i % 9}" for i in range(90))
+    folds = subject_folds(groups, seed=0, k=k)
+    held = np.concatenate([test for _, test in folds])
+    assert sorted(held.tolist()) == list(range(90))
+    for train, test in folds:
+        seen = {groups[i] for i in train}
+        assert seen and not seen & {groups[i] for i in test}
+
+
+def test_folds_out_of_range_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--folds", "1"])
+    assert exc.value.code == 2
+    assert "--folds must be in 2..57, not 1" in capsys.readouterr().err
