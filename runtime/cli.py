@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kernels import EngineError, ModelNotFoundError
+from runtime.calibration import CalibrationError
 from runtime.config import MODES, TandemConfig, load_config
 from runtime.errors import ConfigError, TandemError
 
@@ -49,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     mon.add_argument("--json", action="store_true", help="JSON instead of text")
     mon.add_argument("--interval", type=float, default=1.0, metavar="SECONDS")
 
+    choose = sub.add_parser(
+        "choose", help="answer a multiple-choice question on the device, with P(right)")
+    choose.add_argument("question")
+    choose.add_argument("options", nargs="+", metavar="OPTION", help="at least two")
+    choose.add_argument("--calibration", metavar="PATH",
+                        help="calibration JSON (default: the bundled ARC-Easy fit)")
+    choose.add_argument("--threshold", type=float, default=None, metavar="P",
+                        help="escalate below this P(right) (default: runtime.confidence_threshold)")
+    choose.add_argument("--json", action="store_true", help="print the Choice as JSON")
+
     sub.add_parser("models", help="list the bundled models and where they are")
     sub.add_parser("gateway", help="the cloud gateway: keygen, enroll, revoke, serve, keys",
                    add_help=False)
@@ -83,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) if exc.code in (0, None) else EXIT_USAGE
     try:
         return _dispatch(args)
-    except (ConfigError, ModelNotFoundError, ValueError) as exc:
+    except (ConfigError, CalibrationError, ModelNotFoundError, ValueError) as exc:
         print(f"tandem: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (TandemError, EngineError) as exc:
@@ -137,9 +148,33 @@ def _dispatch(args: argparse.Namespace) -> int:
             print()
             print(interface.describe(stream.result), file=sys.stderr)
         return EXIT_OK
+    if args.command == "choose":
+        return _choose(args, config)
     if args.command == "chat":
         return interface.chat(config, mode=args.mode)
     raise AssertionError(args.command)  # pragma: no cover
+
+
+def _choose(args: argparse.Namespace, config: TandemConfig) -> int:
+    from runtime.choice import LocalChooser
+
+    if len(args.options) < 2:
+        raise ValueError(f"choose needs at least 2 options, got {len(args.options)}")
+    threshold = (config.runtime.confidence_threshold if args.threshold is None
+                 else args.threshold)
+    with LocalChooser(args.calibration, threshold=threshold,
+                      threads=config.model.threads) as chooser:
+        choice = chooser.choose(args.question, args.options)
+    if args.json:
+        print(json.dumps(choice.to_dict(), indent=2))
+        return EXIT_OK
+    verdict = ("below the threshold: escalate" if choice.escalate
+               else "the device answers")
+    print(f"{chr(65 + choice.index) if choice.index < 26 else choice.index + 1}. "
+          f"{choice.option}")
+    print(f"P(right) {choice.p_correct:.2f} vs threshold {choice.threshold:.2f}: {verdict} "
+          f"({choice.model}{', peer ' + choice.peer if choice.peer else ''})", file=sys.stderr)
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,104 @@
+"""Multiple choice on the device: the real local model and peer, the bundled calibration."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.cascade import DEFAULT_DATASET, load_arc, sample
+from runtime.calibration import PEER_FEATURES, CalibratedConfidence, CalibrationError
+from runtime.choice import DEFAULT_CALIBRATION, LocalChooser
+from runtime.cli import main as cli
+
+
+@pytest.fixture(scope="module")
+def chooser() -> Iterator[LocalChooser]:
+    with LocalChooser(threads=1) as c:
+        yield c
+
+
+def test_the_bundled_calibration_names_its_models_and_reads_the_peer() -> None:
+    cal = CalibratedConfidence.load(DEFAULT_CALIBRATION)
+    assert cal.meta["model"] == "bundled:smollm2-135m"
+    assert cal.meta["peer"] == "bundled:gemma3-270m"
+    assert set(PEER_FEATURES) <= set(cal.features)
+
+
+def test_an_easy_question_is_answered_with_its_signals(chooser: LocalChooser) -> None:
+    c = chooser.choose("What colour is the sky on a clear day?", ["blue", "green", "red"])
+    assert (c.index, c.option) == (0, "blue")
+    assert 0.0 < c.p_correct < 1.0
+    assert list(c.signals) == list(chooser.calibration.features)
+    assert c.signals["agree_peer"] == 1.0  # Gemma picks blue too
+    assert (c.model, c.peer) == ("bundled:smollm2-135m", "bundled:gemma3-270m")
+    d = json.loads(json.dumps(c.to_dict()))
+    assert d["option"] == "blue" and d["escalate"] == (c.p_correct < 0.5)
+
+
+def test_p_correct_separates_right_from_wrong_answers_on_arc(chooser: LocalChooser) -> None:
+    # 40 bundled ARC-Easy items; the calibration was fitted on all of ARC-Easy, so this is
+    # in-sample: it checks the wiring (signals, order, weights), not the held-out AUROC.
+    items = sample(load_arc(DEFAULT_DATASET["arc"]), 40, seed=3)
+    got = [chooser.choose(it.question, list(it.options)) for it in items]
+    right = np.array([c.index == it.gold for c, it in zip(got, items, strict=True)])
+    p = np.array([c.p_correct for c in got])
+    assert 0 < right.sum() < len(items)
+    assert p[right].mean() > p[~right].mean() + 0.1
+
+
+def test_escalate_follows_the_threshold(chooser: LocalChooser) -> None:
+    c = chooser.choose("Which animal barks?", ["a cat", "a dog", "a fish", "a bird"])
+    assert c.threshold == 0.5 and c.escalate == (c.p_correct < 0.5)
+    assert replace(c, threshold=1.0).escalate and not replace(c, threshold=0.0).escalate
+
+
+@pytest.mark.parametrize(
+    ("question", "options", "message"),
+    [
+        ("", ["a", "b"], "question must be a non-empty string"),
+        ("Which?", ["a"], "need at least 2 options, got 1"),
+        ("Which?", ["a", "  "], "option 1 must be a non-empty string"),
+    ],
+)
+def test_bad_questions_are_refused(chooser: LocalChooser, question: str, options: list[str],
+                                   message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        chooser.choose(question, options)
+
+
+def _calibration(tmp_path: Path, **meta: str) -> Path:
+    cal = CalibratedConfidence.load(DEFAULT_CALIBRATION)
+    data = cal.to_dict()
+    data["meta"] = {**data["meta"], **meta}
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_calibration_is_used_only_with_its_own_models(tmp_path: Path) -> None:
+    with pytest.raises(CalibrationError, match="fitted on bundled:smollm2-135m's signals, not"):
+        LocalChooser(model="bundled:gemma3-270m")
+    with pytest.raises(CalibrationError, match="fitted with peer bundled:gemma3-270m, not x"):
+        LocalChooser(peer="x")
+    with pytest.raises(CalibrationError, match="reads peer signals but names no peer"):
+        LocalChooser(_calibration(tmp_path, peer=""))
+    with pytest.raises(CalibrationError, match="cannot read"):
+        LocalChooser(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="threshold must be in"):
+        LocalChooser(threshold=1.5)
+
+
+def test_the_cli_answers_and_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["choose", "What colour is the sky on a clear day?", "blue", "green",
+                "--json", "--threshold", "0.2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["option"] == "blue" and out["threshold"] == 0.2
+    assert cli(["choose", "Which?", "only one"]) == 2
+    assert "choose needs at least 2 options, got 1" in capsys.readouterr().err
+    assert cli(["choose", "Which?", "a", "b", "--calibration", "/nonexistent.json"]) == 2
+    assert "calibration: cannot read /nonexistent.json" in capsys.readouterr().err
