@@ -6,6 +6,7 @@
     GET  /v1/device/status      the resource snapshot
     POST /v1/device/signals     battery / thermal values pushed by an app
     POST /v1/feedback           a user's verdict on an answer (telemetry for the router)
+    POST /v1/choose             a multiple-choice question: `Runtime.choose` (see below)
 
 Errors are OpenAI-shaped: `{"error": {"message", "type", "param", "code"}}` with a 4xx
 status for anything the client can fix; the server keeps serving after each.
@@ -198,6 +199,27 @@ async def feedback(request: web.Request) -> web.Response:
     return web.json_response({"id": answer_id, "recorded": True})
 
 
+async def choose(request: web.Request) -> web.Response:
+    """`{"question": "…", "options": ["…", "…"], "mode": "…"?}` → a `ChoiceResult` object.
+
+    The mode may also come from the `X-Tandem-Mode` header, as for chat completions.
+    """
+    runtime = request.app[RUNTIME]
+    body = await _json_body(request)
+    question, options = body.get("question"), body.get("options")
+    if not isinstance(question, str):
+        raise ApiError(400, "question must be a string", "invalid_value", "question")
+    if not isinstance(options, list):
+        raise ApiError(400, "options must be a list of strings", "invalid_value", "options")
+    mode = _opt(body, "mode", str) or request.headers.get("X-Tandem-Mode")
+    try:
+        result = await asyncio.get_running_loop().run_in_executor(
+            request.app[EXECUTOR], lambda: runtime.choose(question, options, mode=mode))
+    except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body or re-raised
+        raise map_runtime_error(exc) from exc
+    return web.json_response(result.to_dict())
+
+
 def create_app(runtime: Runtime) -> web.Application:
     """Build the device API around a `Runtime` (which the caller owns and closes)."""
     app = web.Application(
@@ -211,4 +233,5 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/v1/device/status", device_status)
     app.router.add_post("/v1/device/signals", device_signals)
     app.router.add_post("/v1/feedback", feedback)
+    app.router.add_post("/v1/choose", choose)
     return app

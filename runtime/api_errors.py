@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from kernels import ContextOverflowError, EngineError
+from runtime.calibration import CalibrationError
 from runtime.errors import ModeError, OffloadError, PrivacyBlockError, QueueFullError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -70,6 +71,8 @@ def map_runtime_error(exc: Exception) -> ApiError:
         return ApiError(400, str(exc), "privacy_block", "messages")
     if isinstance(exc, OffloadError):
         return ApiError(503, str(exc), "cloud_unavailable")
+    if isinstance(exc, CalibrationError):
+        return ApiError(503, str(exc), "calibration_unavailable")
     if isinstance(exc, ValueError):
         return ApiError(400, str(exc), "invalid_value")
     if isinstance(exc, EngineError):

@@ -20,11 +20,14 @@ and refuses others.
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from kernels import GenerationParams, Message
 from kernels.options import OptionScorer
 from runtime.calibration import (
     PEER_FEATURES,
@@ -33,6 +36,10 @@ from runtime.calibration import (
     mc_features,
     peer_features,
 )
+from runtime.errors import OffloadError
+
+if TYPE_CHECKING:
+    from runtime.facade import Runtime
 
 DEFAULT_CALIBRATION = Path(__file__).resolve().parent / "data" / "calibration-arc.json"
 DEFAULT_MODEL = "bundled:smollm2-135m"
@@ -114,14 +121,7 @@ class LocalChooser:
 
     def choose(self, question: str, options: Sequence[str]) -> Choice:
         """The local answer to `question` among `options`, and P(it is right)."""
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError("question must be a non-empty string")
-        opts = list(options)
-        if len(opts) < 2:
-            raise ValueError(f"need at least 2 options, got {len(opts)}")
-        for i, o in enumerate(opts):
-            if not isinstance(o, str) or not o.strip():
-                raise ValueError(f"option {i} must be a non-empty string")
+        opts = check_question(question, options)
         own = self._scorer.score(question, opts)
         signals = mc_features(own, question, opts)
         if self._peer is not None:
@@ -142,3 +142,134 @@ class LocalChooser:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- the multiple-choice cascade in the runtime ------------------------------------------------
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+CLOUD_INSTRUCTION = "Answer with the letter of the correct option only."
+_LETTER = re.compile(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])")
+
+
+def check_question(question: str, options: Sequence[str]) -> list[str]:
+    """The options as a list, or ValueError naming what is wrong with the question."""
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("question must be a non-empty string")
+    if isinstance(options, str):
+        raise ValueError("options must be a list of strings, not one string")
+    opts = list(options)
+    if len(opts) < 2:
+        raise ValueError(f"need at least 2 options, got {len(opts)}")
+    if len(opts) > len(LETTERS):
+        raise ValueError(f"at most {len(LETTERS)} options, got {len(opts)}")
+    for i, o in enumerate(opts):
+        if not isinstance(o, str) or not o.strip():
+            raise ValueError(f"option {i} must be a non-empty string")
+    return opts
+
+
+def cloud_prompt(question: str, options: Sequence[str]) -> str:
+    """The question as the cloud model sees it: lettered options, a one-letter reply asked."""
+    lines = [question.strip(), ""]
+    lines += [f"{LETTERS[i]}. {o.strip()}" for i, o in enumerate(options)]
+    return "\n".join([*lines, "", CLOUD_INSTRUCTION])
+
+
+def parse_reply(reply: str, options: Sequence[str]) -> int | None:
+    """The option a cloud reply names: its first standalone capital letter in range, else
+    the one option whose text it contains; None when it names none (or several)."""
+    m = _LETTER.search(reply)
+    if m is not None and LETTERS.index(m.group(1)) < len(options):
+        return LETTERS.index(m.group(1))
+    text = reply.casefold()
+    hits = [i for i, o in enumerate(options) if o.strip().casefold() in text]
+    return hits[0] if len(hits) == 1 else None
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceResult:
+    """A multiple-choice answer from the runtime: which option, where it came from, why."""
+
+    index: int
+    option: str
+    source: Literal["local", "cloud"]
+    reason: str
+    p_correct: float | None  # the device's calibrated P(its own answer is right); None: not asked
+    local_index: int | None  # the device's own choice (differs from `index` after escalation)
+    cloud_model: str = ""
+    redactions: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] | None = None  # the policy's decision and trace
+    total_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _CloudNoOption(Exception):
+    """The cloud replied, but its reply names no option."""
+
+
+def run_choice(rt: Runtime, question: str, options: Sequence[str],
+               mode: str | None = None) -> ChoiceResult:
+    """`Runtime.choose`: the policy decides the route, as for any request.
+
+    local: the device's chooser answers. cascade (prefer-local): the chooser answers, and a
+    calibrated P(right) below `runtime.choice_threshold` escalates the question to the cloud.
+    cloud: the cloud answers; if it fails (or names no option) the device answers, except in
+    cloud-only mode, which raises. The question goes through the privacy filter like any
+    request; a privacy block keeps it on the device.
+    """
+    opts = check_question(question, options)
+    chosen = rt._mode(mode)
+    started = time.perf_counter()
+    msgs = [Message("user", cloud_prompt(question, opts))]
+    params = GenerationParams(max_tokens=16, temperature=0.0)
+    plan = rt.plan(msgs, chosen, params, rt.monitor.snapshot())
+    threshold = rt.config.runtime.choice_threshold
+
+    def done(index: int, source: Literal["local", "cloud"], reason: str,
+             local: Choice | None, cloud_model: str = "") -> ChoiceResult:
+        return ChoiceResult(
+            index=index, option=opts[index], source=source, reason=reason,
+            p_correct=None if local is None else local.p_correct,
+            local_index=None if local is None else local.index, cloud_model=cloud_model,
+            redactions=dict(plan.prepared.redactions) if plan.prepared else {},
+            decision=plan.decision, total_ms=(time.perf_counter() - started) * 1000)
+
+    def ask_cloud() -> tuple[int, str]:
+        assert rt.cloud is not None and plan.prepared is not None
+        text, reply = rt.cloud.complete(plan.prepared)
+        index = parse_reply(text, opts)
+        if index is None:
+            raise _CloudNoOption(f"the cloud's reply named no option: {text[:80]!r}")
+        return index, reply.model
+
+    def local_choice() -> Choice:
+        return rt.chooser.choose(question, opts)
+
+    if plan.route == "cloud":
+        try:
+            index, model = ask_cloud()
+            return done(index, "cloud", plan.reason, None, model)
+        except (OffloadError, _CloudNoOption) as exc:
+            if not plan.fallback:
+                raise OffloadError(str(exc)) from exc
+            c = local_choice()
+            return done(c.index, "local", f"{plan.reason}, but {_failure(exc)}; the device "
+                        "answers", c)
+    c = local_choice()
+    if plan.route == "local":
+        return done(c.index, "local", plan.reason, c)
+    if not c.p_correct < threshold:
+        return done(c.index, "local", f"mode {chosen}: calibrated P(right) {c.p_correct:.2f} "
+                    f">= threshold {threshold:.2f}, the device answers", c)
+    why = f"mode {chosen}: calibrated P(right) {c.p_correct:.2f} < threshold {threshold:.2f}"
+    try:
+        index, model = ask_cloud()
+    except (OffloadError, _CloudNoOption) as exc:
+        return done(c.index, "local", f"{why}, but {_failure(exc)}; the device answers", c)
+    return done(index, "cloud", f"{why}, escalated to the cloud", c, model)
+
+
+def _failure(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, _CloudNoOption) else f"the cloud failed ({exc})"

@@ -74,12 +74,17 @@ class RuntimeConfig:
     # The defaults are the margins `benchmarks.early_escalation` chose; () = never early.
     early_escalation_tokens: tuple[int, ...] = (4, 8, 16, 32)
     early_escalation_margins: tuple[float, ...] = (0.68, 0.46, 0.40, 0.32)
+    # Multiple choice (`Runtime.choose`): escalate below this calibrated P(right), using the
+    # calibration file at `choice_calibration` ("" = the bundled ARC-Easy fit).
+    choice_threshold: float = 0.5
+    choice_calibration: str = ""
 
     def __post_init__(self) -> None:
         _check(0 <= self.confidence_threshold <= 1, "runtime.confidence_threshold",
                "must be in [0, 1]")
         _check(self.queue_size >= 0, "runtime.queue_size", "must be >= 0")
         _check(self.stream_decide_tokens >= 1, "runtime.stream_decide_tokens", "must be >= 1")
+        _check(0 <= self.choice_threshold <= 1, "runtime.choice_threshold", "must be in [0, 1]")
         ks = list(self.early_escalation_tokens)
         _check(all(k >= 1 for k in ks) and ks == sorted(set(ks)),
                "runtime.early_escalation_tokens", "must be increasing token counts >= 1")

@@ -50,6 +50,7 @@ from runtime.router.online import default_path as default_bandit_path
 from runtime.telemetry import Telemetry
 
 if TYPE_CHECKING:
+    from runtime.choice import Choice, ChoiceResult, LocalChooser
     from runtime.router.learned import LearnedRouter
 
 log = logging.getLogger("tandem.runtime")
@@ -91,6 +92,7 @@ class Runtime:
         engine: Engine | None = None,
         monitor: Monitor | None = None,
         cloud: CloudPath | None = None,
+        chooser: LocalChooser | None = None,
     ) -> None:
         self.config = config
         # Called with every finished Result (telemetry, tests); must be quick and not raise.
@@ -125,6 +127,9 @@ class Runtime:
             self._online = OnlineRouter.open(p.bandit_path or default_bandit_path(),
                                              p.bandit_alpha, p.bandit_cloud_cost)
         self._feedback_lock = threading.Lock()  # an answer's first verdict teaches the bandit
+        self._chooser = chooser  # multiple choice: loaded on first use unless passed in
+        self._owns_chooser = chooser is None  # one passed in belongs to the caller
+        self._chooser_lock = threading.Lock()  # one question at a time on its models
 
     def _report_gateway(self, ok: bool, rtt_ms: float | None) -> None:
         self.monitor.report_gateway(ok, rtt_ms)
@@ -159,6 +164,10 @@ class Runtime:
 
     def close(self) -> None:
         """Release what the runtime created (an engine or monitor passed in stays open)."""
+        with self._chooser_lock:
+            if self._chooser is not None and self._owns_chooser:
+                self._chooser.close()
+                self._chooser = None
         if self._engine is not None and self._owns_engine:
             self._engine.close()
         if self.cloud is not None:
@@ -232,6 +241,23 @@ class Runtime:
         if pace_s < 0:
             raise ValueError("pace_s must be >= 0")
         return self._start(messages, mode, params, cancel, streaming=True, pace_s=pace_s)
+
+    def choose(self, question: str, options: Sequence[str], *,
+               mode: str | None = None) -> ChoiceResult:
+        """Answer a multiple-choice question: the device by option log-likelihood with a
+        calibrated P(right), escalating below `runtime.choice_threshold` (`runtime.choice`).
+
+        Raises `ValueError` (bad question), `ModeError`, `CalibrationError`, and in cloud-only
+        mode `OffloadError` / `PrivacyBlockError`.
+        """
+        from runtime.choice import run_choice
+
+        return run_choice(self, question, options, mode)
+
+    @property
+    def chooser(self) -> _LockedChooser:
+        """The device's multiple-choice chooser (loads its models on first use)."""
+        return _LockedChooser(self)
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -411,6 +437,25 @@ class Runtime:
                 log.warning("telemetry not recorded: %s", exc)
         for listener in self.listeners:
             listener(result)
+
+
+class _LockedChooser:
+    """`Runtime.chooser`: the lazily loaded `LocalChooser`, one question at a time."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+
+    def choose(self, question: str, options: Sequence[str]) -> Choice:
+        from runtime.choice import LocalChooser
+
+        rt = self._rt
+        with rt._chooser_lock:
+            if rt._chooser is None:
+                cfg = rt.config.runtime
+                rt._chooser = LocalChooser(cfg.choice_calibration or None,
+                                           threshold=cfg.choice_threshold,
+                                           threads=rt.config.model.threads)
+            return rt._chooser.choose(question, options)
 
 
 __all__ = ["Plan", "ResultStream", "Runtime", "RunningConfidence", "to_messages"]

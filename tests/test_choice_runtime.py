@@ -1,0 +1,178 @@
+"""`Runtime.choose`: the multiple-choice cascade through the policy and a real gateway.
+
+The device side is real (SmolLM2 answering, Gemma 3 270M as peer, the bundled calibration);
+the cloud model is a scripted upstream behind a real gateway on loopback, because what is
+tested is the route (when to escalate, what leaves the device, how the reply is read), not
+a cloud model's knowledge.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from kernels import Engine
+from runtime.choice import ChoiceResult, LocalChooser, cloud_prompt, parse_reply
+from runtime.config import RuntimeConfig, load_config
+from runtime.errors import OffloadError
+from runtime.facade import Runtime
+from runtime.offload import OffloadConfig
+from tests.conftest_gateway import GatewayFactory, RunningGateway
+from tests.device_server import serve_in_thread
+from tests.test_runtime_cloud import EchoUpstream
+
+SKY = "What colour is the sky on a clear day?"
+SKY_OPTIONS = ["green", "blue", "red"]
+
+
+class ScriptedUpstream(EchoUpstream):
+    """A cloud model that replies `reply` to everything and records what it was sent."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__()
+        self.reply = reply
+
+    def _answer(self, request: dict[str, Any]) -> str:
+        self.requests.append(request)
+        return self.reply
+
+
+@pytest.fixture(scope="module")
+def chooser() -> Iterator[LocalChooser]:
+    with LocalChooser(threads=1) as c:
+        yield c
+
+
+def make_runtime(engine: Engine, chooser: LocalChooser, gw: RunningGateway | None = None, *,
+                 mode: str = "prefer-local", threshold: float = 0.5) -> Runtime:
+    cfg = load_config(env={}).replace(
+        runtime=RuntimeConfig(mode=mode, choice_threshold=threshold,  # type: ignore[arg-type]
+                              telemetry_path=tempfile.mkdtemp() + "/telemetry.sqlite3"),
+        offload=OffloadConfig(url=gw.url, credential=gw.home.credential, deadline_s=20.0)
+        if gw else OffloadConfig(),
+    )
+    return Runtime(cfg, engine=engine, chooser=chooser)
+
+
+def _gateway(start_gateway: GatewayFactory, reply: str) -> tuple[RunningGateway, ScriptedUpstream]:
+    upstream = ScriptedUpstream(reply)
+    return start_gateway(upstream=upstream), upstream
+
+
+@pytest.mark.parametrize(
+    ("reply", "index"),
+    [("B", 1), ("The answer is C.", 2), ("(A)", 0), ("carbon dioxide", 1), ("E", None),
+     ("I am not sure.", None), ("oxygen or carbon dioxide", None)],
+)
+def test_a_cloud_reply_is_read_as_an_option(reply: str, index: int | None) -> None:
+    assert parse_reply(reply, ["oxygen", "carbon dioxide", "nitrogen", "helium"]) == index
+
+
+def test_the_cloud_sees_lettered_options_and_a_one_letter_request() -> None:
+    assert cloud_prompt(" Which? ", ["x", "y"]) == (
+        "Which?\n\nA. x\nB. y\n\nAnswer with the letter of the correct option only.")
+
+
+def test_local_only_answers_on_the_device_with_p_right(engine: Engine,
+                                                        chooser: LocalChooser) -> None:
+    with make_runtime(engine, chooser, mode="local-only") as rt:
+        r = rt.choose(SKY, SKY_OPTIONS)
+    assert (r.source, r.index, r.option, r.local_index) == ("local", 1, "blue", 1)
+    assert r.p_correct is not None and 0 < r.p_correct < 1
+    assert r.reason == "mode local-only: the device answers"
+    assert json.loads(json.dumps(r.to_dict()))["option"] == "blue"
+
+
+def test_prefer_local_keeps_a_confident_answer_and_escalates_an_unsure_one(
+        engine: Engine, chooser: LocalChooser, start_gateway: GatewayFactory) -> None:
+    gw, upstream = _gateway(start_gateway, "The answer is C.")
+    with make_runtime(engine, chooser, gw, threshold=0.0) as rt:
+        kept = rt.choose(SKY, SKY_OPTIONS)
+    assert kept.source == "local" and kept.option == "blue"
+    assert "calibrated P(right)" in kept.reason and ">= threshold 0.00" in kept.reason
+    assert upstream.requests == []  # nothing left the device
+    with make_runtime(engine, chooser, gw, threshold=1.0) as rt:
+        up = rt.choose(SKY, SKY_OPTIONS)
+    assert isinstance(up, ChoiceResult)
+    assert (up.source, up.index, up.option, up.local_index) == ("cloud", 2, "red", 1)
+    assert "< threshold 1.00, escalated to the cloud" in up.reason
+    assert up.p_correct == kept.p_correct  # the device's view of its own answer, reported
+    assert up.decision is not None and up.decision["route"] == "cascade"
+    sent = upstream.requests[-1]["messages"][-1]["content"]
+    assert sent == cloud_prompt(SKY, SKY_OPTIONS)
+
+
+def test_a_reply_naming_no_option_leaves_the_device_answer(
+        engine: Engine, chooser: LocalChooser, start_gateway: GatewayFactory) -> None:
+    gw, _ = _gateway(start_gateway, "Hard to say.")
+    with make_runtime(engine, chooser, gw, threshold=1.0) as rt:
+        r = rt.choose(SKY, SKY_OPTIONS)
+        assert (r.source, r.option) == ("local", "blue")
+        assert "the cloud's reply named no option: 'Hard to say.'" in r.reason
+        with pytest.raises(OffloadError, match="named no option"):
+            rt.choose(SKY, SKY_OPTIONS, mode="cloud-only")
+
+
+def test_cloud_only_answers_from_the_cloud_and_personal_data_stays(
+        engine: Engine, chooser: LocalChooser, start_gateway: GatewayFactory) -> None:
+    gw, upstream = _gateway(start_gateway, "A")
+    question = "Jane (jane.doe@example.com) asks: which planet is largest?"
+    with make_runtime(engine, chooser, gw) as rt:
+        r = rt.choose(question, ["Jupiter", "Mars"], mode="cloud-only")
+    assert (r.source, r.option, r.p_correct, r.local_index) == ("cloud", "Jupiter", None, None)
+    sent = json.dumps(upstream.requests)
+    assert "jane.doe@example.com" not in sent and "<EMAIL_1>" in sent
+    assert r.redactions["counts"]["EMAIL"] == 1
+
+
+def test_a_failed_cloud_leaves_the_device_answer(
+        engine: Engine, chooser: LocalChooser, start_gateway: GatewayFactory) -> None:
+    gw, _ = _gateway(start_gateway, "B")
+    with make_runtime(engine, chooser, gw, threshold=1.0) as rt:
+        gw.server.stop()  # the gateway goes away after the runtime was set up
+        r = rt.choose(SKY, SKY_OPTIONS, mode="prefer-cloud")
+    assert (r.source, r.option) == ("local", "blue")
+    assert "the device answers" in r.reason
+
+
+@pytest.mark.parametrize(
+    ("question", "options", "message"),
+    [("", ["a", "b"], "question must be a non-empty string"),
+     ("Which?", "ab", "options must be a list of strings"),
+     ("Which?", ["a"], "need at least 2 options, got 1"),
+     ("Which?", [str(i) for i in range(27)], "at most 26 options, got 27")],
+)
+def test_bad_questions_fail_before_anything_runs(engine: Engine, chooser: LocalChooser,
+                                                 question: str, options: Any,
+                                                 message: str) -> None:
+    with make_runtime(engine, chooser, mode="local-only") as rt, \
+            pytest.raises(ValueError, match=message):
+        rt.choose(question, options)
+
+
+def test_the_device_api_answers_multiple_choice(
+        engine: Engine, chooser: LocalChooser, start_gateway: GatewayFactory) -> None:
+    gw, _ = _gateway(start_gateway, "C")
+    with make_runtime(engine, chooser, gw, threshold=1.0) as rt, serve_in_thread(rt) as url:
+        ok = httpx.post(f"{url}/v1/choose", json={"question": SKY, "options": SKY_OPTIONS},
+                        timeout=60)
+        local = httpx.post(f"{url}/v1/choose", json={"question": SKY, "options": SKY_OPTIONS},
+                           headers={"X-Tandem-Mode": "local-only"}, timeout=60)
+        bad = [httpx.post(f"{url}/v1/choose", json=body, timeout=60) for body in (
+            {"question": SKY, "options": "blue"}, {"question": SKY, "options": ["blue"]},
+            {"options": SKY_OPTIONS}, {"question": SKY, "options": SKY_OPTIONS, "mode": "x"})]
+    assert ok.status_code == 200
+    body = ok.json()
+    assert (body["source"], body["option"], body["local_index"]) == ("cloud", "red", 1)
+    assert "escalated to the cloud" in body["reason"]
+    assert local.json()["source"] == "local" and local.json()["option"] == "blue"
+    assert [r.status_code for r in bad] == [400, 400, 400, 400]
+    assert bad[0].json()["error"]["param"] == "options"
+    assert "need at least 2 options, got 1" in bad[1].json()["error"]["message"]
+    assert bad[2].json()["error"]["param"] == "question"
+    assert bad[3].json()["error"]["code"] == "mode_unavailable"
