@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -190,13 +191,16 @@ def parse_reply(reply: str, options: Sequence[str]) -> int | None:
 class ChoiceResult:
     """A multiple-choice answer from the runtime: which option, where it came from, why."""
 
+    id: str  # "choice-…": the id `POST /v1/feedback` takes
     index: int
     option: str
     source: Literal["local", "cloud"]
+    mode: str
     reason: str
     p_correct: float | None  # the device's calibrated P(its own answer is right); None: not asked
     local_index: int | None  # the device's own choice (differs from `index` after escalation)
     cloud_model: str = ""
+    usage: dict[str, int] = field(default_factory=dict)  # the cloud call's tokens (local: {})
     redactions: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] | None = None  # the policy's decision and trace
     total_ms: float = 0.0
@@ -227,18 +231,26 @@ def run_choice(rt: Runtime, question: str, options: Sequence[str],
     plan = rt.plan(msgs, chosen, params, rt.monitor.snapshot())
     threshold = rt.config.runtime.choice_threshold
 
+    usage: dict[str, int] = {}
+
     def done(index: int, source: Literal["local", "cloud"], reason: str,
              local: Choice | None, cloud_model: str = "") -> ChoiceResult:
-        return ChoiceResult(
-            index=index, option=opts[index], source=source, reason=reason,
+        result = ChoiceResult(
+            id=f"choice-{uuid.uuid4().hex[:24]}", index=index, option=opts[index],
+            source=source, mode=chosen, reason=reason,
             p_correct=None if local is None else local.p_correct,
             local_index=None if local is None else local.index, cloud_model=cloud_model,
-            redactions=dict(plan.prepared.redactions) if plan.prepared else {},
+            usage=dict(usage), redactions=dict(plan.prepared.redactions) if plan.prepared else {},
             decision=plan.decision, total_ms=(time.perf_counter() - started) * 1000)
+        rt._record_choice(result, msgs[0].content)
+        return result
 
     def ask_cloud() -> tuple[int, str]:
         assert rt.cloud is not None and plan.prepared is not None
         text, reply = rt.cloud.complete(plan.prepared)
+        # tokens spent count toward the daily budget even when the reply names no option
+        usage.update(prompt_tokens=int(reply.usage.get("prompt_tokens", 0)),
+                     completion_tokens=int(reply.usage.get("completion_tokens", 0)))
         index = parse_reply(text, opts)
         if index is None:
             raise _CloudNoOption(f"the cloud's reply named no option: {text[:80]!r}")

@@ -424,6 +424,13 @@ class Runtime:
             self._admitted += 1
         return Slot(self)
 
+    def _record_choice(self, result: ChoiceResult, prompt: str) -> None:
+        if self.telemetry is not None:
+            try:
+                self.telemetry.record_choice(result, prompt)
+            except sqlite3.Error as exc:  # telemetry must never cost the user an answer
+                log.warning("telemetry not recorded: %s", exc)
+
     def _finish(self, stream: ResultStream, result: Result) -> None:
         ctx = stream.context
         if ctx is not None:

@@ -15,10 +15,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.errors import TandemError
 from runtime.result import Result
+
+if TYPE_CHECKING:
+    from runtime.choice import ChoiceResult
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -108,6 +111,22 @@ class Telemetry:
                  _num(c.score), _num(c.mean_logprob), _num(c.min_logprob),
                  _num(c.mean_entropy), t.ttft_ms, t.total_ms, t.tokens_per_s,
                  result.finish_reason, json.dumps(result.decision) if result.decision else None),
+            )
+
+    def record_choice(self, result: ChoiceResult, prompt: str) -> None:
+        """A multiple-choice answer (`Runtime.choose`): its P(right) is the confidence, its
+        cloud tokens count toward the daily budget, and it can take feedback like any answer."""
+        now = time.time()
+        p = result.p_correct
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO answers (id, ts, day, mode, source, reason, prompt, "
+                "prompt_tokens, completion_tokens, confidence, total_ms, finish_reason, "
+                "decision) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (result.id, now, _day(now), result.mode, result.source, result.reason, prompt,
+                 result.usage.get("prompt_tokens", 0), result.usage.get("completion_tokens", 0),
+                 None if p is None else _num(p), result.total_ms, "choice",
+                 json.dumps(result.decision) if result.decision else None),
             )
 
     def feedback(self, answer_id: str, good: bool, note: str = "") -> None:

@@ -97,8 +97,22 @@ def test_prefer_local_keeps_a_confident_answer_and_escalates_an_unsure_one(
     assert "calibrated P(right)" in kept.reason and ">= threshold 0.00" in kept.reason
     assert upstream.requests == []  # nothing left the device
     with make_runtime(engine, chooser, gw, threshold=1.0) as rt:
+        assert rt.telemetry is not None
+        before = rt.telemetry.cloud_tokens_today()
         up = rt.choose(SKY, SKY_OPTIONS)
-    assert isinstance(up, ChoiceResult)
+        row = rt.telemetry.answer(up.id)
+        rt.feedback(up.id, good=True, note="right")
+        judged = rt.telemetry.answer(up.id)
+        spent = rt.telemetry.cloud_tokens_today() - before
+    assert isinstance(up, ChoiceResult) and up.id.startswith("choice-")
+    # logged like any answer: its cloud tokens count toward the budget, and it takes feedback
+    assert row is not None and judged is not None
+    assert (row["source"], row["finish_reason"], row["mode"]) == ("cloud", "choice", "prefer-local")
+    assert row["confidence"] == pytest.approx(up.p_correct)
+    assert row["prompt"] == cloud_prompt(SKY, SKY_OPTIONS)
+    assert up.usage == {"prompt_tokens": 5, "completion_tokens": 4}  # the upstream's count
+    assert spent == 9
+    assert (judged["feedback"], judged["feedback_note"]) == (1, "right")
     assert (up.source, up.index, up.option, up.local_index) == ("cloud", 2, "red", 1)
     assert "< threshold 1.00, escalated to the cloud" in up.reason
     assert up.p_correct == kept.p_correct  # the device's view of its own answer, reported
