@@ -55,10 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     choose.add_argument("question")
     choose.add_argument("options", nargs="+", metavar="OPTION", help="at least two")
     choose.add_argument("--calibration", metavar="PATH",
-                        help="calibration JSON (default: the bundled ARC-Easy fit)")
+                        help="calibration JSON (default: runtime.choice_calibration, else the "
+                             "bundled ARC-Easy fit)")
     choose.add_argument("--threshold", type=float, default=None, metavar="P",
-                        help="escalate below this P(right) (default: runtime.confidence_threshold)")
-    choose.add_argument("--json", action="store_true", help="print the Choice as JSON")
+                        help="escalate below this P(right) (default: runtime.choice_threshold)")
+    choose.add_argument("--mode", choices=MODES, help="where to answer (default: config)")
+    choose.add_argument("--json", action="store_true", help="print the ChoiceResult as JSON")
 
     sub.add_parser("models", help="list the bundled models and where they are")
     sub.add_parser("gateway", help="the cloud gateway: keygen, enroll, revoke, serve, keys",
@@ -114,6 +116,10 @@ def _config(args: argparse.Namespace) -> TandemConfig:
         overrides["server.host"] = args.host
     if getattr(args, "port", None) is not None:
         overrides["server.port"] = args.port
+    if getattr(args, "threshold", None) is not None:
+        overrides["runtime.choice_threshold"] = args.threshold
+    if getattr(args, "calibration", None):
+        overrides["runtime.choice_calibration"] = args.calibration
     return load_config(args.config, overrides=overrides)
 
 
@@ -156,24 +162,19 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _choose(args: argparse.Namespace, config: TandemConfig) -> int:
-    from runtime.choice import LocalChooser
+    from runtime import interface
 
     if len(args.options) < 2:
         raise ValueError(f"choose needs at least 2 options, got {len(args.options)}")
-    threshold = (config.runtime.confidence_threshold if args.threshold is None
-                 else args.threshold)
-    with LocalChooser(args.calibration, threshold=threshold,
-                      threads=config.model.threads) as chooser:
-        choice = chooser.choose(args.question, args.options)
+    with interface.open_runtime(config) as rt:
+        choice = rt.choose(args.question, args.options, mode=args.mode)
     if args.json:
         print(json.dumps(choice.to_dict(), indent=2))
         return EXIT_OK
-    verdict = ("below the threshold: escalate" if choice.escalate
-               else "the device answers")
-    print(f"{chr(65 + choice.index) if choice.index < 26 else choice.index + 1}. "
-          f"{choice.option}")
-    print(f"P(right) {choice.p_correct:.2f} vs threshold {choice.threshold:.2f}: {verdict} "
-          f"({choice.model}{', peer ' + choice.peer if choice.peer else ''})", file=sys.stderr)
+    print(f"{chr(65 + choice.index)}. {choice.option}")
+    p = "n/a" if choice.p_correct is None else f"{choice.p_correct:.2f}"
+    print(f"[{choice.source}] {choice.reason} | P(right) on the device {p} | "
+          f"{choice.total_ms:.0f} ms", file=sys.stderr)
     return EXIT_OK
 
 

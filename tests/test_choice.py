@@ -95,9 +95,14 @@ def test_a_calibration_is_used_only_with_its_own_models(tmp_path: Path) -> None:
 
 def test_the_cli_answers_and_refuses(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["choose", "What colour is the sky on a clear day?", "blue", "green",
-                "--json", "--threshold", "0.2"]) == 0
+                "--json", "--threshold", "0.2", "--mode", "local-only"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["option"] == "blue" and out["threshold"] == 0.2
+    assert (out["option"], out["source"], out["mode"]) == ("blue", "local", "local-only")
+    assert out["p_correct"] > 0.2 and out["reason"] == "mode local-only: the device answers"
+    assert cli(["choose", "Which animal barks?", "a cat", "a dog"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(("A. a cat", "B. a dog"))
+    assert "[local] mode prefer-local: the device answers; no gateway configured" in captured.err
     assert cli(["choose", "Which?", "only one"]) == 2
     assert "choose needs at least 2 options, got 1" in capsys.readouterr().err
     assert cli(["choose", "Which?", "a", "b", "--calibration", "/nonexistent.json"]) == 2
