@@ -130,6 +130,7 @@ class Runtime:
         self._chooser = chooser  # multiple choice: loaded on first use unless passed in
         self._owns_chooser = chooser is None  # one passed in belongs to the caller
         self._chooser_lock = threading.Lock()  # one question at a time on its models
+        self._choosing = 0  # questions running or waiting for the chooser
 
     def _report_gateway(self, ok: bool, rtt_ms: float | None) -> None:
         self.monitor.report_gateway(ok, rtt_ms)
@@ -453,16 +454,26 @@ class _LockedChooser:
         self._rt = rt
 
     def choose(self, question: str, options: Sequence[str]) -> Choice:
+        """Raises `QueueFullError` when `runtime.queue_size` questions already wait."""
         from runtime.choice import LocalChooser
 
         rt = self._rt
-        with rt._chooser_lock:
-            if rt._chooser is None:
-                cfg = rt.config.runtime
-                rt._chooser = LocalChooser(cfg.choice_calibration or None,
-                                           threshold=cfg.choice_threshold,
-                                           threads=rt.config.model.threads)
-            return rt._chooser.choose(question, options)
+        with rt._admit_lock:
+            if rt._choosing >= rt.config.runtime.queue_size + 1:
+                raise QueueFullError("the multiple-choice queue is full "
+                                     f"({rt.config.runtime.queue_size} waiting)")
+            rt._choosing += 1
+        try:
+            with rt._chooser_lock:
+                if rt._chooser is None:
+                    cfg = rt.config.runtime
+                    rt._chooser = LocalChooser(cfg.choice_calibration or None,
+                                               threshold=cfg.choice_threshold,
+                                               threads=rt.config.model.threads)
+                return rt._chooser.choose(question, options)
+        finally:
+            with rt._admit_lock:
+                rt._choosing -= 1
 
 
 __all__ = ["Plan", "ResultStream", "Runtime", "RunningConfidence", "to_messages"]

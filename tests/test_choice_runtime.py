@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +21,7 @@ import pytest
 from kernels import Engine
 from runtime.choice import ChoiceResult, LocalChooser, cloud_prompt, parse_reply
 from runtime.config import RuntimeConfig, load_config
-from runtime.errors import OffloadError
+from runtime.errors import OffloadError, QueueFullError
 from runtime.facade import Runtime
 from runtime.offload import OffloadConfig
 from tests.conftest_gateway import GatewayFactory, RunningGateway
@@ -190,3 +192,22 @@ def test_the_device_api_answers_multiple_choice(
     assert "need at least 2 options, got 1" in bad[1].json()["error"]["message"]
     assert bad[2].json()["error"]["param"] == "question"
     assert bad[3].json()["error"]["code"] == "mode_unavailable"
+
+
+def test_a_full_multiple_choice_queue_is_refused(engine: Engine, chooser: LocalChooser) -> None:
+    cfg = load_config(env={}).replace(runtime=RuntimeConfig(
+        mode="local-only", queue_size=0, telemetry_path="off"))
+    with Runtime(cfg, engine=engine, chooser=chooser) as rt:
+        results: list[ChoiceResult] = []
+        with rt._chooser_lock:  # a question is running: the next one waits on the models
+            first = threading.Thread(target=lambda: results.append(rt.choose(SKY, SKY_OPTIONS)))
+            first.start()
+            deadline = time.monotonic() + 30
+            while rt._choosing < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with pytest.raises(QueueFullError, match=r"multiple-choice queue is full \(0 waiting"):
+                rt.choose(SKY, SKY_OPTIONS)
+        first.join(60)
+        assert [r.option for r in results] == ["blue"]
+        assert rt._choosing == 0
+        assert rt.choose(SKY, SKY_OPTIONS).option == "blue"  # room again
