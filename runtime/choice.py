@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from kernels import GenerationParams, Message
 from kernels.options import OptionScorer
 from runtime.calibration import (
+    MC_FEATURES,
     PEER_FEATURES,
     CalibratedConfidence,
     CalibrationError,
@@ -96,6 +97,10 @@ class LocalChooser:
             raise CalibrationError(
                 f"calibration: fitted on {fitted_model}'s signals, not {model}'s "
                 "(fit one for it with `python -m benchmarks.cascade --model ...`)")
+        unknown = [f for f in cal.features if f not in MC_FEATURES and f not in PEER_FEATURES]
+        if unknown:
+            raise CalibrationError(f"calibration: unknown signal(s) {', '.join(unknown)} "
+                                   "(not in MC_FEATURES or PEER_FEATURES)")
         needs_peer = any(f in PEER_FEATURES for f in cal.features)
         if needs_peer:
             peer = peer or fitted_peer

@@ -87,6 +87,10 @@ def test_a_calibration_is_used_only_with_its_own_models(tmp_path: Path) -> None:
         LocalChooser(peer="x")
     with pytest.raises(CalibrationError, match="reads peer signals but names no peer"):
         LocalChooser(_calibration(tmp_path, peer=""))
+    odd = CalibratedConfidence.load(DEFAULT_CALIBRATION).to_dict()
+    odd["features"][0] = "p_magic"
+    with pytest.raises(CalibrationError, match=r"unknown signal\(s\) p_magic"):
+        LocalChooser(CalibratedConfidence.from_dict(odd))
     with pytest.raises(CalibrationError, match="cannot read"):
         LocalChooser(tmp_path / "missing.json")
     with pytest.raises(ValueError, match="threshold must be in"):
