@@ -4,8 +4,9 @@
    (`tandem gateway enroll`).
 2. `tandem gateway serve` on a free loopback port, its upstream the embedded bundled model.
 3. A `Runtime` configured with that gateway answers a short script of prompts in different
-   modes — including personal data that leaves only as placeholders, and the gateway being
-   stopped mid-session — printing for each the answer, source, reason, confidence, latency.
+   modes — including personal data that leaves only as placeholders, two multiple-choice
+   questions with the calibrated confidence, and the gateway being stopped mid-session —
+   printing for each the answer, source, reason, confidence, latency.
 
     python -m runtime.demo [--max-tokens N] [--keep]
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from runtime.choice import ChoiceResult
 from runtime.config import RuntimeConfig, TandemConfig, load_config
 from runtime.facade import Runtime
 from runtime.offload import OffloadConfig
@@ -47,6 +49,13 @@ SCRIPT = (
     Step("Please reply to jane.doe@example.com and call +1 415 555 0132 about invoice 7.",
          "prefer-cloud", "personal data leaves as placeholders and is restored"),
 )
+# Multiple choice: the device answers by option log-likelihood with a calibrated P(right)
+# (SmolLM2 + the Gemma 3 270M peer) and escalates below runtime.choice_threshold.
+CHOICES = (
+    ("Which gas do plants take in from the air to make food?",
+     ("oxygen", "carbon dioxide", "nitrogen", "helium")),
+    ("Which metal is liquid at room temperature?", ("iron", "mercury", "copper", "aluminium")),
+)
 AFTER_STOP = Step("Write one sentence about mountains.", "prefer-cloud",
                   "the gateway has been stopped: the device answers")
 
@@ -68,6 +77,22 @@ def show(step: Step, result: Result) -> str:
     if counts:
         lines.append(f"  redacted:   {', '.join(f'{k} x{v}' for k, v in counts.items())}")
     return "\n".join(lines)
+
+
+def show_choice(question: str, options: tuple[str, ...], c: ChoiceResult, first: bool) -> str:
+    p = "n/a" if c.p_correct is None else f"{c.p_correct:.2f}"
+    local = "" if c.local_index is None or c.local_index == c.index else (
+        f" (the device had chosen {chr(65 + c.local_index)})")
+    return "\n".join([
+        f"> {question}  " + "  ".join(f"{chr(65 + i)}. {o}" for i, o in enumerate(options)),
+        f"  mode:       {c.mode} (multiple choice, calibrated P(right) on the device)",
+        f"  answer:     {chr(65 + c.index)}. {c.option}{local}",
+        f"  source:     {c.source}" + (f" ({c.cloud_model})" if c.cloud_model else ""),
+        f"  reason:     {c.reason}",
+        f"  P(right):   {p}",
+        f"  latency:    total {c.total_ms:.0f} ms"
+        + (" (includes loading the two scoring models)" if first else ""),
+    ])
 
 
 def _free_port() -> int:
@@ -135,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             for step in SCRIPT:
                 result = rt.generate([{"role": "user", "content": step.prompt}], mode=step.mode)
                 print(show(step, result) + "\n", flush=True)
+            for i, (question, options) in enumerate(CHOICES):
+                choice = rt.choose(question, options, mode="prefer-local")
+                print(show_choice(question, options, choice, i == 0) + "\n", flush=True)
             gateway.terminate()
             gateway.wait(30)
             result = rt.generate([{"role": "user", "content": AFTER_STOP.prompt}],
