@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from kernels.options import OptionScores as OptionScores  # re-exported: the signals read it
+from kernels.options import OptionScores
 from runtime.errors import TandemError
 
 FORMAT = "tandem.calibration/1"

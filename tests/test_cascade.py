@@ -156,7 +156,7 @@ def test_the_gemma_peer_prompt_starts_with_bos_and_it_backs_easy_answers(
 
 def test_cached_scores_of_another_prompt_are_refused(tmp_path: Path) -> None:
     from benchmarks.cascade import read_scores, write_scores
-    from runtime.calibration import OptionScores
+    from kernels.options import OptionScores
 
     item = Item("q?", ("a", "b"), 1)
     scores = OptionScores((-1.0, -2.0), (1, 2), (2, 3), (-0.5, -0.7), -3.5, 7)
@@ -168,7 +168,7 @@ def test_cached_scores_of_another_prompt_are_refused(tmp_path: Path) -> None:
 
 def test_cached_option_scores_read_back_for_the_same_items(tmp_path: Path) -> None:
     from benchmarks.cascade import read_scores, write_scores
-    from runtime.calibration import OptionScores
+    from kernels.options import OptionScores
 
     item = Item("q?", ("a", "b"), 1)
     scores = OptionScores((-1.0, -2.0), (1, 2), (2, 3), (-0.5, -0.7), -3.5, 7, (-1.0, -1.5))
