@@ -99,35 +99,36 @@ class Telemetry:
     def record(self, result: Result, prompt: str) -> None:
         c = result.confidence
         t = result.timings
-        now = time.time()
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO answers (id, ts, day, mode, source, reason, prompt, "
-                "prompt_tokens, completion_tokens, confidence, mean_logprob, min_logprob, "
-                "mean_entropy, ttft_ms, total_ms, tokens_per_s, finish_reason, decision) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (result.id, now, _day(now), result.mode, result.source, result.reason, prompt,
-                 result.usage.prompt_tokens, result.usage.completion_tokens,
-                 _num(c.score), _num(c.mean_logprob), _num(c.min_logprob),
-                 _num(c.mean_entropy), t.ttft_ms, t.total_ms, t.tokens_per_s,
-                 result.finish_reason, json.dumps(result.decision) if result.decision else None),
-            )
+        self._insert(
+            id=result.id, mode=result.mode, source=result.source, reason=result.reason,
+            prompt=prompt, prompt_tokens=result.usage.prompt_tokens,
+            completion_tokens=result.usage.completion_tokens, confidence=_num(c.score),
+            mean_logprob=_num(c.mean_logprob), min_logprob=_num(c.min_logprob),
+            mean_entropy=_num(c.mean_entropy), ttft_ms=t.ttft_ms, total_ms=t.total_ms,
+            tokens_per_s=t.tokens_per_s, finish_reason=result.finish_reason,
+            decision=json.dumps(result.decision) if result.decision else None)
 
     def record_choice(self, result: ChoiceResult, prompt: str) -> None:
         """A multiple-choice answer (`Runtime.choose`): its P(right) is the confidence, its
         cloud tokens count toward the daily budget, and it can take feedback like any answer."""
-        now = time.time()
         p = result.p_correct
+        self._insert(
+            id=result.id, mode=result.mode, source=result.source, reason=result.reason,
+            prompt=prompt, prompt_tokens=result.usage.get("prompt_tokens", 0),
+            completion_tokens=result.usage.get("completion_tokens", 0),
+            confidence=None if p is None else _num(p), total_ms=result.total_ms,
+            finish_reason="choice",
+            decision=json.dumps(result.decision) if result.decision else None)
+
+    def _insert(self, **columns: Any) -> None:
+        """One answer row (stamped with the time and day); columns not given stay NULL."""
+        now = time.time()
+        row = {"ts": now, "day": _day(now), **columns}
+        names = ", ".join(row)  # keys are this module's literal column names
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO answers (id, ts, day, mode, source, reason, prompt, "
-                "prompt_tokens, completion_tokens, confidence, total_ms, finish_reason, "
-                "decision) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (result.id, now, _day(now), result.mode, result.source, result.reason, prompt,
-                 result.usage.get("prompt_tokens", 0), result.usage.get("completion_tokens", 0),
-                 None if p is None else _num(p), result.total_ms, "choice",
-                 json.dumps(result.decision) if result.decision else None),
-            )
+                f"INSERT OR REPLACE INTO answers ({names}) "
+                f"VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
 
     def feedback(self, answer_id: str, good: bool, note: str = "") -> None:
         """Record a user's verdict on an answer (`good`: it was good enough)."""
