@@ -27,7 +27,7 @@ policy issue calibrates them on labelled data.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from kernels import TokenEvent
@@ -158,8 +158,8 @@ class Checkpoint:
     def __post_init__(self) -> None:
         if self.tokens < 1:
             raise ValueError("EarlyEscalation checkpoint tokens must be at least 1")
-        if self.margin < 0:
-            raise ValueError("EarlyEscalation checkpoint margin must be >= 0")
+        if not 0 <= self.margin <= 1:  # scores and thresholds lie in [0, 1]
+            raise ValueError("EarlyEscalation checkpoint margins must each be in [0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +181,14 @@ class EarlyEscalation:
         ks = [c.tokens for c in self.checkpoints]
         if ks != sorted(set(ks)):
             raise ValueError("EarlyEscalation checkpoints must have increasing token counts")
+
+    @classmethod
+    def from_lists(cls, tokens: Sequence[int], margins: Sequence[float]) -> EarlyEscalation:
+        """The rule with checkpoints `tokens[i]` and margins `margins[i]` (as config lists)."""
+        if len(tokens) != len(margins):
+            raise ValueError(f"EarlyEscalation needs one margin per checkpoint: {len(tokens)} "
+                             f"token counts, {len(margins)} margins")
+        return cls(tuple(Checkpoint(k, m) for k, m in zip(tokens, margins, strict=True)))
 
     @classmethod
     def single(cls, tokens: int = 16, margin: float = 0.1) -> EarlyEscalation:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from runtime.confidence import Checkpoint, EarlyEscalation
+from runtime.confidence import EarlyEscalation
 from runtime.errors import ConfigError
 from runtime.offload import OffloadConfig
 from runtime.policy import PolicyConfig
@@ -78,6 +78,9 @@ class RuntimeConfig:
     # calibration file at `choice_calibration` ("" = the bundled ARC-Easy fit).
     choice_threshold: float = 0.5
     choice_calibration: str = ""
+    # Built once from the two lists above (not a config key).
+    _early_escalation: EarlyEscalation | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check(0 <= self.confidence_threshold <= 1, "runtime.confidence_threshold",
@@ -85,22 +88,20 @@ class RuntimeConfig:
         _check(self.queue_size >= 0, "runtime.queue_size", "must be >= 0")
         _check(self.stream_decide_tokens >= 1, "runtime.stream_decide_tokens", "must be >= 1")
         _check(0 <= self.choice_threshold <= 1, "runtime.choice_threshold", "must be in [0, 1]")
-        ks = list(self.early_escalation_tokens)
-        _check(all(k >= 1 for k in ks) and ks == sorted(set(ks)),
-               "runtime.early_escalation_tokens", "must be increasing token counts >= 1")
-        _check(len(self.early_escalation_margins) == len(ks), "runtime.early_escalation_margins",
-               f"must have one margin per checkpoint in runtime.early_escalation_tokens "
-               f"({len(ks)}), not {len(self.early_escalation_margins)}")
-        _check(all(0 <= m <= 1 for m in self.early_escalation_margins),
-               "runtime.early_escalation_margins", "must each be in [0, 1]")
+        rule = None
+        if self.early_escalation_tokens or self.early_escalation_margins:
+            try:
+                rule = EarlyEscalation.from_lists(self.early_escalation_tokens,
+                                                  self.early_escalation_margins)
+            except ValueError as exc:
+                raise ConfigError(f"runtime.early_escalation_tokens / "
+                                  f"runtime.early_escalation_margins: {exc}") from None
+        object.__setattr__(self, "_early_escalation", rule)
 
     @property
     def early_escalation(self) -> EarlyEscalation | None:
         """The whole-answer cascade's early rule (None: decode every answer in full)."""
-        if not self.early_escalation_tokens:
-            return None
-        return EarlyEscalation(tuple(Checkpoint(k, m) for k, m in zip(
-            self.early_escalation_tokens, self.early_escalation_margins, strict=True)))
+        return self._early_escalation
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +154,13 @@ class TandemConfig:
         return dataclasses.replace(self, **sections)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config keys by section (what a TOML file or the environment can set)."""
+        out = dataclasses.asdict(self)
+        for f in dataclasses.fields(self):
+            for k in dataclasses.fields(getattr(self, f.name)):
+                if not k.init:
+                    del out[f.name][k.name]
+        return out
 
 
 ENV_PREFIX = "TANDEM_"
@@ -219,7 +226,7 @@ def _apply_env(
 ) -> None:
     for name, f in sections.items():
         cls = _section_class(f.type)
-        known = {sf.name for sf in dataclasses.fields(cls)}
+        known = {sf.name for sf in dataclasses.fields(cls) if sf.init}
         prefix = f"{ENV_PREFIX}{name.upper()}_"
         for var, value in env.items():
             if not var.startswith(prefix):
@@ -244,7 +251,7 @@ class _EnvString(str):
 def _build_section(name: str, annotation: Any, table: Mapping[str, Any]) -> Any:
     cls = _section_class(annotation)
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in known:

@@ -48,8 +48,14 @@ def test_the_early_rule_needs_the_score_clearly_below_threshold() -> None:
 def test_the_early_rule_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         EarlyEscalation.single(tokens=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"margins must each be in \[0, 1\]"):
         EarlyEscalation.single(margin=-0.1)
+    with pytest.raises(ValueError, match=r"margins must each be in \[0, 1\]"):
+        EarlyEscalation.single(margin=1.5)
+    with pytest.raises(ValueError, match="one margin per checkpoint: 2 token counts, 1 margins"):
+        EarlyEscalation.from_lists([4, 8], [0.1])
+    assert EarlyEscalation.from_lists([4, 8], [0.3, 0.1]).checkpoints == (
+        Checkpoint(4, 0.3), Checkpoint(8, 0.1))
     with pytest.raises(ValueError):
         EarlyEscalation((Checkpoint(8, 0.1), Checkpoint(4, 0.2)))
     with pytest.raises(ValueError):

@@ -53,11 +53,16 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("model = 3\n", {}, "config key model must be a table"),
         ("[model\n", {}, "is not valid TOML"),
         ("[runtime]\nearly_escalation_tokens = [16, 8]\nearly_escalation_margins = [0.1, 0.1]\n",
-         {}, "runtime.early_escalation_tokens must be increasing token counts >= 1"),
+         {}, "runtime.early_escalation_tokens / runtime.early_escalation_margins: "
+             "EarlyEscalation checkpoints must have increasing token counts"),
         ("", {"TANDEM_RUNTIME_EARLY_ESCALATION_TOKENS": "8,16"},
-         r"runtime.early_escalation_margins must have one margin per checkpoint .*\(2\), not 4"),
+         r"runtime.early_escalation_margins: .*one margin per checkpoint: 2 token counts, "
+         r"4 margins"),
         ("[runtime]\nearly_escalation_margins = [0.7, 0.4, 1.5, 0.3]\n", {},
-         r"runtime.early_escalation_margins must each be in \[0, 1\]"),
+         r"runtime.early_escalation_margins: .*margins must each be in \[0, 1\]"),
+        ("[runtime]\nearly_escalation_tokens = [0, 8]\nearly_escalation_margins = [0.1, 0.1]\n",
+         {}, "runtime.early_escalation_margins: .*tokens must be at least 1"),
+        ("[runtime]\n_early_escalation = 1\n", {}, "unknown config key runtime._early_escalation"),
     ],
 )
 def test_bad_values_name_the_key(
