@@ -30,7 +30,7 @@ from runtime.cloud import CloudPath
 from runtime.confidence import RunningConfidence
 from runtime.config import MODES, Mode, TandemConfig
 from runtime.cues import task_cues
-from runtime.errors import ModeError, QueueFullError
+from runtime.errors import ModeError
 from runtime.local import LocalRun
 from runtime.monitor import Monitor
 from runtime.monitor.snapshot import Snapshot
@@ -42,7 +42,15 @@ from runtime.policy import (
     RequestFeatures,
     decide,
 )
-from runtime.request import COLLECT_PACE_S, Plan, ResultStream, Route, Slot, StreamContext
+from runtime.request import (
+    COLLECT_PACE_S,
+    Admission,
+    Plan,
+    ResultStream,
+    Route,
+    Slot,
+    StreamContext,
+)
 from runtime.result import Result
 from runtime.router.base import RouterVerdict
 from runtime.router.online import OnlineRouter, context_vector
@@ -102,8 +110,7 @@ class Runtime:
         self._owns_monitor = monitor is None
         self._engine_lock = threading.Lock()  # serialises local generations
         self._load_lock = threading.Lock()
-        self._admitted = 0
-        self._admit_lock = threading.Lock()
+        self._queue = Admission("the local engine's", config.runtime.queue_size)
         # local-only never talks to the gateway: not even the monitor's reachability probe
         use_cloud = config.offload.configured and config.runtime.mode != "local-only"
         self.monitor = monitor or Monitor.from_config(
@@ -130,7 +137,7 @@ class Runtime:
         self._chooser = chooser  # multiple choice: loaded on first use unless passed in
         self._owns_chooser = chooser is None  # one passed in belongs to the caller
         self._chooser_lock = threading.Lock()  # one question at a time on its models
-        self._choosing = 0  # questions running or waiting for the chooser
+        self._choice_queue = Admission("the multiple-choice", config.runtime.queue_size)
 
     def _report_gateway(self, ok: bool, rtt_ms: float | None) -> None:
         self.monitor.report_gateway(ok, rtt_ms)
@@ -160,8 +167,7 @@ class Runtime:
     @property
     def queue_depth(self) -> int:
         """Local requests admitted and not finished (running + waiting)."""
-        with self._admit_lock:
-            return self._admitted
+        return self._queue.depth
 
     def close(self) -> None:
         """Release what the runtime created (an engine or monitor passed in stays open)."""
@@ -416,14 +422,8 @@ class Runtime:
         return chosen  # type: ignore[return-value]
 
     def _admit(self) -> Slot:
-        with self._admit_lock:
-            # one running + queue_size waiting
-            if self._admitted >= self.config.runtime.queue_size + 1:
-                raise QueueFullError(
-                    f"the local engine's queue is full ({self.config.runtime.queue_size} waiting)"
-                )
-            self._admitted += 1
-        return Slot(self)
+        """A place in the local engine's queue (`QueueFullError` when it is full)."""
+        return self._queue.admit()
 
     def _record_choice(self, result: ChoiceResult, prompt: str) -> None:
         if self.telemetry is not None:
@@ -458,22 +458,13 @@ class _LockedChooser:
         from runtime.choice import LocalChooser
 
         rt = self._rt
-        with rt._admit_lock:
-            if rt._choosing >= rt.config.runtime.queue_size + 1:
-                raise QueueFullError("the multiple-choice queue is full "
-                                     f"({rt.config.runtime.queue_size} waiting)")
-            rt._choosing += 1
-        try:
-            with rt._chooser_lock:
-                if rt._chooser is None:
-                    cfg = rt.config.runtime
-                    rt._chooser = LocalChooser(cfg.choice_calibration or None,
-                                               threshold=cfg.choice_threshold,
-                                               threads=rt.config.model.threads)
-                return rt._chooser.choose(question, options)
-        finally:
-            with rt._admit_lock:
-                rt._choosing -= 1
+        with rt._choice_queue.admit(), rt._chooser_lock:
+            if rt._chooser is None:
+                cfg = rt.config.runtime
+                rt._chooser = LocalChooser(cfg.choice_calibration or None,
+                                           threshold=cfg.choice_threshold,
+                                           threads=rt.config.model.threads)
+            return rt._chooser.choose(question, options)
 
 
 __all__ = ["Plan", "ResultStream", "Runtime", "RunningConfidence", "to_messages"]

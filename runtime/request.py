@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from runtime.cloud import Prepared
+from runtime.errors import QueueFullError
 from runtime.result import Result
 
 if TYPE_CHECKING:
-    from runtime.facade import Runtime
+    pass
 
 Route = Literal["local", "cloud", "cascade"]
 
@@ -71,20 +72,59 @@ class ResultStream(Iterator[str]):
         return self.result
 
 
+class Admission:
+    """A bounded queue: at most one request running and `size` waiting, else `QueueFullError`.
+
+    `admit()` claims a place at call time (before any work) and returns the `Slot` that
+    gives it back; `depth` counts places held (running + waiting).
+    """
+
+    __slots__ = ("_what", "_size", "_held", "_lock")
+
+    def __init__(self, what: str, size: int) -> None:
+        self._what = what  # names the queue in the error: "the local engine's queue is full"
+        self._size = size
+        self._held = 0
+        self._lock = threading.Lock()
+
+    @property
+    def depth(self) -> int:
+        with self._lock:
+            return self._held
+
+    def admit(self) -> Slot:
+        with self._lock:
+            if self._held >= self._size + 1:
+                raise QueueFullError(f"{self._what} queue is full ({self._size} waiting)")
+            self._held += 1
+        return Slot(self)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._held -= 1
+
+
 class Slot:
-    """One admitted request's place in the local queue; release is idempotent."""
+    """One admitted request's place in its queue; release is idempotent."""
 
-    __slots__ = ("_runtime", "_held")
+    __slots__ = ("_queue", "_held", "_lock")
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    def __init__(self, queue: Admission) -> None:
+        self._queue = queue
         self._held = True
+        self._lock = threading.Lock()
 
     def release(self) -> None:
-        with self._runtime._admit_lock:
-            if self._held:
-                self._held = False
-                self._runtime._admitted -= 1
+        with self._lock:
+            held, self._held = self._held, False
+        if held:
+            self._queue._release()
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass(frozen=True, slots=True)

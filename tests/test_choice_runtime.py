@@ -203,11 +203,11 @@ def test_a_full_multiple_choice_queue_is_refused(engine: Engine, chooser: LocalC
             first = threading.Thread(target=lambda: results.append(rt.choose(SKY, SKY_OPTIONS)))
             first.start()
             deadline = time.monotonic() + 30
-            while rt._choosing < 1 and time.monotonic() < deadline:
+            while rt._choice_queue.depth < 1 and time.monotonic() < deadline:
                 time.sleep(0.01)
             with pytest.raises(QueueFullError, match=r"multiple-choice queue is full \(0 waiting"):
                 rt.choose(SKY, SKY_OPTIONS)
         first.join(60)
         assert [r.option for r in results] == ["blue"]
-        assert rt._choosing == 0
+        assert rt._choice_queue.depth == 0
         assert rt.choose(SKY, SKY_OPTIONS).option == "blue"  # room again

@@ -10,6 +10,7 @@ from kernels import ContextOverflowError, Engine
 from runtime.config import RuntimeConfig, load_config
 from runtime.errors import ModeError, QueueFullError
 from runtime.facade import Runtime
+from runtime.request import Admission
 from runtime.result import Result
 
 Q = [{"role": "user", "content": "Name a fruit."}]
@@ -74,6 +75,22 @@ def test_queue_admits_one_running_plus_queue_size(engine: Engine) -> None:
     assert first.collect().finish_reason == "cancelled"
     assert second.collect().usage.completion_tokens <= 2
     assert rt.queue_depth == 0
+
+
+def test_a_queue_holds_one_running_plus_its_size_and_a_slot_frees_once() -> None:
+    queue = Admission("the test", 1)
+    first, second = queue.admit(), queue.admit()
+    assert queue.depth == 2
+    with pytest.raises(QueueFullError, match=r"^the test queue is full \(1 waiting\)$"):
+        queue.admit()
+    first.release()
+    first.release()  # idempotent: the second release frees nothing
+    assert queue.depth == 1
+    with queue.admit():
+        assert queue.depth == 2
+    assert queue.depth == 1
+    second.release()
+    assert queue.depth == 0
 
 
 def test_a_stream_closed_before_its_first_token_frees_its_slot(rt: Runtime) -> None:
