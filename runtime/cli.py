@@ -163,9 +163,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _choose(args: argparse.Namespace, config: TandemConfig) -> int:
     from runtime import interface
+    from runtime.choice import check_question
 
-    if len(args.options) < 2:
-        raise ValueError(f"choose needs at least 2 options, got {len(args.options)}")
+    check_question(args.question, args.options)  # before any model loads
     with interface.open_runtime(config) as rt:
         choice = rt.choose(args.question, args.options, mode=args.mode)
     if args.json:

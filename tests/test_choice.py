@@ -108,6 +108,8 @@ def test_the_cli_answers_and_refuses(capsys: pytest.CaptureFixture[str]) -> None
     assert captured.out.startswith(("A. a cat", "B. a dog"))
     assert "[local] mode prefer-local: the device answers; no gateway configured" in captured.err
     assert cli(["choose", "Which?", "only one"]) == 2
-    assert "choose needs at least 2 options, got 1" in capsys.readouterr().err
+    assert "need at least 2 options, got 1" in capsys.readouterr().err
+    assert cli(["choose", "  ", "a", "b"]) == 2  # refused before any model loads
+    assert "question must be a non-empty string" in capsys.readouterr().err
     assert cli(["choose", "Which?", "a", "b", "--calibration", "/nonexistent.json"]) == 2
     assert "calibration: cannot read /nonexistent.json" in capsys.readouterr().err
