@@ -154,7 +154,15 @@ class LocalChooser:
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 CLOUD_INSTRUCTION = "Answer with the letter of the correct option only."
-_LETTER = re.compile(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])")
+# A reply that is a letter ("B", "(B)", "B.") or opens with one and punctuation ("B. nitrogen",
+# "B) …"), or says "the answer is B" / "option B". A capital starting a sentence ("A dog…",
+# "I am not sure") is not a letter.
+_LETTER_REPLIES = (
+    re.compile(r"^\(?([A-Z])\)?[.):]?$"),
+    re.compile(r"^\(?([A-Z])(?:\)|[.:])"),
+    re.compile(r"\b(?:answer|option|choice)(?:\s+is)?[\s:]*\(?([A-Z])\b(?![\w'’])",
+               re.IGNORECASE),
+)
 
 
 def check_question(question: str, options: Sequence[str]) -> list[str]:
@@ -182,13 +190,19 @@ def cloud_prompt(question: str, options: Sequence[str]) -> str:
 
 
 def parse_reply(reply: str, options: Sequence[str]) -> int | None:
-    """The option a cloud reply names: its first standalone capital letter in range, else
-    the one option whose text it contains; None when it names none (or several)."""
-    m = _LETTER.search(reply)
-    if m is not None and LETTERS.index(m.group(1)) < len(options):
-        return LETTERS.index(m.group(1))
-    text = reply.casefold()
-    hits = [i for i, o in enumerate(options) if o.strip().casefold() in text]
+    """The option a cloud reply names, or None when it names none (or several).
+
+    A letter in range counts when the reply is one ("B", "(B)"), opens with one followed by
+    punctuation ("B. nitrogen") or names one ("The answer is B"); otherwise the reply must
+    contain exactly one option's text.
+    """
+    text = reply.strip().replace("*", "").replace("`", "").strip()
+    for pattern in _LETTER_REPLIES:
+        m = pattern.search(text)
+        if m is not None and m.group(1).isupper() and LETTERS.index(m.group(1)) < len(options):
+            return LETTERS.index(m.group(1))
+    folded = text.casefold()
+    hits = [i for i, o in enumerate(options) if o.strip().casefold() in folded]
     return hits[0] if len(hits) == 1 else None
 
 

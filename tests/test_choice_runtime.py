@@ -69,10 +69,20 @@ def _gateway(start_gateway: GatewayFactory, reply: str) -> tuple[RunningGateway,
 @pytest.mark.parametrize(
     ("reply", "index"),
     [("B", 1), ("The answer is C.", 2), ("(A)", 0), ("carbon dioxide", 1), ("E", None),
-     ("I am not sure.", None), ("oxygen or carbon dioxide", None)],
+     ("I am not sure.", None), ("oxygen or carbon dioxide", None), ("**D**", 3),
+     ("B. carbon dioxide", 1), ("C) nitrogen", 2), ("Answer: D", 3), ("option a", None),
+     ("A gas we breathe out: carbon dioxide", 1), ("A lighter-than-air gas: helium", 3),
+     ("I think the answer is B", 1), ("I would say helium", 3)],
 )
 def test_a_cloud_reply_is_read_as_an_option(reply: str, index: int | None) -> None:
     assert parse_reply(reply, ["oxygen", "carbon dioxide", "nitrogen", "helium"]) == index
+
+
+def test_a_sentence_opening_capital_is_not_a_letter_even_when_in_range() -> None:
+    ten = [f"option {n}" for n in range(9)] + ["a dog"]
+    assert parse_reply("I am not sure.", ten) is None  # I would be the ninth letter
+    assert parse_reply("A dog, clearly.", ["a cat", "a dog"]) == 1
+    assert parse_reply("A", ["a cat", "a dog"]) == 0
 
 
 def test_the_cloud_sees_lettered_options_and_a_one_letter_request() -> None:
