@@ -48,6 +48,9 @@ class LlamaCppEngine:
     ) -> None:
         from llama_cpp import Llama
 
+        from kernels.llama_log import route_llama_logs
+
+        route_llama_logs()
         if not model.path.is_file():
             raise ModelNotFoundError(f"model file not found: {model.path}")
         n_threads = threads or default_threads()

@@ -67,8 +67,10 @@ class OptionScorer:
         from llama_cpp import Llama
 
         from kernels.common import default_threads
+        from kernels.llama_log import route_llama_logs
         from kernels.registry import resolve
 
+        route_llama_logs()
         resolved = resolve(model)
         self.model_id = resolved.id
         self.prompt = prompt

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from pathlib import Path
@@ -18,7 +19,9 @@ from kernels import (
     collect,
     generate,
 )
+from kernels.llama_log import _Lines
 from kernels.logprobs import log_softmax, step_stats
+from kernels.options import OptionScorer
 from kernels.registry import resolve
 
 QUESTION = [Message("user", "Name three colours.")]
@@ -178,3 +181,32 @@ def test_a_paced_stream_delivers_exactly_what_an_unpaced_one_does(engine: Engine
     assert paced.usage == plain.usage and paced.finish_reason == plain.finish_reason
     with pytest.raises(ValueError, match="pace"):
         engine.stream(QUESTION, params).pace(-1)
+
+
+def test_llama_cpp_log_lines_go_to_logging_not_stderr(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Gemma 3 makes llama.cpp warn about its sliding-window cache on every load; llama-cpp-python's
+    # own callback printed that to stderr despite verbose=False
+    caplog.set_level(logging.DEBUG, logger="tandem.llama_cpp")
+    OptionScorer("bundled:gemma3-270m", threads=1, context_length=64)
+    assert "llama_kv_cache_iswa" not in capfd.readouterr().err
+    warned = [r for r in caplog.records if "using full-size SWA cache" in r.getMessage()]
+    assert warned and {r.levelno for r in warned} == {logging.INFO}  # a ggml warning
+    assert any(r.levelno == logging.DEBUG and r.getMessage().startswith("print_info:")
+               for r in caplog.records)
+
+
+def test_llama_cpp_log_pieces_join_into_lines_at_their_level(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="tandem.llama_cpp")
+    lines = _Lines()
+    lines.feed(4, "failed to ")  # ERROR
+    lines.feed(5, "open x\n")  # CONT: the same line, the same level
+    lines.feed(3, "a warning\n")
+    lines.feed(2, "info without newline")
+    lines.feed(3, "next\n")  # a new level flushes the unfinished line
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "failed to open x"), (logging.INFO, "a warning"),
+        (logging.DEBUG, "info without newline"), (logging.INFO, "next")]
