@@ -54,12 +54,35 @@ def test_blended_training_is_deterministic_and_reuses_the_ngram_router(
     assert a.name == NAME and a.uses_embedding and a.neighbours is not None
     assert b.neighbours is not None
     assert (a.neighbours.k, a.neighbours.weight) == (b.neighbours.k, b.neighbours.weight)
-    assert a.neighbours.k in BlendParams().ks and a.neighbours.weight in BlendParams().weights
+    assert (a.neighbours.k, a.neighbours.weight) == (30, 0.2)  # the development split's knobs
     assert np.array_equal(a.score(probe), b.score(probe))
     ngram = LearnedRouter.train(train.prompts, train.weak, train.strong, SMALL)
     reused = train_blended(train.prompts, train.weak, train.strong, vectors, SMALL, ngram=ngram)
     assert np.array_equal(reused.score(probe), a.score(probe))
     assert np.array_equal(a.with_encoder(None).score(probe), ngram.score(probe))
+
+
+def test_a_grid_of_knobs_is_searched_on_inner_validation_deterministically(
+    short: tuple[RoutingData, LookupEncoder]
+) -> None:
+    data, vectors = short
+    train = data.subset(range(320))
+    grid = BlendParams(ks=(5, 30), weights=(0.0, 0.3, 1.0))
+    picked = {(r.neighbours.k, r.neighbours.weight)
+              for r in (train_blended(train.prompts, train.weak, train.strong, vectors, SMALL, grid)
+                        for _ in range(2)) if r.neighbours is not None}
+    assert len(picked) == 1 and picked <= {(k, w) for k in grid.ks for w in grid.weights}
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [({"ks": ()}, "ks must be one or more"), ({"ks": (0,)}, "ks must be one or more"),
+     ({"weights": (1.5,)}, r"weights must be one or more weights in \[0, 1\]"),
+     ({"validation_share": 1.0}, r"validation_share must be in \(0, 1\)")],
+)
+def test_blend_params_refuse_nonsense(params: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BlendParams(**params)  # type: ignore[arg-type]
 
 
 def test_weight_one_scores_with_the_neighbours_alone(

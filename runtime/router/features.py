@@ -40,7 +40,7 @@ class FeatureSpec:
     char_bits: int = 17
     word_ngrams: tuple[int, int] = (1, 2)
     char_ngrams: tuple[int, int] = (2, 5)
-    dense_weight: float = 0.3  # scale of the standardised cues against unit-norm TF-IDF rows
+    dense_weight: float = 0.15  # scale of the standardised cues against unit-norm TF-IDF rows
     embedding: str = ""  # sentence-embedding model whose vectors are appended ("" = none)
     embedding_weight: float = 0.0  # scale of the standardised embedding block
 
