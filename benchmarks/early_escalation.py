@@ -20,6 +20,11 @@ Per-token log-probs, entropies and times are cached (`--traces`, JSONL under
 benchmarks/out/) so the score can be revisited without re-generating; greedy decoding makes
 the cached decisions those of a fresh run, and the A/B timing is always measured live.
 
+Also reported: the ceiling of this family of rules — margins chosen on the held-out half
+itself, so that no kept answer there is escalated, at the runtime's checkpoints and with
+later ones (48 … 192 tokens) added — and its saving estimated from token timestamps. It
+says how much any margin rule on this score could save with the same decisions.
+
     python -m benchmarks.early_escalation --json [--limit 160] [--max-tokens 96]
 """
 
@@ -45,6 +50,7 @@ KS = (4, 8, 16, 32)
 STEP = 0.02  # margins are rounded up to this grid
 TARGET_SAVED = 0.30
 TRADEOFF_MARGINS = (0.0, 0.05, 0.1, 0.2)
+BOUND_KS = (4, 8, 16, 32, 48, 64, 128, 192)  # checkpoints for the in-sample ceiling
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +246,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             e = evaluate(test, EarlyEscalation.single(k, margin), thr)
             tradeoff.append({"k": k, "margin": margin, "saved_estimated": e["saved"],
                              "agreement": 1.0 - e["wrong"]})
+    # The ceiling of this family of rules on these prompts: margins chosen on the held-out
+    # half itself (in-sample), at the runtime's checkpoints and at later ones too.
+    ceiling = {}
+    for ks in (KS, BOUND_KS):
+        best = choose(test, [k for k in ks if k < args.max_tokens])
+        ceiling[",".join(str(c.tokens) for c in best.checkpoints)] = {
+            "rule": [[c.tokens, c.margin] for c in best.checkpoints],
+            "saved_estimated": evaluate(test, best, thr)["saved"]}
     stops = [fired_at(t.running(), rule, thr) for t in test]
     differ = sum(k is not None and t.full_score >= thr for k, t in zip(stops, test, strict=True))
     return {
@@ -256,6 +270,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "mean_full_tokens": float(np.mean([len(t.logprobs) for t in traces])),
         "target_saved": TARGET_SAVED,
         "tradeoff": tradeoff,
+        "in_sample_ceiling": ceiling,
         "early_saved_fraction": 1.0 - early_cost / full_cost if full_cost else 0.0,
         "early_decision_agreement": 1.0 - differ / max(1, len(test)),
     }
@@ -294,6 +309,11 @@ def main(argv: list[str] | None = None) -> None:
     human += table(["K", "δ", "agreement", "saved (est.)"], [
         [r["k"], r["margin"], r["agreement"], r["saved_estimated"]]
         for r in best if r["margin"] in (0.0, 0.1)])
+    human += ("\n\nCeiling: margins chosen on the held-out half itself (never escalates a "
+              "kept answer there; estimated):\n")
+    human += table(["checkpoints", "margins", "saved (est.)"], [
+        [ks, " / ".join(f"{m:.2f}" for _, m in c["rule"]), c["saved_estimated"]]
+        for ks, c in s["in_sample_ceiling"].items()])
     emit(s, human, args.json)
 
 
