@@ -297,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     plot(curves, png)
     lines = []
     for split, by_router in results.items():
-        rows = [[name, f"{m['apgr']:.4f}", "{:.4f}-{:.4f}".format(*sorted(fold_apgr[split][name])),
+        rows = [[name, f"{m['apgr']:.4f}",
+                 f"{min(fold_apgr[split][name]):.4f}-{max(fold_apgr[split][name]):.4f}",
                  100 * m["cpt50"], 100 * m["cpt80"], m["q20"], m["q40"], m["q60"]]
                 for name, m in by_router.items()]
         data = splits[split][0]
