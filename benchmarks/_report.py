@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from collections.abc import Sequence
@@ -50,9 +51,23 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def strict_json(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def emit(summary: dict[str, Any], human: str, as_json: bool) -> None:
-    """Print the human table, then (with --json) one JSON object as the last stdout line."""
+    """Print the human table, then (with --json) one JSON object as the last stdout line.
+
+    The JSON is strict: a figure that could not be measured (NaN) is null.
+    """
     print(human)
     if as_json:
-        print(json.dumps(summary, sort_keys=False))
+        print(json.dumps(strict_json(summary), sort_keys=False, allow_nan=False))
     sys.stdout.flush()
