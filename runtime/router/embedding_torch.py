@@ -32,7 +32,9 @@ class TorchSentenceEncoder:
     def __init__(self, path: Path | None = None, batch_size: int = 32) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # quiet CLI stderr
         path = path or model_dir()
         self._torch: Any = torch
         self._tok: Any = AutoTokenizer.from_pretrained(str(path))
