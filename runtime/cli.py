@@ -55,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     choose.add_argument("question")
     choose.add_argument("options", nargs="+", metavar="OPTION", help="at least two")
     choose.add_argument("--calibration", metavar="PATH",
-                        help="calibration JSON (default: runtime.choice_calibration, else the "
-                             "bundled ARC-Easy fit)")
+                        help="calibration JSON, or bundled:arc (the default fit, with the "
+                             "Gemma peer) / bundled:arc-light (SmolLM2 alone, less memory); "
+                             "default: runtime.choice_calibration")
     choose.add_argument("--threshold", type=float, default=None, metavar="P",
                         help="escalate below this P(right) (default: runtime.choice_threshold)")
     choose.add_argument("--mode", choices=MODES, help="where to answer (default: config)")

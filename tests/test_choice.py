@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks.cascade import DEFAULT_DATASET, load_arc, sample
 from runtime.calibration import PEER_FEATURES, CalibratedConfidence, CalibrationError
-from runtime.choice import DEFAULT_CALIBRATION, LocalChooser
+from runtime.choice import BUNDLED_CALIBRATIONS, DEFAULT_CALIBRATION, LocalChooser, calibration_path
 from runtime.cli import main as cli
 
 
@@ -80,6 +80,28 @@ def _calibration(tmp_path: Path, **meta: str) -> Path:
     return path
 
 
+def test_the_light_bundled_fit_reads_the_answering_model_alone() -> None:
+    cal = CalibratedConfidence.load(calibration_path("bundled:arc-light"))
+    assert (cal.meta["model"], cal.meta["peer"]) == ("bundled:smollm2-135m", "")
+    assert not set(PEER_FEATURES) & set(cal.features)
+    with LocalChooser("bundled:arc-light", threads=1) as light:
+        assert light.peer == "" and light._peer is None  # Gemma is never loaded
+        c = light.choose("What colour is the sky on a clear day?", ["blue", "green", "red"])
+    assert (c.index, c.option, c.peer) == (0, "blue", "")
+    assert 0.0 < c.p_correct < 1.0 and list(c.signals) == list(cal.features)
+
+
+def test_calibration_specs_name_bundled_fits_or_files(tmp_path: Path) -> None:
+    assert calibration_path(None) == calibration_path("") == DEFAULT_CALIBRATION
+    assert calibration_path("bundled:arc") == DEFAULT_CALIBRATION
+    assert calibration_path("bundled:arc-light") == BUNDLED_CALIBRATIONS["arc-light"]
+    assert all(p.is_file() for p in BUNDLED_CALIBRATIONS.values())  # shipped as package data
+    assert calibration_path(tmp_path / "mine.json") == tmp_path / "mine.json"
+    known = r"\(bundled: bundled:arc, bundled:arc-light\)"
+    with pytest.raises(CalibrationError, match="no bundled fit named 'mmlu' " + known):
+        calibration_path("bundled:mmlu")
+
+
 def test_a_calibration_is_used_only_with_its_own_models(tmp_path: Path) -> None:
     with pytest.raises(CalibrationError, match="fitted on bundled:smollm2-135m's signals, not"):
         LocalChooser(model="bundled:gemma3-270m")
@@ -111,5 +133,11 @@ def test_the_cli_answers_and_refuses(capsys: pytest.CaptureFixture[str]) -> None
     assert "need at least 2 options, got 1" in capsys.readouterr().err
     assert cli(["choose", "  ", "a", "b"]) == 2  # refused before any model loads
     assert "question must be a non-empty string" in capsys.readouterr().err
+    assert cli(["choose", "What colour is the sky on a clear day?", "blue", "green", "--json",
+                "--calibration", "bundled:arc-light", "--mode", "local-only"]) == 0
+    light = json.loads(capsys.readouterr().out)
+    assert light["option"] == "blue" and light["p_correct"] != out["p_correct"]
+    assert cli(["choose", "Which?", "a", "b", "--calibration", "bundled:nope"]) == 2
+    assert "no bundled fit named 'nope'" in capsys.readouterr().err
     assert cli(["choose", "Which?", "a", "b", "--calibration", "/nonexistent.json"]) == 2
     assert "calibration: cannot read /nonexistent.json" in capsys.readouterr().err
