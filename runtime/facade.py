@@ -426,10 +426,15 @@ class Runtime:
         return self._queue.admit()
 
     def _record_choice(self, result: ChoiceResult, prompt: str) -> None:
+        self._log_answer(lambda t: t.record_choice(result, prompt))
+
+    def _log_answer(self, write: Callable[[Telemetry], None]) -> None:
+        """Write an answer's telemetry row, if telemetry is on; a database error costs a
+        warning, never the user's answer."""
         if self.telemetry is not None:
             try:
-                self.telemetry.record_choice(result, prompt)
-            except sqlite3.Error as exc:  # telemetry must never cost the user an answer
+                write(self.telemetry)
+            except sqlite3.Error as exc:
                 log.warning("telemetry not recorded: %s", exc)
 
     def _finish(self, stream: ResultStream, result: Result) -> None:
@@ -438,11 +443,9 @@ class Runtime:
             result = dataclasses.replace(result, id=ctx.rid, decision=ctx.plan.decision)
         stream.result = result
         self._observe_speed(result)
-        if self.telemetry is not None and ctx is not None:
-            try:
-                self.telemetry.record(result, ctx.prompt)
-            except sqlite3.Error as exc:  # telemetry must never cost the user an answer
-                log.warning("telemetry not recorded: %s", exc)
+        if ctx is not None:
+            prompt = ctx.prompt
+            self._log_answer(lambda t: t.record(result, prompt))
         for listener in self.listeners:
             listener(result)
 
@@ -461,7 +464,7 @@ class _LockedChooser:
         with rt._choice_queue.admit(), rt._chooser_lock:
             if rt._chooser is None:
                 cfg = rt.config.runtime
-                rt._chooser = LocalChooser(cfg.choice_calibration or None,
+                rt._chooser = LocalChooser(cfg.choice_calibration,
                                            threshold=cfg.choice_threshold,
                                            threads=rt.config.model.threads)
             return rt._chooser.choose(question, options)

@@ -106,7 +106,7 @@ class Telemetry:
             mean_logprob=_num(c.mean_logprob), min_logprob=_num(c.min_logprob),
             mean_entropy=_num(c.mean_entropy), ttft_ms=t.ttft_ms, total_ms=t.total_ms,
             tokens_per_s=t.tokens_per_s, finish_reason=result.finish_reason,
-            decision=json.dumps(result.decision) if result.decision else None)
+            decision=result.decision)
 
     def record_choice(self, result: ChoiceResult, prompt: str) -> None:
         """A multiple-choice answer (`Runtime.choose`): its P(right) is the confidence, its
@@ -117,13 +117,14 @@ class Telemetry:
             prompt=prompt, prompt_tokens=result.usage.get("prompt_tokens", 0),
             completion_tokens=result.usage.get("completion_tokens", 0),
             confidence=None if p is None else _num(p), total_ms=result.total_ms,
-            finish_reason="choice",
-            decision=json.dumps(result.decision) if result.decision else None)
+            finish_reason="choice", decision=result.decision)
 
-    def _insert(self, **columns: Any) -> None:
-        """One answer row (stamped with the time and day); columns not given stay NULL."""
+    def _insert(self, *, decision: dict[str, Any] | None, **columns: Any) -> None:
+        """One answer row (stamped with the time and day, the decision as JSON); columns not
+        given stay NULL."""
         now = time.time()
-        row = {"ts": now, "day": _day(now), **columns}
+        row = {"ts": now, "day": _day(now), **columns,
+               "decision": json.dumps(decision) if decision else None}
         names = ", ".join(row)  # keys are this module's literal column names
         with self._lock:
             self._db.execute(
