@@ -161,6 +161,10 @@ class Checkpoint:
         if not 0 <= self.margin <= 1:  # scores and thresholds lie in [0, 1]
             raise ValueError("EarlyEscalation checkpoint margins must each be in [0, 1]")
 
+    def fails(self, running_score: float, threshold: float) -> bool:
+        """The check at this checkpoint: the score is clearly below threshold (NaN: never)."""
+        return running_score < threshold - self.margin
+
 
 @dataclass(frozen=True, slots=True)
 class EarlyEscalation:
@@ -199,7 +203,7 @@ class EarlyEscalation:
         """True when `tokens` is a checkpoint and `running_score` is clearly below threshold."""
         for c in self.checkpoints:
             if c.tokens == tokens:
-                return running_score < threshold - c.margin
+                return c.fails(running_score, threshold)
         return False
 
     def fires(self, running: RunningConfidence, threshold: float) -> bool:
@@ -227,4 +231,4 @@ class EarlyEscalation:
         c = self.crossed(before, running.tokens)
         if c is None:
             return None
-        return c if running.value().score < threshold - c.margin else None
+        return c if c.fails(running.value().score, threshold) else None
