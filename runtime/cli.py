@@ -164,7 +164,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _choose(args: argparse.Namespace, config: TandemConfig) -> int:
     from runtime import interface
-    from runtime.choice import check_question
+    from runtime.choice import LETTERS, check_question
 
     check_question(args.question, args.options)  # before any model loads
     with interface.open_runtime(config) as rt:
@@ -172,7 +172,7 @@ def _choose(args: argparse.Namespace, config: TandemConfig) -> int:
     if args.json:
         print(json.dumps(choice.to_dict(), indent=2))
         return EXIT_OK
-    print(f"{chr(65 + choice.index)}. {choice.option}")
+    print(f"{LETTERS[choice.index]}. {choice.option}")
     p = "n/a" if choice.p_correct is None else f"{choice.p_correct:.2f}"
     print(f"[{choice.source}] {choice.reason} | P(right) on the device {p} | "
           f"{choice.total_ms:.0f} ms", file=sys.stderr)

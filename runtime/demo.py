@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from runtime.choice import ChoiceResult
+from runtime.choice import LETTERS, ChoiceResult
 from runtime.config import RuntimeConfig, TandemConfig, load_config
 from runtime.facade import Runtime
 from runtime.offload import OffloadConfig
@@ -82,11 +82,11 @@ def show(step: Step, result: Result) -> str:
 def show_choice(question: str, options: tuple[str, ...], c: ChoiceResult, first: bool) -> str:
     p = "n/a" if c.p_correct is None else f"{c.p_correct:.2f}"
     local = "" if c.local_index is None or c.local_index == c.index else (
-        f" (the device had chosen {chr(65 + c.local_index)})")
+        f" (the device had chosen {LETTERS[c.local_index]})")
     return "\n".join([
-        f"> {question}  " + "  ".join(f"{chr(65 + i)}. {o}" for i, o in enumerate(options)),
+        f"> {question}  " + "  ".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options)),
         f"  mode:       {c.mode} (multiple choice, calibrated P(right) on the device)",
-        f"  answer:     {chr(65 + c.index)}. {c.option}{local}",
+        f"  answer:     {LETTERS[c.index]}. {c.option}{local}",
         f"  source:     {c.source}" + (f" ({c.cloud_model})" if c.cloud_model else ""),
         f"  reason:     {c.reason}",
         f"  P(right):   {p}",
