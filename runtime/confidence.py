@@ -1,7 +1,15 @@
 """Confidence of a local answer, from its per-token log-probabilities and entropies.
 
-Signals (over the generated tokens that carry text-bearing log-probs, after the first
-`opening_tokens` of them):
+Signals, over the *scored* tokens of an answer: the generated tokens that carry log-probs,
+after the first `opening_tokens` of them, except
+- *forced* tokens, whose step distribution had entropy below `forced_entropy` nats (the rest
+  of a word, formatting, a fixed phrase): they record no choice the model made, and an
+  answer of filler would otherwise look sure of itself;
+- *repeats*, tokens that complete a run of `repeat_ngram` tokens already in the answer: a
+  small model caught in a loop ("a being that exists in the realm of the mind, a being that
+  exists in the realm of …") predicts its own repetition with near certainty, which says
+  nothing about the answer.
+
 - `mean_logprob`: the average log-probability of the chosen tokens (the length-normalised
   sequence log-likelihood).
 - `low_fraction`: the fraction of tokens the model committed to with probability below
@@ -16,10 +24,13 @@ Score (documented formula, in [0, 1]):
 
 Every term is a mean over tokens, so the running score after K tokens estimates the score
 of the whole answer instead of drifting with length, which is what lets
-`EarlyEscalation` decide after a few tokens. An earlier prior scored `min_logprob`, which
-only falls as an answer grows: a score over 16 tokens said little about one over 96.
-The opening token(s) are skipped because how to begin an answer is the least certain
-choice the model makes and says little about the rest (`benchmarks.early_escalation`).
+`EarlyEscalation` decide after a few tokens. Skipping forced tokens and repeats serves the
+same end: filler and loops late in an answer used to lift its final score far above what
+its opening said (`benchmarks.early_escalation`). An earlier prior scored `min_logprob`,
+which only falls as an answer grows. The opening token(s) are skipped because how to begin
+an answer is the least certain choice the model makes and says little about the rest.
+An answer whose every token after the opening was forced or a repeat is scored on all of
+them (it is as certain as text gets); one no longer than its opening, on its first token.
 The weights are a prior chosen without correctness labels (see `ConfidenceWeights`); the
 policy issue calibrates them on labelled data.
 """
@@ -27,33 +38,44 @@ policy issue calibrates them on labelled data.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from kernels import TokenEvent
+from kernels.openai_protocol import UNKNOWN_TOKEN_ID
 
 
 @dataclass(frozen=True, slots=True)
 class ConfidenceWeights:
-    """Weights of the documented score, and the two constants its signals use.
+    """Weights of the documented score, and the constants its signals use.
 
-    a, c, d are the previous prior's; b and `low_floor`, `opening_tokens` were chosen on the
-    selection half of `benchmarks.early_escalation` for a running score that predicts the
-    final one, with d re-centred so the same share of answers falls below 0.5.
+    a, c are the first prior's; b, `low_floor`, `opening_tokens`, `forced_entropy` (0.5
+    rather than 0.3: no early stop that the whole answer would have kept, on fresh GSM8K and
+    BoolQ prompts) and `repeat_ngram` were chosen, without correctness labels, on
+    `benchmarks.early_escalation`'s prompts for a running score that predicts the final one;
+    d is re-centred so the same share of those answers (0.49) falls below 0.5 as under the
+    first prior. `forced_entropy=0, repeat_ngram=0, bias=2.42` is the previous score.
     """
 
     mean_logprob: float = 2.0
     low_fraction: float = 2.0
     mean_entropy: float = 0.6
-    bias: float = 2.42
+    bias: float = 3.35
     low_floor: float = 0.3  # a token with p < low_floor counts as "low"
-    opening_tokens: int = 1  # scored tokens skipped at the start of an answer
+    opening_tokens: int = 1  # tokens skipped at the start of an answer
+    forced_entropy: float = 0.5  # a step with less entropy (nats) was forced: not scored
+    repeat_ngram: int = 3  # a token completing an n-gram already in the answer: not scored
 
     def __post_init__(self) -> None:
         if not 0 < self.low_floor < 1:
             raise ValueError("ConfidenceWeights.low_floor must be in (0, 1)")
         if self.opening_tokens < 0:
             raise ValueError("ConfidenceWeights.opening_tokens must be >= 0")
+        if not self.forced_entropy >= 0:  # also refuses NaN
+            raise ValueError("ConfidenceWeights.forced_entropy must be >= 0 (0: score them all)")
+        if self.repeat_ngram < 0 or self.repeat_ngram == 1:
+            raise ValueError("ConfidenceWeights.repeat_ngram must be 0 (off) or at least 2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +84,9 @@ class Confidence:
     mean_logprob: float
     min_logprob: float
     mean_entropy: float
-    tokens: int  # every scored token, the opening ones included
+    tokens: int  # every generated token with a log-prob, the opening ones included
     low_fraction: float = math.nan
+    scored: int = 0  # the tokens the signals are means over (see the module docstring)
 
     @property
     def available(self) -> bool:
@@ -85,36 +108,74 @@ def score(events: Iterable[TokenEvent], weights: ConfidenceWeights | None = None
     return acc.value()
 
 
-class RunningConfidence:
-    """Confidence accumulated token by token (for early escalation while streaming); O(1)."""
+class _Sums:
+    """Sums of one set of tokens' signals."""
 
-    __slots__ = ("_weights", "_log_floor", "_sum_lp", "_min_lp", "_sum_h", "_low", "_n",
-                 "_first")
+    __slots__ = ("lp", "h", "low", "n")
+
+    def __init__(self) -> None:
+        self.lp = self.h = 0.0
+        self.low = self.n = 0
+
+    def add(self, event: TokenEvent, low: bool) -> None:
+        self.lp += event.logprob
+        self.h += event.entropy
+        self.low += low
+        self.n += 1
+
+
+class RunningConfidence:
+    """Confidence accumulated token by token (for early escalation while streaming).
+
+    O(1) per token; it remembers the answer's n-grams (`repeat_ngram`) to spot repeats.
+    """
+
+    __slots__ = ("_weights", "_log_floor", "_min_lp", "_n", "_first", "_scored", "_all",
+                 "_recent", "_seen")
 
     def __init__(self, weights: ConfidenceWeights | None = None) -> None:
         self._weights = weights or ConfidenceWeights()
         self._log_floor = math.log(self._weights.low_floor)
-        self._sum_lp = 0.0
         self._min_lp = math.inf
-        self._sum_h = 0.0
-        self._low = 0
         self._n = 0
         self._first: TokenEvent | None = None  # kept for answers no longer than the opening
+        self._scored = _Sums()  # after the opening, neither forced nor a repeat
+        self._all = _Sums()  # after the opening
+        self._recent: deque[int | str] = deque(maxlen=max(1, self._weights.repeat_ngram))
+        self._seen: set[tuple[int | str, ...]] = set()
 
     def add(self, event: TokenEvent) -> None:
         """Take one generated token into account."""
         # token_id -1 marks text flushed without a model step (held-back stop-string prefix)
         if event.token_id < 0 or math.isnan(event.logprob):
             return
+        w = self._weights
         self._n += 1
+        repeat = self._repeats(event)
         if self._n == 1:
             self._first = event
-        if self._n <= self._weights.opening_tokens:
+        if self._n <= w.opening_tokens:
             return
-        self._sum_lp += event.logprob
+        low = event.logprob < self._log_floor
         self._min_lp = min(self._min_lp, event.logprob)
-        self._sum_h += event.entropy
-        self._low += event.logprob < self._log_floor
+        self._all.add(event, low)
+        if not repeat and not event.entropy < w.forced_entropy:
+            self._scored.add(event, low)
+
+    def _repeats(self, event: TokenEvent) -> bool:
+        """Whether `event` completes an n-gram the answer already holds (then remember it)."""
+        if self._weights.repeat_ngram == 0:
+            return False
+        # an id the engine could not report is told apart by its text
+        self._recent.append(event.text if event.token_id == UNKNOWN_TOKEN_ID
+                            else event.token_id)
+        if len(self._recent) < self._weights.repeat_ngram:
+            return False
+        gram = tuple(self._recent)
+        if gram in self._seen:
+            return True
+        self._seen.add(gram)
+        return False
 
     @property
     def tokens(self) -> int:
@@ -125,20 +186,20 @@ class RunningConfidence:
         if self._n == 0:
             return NO_CONFIDENCE
         w = self._weights
-        scored = self._n - min(self._n, w.opening_tokens)
-        if scored == 0:
+        sums = self._scored if self._scored.n else self._all
+        if sums.n == 0:
             # an answer no longer than its opening: score the first token rather than nothing
             assert self._first is not None
             lp, h = self._first.logprob, self._first.entropy
-            return _confidence(w, lp, lp, h, float(lp < self._log_floor), self._n)
-        return _confidence(w, self._sum_lp / scored, self._min_lp, self._sum_h / scored,
-                           self._low / scored, self._n)
+            return _confidence(w, lp, lp, h, float(lp < self._log_floor), self._n, 0)
+        return _confidence(w, sums.lp / sums.n, self._min_lp, sums.h / sums.n,
+                           sums.low / sums.n, self._n, self._scored.n)
 
 
 def _confidence(w: ConfidenceWeights, mean_lp: float, min_lp: float, mean_h: float,
-                low: float, n: int) -> Confidence:
+                low: float, n: int, scored: int) -> Confidence:
     z = w.mean_logprob * mean_lp - w.low_fraction * low - w.mean_entropy * mean_h + w.bias
-    return Confidence(_sigmoid(z), mean_lp, min_lp, mean_h, n, low)
+    return Confidence(_sigmoid(z), mean_lp, min_lp, mean_h, n, low, scored)
 
 
 def _sigmoid(z: float) -> float:

@@ -71,9 +71,13 @@ class RuntimeConfig:
     send_draft: bool = False  # an escalated request carries the local draft to refine
     # A whole-answer (non-streamed) prefer-local cascade stops decoding and escalates at the
     # first checkpoint (K tokens in) where the running score is below threshold - margin_K.
-    # The defaults are the margins `benchmarks.early_escalation` chose; () = never early.
-    early_escalation_tokens: tuple[int, ...] = (4, 8, 16, 32)
-    early_escalation_margins: tuple[float, ...] = (0.68, 0.46, 0.40, 0.32)
+    # The defaults: at each K the wider of the margins `benchmarks.early_escalation` chose at
+    # 96 and at 256 tokens (docs/confidence.md); () = never early.
+    early_escalation_tokens: tuple[int, ...] = (
+        4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 64, 96, 128, 192)
+    early_escalation_margins: tuple[float, ...] = (
+        0.72, 0.40, 0.36, 0.34, 0.38, 0.36, 0.32, 0.28, 0.26, 0.24, 0.24, 0.22, 0.18, 0.12,
+        0.08, 0.08)
     # Multiple choice (`Runtime.choose`): escalate below this calibrated P(right), using the
     # calibration file at `choice_calibration` ("" = the bundled ARC-Easy fit).
     choice_threshold: float = 0.5

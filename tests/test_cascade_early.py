@@ -6,7 +6,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from benchmarks.early_escalation import Trace, choose, evaluate, fired_at, timed_early, trace
+from benchmarks.early_escalation import (
+    Trace,
+    ceiling,
+    choose,
+    evaluate,
+    fired_at,
+    prompts,
+    timed_early,
+    trace,
+)
 from kernels import Engine, TokenEvent
 from runtime.confidence import Checkpoint, EarlyEscalation, RunningConfidence
 
@@ -66,7 +75,7 @@ def _trace(logprob: float, n: int = 40, late: float | None = None) -> Trace:
     """A synthetic trace: every token at `logprob`, the ones after 8 at `late` if given."""
     lps = tuple(logprob if late is None or i < 8 else late for i in range(n))
     times = tuple(0.1 * (i + 1) for i in range(n))
-    return Trace("p", lps, (2.0,) * n, times, times[-1])
+    return Trace("p", lps, (2.0,) * n, times, times[-1], tuple(range(n)))
 
 
 def test_saving_counts_only_escalated_requests_stopped_early() -> None:
@@ -74,7 +83,8 @@ def test_saving_counts_only_escalated_requests_stopped_early() -> None:
     assert low.full_score < 0.5 <= keep.full_score
     r = evaluate([low, keep], EarlyEscalation.single(8, 0.1), threshold=0.5)
     assert r["wrong"] == 0.0 and r["fired"] == 1.0
-    assert r["saved"] == pytest.approx((4.0 - 0.8) / 4.0)
+    assert r["saved"] == pytest.approx((4.0 - 0.8) / (4.0 - 0.1))  # of decode time
+    assert r["saved_end_to_end"] == pytest.approx((4.0 - 0.8) / 4.0)
 
 
 def test_the_first_failing_checkpoint_stops_the_answer() -> None:
@@ -94,6 +104,34 @@ def test_the_chosen_margins_cover_how_far_a_final_score_rose() -> None:
         rise = full - recovers.running()[c.tokens - 1]
         assert rise - 1e-9 <= c.margin < rise + 0.02
     assert evaluate([recovers, low], rule, threshold=0.5)["wrong"] == 0.0
+
+
+def test_the_ceiling_is_the_narrowest_rule_that_keeps_every_kept_answer() -> None:
+    recovers, low = _trace(-1.5, late=-0.01), _trace(-3.0)
+    assert recovers.full_score >= 0.5 > low.full_score
+    rule = ceiling([recovers, low], 0.5, ks=(4, 16, 64))
+    assert [c.tokens for c in rule.checkpoints] == [4, 16]  # no trace reaches 64
+    for c in rule.checkpoints:
+        at_k = recovers.running()[c.tokens - 1]
+        assert 0.5 - c.margin <= at_k < 0.5 - c.margin + 0.02  # just keeps it local
+    r = evaluate([recovers, low], rule, threshold=0.5)
+    assert r["wrong"] == 0.0 and r["saved"] == pytest.approx((4.0 - 0.4) / 3.9)
+    # choose() needs no threshold: it covers the whole rise, so it is never narrower
+    chosen = choose([recovers, low], ks=(4, 16))
+    assert all(a.margin >= b.margin for a, b in zip(chosen.checkpoints, rule.checkpoints,
+                                                        strict=True))
+
+
+def test_the_prompt_sets_read_the_bundled_data() -> None:
+    selection = prompts(100, 0)
+    assert len(selection) == 100 and selection[80].startswith("Answer briefly: ")
+    fresh = prompts(10, 0, "gsm8k-boolq")
+    assert len(fresh) == 10 and not fresh[0].startswith("Answer briefly: ")  # GSM8K first
+    assert fresh[5].startswith("Answer briefly: ") and fresh[5].endswith("?")  # then BoolQ
+    assert fresh == prompts(10, 0, "gsm8k-boolq") != prompts(10, 1, "gsm8k-boolq")
+    assert not set(fresh) & set(prompts(160, 0))
+    with pytest.raises(ValueError, match="unknown prompt set 'nope'"):
+        prompts(10, 0, "nope")
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +155,9 @@ def test_a_trace_records_every_token_and_ends_on_the_full_score(engine: Engine) 
 @pytest.mark.slow
 def test_the_live_early_rule_stops_the_stream_when_it_fires(engine: Engine) -> None:
     rule = EarlyEscalation.single(tokens=3, margin=0.0)
-    _, fired = timed_early(engine, "Name three colours.", 24, rule, threshold=1.0)
-    assert fired  # every score is below 1
-    _, fired = timed_early(engine, "Name three colours.", 6, rule, threshold=0.0)
-    assert not fired  # no score is below 0
+    early = timed_early(engine, "Name three colours.", 24, rule, threshold=1.0)
+    assert early.fired  # every score is below 1
+    assert 0 < early.decode < early.total
+    assert not timed_early(engine, "Name three colours.", 6, rule, threshold=0.0).fired
     # the engine is free again after an early stop
     assert len(trace(engine, "Say hi.", max_tokens=4).logprobs) >= 1

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from kernels import TokenEvent
+from kernels.openai_protocol import UNKNOWN_TOKEN_ID
 from runtime.confidence import ConfidenceWeights, RunningConfidence, score
 
 
@@ -51,6 +52,45 @@ def test_a_sure_answer_scores_higher_than_an_unsure_one() -> None:
     assert sure.score > 0.9 > 0.1 > unsure.score
 
 
+def test_forced_tokens_are_not_scored() -> None:
+    # the opening, two real choices, and two forced steps (entropy < 0.3 nats) between them
+    c = score(_events([-2.0, -1.0, -0.001, -0.002, -0.5], [3.0, 1.5, 0.01, 0.2, 1.0]))
+    assert c.tokens == 5 and c.scored == 2
+    assert c.mean_logprob == pytest.approx(-0.75) and c.mean_entropy == pytest.approx(1.25)
+    assert c.min_logprob == -1.0  # reported over every token after the opening
+    # filler no longer lifts an unsure answer: the same choices padded with forced tokens
+    padded = score(_events([-2.0, -1.0, -0.5] + [-0.001] * 40, [3.0, 1.5, 1.0] + [0.01] * 40))
+    assert padded.score == pytest.approx(c.score)
+
+
+def test_a_loop_is_not_scored() -> None:
+    # tokens 1..5, then the same five again: from the 3rd token of the repeat on, each one
+    # completes a 3-gram the answer already holds
+    ids = [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]
+    lps = [-1.0, -0.8, -1.2, -0.9, -1.1, -0.6, -0.05, -0.01, -0.01, -0.01]
+    acc = RunningConfidence()
+    for i, lp in zip(ids, lps, strict=True):
+        acc.add(TokenEvent("x", i, lp, 1.0))
+    c = acc.value()
+    assert c.tokens == 10 and c.scored == 6  # 9 after the opening, 3 of them repeats
+    assert c.mean_logprob == pytest.approx(sum(lps[1:7]) / 6)
+
+
+def test_without_token_ids_repeats_are_told_by_text() -> None:
+    acc = RunningConfidence(ConfidenceWeights(opening_tokens=0))
+    for text in ["a", "b", "c", "a", "b", "c"]:
+        acc.add(TokenEvent(text, UNKNOWN_TOKEN_ID, -0.5, 1.0))
+    assert acc.value().scored == 5  # "a b c" comes again: only its last token ends a repeat
+
+
+def test_an_answer_of_forced_tokens_and_repeats_is_scored_on_all_of_them() -> None:
+    c = score(_events([-3.0] + [-0.01] * 9, [2.0] + [0.05] * 9))
+    assert c.scored == 0 and c.mean_logprob == pytest.approx(-0.01)
+    assert c.score > 0.9
+    off = ConfidenceWeights(forced_entropy=0.0, repeat_ngram=0)  # the first prior's signals
+    assert score(_events([-2.0, -1.0, -0.001], [3.0, 1.5, 0.01]), off).scored == 2
+
+
 def test_an_answer_no_longer_than_its_opening_is_scored_on_it() -> None:
     c = score(_events([-0.05], [0.2]))
     assert c.available and c.tokens == 1 and c.mean_logprob == pytest.approx(-0.05)
@@ -70,6 +110,12 @@ def test_flushed_text_without_a_model_step_is_ignored() -> None:
     assert acc.value().mean_logprob == pytest.approx(-0.3)
 
 
-def test_weights_reject_a_floor_outside_zero_one() -> None:
-    with pytest.raises(ValueError):
+def test_weights_reject_nonsense() -> None:
+    with pytest.raises(ValueError, match="low_floor"):
         ConfidenceWeights(low_floor=1.5)
+    with pytest.raises(ValueError, match="forced_entropy"):
+        ConfidenceWeights(forced_entropy=-0.1)
+    with pytest.raises(ValueError, match="forced_entropy"):
+        ConfidenceWeights(forced_entropy=math.nan)
+    with pytest.raises(ValueError, match="repeat_ngram"):
+        ConfidenceWeights(repeat_ngram=1)

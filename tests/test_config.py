@@ -57,8 +57,9 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
              "EarlyEscalation checkpoints must have increasing token counts"),
         ("", {"TANDEM_RUNTIME_EARLY_ESCALATION_TOKENS": "8,16"},
          r"runtime.early_escalation_margins: .*one margin per checkpoint: 2 token counts, "
-         r"4 margins"),
-        ("[runtime]\nearly_escalation_margins = [0.7, 0.4, 1.5, 0.3]\n", {},
+         r"16 margins"),
+        ("[runtime]\nearly_escalation_tokens = [4, 8, 16, 32]\n"
+         "early_escalation_margins = [0.7, 0.4, 1.5, 0.3]\n", {},
          r"runtime.early_escalation_margins: .*margins must each be in \[0, 1\]"),
         ("[runtime]\nearly_escalation_tokens = [0, 8]\nearly_escalation_margins = [0.1, 0.1]\n",
          {}, "runtime.early_escalation_margins: .*tokens must be at least 1"),
@@ -80,8 +81,9 @@ def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
 def test_early_escalation_checkpoints_from_config() -> None:
     rule = load_config(env={}).runtime.early_escalation
     assert rule is not None
-    assert [(c.tokens, c.margin) for c in rule.checkpoints] == [(4, 0.68), (8, 0.46), (16, 0.4),
-                                                          (32, 0.32)]
+    got = [(c.tokens, c.margin) for c in rule.checkpoints]
+    assert len(got) == 16 and got[:3] == [(4, 0.72), (8, 0.4), (12, 0.36)]
+    assert got[-1] == (192, 0.08)
     cfg = load_config(env={"TANDEM_RUNTIME_EARLY_ESCALATION_TOKENS": "4,12",
                            "TANDEM_RUNTIME_EARLY_ESCALATION_MARGINS": "0.5,0.25"})
     rule = cfg.runtime.early_escalation
