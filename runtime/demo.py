@@ -4,7 +4,8 @@
    (`tandem gateway enroll`).
 2. `tandem gateway serve` on a free loopback port, its upstream the embedded bundled model.
 3. A `Runtime` configured with that gateway answers a short script of prompts in different
-   modes — including personal data that leaves only as placeholders, two multiple-choice
+   modes — including an answer given up after a few tokens (early escalation), personal
+   data that leaves only as placeholders, two multiple-choice
    questions with the calibrated confidence, and the gateway being stopped mid-session —
    printing for each the answer, source, reason, confidence, latency.
 
@@ -27,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from runtime.choice import LETTERS, ChoiceResult
-from runtime.config import RuntimeConfig, TandemConfig, load_config
+from runtime.config import TandemConfig, load_config
 from runtime.facade import Runtime
 from runtime.offload import OffloadConfig
 from runtime.result import Result
@@ -43,8 +44,10 @@ class Step:
 SCRIPT = (
     Step("What is the capital of France? Answer in one word.", "local-only",
          "never leaves the device"),
-    Step("List three primary colours.", "prefer-local",
+    Step("How many days are in a week?", "prefer-local",
          "the device answers, the cloud only if its confidence is low"),
+    Step("Translate 'good morning, how are you?' into Hungarian.", "prefer-local",
+         "unsure from the first tokens: the device stops decoding early and escalates"),
     Step("Write one sentence about the sea.", "prefer-cloud", "the cloud answers"),
     Step("Please reply to jane.doe@example.com and call +1 415 555 0132 about invoice 7.",
          "prefer-cloud", "personal data leaves as placeholders and is restored"),
@@ -149,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base: TandemConfig = load_config(overrides={"generation.max_tokens": args.max_tokens})
         config = base.replace(
-            runtime=RuntimeConfig(confidence_threshold=0.3),
             offload=OffloadConfig(url=f"http://127.0.0.1:{port}",
                                   credential=str(home / "device.credential"), deadline_s=60.0,
                                   retries=0),
