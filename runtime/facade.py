@@ -102,7 +102,7 @@ class Runtime:
         cloud: CloudPath | None = None,
         chooser: LocalChooser | None = None,
     ) -> None:
-        self.config = config
+        self._config = config
         # Called with every finished Result (telemetry, tests); must be quick and not raise.
         self.listeners: list[Callable[[Result], None]] = []
         self._engine = engine
@@ -125,7 +125,7 @@ class Runtime:
             cloud = CloudPath(client, config.privacy)
         self.cloud = cloud
         self.telemetry = Telemetry.from_setting(config.runtime.telemetry_path)
-        self._router: LearnedRouter | None = None
+        self._router: tuple[str, LearnedRouter] | None = None  # (its path, the router)
         self._speed: dict[str, float] = {}
         # Loaded at start, so an unusable state file is reported (and set aside) at once.
         self._online: OnlineRouter | None = None
@@ -138,6 +138,33 @@ class Runtime:
         self._owns_chooser = chooser is None  # one passed in belongs to the caller
         self._chooser_lock = threading.Lock()  # one question at a time on its models
         self._choice_queue = Admission("the multiple-choice", config.runtime.queue_size)
+
+    @property
+    def config(self) -> TandemConfig:
+        """The configuration the runtime reads each request with."""
+        return self._config
+
+    @config.setter
+    def config(self, new: TandemConfig) -> None:
+        """Swap the configuration of a running runtime (thresholds, policy, generation, …).
+
+        Settings the runtime reads once, when it starts, cannot change: the model, the
+        monitor, the privacy filter and the gateway (`model`, `monitor`, `privacy`,
+        `offload`), the queue sizes, the telemetry database and the bandit's state
+        (`runtime.queue_size`, `runtime.telemetry_path`, `policy.bandit*`), and once the
+        multiple-choice models are loaded, `runtime.choice_calibration`. A new config that
+        changes any of them raises ValueError naming them, rather than being half applied;
+        start a new Runtime for those. A new `policy.router_path` is loaded on next use.
+        """
+        before, after = _read_at_start(self._config), _read_at_start(new)
+        changed = [k for k in before if before[k] != after[k]]
+        if (self._chooser is not None
+                and new.runtime.choice_calibration != self._config.runtime.choice_calibration):
+            changed.append("runtime.choice_calibration (the chooser is loaded)")
+        if changed:
+            raise ValueError(f"a running Runtime cannot change {', '.join(changed)}: they are "
+                             "read when it starts; start a new Runtime instead")
+        self._config = new
 
     def _report_gateway(self, ok: bool, rtt_ms: float | None) -> None:
         self.monitor.report_gateway(ok, rtt_ms)
@@ -328,11 +355,12 @@ class Runtime:
         policy = self.config.policy
         if not (policy.use_router and policy.router_path):
             return None
-        if self._router is None:
+        loaded = self._router
+        if loaded is None or loaded[0] != policy.router_path:  # first use, or a new config
             from runtime.router.store import load_router
 
-            self._router = load_router(policy.router_path)
-        return self._router.verdict(prompt)
+            loaded = self._router = (policy.router_path, load_router(policy.router_path))
+        return loaded[1].verdict(prompt)
 
     def _cloud_tokens_today(self) -> int:
         return self.telemetry.cloud_tokens_today() if self.telemetry else 0
@@ -448,6 +476,18 @@ class Runtime:
             self._log_answer(lambda t: t.record(result, prompt))
         for listener in self.listeners:
             listener(result)
+
+
+def _read_at_start(config: TandemConfig) -> dict[str, Any]:
+    """The settings `Runtime.__init__` reads once, by config key."""
+    p = config.policy
+    return {
+        "model": config.model, "monitor": config.monitor, "privacy": config.privacy,
+        "offload": config.offload, "runtime.queue_size": config.runtime.queue_size,
+        "runtime.telemetry_path": config.runtime.telemetry_path,
+        "policy.bandit": p.bandit, "policy.bandit_path": p.bandit_path,
+        "policy.bandit_alpha": p.bandit_alpha, "policy.bandit_cloud_cost": p.bandit_cloud_cost,
+    }
 
 
 class _LockedChooser:

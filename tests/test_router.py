@@ -154,3 +154,23 @@ def test_bad_training_data_is_a_clear_error(tmp_path: Path) -> None:
         LearnedRouter.train(["a"] * 5, np.ones(5, bool), np.ones(5, bool))
     with pytest.raises(RouterDataError, match="single outcome"):
         LearnedRouter.train(["a b"] * 30, np.ones(30, bool), np.ones(30, bool))
+
+
+def test_a_running_runtime_loads_a_new_router_file_on_next_use(
+    trained: LearnedRouter, tmp_path: Path
+) -> None:
+    from runtime.config import load_config
+    from runtime.facade import Runtime
+    from runtime.policy import PolicyConfig
+
+    eager = save_router(trained.with_threshold(-10.0), tmp_path / "eager")  # all to the cloud
+    never = save_router(trained.with_threshold(10.0), tmp_path / "never")
+    cfg = load_config(env={})
+    prompt = "Which of the following is a prime number? A. 4 B. 6 C. 7 D. 9"
+    with Runtime(cfg.replace(policy=PolicyConfig(router_path=str(eager)))) as rt:
+        first = rt._router_verdict(prompt)
+        assert first is not None and first.wants_cloud
+        rt.config = cfg.replace(policy=PolicyConfig(router_path=str(never)))
+        second = rt._router_verdict(prompt)
+        assert second is not None and not second.wants_cloud
+        assert second.score == pytest.approx(first.score)  # same model, new threshold

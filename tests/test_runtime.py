@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -110,3 +111,21 @@ def test_listeners_see_every_result_and_cancel_works_across_threads(rt: Runtime)
     result = stream.collect()
     assert result.finish_reason == "cancelled"
     assert seen == [result]
+
+
+def test_a_running_runtime_takes_new_thresholds_but_not_what_it_read_at_start(
+        rt: Runtime) -> None:
+    from runtime.policy import PolicyConfig
+
+    cfg = rt.config
+    live = cfg.replace(runtime=dataclasses.replace(cfg.runtime, confidence_threshold=0.9),
+                       policy=PolicyConfig(daily_cloud_tokens=10))
+    rt.config = live  # read per request: taken
+    assert rt.config.runtime.confidence_threshold == 0.9
+    with pytest.raises(ValueError, match=r"cannot change runtime\.queue_size, "
+                                         r"runtime\.telemetry_path: they are read"):
+        rt.config = cfg.replace(runtime=dataclasses.replace(cfg.runtime, queue_size=2,
+                                                            telemetry_path="off"))
+    with pytest.raises(ValueError, match="cannot change model"):
+        rt.config = cfg.replace(model=dataclasses.replace(cfg.model, threads=7))
+    assert rt.config is live  # a refused config leaves the old one whole
