@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import hashlib
 import json
 import math
 import time
@@ -134,6 +135,37 @@ def prompts(limit: int, seed: int, which: str = "mtbench-arc") -> list[str]:
                 + [f"Answer briefly: {boolq[i]}?" for i in
                    rng.permutation(len(boolq))[: limit - half]])
     raise ValueError(f"unknown prompt set {which!r}; one of {', '.join(PROMPT_SETS)}")
+
+
+def prompts_from_file(path: Path, limit: int) -> list[str]:
+    """A deployment's own prompts, the first `limit`: one per line, or JSONL {"prompt": …}.
+
+    Blank lines are skipped. Raises ValueError naming the file and line when it cannot be
+    read as either, or holds fewer than 4 prompts (two halves of two).
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read prompts from {path}: {exc}") from None
+    out: list[str] = []
+    jsonl = path.suffix == ".jsonl"
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if jsonl:
+            try:
+                p = json.loads(line).get("prompt")
+            except (json.JSONDecodeError, AttributeError):
+                p = None
+            if not isinstance(p, str) or not p.strip():
+                raise ValueError(f"{path}:{n}: expected a JSON object with a \"prompt\" string")
+            out.append(p)
+        else:
+            out.append(line.strip())
+    if len(out) < 4:
+        raise ValueError(f"{path}: {len(out)} prompts; the benchmark needs at least 4 "
+                         "(two halves of two)")
+    return out[:limit]
 
 
 def trace(engine: Engine, prompt: str, max_tokens: int) -> Trace:
@@ -293,8 +325,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def factory() -> Engine:
         return load_engine(args.model, threads=args.threads)
 
-    items = prompts(args.limit, args.seed, args.prompts)
-    tag = "" if args.prompts == "mtbench-arc" else f"-{args.prompts}"
+    if args.prompts_file:
+        items = args.items  # read and checked by main()
+        args.prompts = f"file:{args.prompts_file}"
+        digest = hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest()[:12]
+        tag = f"-file-{digest}"
+    else:
+        items = prompts(args.limit, args.seed, args.prompts)
+        tag = "" if args.prompts == "mtbench-arc" else f"-{args.prompts}"
     cache = None if args.no_cache else out_path(
         args.traces or f"early-traces-{args.model.replace(':', '-')}-{args.max_tokens}{tag}.jsonl")
     traces = load_traces(factory, items, args.max_tokens, cache)
@@ -383,6 +421,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=160, help="prompts (80 MT-Bench + ARC)")
     parser.add_argument("--prompts", choices=PROMPT_SETS, default=PROMPT_SETS[0],
                         help="mtbench-arc (selection set) or gsm8k-boolq (fresh)")
+    parser.add_argument("--prompts-file", default="",
+                        help="your own prompts instead: one per line, or .jsonl {\"prompt\": …}")
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--model", default="bundled:smollm2-135m")
@@ -393,6 +433,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-cache", action="store_true", help="generate every trace afresh")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.prompts_file:
+        try:
+            args.items = prompts_from_file(Path(args.prompts_file), args.limit)
+        except ValueError as exc:  # one line, not a traceback
+            parser.exit(2, f"early_escalation: {exc}\n")
     s = run(args)
     rule = ", ".join(f"K={k}: δ={m:.2f}" for k, m in s["rule"])
     human = "\n".join([
@@ -428,6 +473,9 @@ def main(argv: list[str] | None = None) -> None:
     human += table(["checkpoints", "margins", "saved (est.)"], [[
         ",".join(str(k) for k, _ in bound["rule"]),
         " / ".join(f"{m:.2f}" for _, m in bound["rule"]), bound["saved_estimated"]]])
+    human += ("\n\nThe chosen rule as runtime config (tandem.toml):\n[runtime]\n"
+              f"early_escalation_tokens = {[k for k, _ in s['rule']]}\n"
+              f"early_escalation_margins = {[m for _, m in s['rule']]}")
     emit(s, human, args.json)
 
 

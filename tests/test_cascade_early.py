@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,7 @@ from benchmarks.early_escalation import (
     evaluate,
     fired_at,
     prompts,
+    prompts_from_file,
     timed_early,
     trace,
 )
@@ -132,6 +135,24 @@ def test_the_prompt_sets_read_the_bundled_data() -> None:
     assert not set(fresh) & set(prompts(160, 0))
     with pytest.raises(ValueError, match="unknown prompt set 'nope'"):
         prompts(10, 0, "nope")
+
+
+def test_a_deployment_brings_its_own_prompts(tmp_path: Path) -> None:
+    lines = tmp_path / "mine.txt"
+    lines.write_text("First?\n\n  Second?  \nThird?\nFourth?\nFifth?\n", encoding="utf-8")
+    assert prompts_from_file(lines, 4) == ["First?", "Second?", "Third?", "Fourth?"]
+    jsonl = tmp_path / "mine.jsonl"
+    jsonl.write_text("".join(json.dumps({"prompt": f"Q{i}\nline two"}) + "\n"
+                             for i in range(4)), encoding="utf-8")
+    assert prompts_from_file(jsonl, 10)[3] == "Q3\nline two"  # JSONL keeps newlines
+    jsonl.write_text('{"prompt": "ok"}\n["not", "an object"]\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"mine.jsonl:2: expected a JSON object"):
+        prompts_from_file(jsonl, 10)
+    with pytest.raises(ValueError, match="3 prompts; the benchmark needs at least 4"):
+        lines.write_text("a\nb\nc\n", encoding="utf-8")
+        prompts_from_file(lines, 10)
+    with pytest.raises(ValueError, match="cannot read prompts from"):
+        prompts_from_file(tmp_path / "missing.txt", 10)
 
 
 @pytest.fixture(scope="module")
