@@ -5,14 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from runtime.cloud import Prepared
 from runtime.errors import QueueFullError
 from runtime.result import Result
-
-if TYPE_CHECKING:
-    pass
 
 Route = Literal["local", "cloud", "cascade"]
 
