@@ -42,7 +42,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +72,20 @@ class Trace:
     times: tuple[float, ...]  # seconds since the request, at token k+1
     total: float  # seconds for the whole request
     token_ids: tuple[int, ...]  # the score skips repeated token n-grams
+    # the running score after each token, computed once: every rule evaluated reads it
+    _running: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
-    def running(self) -> list[float]:
-        """The running score after each token (the last one is the full answer's score)."""
+    def __post_init__(self) -> None:
         acc = RunningConfidence()
         out = []
         for tid, lp, h in zip(self.token_ids, self.logprobs, self.entropies, strict=True):
             acc.add(TokenEvent("", tid, lp, h))
             out.append(acc.value().score)
-        return out
+        object.__setattr__(self, "_running", tuple(out))
+
+    def running(self) -> tuple[float, ...]:
+        """The running score after each token (the last one is the full answer's score)."""
+        return self._running
 
     @property
     def decode(self) -> float:
