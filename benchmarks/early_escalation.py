@@ -324,20 +324,26 @@ def load_traces(engine_factory: Any, items: list[str], max_tokens: int,
     return [have[p] for p in items]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def prompt_set(args: argparse.Namespace) -> tuple[list[str], str, str]:
+    """The prompts `args` name, their name in the report, and their trace-cache suffix.
+
+    Raises ValueError for a prompts file that cannot be used (`prompts_from_file`).
+    """
+    if args.prompts_file:
+        items = prompts_from_file(Path(args.prompts_file), args.limit)
+        digest = hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest()[:12]
+        return items, f"file:{args.prompts_file}", f"-file-{digest}"
+    items = prompts(args.limit, args.seed, args.prompts)
+    return items, args.prompts, "" if args.prompts == PROMPT_SETS[0] else f"-{args.prompts}"
+
+
+def run(args: argparse.Namespace, items: list[str], name: str, tag: str) -> dict[str, Any]:
+    """The benchmark on `items` (from `prompt_set`: reported as `name`, cached with `tag`)."""
     from kernels.registry import load_engine
 
     def factory() -> Engine:
         return load_engine(args.model, threads=args.threads)
 
-    if args.prompts_file:
-        items = args.items  # read and checked by main()
-        args.prompts = f"file:{args.prompts_file}"
-        digest = hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest()[:12]
-        tag = f"-file-{digest}"
-    else:
-        items = prompts(args.limit, args.seed, args.prompts)
-        tag = "" if args.prompts == "mtbench-arc" else f"-{args.prompts}"
     cache = None if args.no_cache else out_path(
         args.traces or f"early-traces-{args.model.replace(':', '-')}-{args.max_tokens}{tag}.jsonl")
     traces = load_traces(factory, items, args.max_tokens, cache)
@@ -397,7 +403,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stops = [fired_at(t.running(), rule, thr) for t in test]
     differ = sum(k is not None and t.full_score >= thr for k, t in zip(stops, test, strict=True))
     return {
-        "model": args.model, "prompts": args.prompts, "n": len(traces),
+        "model": args.model, "prompts": name, "n": len(traces),
         "n_train": len(train), "n_test": len(test),
         "max_tokens": args.max_tokens, "threshold": thr,
         "rule": [[c.tokens, c.margin] for c in rule.checkpoints],
@@ -438,12 +444,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-cache", action="store_true", help="generate every trace afresh")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if args.prompts_file:
-        try:
-            args.items = prompts_from_file(Path(args.prompts_file), args.limit)
-        except ValueError as exc:  # one line, not a traceback
-            parser.exit(2, f"early_escalation: {exc}\n")
-    s = run(args)
+    try:
+        chosen = prompt_set(args)
+    except ValueError as exc:  # a bad prompts file: one line, not a traceback
+        parser.exit(2, f"early_escalation: {exc}\n")
+    s = run(args, *chosen)
     rule = ", ".join(f"K={k}: δ={m:.2f}" for k, m in s["rule"])
     human = "\n".join([
         f"early escalation: {s['prompts']}, n={s['n']} (rule chosen on {s['n_train']}, reported on "
