@@ -18,13 +18,14 @@ bandit replaying held-out queries as cost-aware feedback.
 
 Ours is `hashed_lr_knn` when the `router-embed` extra is installed (the default run uses
 it): `hashed_lr` (hashed n-grams, length and difficulty cues, a calibrated multinomial
-logistic model) blended with the mean gain of the 30 nearest training prompts in
-all-MiniLM-L6-v2 embedding space, weight 0.2 (`runtime.router.blend`). `hashed_lr` alone is
+logistic model) and the outcomes of the 10/30/100 nearest training prompts in
+all-MiniLM-L6-v2 embedding space, combined by a stacker fitted on out-of-fold LR
+probabilities (`runtime.router.blend`). `hashed_lr` alone is
 reported beside it, and is ours with `--no-embed` or without the extra. Vectors are cached
 under ~/.cache/tandem/embeddings, keyed by the prompts (a cold cache costs ~25 min of CPU
 here). `--embed-lr` adds `hashed_emb_lr` (the embedding appended to the LR features), which
 lost to `hashed_lr` on the seed-0 development splits.
-The design (features, C, dense-cue weight, the blend and its knobs) was chosen on seed 0
+The design (features, C, dense-cue weight, the stacker and its inputs) was chosen on seed 0
 splits; the default reported seed is 1, which the design never looked at.
 """
 
@@ -151,7 +152,7 @@ def out_of_fold(data: RoutingData, folds: list[Fold], seed: int, keep: dict[str,
                 keep["router"], keep["test"] = router, te
             if isinstance(router, LearnedRouter) and router.neighbours is not None:
                 nb = router.neighbours
-                keep.setdefault("blend", []).append({"k": nb.k, "weight": nb.weight})
+                keep.setdefault("blend", []).append(nb.describe())
         scores["oracle"][test] = oracle_scores(te.weak, te.strong)
         for name in names:
             per_fold[name].append(routing_curve(scores[name][test], te.weak, te.strong).apgr())
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": results,
         "fold_apgr": fold_apgr,
         "seconds": keep["seconds"],
-        "blend_knobs": keep["blend_knobs"],  # (k, weight) of hashed_lr_knn per fold
+        "blend_knobs": keep["blend_knobs"],  # hashed_lr_knn's neighbour part, per fold
         **extras,
         "ours": ours_name,
         "targets": targets,

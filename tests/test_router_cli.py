@@ -100,7 +100,7 @@ def test_an_embedding_router_from_train_to_score(
     assert "30.0% of 100 calibration prompts go to the cloud" in capsys.readouterr().out
     router = load_router(out)
     assert router.neighbours is not None
-    assert (router.neighbours.k, router.neighbours.weight) == (30, 0.2)
+    assert router.neighbours.describe()["kind"] == "stack"
     assert router.fallback_threshold is not None and router.threshold != 0.0
     assert main(["score", "--router", str(out), data.prompts[250]]) == 0
     verdict = json.loads(capsys.readouterr().out)

@@ -51,8 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--hash-bits", type=int, default=FeatureSpec().word_bits, metavar="B",
                        help="2**B buckets each for word and char n-grams (file size ~ 2**B)")
     train.add_argument("--embed", action="store_true",
-                       help="blend in a vote of MiniLM-embedding neighbours (router-embed "
-                            "extra; devices without it score with the n-gram part)")
+                       help="stack the n-gram router with the outcomes of its MiniLM-embedding "
+                            "neighbours (router-embed extra; 6 LR fits instead of 1; devices "
+                            "without the extra score with the n-gram part)")
     cal = sub.add_parser("calibrate", help="set the threshold for a target cloud share")
     cal.add_argument("--router", required=True)
     cal.add_argument("--data", required=True, help="calibration prompts (not the training set)")

@@ -10,9 +10,11 @@ training set; `threshold` is set separately by `calibration.calibrate`.
 With `FeatureSpec.embedding` set, a sentence embedding of the prompt is appended to the
 n-gram features, and a second, n-gram-only model is fitted beside the full one: a device
 without the embedding model (the `router-embed` extra) scores with that fallback.
-With `neighbours` set (`blend.train_blended`), the score blends the n-gram model's gain with
-the mean gain of the nearest training prompts in embedding space; without the embedding
-model the router scores with the n-gram model alone, against its own `fallback_threshold`.
+With `neighbours` set (`blend.train_blended`), the nearest training prompts in embedding
+space join in: a `NeighbourStack` re-estimates the outcome probabilities from the n-gram
+model's and the neighbours' outcomes, a `NeighbourBlend` (older files) mixes their mean gain
+into the score. Without the embedding model the router scores with the n-gram model alone,
+against its own `fallback_threshold`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from runtime.router.base import BoolArray, FloatArray, RouterDataError, RouterVerdict
 from runtime.router.embedding import Embedder
 from runtime.router.features import FeatureSpec, FeatureState, Featurizer
-from runtime.router.neighbours import NeighbourBlend
+from runtime.router.neighbours import NeighbourBlend, NeighbourStack
 
 # Outcome classes: bit 0 = weak right, bit 1 = strong right.
 BOTH_WRONG, WEAK_ONLY, STRONG_ONLY, BOTH_RIGHT = 0, 1, 2, 3
@@ -65,8 +67,9 @@ class LearnedRouter:
     fallback_coef: npt.NDArray[np.float32] | None = None
     fallback_intercept: FloatArray | None = None
     encoder: Embedder | None = field(default=None, compare=False, repr=False)
-    # The embedding-neighbour term of a blended router (None: the LR alone).
-    neighbours: NeighbourBlend | None = field(default=None, compare=False, repr=False)
+    # The embedding-neighbour part of a blended router (None: the LR alone).
+    neighbours: NeighbourStack | NeighbourBlend | None = field(default=None, compare=False,
+                                                                repr=False)
     # Threshold for the scores of the n-gram fallback (None: use `threshold`).
     fallback_threshold: float | None = None
 
@@ -137,7 +140,17 @@ class LearnedRouter:
         return replace(self, encoder=encoder)
 
     def outcome_probabilities(self, prompts: Sequence[str]) -> FloatArray:
-        """P(outcome) per prompt: columns `BOTH_WRONG`, `WEAK_ONLY`, `STRONG_ONLY`, `BOTH_RIGHT`."""
+        """P(outcome) per prompt: columns `BOTH_WRONG`, `WEAK_ONLY`, `STRONG_ONLY`, `BOTH_RIGHT`.
+
+        A stacked router's come from its stacker when the encoder is loaded.
+        """
+        probs = self.lr_probabilities(prompts)
+        if isinstance(self.neighbours, NeighbourStack) and self.encoder is not None:
+            return self.neighbours.probabilities(probs, self.encoder.encode(prompts))
+        return probs
+
+    def lr_probabilities(self, prompts: Sequence[str]) -> FloatArray:
+        """P(outcome) from the logistic regression alone (with its embedding columns, if any)."""
         featurizer = Featurizer(self.spec, self.features)
         x = featurizer.transform(prompts)
         coef, intercept = self.coef, self.intercept
@@ -156,13 +169,14 @@ class LearnedRouter:
     def score(self, prompts: Sequence[str]) -> FloatArray:
         """Expected accuracy gain of the cloud model: P(strong only) - P(weak only).
 
-        A blended router mixes in the neighbours' mean gain when its encoder is loaded.
+        An older blended router (`NeighbourBlend`) mixes in the neighbours' mean gain when
+        its encoder is loaded.
         """
         return self._score(prompts, self.outcome_probabilities(prompts))
 
     def _score(self, prompts: Sequence[str], p: FloatArray) -> FloatArray:
         gain: FloatArray = p[:, STRONG_ONLY] - p[:, WEAK_ONLY]
-        if self.neighbours is not None and self.encoder is not None:
+        if isinstance(self.neighbours, NeighbourBlend) and self.encoder is not None:
             return self.neighbours.blend(gain, self.encoder.encode(prompts))
         return gain
 
@@ -208,7 +222,14 @@ def _fit(x: sparse.csr_matrix, outcome: npt.NDArray[np.int64], params: TrainPara
     """Multinomial LR weights laid out per outcome class, whatever classes occur."""
     model = LogisticRegression(C=params.c, max_iter=params.max_iter, random_state=params.seed)
     model.fit(x, outcome)
-    coef = np.zeros((4, x.shape[1]), dtype=np.float32)
+    coef, intercept = per_outcome(model, x.shape[1])
+    return coef.astype(np.float32), intercept
+
+
+def per_outcome(model: LogisticRegression, width: int) -> tuple[FloatArray, FloatArray]:
+    """A fitted LR's weights as one row per outcome class (`BOTH_WRONG` .. `BOTH_RIGHT`);
+    a class absent from its training data gets zeros and an intercept of -inf."""
+    coef = np.zeros((4, width))
     intercept = np.full(4, -np.inf)
     classes = [int(c) for c in model.classes_]
     if len(classes) == 2:  # binary LR stores one row: logit of classes[1] vs classes[0]

@@ -19,13 +19,14 @@ from runtime.router.base import RouterFileError
 from runtime.router.embedding import Embedder, EmbeddingUnavailable, SentenceEncoder
 from runtime.router.features import FeatureSpec, FeatureState
 from runtime.router.learned import LearnedRouter, TrainParams
-from runtime.router.neighbours import NeighbourBlend
+from runtime.router.neighbours import NeighbourBlend, NeighbourStack
 
 FORMAT = "tandem-router"
 # 2 added the optional embedding block and its n-gram fallback model; 3 the optional
-# neighbour vote (training vectors and gains) and the fallback threshold.
-VERSION = 3
-READS = (1, 2, 3)
+# neighbour vote (training vectors and gains) and the fallback threshold; 4 the neighbour
+# stacker (training vectors and outcomes, the stacker's scaling and weights).
+VERSION = 4
+READS = (1, 2, 3, 4)
 log = logging.getLogger("tandem.router")
 
 
@@ -50,7 +51,7 @@ def save_router(router: LearnedRouter, path: str | Path) -> Path:
     }
     nb = router.neighbours
     if nb is not None:
-        header["neighbours"] = {"model": nb.model, "k": nb.k, "weight": nb.weight}
+        header["neighbours"] = nb.describe()
     path.parent.mkdir(parents=True, exist_ok=True)
     st = router.features
     extra: dict[str, Any] = {}
@@ -58,8 +59,12 @@ def save_router(router: LearnedRouter, path: str | Path) -> Path:
         extra = {"embed_mean": st.embed_mean, "embed_std": st.embed_std,
                  "fallback_coef": router.fallback_coef,
                  "fallback_intercept": router.fallback_intercept}
-    if nb is not None:
+    if isinstance(nb, NeighbourBlend):
         extra.update(knn_vectors=nb.vectors.astype(np.float16), knn_gains=nb.gains)
+    elif nb is not None:
+        extra.update(knn_vectors=nb.vectors.astype(np.float16), knn_outcomes=nb.outcomes,
+                     stack_mean=nb.mean, stack_std=nb.std, stack_coef=nb.coef,
+                     stack_intercept=nb.intercept)
     # float32 IDF/coefficients: ranking is unchanged and the file is half the size.
     np.savez_compressed(
         path,
@@ -152,11 +157,22 @@ def load_router(path: str | Path, encoder: Embedder | None | str = "auto") -> Le
     return router.with_encoder(encoder)
 
 
-def _neighbours(meta: Any, arrays: dict[str, np.ndarray]) -> NeighbourBlend | None:
-    """The neighbour vote named by the header, checked against its arrays."""
+def _neighbours(meta: Any, arrays: dict[str, np.ndarray]
+                ) -> NeighbourStack | NeighbourBlend | None:
+    """The neighbour part named by the header, checked against its arrays."""
     if meta is None:
         return None
-    vectors, gains = arrays["knn_vectors"], arrays["knn_gains"]
+    vectors = arrays["knn_vectors"]
+    if meta.get("kind", "vote") == "stack":
+        return NeighbourStack(
+            model=str(meta["model"]), vectors=vectors.astype(np.float16),
+            outcomes=arrays["knn_outcomes"].astype(np.uint8),
+            ks=tuple(int(k) for k in meta["ks"]),
+            mean=arrays["stack_mean"].astype(np.float64),
+            std=arrays["stack_std"].astype(np.float64),
+            coef=arrays["stack_coef"].astype(np.float64),
+            intercept=arrays["stack_intercept"].astype(np.float64))
+    gains = arrays["knn_gains"]
     if vectors.ndim != 2 or gains.shape != (vectors.shape[0],) or vectors.shape[0] == 0:
         raise ValueError(f"neighbour arrays of shapes {vectors.shape} and {gains.shape}")
     return NeighbourBlend(model=str(meta["model"]), vectors=vectors.astype(np.float16),
