@@ -43,3 +43,13 @@ def test_folds_out_of_range_are_refused(capsys: pytest.CaptureFixture[str]) -> N
         main(["--folds", "1"])
     assert exc.value.code == 2
     assert "--folds must be in 2..57, not 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "message"), [("1,x", "not a comma-separated list"),
+                                               ("1,1", "distinct seeds"), (",", "distinct")])
+def test_bad_seed_lists_are_refused(text: str, message: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--seeds", text])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
