@@ -19,6 +19,14 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 
+def softmax_rows(logits: FloatArray) -> FloatArray:
+    """Row-wise softmax (one outcome distribution per row); an -inf logit gets 0."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(shifted)
+    out: FloatArray = p / p.sum(axis=1, keepdims=True)
+    return out
+
+
 class RouterError(TandemError):
     """Base of the router's errors."""
 

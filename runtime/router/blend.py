@@ -160,12 +160,12 @@ def train_stacker(
                                     params)
         oof[held] = inner.lr_probabilities([prompts[int(i)] for i in held])
     train = vectors.astype(np.float16)  # scored as stored, so training sees what scoring will
+    stored = train.astype(np.float32)
     ks = tuple(sorted({min(k, n - 1) for k in stack.ks}))
-    stats = neighbour_features(train.astype(np.float32), outcomes, train.astype(np.float32), ks,
-                               exclude_self=True)
+    stats = neighbour_features(stored, outcomes, stored, ks, exclude_self=True)
     x = np.column_stack([oof, stats])
-    scaler = StandardScaler().fit(x)
-    std = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    scaler = StandardScaler().fit(x)  # a constant column gets scale 1, not 0
+    std = np.asarray(scaler.scale_, dtype=np.float64)
     model = LogisticRegression(C=stack.c, max_iter=params.max_iter, random_state=params.seed)
     model.fit((x - scaler.mean_) / std, outcomes)
     coef, intercept = per_outcome(model, x.shape[1])

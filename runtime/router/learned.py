@@ -27,7 +27,13 @@ import numpy.typing as npt
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
-from runtime.router.base import BoolArray, FloatArray, RouterDataError, RouterVerdict
+from runtime.router.base import (
+    BoolArray,
+    FloatArray,
+    RouterDataError,
+    RouterVerdict,
+    softmax_rows,
+)
 from runtime.router.embedding import Embedder
 from runtime.router.features import FeatureSpec, FeatureState, Featurizer
 from runtime.router.neighbours import NeighbourBlend, NeighbourStack
@@ -160,11 +166,7 @@ class LearnedRouter:
             x = sparse.hstack([x, sparse.csr_matrix(block)], format="csr")
         elif self.fallback_coef is not None and self.fallback_intercept is not None:
             coef, intercept = self.fallback_coef, self.fallback_intercept
-        logits = np.asarray(x @ coef.T.astype(np.float64)) + intercept
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        probs: FloatArray = p / p.sum(axis=1, keepdims=True)
-        return probs
+        return softmax_rows(np.asarray(x @ coef.T.astype(np.float64)) + intercept)
 
     def score(self, prompts: Sequence[str]) -> FloatArray:
         """Expected accuracy gain of the cloud model: P(strong only) - P(weak only).

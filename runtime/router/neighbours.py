@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from runtime.router.base import FloatArray
+from runtime.router.base import FloatArray, softmax_rows
 
 _CHUNK = 512  # query rows per similarity block: bounded memory on a device
 STACK_KS = (10, 30, 100)  # neighbour counts whose accuracies the stacker reads
@@ -81,6 +81,11 @@ class NeighbourBlend:
     k: int
     weight: float  # score = (1 - weight) * LR gain + weight * neighbour gain
 
+    def __post_init__(self) -> None:
+        v, g = self.vectors, self.gains
+        if v.ndim != 2 or g.shape != (v.shape[0],) or v.shape[0] == 0:
+            raise ValueError(f"neighbour arrays of shapes {v.shape} and {g.shape}")
+
     def describe(self) -> dict[str, object]:
         return {"kind": "vote", "model": self.model, "k": self.k, "weight": self.weight}
 
@@ -137,8 +142,4 @@ class NeighbourStack:
         q = np.asarray(queries, dtype=np.float32)
         stats = neighbour_features(self.vectors.astype(np.float32), self.outcomes, q, self.ks)
         x = (np.column_stack([lr_probs, stats]) - self.mean) / self.std
-        logits = x @ self.coef.T + self.intercept
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        out: FloatArray = p / p.sum(axis=1, keepdims=True)
-        return out
+        return softmax_rows(x @ self.coef.T + self.intercept)

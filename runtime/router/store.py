@@ -159,7 +159,7 @@ def load_router(path: str | Path, encoder: Embedder | None | str = "auto") -> Le
 
 def _neighbours(meta: Any, arrays: dict[str, np.ndarray]
                 ) -> NeighbourStack | NeighbourBlend | None:
-    """The neighbour part named by the header, checked against its arrays."""
+    """The neighbour part named by the header; its constructor checks the arrays' shapes."""
     if meta is None:
         return None
     vectors = arrays["knn_vectors"]
@@ -172,9 +172,6 @@ def _neighbours(meta: Any, arrays: dict[str, np.ndarray]
             std=arrays["stack_std"].astype(np.float64),
             coef=arrays["stack_coef"].astype(np.float64),
             intercept=arrays["stack_intercept"].astype(np.float64))
-    gains = arrays["knn_gains"]
-    if vectors.ndim != 2 or gains.shape != (vectors.shape[0],) or vectors.shape[0] == 0:
-        raise ValueError(f"neighbour arrays of shapes {vectors.shape} and {gains.shape}")
     return NeighbourBlend(model=str(meta["model"]), vectors=vectors.astype(np.float16),
-                          gains=gains.astype(np.int8), k=int(meta["k"]),
+                          gains=arrays["knn_gains"].astype(np.int8), k=int(meta["k"]),
                           weight=float(meta["weight"]))
