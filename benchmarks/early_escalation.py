@@ -54,8 +54,8 @@ from runtime.confidence import Checkpoint, EarlyEscalation, RunningConfidence
 from runtime.config import RuntimeConfig
 
 DATA = Path(__file__).resolve().parent / "data" / "qa"
-# checkpoints: every 4 tokens to 48, then sparser (a check is one O(1) score)
-KS = (4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 64, 96, 128, 192)
+# margins are chosen at the runtime's checkpoints: every 4 tokens to 48, then sparser
+KS = RuntimeConfig().early_escalation_tokens
 STEP = 0.02  # margins are rounded up to this grid
 TARGET_SAVED = 0.30
 TRADEOFF_KS = (4, 8, 16, 32)
@@ -225,8 +225,7 @@ def timed_early(engine: Engine, prompt: str, max_tokens: int, rule: EarlyEscalat
 def fired_at(running: Sequence[float], rule: EarlyEscalation, threshold: float) -> int | None:
     """The token count at which the early rule stops this answer, or None."""
     for c in rule.checkpoints:
-        if len(running) >= c.tokens and rule.fires_at(c.tokens, running[c.tokens - 1],
-                                                       threshold):
+        if len(running) >= c.tokens and c.fails(running[c.tokens - 1], threshold):
             return c.tokens
     return None
 

@@ -260,19 +260,10 @@ class EarlyEscalation:
         """One check after `tokens` tokens with `margin`."""
         return cls((Checkpoint(tokens, margin),))
 
-    def fires_at(self, tokens: int, running_score: float, threshold: float) -> bool:
-        """True when `tokens` is a checkpoint and `running_score` is clearly below threshold."""
-        for c in self.checkpoints:
-            if c.tokens == tokens:
-                return c.fails(running_score, threshold)
-        return False
-
     def fires(self, running: RunningConfidence, threshold: float) -> bool:
-        """True when the stream has just reached a checkpoint whose check fails."""
-        n = running.tokens
-        if not any(c.tokens == n for c in self.checkpoints):
-            return False  # skip computing the score between checkpoints
-        return self.fires_at(n, running.value().score, threshold)
+        """True when the stream has just reached a checkpoint whose check fails (`check`
+        over the latest token alone)."""
+        return self.check(running.tokens - 1, running, threshold) is not None
 
     def crossed(self, before: int, now: int) -> Checkpoint | None:
         """The last checkpoint passed while the token count went from `before` to `now`.
