@@ -328,15 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"after {b['learning_curves'][0][-1][0]} feedbacks (always local "
                      f"{b['always_local_value']:.3f}, always cloud "
                      f"{b['always_cloud_value']:.3f})")
-    best = {s: max(results[s][n]["apgr"] for n in BASELINES) for s in MAIN}
-    ours = {s: results[s][ours_name] for s in MAIN}
-    targets = {
-        "beats_baselines_random": ours["random"]["apgr"] > best["random"],
-        "beats_baselines_subject": ours["subject"]["apgr"] > best["subject"],
-        "apgr_random_ge_0.70": ours["random"]["apgr"] >= TARGETS["apgr_random"],
-        "apgr_subject_ge_0.60": ours["subject"]["apgr"] >= TARGETS["apgr_subject"],
-        "cpt50_random_le_25pct": ours["random"]["cpt50"] <= TARGETS["cpt50_max"],
-    }
+    targets = target_checks(results, ours_name)
     lines.append(f"\ntargets ({ours_name}): " + ", ".join(f"{k}={'met' if v else 'MISSED'}"
                                           for k, v in targets.items()))
     lines.append(f"plot: {png}")
@@ -359,6 +351,20 @@ def main(argv: list[str] | None = None) -> int:
     }
     emit(summary, "\n".join(lines), args.json)
     return 0
+
+
+def target_checks(results: dict[str, dict[str, dict[str, float]]], ours: str
+                  ) -> dict[str, bool]:
+    """The issue's targets for router `ours`, given each MMLU split's summaries."""
+    best = {s: max(results[s][n]["apgr"] for n in BASELINES) for s in MAIN}
+    mine = {s: results[s][ours] for s in MAIN}
+    return {
+        "beats_baselines_random": mine["random"]["apgr"] > best["random"],
+        "beats_baselines_subject": mine["subject"]["apgr"] > best["subject"],
+        "apgr_random_ge_0.70": mine["random"]["apgr"] >= TARGETS["apgr_random"],
+        "apgr_subject_ge_0.60": mine["subject"]["apgr"] >= TARGETS["apgr_subject"],
+        "cpt50_random_le_25pct": mine["random"]["cpt50"] <= TARGETS["cpt50_max"],
+    }
 
 
 def _seed_list(text: str) -> list[int]:
@@ -404,14 +410,8 @@ def across_seeds(seeds: list[int], folds: int, embed: bool, blend: bool, embed_l
                          f"{100 * c['min']:.1f}-{100 * c['max']:.1f}"])
         lines.append(f"\n{split}:")
         lines.append(table(["router", "APGR mean", "range", "CPT50% mean", "range"], rows))
-    counts = {
-        "apgr_random_ge_0.70": sum(per_seed[str(s)]["random"][ours_name]["apgr"]
-                                   >= TARGETS["apgr_random"] for s in seeds),
-        "apgr_subject_ge_0.60": sum(per_seed[str(s)]["subject"][ours_name]["apgr"]
-                                    >= TARGETS["apgr_subject"] for s in seeds),
-        "cpt50_random_le_25pct": sum(per_seed[str(s)]["random"][ours_name]["cpt50"]
-                                     <= TARGETS["cpt50_max"] for s in seeds),
-    }
+    met = [target_checks(per_seed[str(s)], ours_name) for s in seeds]
+    counts = {name: sum(m[name] for m in met) for name in met[0]}
     lines.append(f"\nseeds meeting each target ({ours_name}), of {len(seeds)}: "
                  + ", ".join(f"{k}={v}" for k, v in counts.items()))
     summary: dict[str, Any] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.routing import main, random_folds, subject_folds
+from benchmarks.routing import main, random_folds, subject_folds, target_checks
 
 
 @pytest.mark.parametrize("k", [2, 3, 5])
@@ -53,3 +53,14 @@ def test_bad_seed_lists_are_refused(text: str, message: str,
         main(["--seeds", text])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_target_checks_compare_ours_with_the_best_baseline_and_the_floors() -> None:
+    base = {"random": {"apgr": 0.5, "cpt50": 0.5}, "knn": {"apgr": 0.6, "cpt50": 0.3},
+            "tfidf_lr": {"apgr": 0.65, "cpt50": 0.3}}
+    results = {"random": {**base, "ours": {"apgr": 0.70, "cpt50": 0.25}},
+               "subject": {**base, "ours": {"apgr": 0.599, "cpt50": 0.4}}}
+    assert target_checks(results, "ours") == {
+        "beats_baselines_random": True, "beats_baselines_subject": False,
+        "apgr_random_ge_0.70": True, "apgr_subject_ge_0.60": False,
+        "cpt50_random_le_25pct": True}
