@@ -53,7 +53,7 @@ def test_a_sure_answer_scores_higher_than_an_unsure_one() -> None:
 
 
 def test_forced_tokens_are_not_scored() -> None:
-    # the opening, two real choices, and two forced steps (entropy < 0.3 nats) between them
+    # the opening, two real choices, and two forced steps (entropy < 0.5 nats) between them
     c = score(_events([-2.0, -1.0, -0.001, -0.002, -0.5], [3.0, 1.5, 0.01, 0.2, 1.0]))
     assert c.tokens == 5 and c.scored == 2
     assert c.mean_logprob == pytest.approx(-0.75) and c.mean_entropy == pytest.approx(1.25)
