@@ -11,7 +11,9 @@ Metrics (see `runtime.router.metrics`) are computed on the pooled out-of-fold sc
 the per-fold APGR range is printed beside. GSM8K (1,319 queries) uses the random split.
 Also measured: calibration (threshold set on half of the held-out half, cloud share
 checked on the other half), reliability of P(strong wins) (ECE, 10 bins), and the LinUCB
-bandit replaying held-out queries as cost-aware feedback.
+bandit replaying held-out queries as cost-aware feedback, on both of the live runtime's
+context layouts (with the router's probabilities, and without a router: prompt length and
+task cues, token counts from the bundled model).
 
     python -m benchmarks.routing --json [--seed 1] [--folds K] [--skip-gsm8k] [--no-embed]
                                         [--embed-lr]
@@ -37,6 +39,7 @@ splits; the default reported seed is 1, which the design never looked at.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +48,7 @@ from typing import Any, cast
 import numpy as np
 
 from benchmarks._report import emit, out_path, table
+from runtime.cues import task_cues
 from runtime.router.bandit import BanditConfig, LinUcbBandit, router_context, simulate
 from runtime.router.base import BoolArray, FloatArray, Router
 from runtime.router.baselines import KnnRouter, RandomRouter, TfidfLrRouter, strong_wins
@@ -63,6 +67,7 @@ from runtime.router.embedding_torch import bulk_encoder
 from runtime.router.features import FeatureSpec
 from runtime.router.learned import STRONG_ONLY, LearnedRouter, TrainParams
 from runtime.router.metrics import RoutingCurve, oracle_scores, routing_curve
+from runtime.router.online import PROMPT_FEATURES, context_vector
 
 DATA = Path(__file__).resolve().parent / "data" / "routing"
 NGRAM, EMBED = "hashed_lr", "hashed_emb_lr"
@@ -197,16 +202,52 @@ def ece(probs: FloatArray, labels: BoolArray, bins: int = 10) -> float:
     return float(total)
 
 
-def bandit_check(router: LearnedRouter, held_out: RoutingData, seed: int) -> dict[str, Any]:
+def bandit_check(router: LearnedRouter, held_out: RoutingData, seed: int
+                 ) -> dict[str, Any]:
     """LinUCB replaying half the held-out queries as feedback, valued on the other half.
 
     Three replay orders per cloud price; values are the mean cost-aware reward of the
-    bandit's greedy policy on the evaluation half, before and after all the feedback.
+    bandit's greedy policy on the evaluation half, before and after all the feedback. The
+    context is the live runtime's with this router configured (`online.ROUTER_FEATURES`,
+    the same vector as `bandit.router_context`).
     """
     idx = np.random.default_rng(seed + 1).permutation(len(held_out))
     replay, ev = held_out.subset(idx[: len(idx) // 2]), held_out.subset(idx[len(idx) // 2 :])
-    contexts = router_context(router.outcome_probabilities(replay.prompts))
-    eval_ctx = router_context(router.outcome_probabilities(ev.prompts))
+    return _bandit_runs(router_context(router.outcome_probabilities(replay.prompts)),
+                        router_context(router.outcome_probabilities(ev.prompts)),
+                        replay, ev, seed)
+
+
+def bandit_without_router(held_out: RoutingData, seed: int) -> dict[str, Any] | None:
+    """`bandit_check` on the live runtime's context without a router
+    (`online.PROMPT_FEATURES`: prompt length in the bundled model's tokens and the task
+    cues); None when the bundled model cannot be loaded to count tokens."""
+    try:
+        from kernels import Message
+        from kernels.registry import load_engine
+
+        engine = load_engine("bundled:smollm2-135m")
+    except Exception as exc:  # noqa: BLE001 - reported, the rest of the run stands
+        print(f"bandit without a router: skipped, cannot load the bundled model ({exc})",
+              file=sys.stderr)
+        return None
+    try:
+        def contexts(data: RoutingData) -> FloatArray:
+            return np.array([context_vector(
+                PROMPT_FEATURES, None,
+                engine.count_tokens(engine.render([Message(role="user", content=q)])),
+                task_cues(q)) for q in data.prompts])
+
+        idx = np.random.default_rng(seed + 1).permutation(len(held_out))
+        replay = held_out.subset(idx[: len(idx) // 2])
+        ev = held_out.subset(idx[len(idx) // 2 :])
+        return _bandit_runs(contexts(replay), contexts(ev), replay, ev, seed)
+    finally:
+        engine.close()
+
+
+def _bandit_runs(contexts: FloatArray, eval_ctx: FloatArray, replay: RoutingData,
+                 ev: RoutingData, seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for cost in (0.05, 0.1, 0.2):
         sims = [simulate(LinUcbBandit(contexts.shape[1], BanditConfig(cloud_cost=cost)),
@@ -303,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             router, held = split_keep["router"], split_keep["test"]
             extras.update(calibration_check(router, held, args.seed))
             extras["bandit"] = bandit_check(router, held, args.seed)
+            extras["bandit_without_router"] = bandit_without_router(held, args.seed)
 
     png = out_path("routing.png")
     plot(curves, png)
@@ -321,13 +363,14 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(table(["target", "achieved"],
                        [[r["target"], r["achieved"]] for r in extras["calibration"]]))
     lines.append(f"ECE of P(strong wins): {extras['ece_p_strong_wins']:.4f}")
-    for cost, b in extras["bandit"].items():
-        lo, hi = b["value_after_range"]
-        lines.append(f"bandit {cost}: policy value {b['value_before']:.3f} untrained -> "
-                     f"{b['value_after_median']:.3f} ({lo:.3f}-{hi:.3f}, 3 replay orders) "
-                     f"after {b['learning_curves'][0][-1][0]} feedbacks (always local "
-                     f"{b['always_local_value']:.3f}, always cloud "
-                     f"{b['always_cloud_value']:.3f})")
+    for label, key in (("bandit", "bandit"), ("bandit, no router", "bandit_without_router")):
+        for cost, b in (extras[key] or {}).items():
+            lo, hi = b["value_after_range"]
+            lines.append(f"{label} {cost}: policy value {b['value_before']:.3f} untrained -> "
+                         f"{b['value_after_median']:.3f} ({lo:.3f}-{hi:.3f}, 3 replay orders)"
+                         f" after {b['learning_curves'][0][-1][0]} feedbacks (always local "
+                         f"{b['always_local_value']:.3f}, always cloud "
+                         f"{b['always_cloud_value']:.3f})")
     targets = target_checks(results, ours_name)
     lines.append(f"\ntargets ({ours_name}): " + ", ".join(f"{k}={'met' if v else 'MISSED'}"
                                           for k, v in targets.items()))

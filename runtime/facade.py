@@ -53,7 +53,7 @@ from runtime.request import (
 )
 from runtime.result import Result
 from runtime.router.base import RouterVerdict
-from runtime.router.online import OnlineRouter, context_vector
+from runtime.router.online import OnlineRouter, context_vector, layout
 from runtime.router.online import default_path as default_bandit_path
 from runtime.telemetry import Telemetry
 
@@ -131,8 +131,10 @@ class Runtime:
         self._online: OnlineRouter | None = None
         if config.policy.bandit:
             p = config.policy
+            # With a router configured, its two P(right) are the context; else prompt cues.
             self._online = OnlineRouter.open(p.bandit_path or default_bandit_path(),
-                                             p.bandit_alpha, p.bandit_cloud_cost)
+                                             p.bandit_alpha, p.bandit_cloud_cost,
+                                             layout(bool(p.use_router and p.router_path)))
         self._feedback_lock = threading.Lock()  # an answer's first verdict teaches the bandit
         self._chooser = chooser  # multiple choice: loaded on first use unless passed in
         self._owns_chooser = chooser is None  # one passed in belongs to the caller
@@ -323,7 +325,8 @@ class Runtime:
         online = self._online if self.config.policy.bandit else None
         # The decision keeps the context vector: feedback learns from it without recomputing.
         bandit = None if online is None else online.verdict(
-            context_vector(router, request.prompt_tokens, request.task_cues))
+            context_vector(online.features, router, request.prompt_tokens,
+                           request.task_cues))
         inputs = PolicyInputs(
             mode=mode,
             request=request,

@@ -42,12 +42,12 @@ from runtime.policy import (
     decide,
 )
 from runtime.router.base import RouterVerdict
-from runtime.router.online import BanditVerdict
+from runtime.router.online import ROUTER_FEATURES, BanditVerdict
 
 GIB = 2**30
 ALL_RULES = (PRIVACY, OFFLINE, CIRCUIT, BUDGET, MEMORY, THERMAL, BATTERY, LATENCY, ROUTER,
              TASK_CUE, BANDIT)
-CONTEXT = (1.0, 0.1, 0.6, 0.0, 0.0, 0.0)
+CONTEXT = (1.0, 0.4, 0.9)  # bias, P(local right), P(cloud right)
 
 
 def calm_snapshot() -> Snapshot:
@@ -71,7 +71,8 @@ def calm(mode: Mode = "prefer-local") -> PolicyInputs:
         request=RequestFeatures(prompt_tokens=200, expected_output_tokens=100),
         snapshot=calm_snapshot(),
         router=RouterVerdict(router="test", score=0.01, threshold=0.1, p_strong_wins=0.1),
-        bandit=BanditVerdict("local", ucb_local=0.8, ucb_cloud=0.7, context=CONTEXT, updates=40),
+        bandit=BanditVerdict("local", ucb_local=0.8, ucb_cloud=0.7, context=CONTEXT, updates=40,
+                             features=ROUTER_FEATURES),
         latency=LatencyEstimates(local_tokens_per_s=50.0, local_prompt_tokens_per_s=500.0,
                                  cloud_rtt_ms=100.0, cloud_tokens_per_s=80.0),
     )
@@ -124,7 +125,8 @@ def router_says_cloud(i: PolicyInputs) -> PolicyInputs:
 
 
 def bandit_says_cloud(i: PolicyInputs) -> PolicyInputs:
-    return replace(i, bandit=BanditVerdict("cloud", 0.6, 0.9, CONTEXT, updates=40))
+    return replace(i, bandit=BanditVerdict("cloud", 0.6, 0.9, CONTEXT, updates=40,
+                                             features=ROUTER_FEATURES))
 
 
 def code_task(i: PolicyInputs) -> PolicyInputs:
@@ -226,7 +228,7 @@ def test_bandit_trace_carries_both_upper_bounds_and_the_context() -> None:
     assert decision.reason == f"mode prefer-local: {entry.detail}; the cloud answers"
     payload = decision.to_dict()["bandit"]
     assert payload["arm"] == "cloud" and payload["ucb"] == {"local": 0.6, "cloud": 0.9}
-    assert payload["context"] == list(CONTEXT) and len(payload["features"]) == len(CONTEXT)
+    assert payload["context"] == list(CONTEXT) and payload["features"] == list(ROUTER_FEATURES)
 
 
 def test_bandit_off_leaves_no_bandit_in_the_decision() -> None:

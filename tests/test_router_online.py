@@ -13,47 +13,91 @@ from kernels import Engine
 from runtime.config import load_config
 from runtime.errors import ConfigError
 from runtime.facade import Runtime
+from runtime.router.bandit import router_context
 from runtime.router.base import RouterFileError, RouterVerdict
-from runtime.router.online import DIM, FEATURES, OnlineRouter, context_vector, default_path
+from runtime.router.data import load_routing_data
+from runtime.router.features import FeatureSpec
+from runtime.router.learned import LearnedRouter, TrainParams
+from runtime.router.online import (
+    PROMPT_FEATURES,
+    ROUTER_FEATURES,
+    OnlineRouter,
+    context_vector,
+    default_path,
+    layout,
+)
+from runtime.router.store import save_router
 from tests.conftest_gateway import RunningGateway
 from tests.device_server import serve_in_thread
 
 Q = [{"role": "user", "content": "Name a fruit."}]
+DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "routing"
+
+
+@pytest.fixture(scope="module")
+def router() -> LearnedRouter:
+    """A small n-gram router on 800 MMLU queries of the bundled routing labels."""
+    data = load_routing_data(DATA / "mmlu.csv.gz")
+    part = data.subset(np.random.default_rng(3).permutation(len(data))[:800])
+    return LearnedRouter.train(part.prompts, part.weak, part.strong,
+                               TrainParams(features=FeatureSpec(word_bits=14, char_bits=14)))
 
 
 def _runtime(engine: Engine, gateway: RunningGateway, folder: Path, *, mode: str = "prefer-local",
-             bandit: bool = True) -> Runtime:
+             bandit: bool = True, router: Path | None = None) -> Runtime:
     """A runtime with the bandit on, configured the way a user would (environment keys)."""
-    cfg = load_config(env={
+    env = {
         "TANDEM_RUNTIME_MODE": mode,
         "TANDEM_RUNTIME_TELEMETRY_PATH": str(folder / "telemetry.sqlite3"),
         "TANDEM_OFFLOAD_URL": gateway.url,
         "TANDEM_OFFLOAD_CREDENTIAL": gateway.home.credential,
         "TANDEM_POLICY_BANDIT": "true" if bandit else "false",
         "TANDEM_POLICY_BANDIT_PATH": str(folder / "bandit.npz"),
-    })
-    return Runtime(cfg, engine=engine)
+    }
+    if router is not None:
+        env["TANDEM_POLICY_ROUTER_PATH"] = str(router)
+    return Runtime(load_config(env=env), engine=engine)
 
 
 def _cloud_is_better(path: Path) -> OnlineRouter:
     """A saved bandit that has seen short prompts answered well by the cloud only."""
     online = OnlineRouter.fresh(path)
     for tokens in range(10, 80, 5):
-        x = np.array(context_vector(None, tokens, ()))
+        x = np.array(context_vector(PROMPT_FEATURES, None, tokens, ()))
         online.bandit.update(x, "cloud", 0.9)
         online.bandit.update(x, "local", 0.0)
     online.save()
     return online
 
 
-def test_context_vector_follows_the_fixed_layout() -> None:
-    verdict = RouterVerdict("lr", score=0.2, threshold=0.1, p_strong_wins=0.35)
-    x = context_vector(verdict, 4095, ("math", "unknown-cue"))
-    assert len(x) == DIM == len(FEATURES)
-    assert dict(zip(FEATURES, x, strict=True)) == pytest.approx({
-        "bias": 1.0, "p_strong_wins": 0.35, "log_prompt_tokens": 1.0,
+def test_context_vector_follows_each_layout() -> None:
+    verdict = RouterVerdict("lr", score=0.2, threshold=0.1, p_strong_wins=0.35,
+                            p_local_right=0.4, p_cloud_right=0.75)
+    x = context_vector(PROMPT_FEATURES, verdict, 4095, ("math", "unknown-cue"))
+    assert dict(zip(PROMPT_FEATURES, x, strict=True)) == pytest.approx({
+        "bias": 1.0, "log_prompt_tokens": 1.0,
         "cue_code": 0.0, "cue_math": 1.0, "cue_translation": 0.0})
-    assert context_vector(None, 0, ())[:3] == (1.0, 0.5, 0.0)  # no router: "no idea"
+    assert context_vector(PROMPT_FEATURES, None, 0, ()) == (1.0, 0.0, 0.0, 0.0, 0.0)
+    assert context_vector(ROUTER_FEATURES, verdict, 4095, ("math",)) == (1.0, 0.4, 0.75)
+    # No router, or one without the probabilities: "no idea" for both.
+    assert context_vector(ROUTER_FEATURES, None, 10, ()) == (1.0, 0.5, 0.5)
+    bare = RouterVerdict("x", score=0.0, threshold=0.0)
+    assert context_vector(ROUTER_FEATURES, bare, 10, ()) == (1.0, 0.5, 0.5)
+    assert (layout(True), layout(False)) == (ROUTER_FEATURES, PROMPT_FEATURES)
+    with pytest.raises(ValueError, match="unknown bandit context layout"):
+        context_vector(("bias",), None, 1, ())
+
+
+def test_router_layout_is_the_context_the_routing_benchmark_measures(
+    router: LearnedRouter,
+) -> None:
+    """`benchmarks.routing` values the bandit on `router_context` of outcome probabilities;
+    the live runtime builds its context from the router's verdict: the same numbers."""
+    prompts = ["What is 7 * 8?", "Which organelle makes ATP?\nA. nucleus\nB. mitochondria",
+               "Translate 'thank you' into French."]
+    live = [context_vector(ROUTER_FEATURES, router.verdict(q), 0, ()) for q in prompts]
+    assert np.allclose(live, router_context(router.outcome_probabilities(prompts)))
+    assert all(0.0 < x[1] < 1.0 and 0.0 < x[2] < 1.0 for x in live)
 
 
 def test_default_path_is_next_to_the_telemetry(monkeypatch: pytest.MonkeyPatch,
@@ -67,7 +111,7 @@ def test_saved_state_loads_with_identical_bounds_and_config_from_the_caller(
 ) -> None:
     path = tmp_path / "state" / "bandit.npz"
     saved = _cloud_is_better(path)
-    x = context_vector(None, 30, ())
+    x = context_vector(PROMPT_FEATURES, None, 30, ())
     loaded = OnlineRouter.load(path, alpha=1.0, cloud_cost=0.1)
     assert loaded.updates == saved.updates == 28
     assert loaded.verdict(x) == saved.verdict(x)
@@ -91,8 +135,14 @@ def test_state_learned_on_another_context_is_refused(tmp_path: Path) -> None:
     np.savez(path, a_inv=np.stack([np.eye(3)] * 2), b=np.zeros((2, 3)),
              config=np.array([1.0, 1.0, 0.1]), updates=np.array(5),
              features=np.array(["bias", "p_weak", "p_strong"]))
-    with pytest.raises(RouterFileError, match="was learned on context"):
+    with pytest.raises(RouterFileError, match="was learned on context .* known layouts are"):
         OnlineRouter.load(path)
+    routed = tmp_path / "routed.npz"
+    OnlineRouter.fresh(routed, features=ROUTER_FEATURES).save()
+    assert OnlineRouter.load(routed).features == ROUTER_FEATURES  # any known layout
+    assert OnlineRouter.load(routed, features=ROUTER_FEATURES).features == ROUTER_FEATURES
+    with pytest.raises(RouterFileError, match="this runtime uses .*log_prompt_tokens"):
+        OnlineRouter.load(routed, features=PROMPT_FEATURES)
 
 
 def test_open_sets_an_unusable_file_aside_and_starts_fresh(
@@ -114,8 +164,10 @@ def test_learn_uses_the_recorded_context_and_ignores_answers_without_one(
     tmp_path: Path,
 ) -> None:
     online = OnlineRouter.fresh(tmp_path / "bandit.npz", cloud_cost=0.25)
-    x = context_vector(None, 40, ("code",))
+    x = context_vector(PROMPT_FEATURES, None, 40, ("code",))
     decision = {"bandit": online.verdict(x).to_dict()}
+    other = OnlineRouter.fresh(tmp_path / "other.npz", features=ROUTER_FEATURES)
+    assert not online.learn({"bandit": other.verdict((1.0, 0.5, 0.5)).to_dict()}, "local", True)
     assert not online.learn(None, "local", True)
     assert not online.learn({"bandit": None}, "local", True)
     assert not online.learn(decision, "elsewhere", True)
@@ -151,7 +203,9 @@ def test_feedback_updates_the_bandit_once_and_survives_a_restart(
         bandit = body["tandem"]["decision"]["bandit"]
         # A fresh bandit ties, and ties go local: the device answers first (cascade).
         assert bandit["arm"] == "local" and bandit["updates"] == 0
-        assert bandit["features"] == list(FEATURES) and len(bandit["context"]) == DIM
+        # No router configured: the prompt layout.
+        assert bandit["features"] == list(PROMPT_FEATURES)
+        assert len(bandit["context"]) == len(PROMPT_FEATURES)
         before = OnlineRouter.fresh(tmp_path / "unused.npz").verdict(bandit["context"])
         for good in (False, True):  # a changed mind is recorded, but taught only once
             ok = httpx.post(f"{url}/v1/feedback", json={"id": answer_id, "good": good})
@@ -224,3 +278,25 @@ def test_runtime_with_a_corrupt_state_file_warns_and_starts_fresh(
     assert any("bandit state unusable" in r.getMessage() for r in caplog.records)
     assert len(list(tmp_path.glob("bandit.npz.bad-*"))) == 1
     assert result.decision is not None and result.decision["bandit"]["updates"] == 0
+
+
+def test_with_a_router_the_context_is_its_two_probabilities(
+    engine: Engine, gateway: RunningGateway, tmp_path: Path, router: LearnedRouter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = save_router(router, tmp_path / "router")
+    _cloud_is_better(tmp_path / "bandit.npz")  # learned without a router: another layout
+    with caplog.at_level(logging.WARNING, logger="tandem.router.online"), \
+            _runtime(engine, gateway, tmp_path, router=path) as rt:
+        result = rt.generate(Q, params=rt.params(max_tokens=2))
+        rt.feedback(result.id, True)
+    assert any("bandit state unusable" in r.getMessage() for r in caplog.records)
+    assert len(list(tmp_path.glob("bandit.npz.bad-*"))) == 1  # set aside, not lost
+    assert result.decision is not None
+    bandit, verdict = result.decision["bandit"], result.decision["router"]
+    assert bandit["features"] == list(ROUTER_FEATURES) and bandit["updates"] == 0
+    assert bandit["context"] == [1.0, verdict["p_local_right"], verdict["p_cloud_right"]]
+    assert verdict["p_local_right"] == pytest.approx(
+        float(router.p_local_ok([Q[0]["content"]])[0]))
+    learned = OnlineRouter.load(tmp_path / "bandit.npz")
+    assert (learned.features, learned.updates) == (ROUTER_FEATURES, 1)

@@ -57,13 +57,16 @@ class RouterVerdict:
     `score` is the router's ranking score (for the learned router: the expected accuracy
     gain of the cloud model over the local one); the router says "cloud" when
     `score > threshold`. `p_strong_wins` is the calibrated probability that the cloud model
-    is right where the local one is wrong (None when the router does not estimate it).
+    is right where the local one is wrong; `p_local_right` and `p_cloud_right` that each is
+    right (the online bandit's context). Each is None when the router does not estimate it.
     """
 
     router: str
     score: float
     threshold: float
     p_strong_wins: float | None = None
+    p_local_right: float | None = None
+    p_cloud_right: float | None = None
 
     @property
     def wants_cloud(self) -> bool:
@@ -75,5 +78,7 @@ class RouterVerdict:
             "score": self.score,
             "threshold": self.threshold,
             "p_strong_wins": self.p_strong_wins,
+            "p_local_right": self.p_local_right,
+            "p_cloud_right": self.p_cloud_right,
             "wants_cloud": self.wants_cloud,
         }

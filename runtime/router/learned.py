@@ -189,7 +189,8 @@ class LearnedRouter:
         return ok
 
     def verdict(self, prompt: str) -> RouterVerdict:
-        """The policy's input for one prompt: score, threshold and P(strong wins)."""
+        """The policy's input for one prompt: score, threshold, P(strong wins), and
+        P(right) of each model (the online bandit's context)."""
         p = self.outcome_probabilities([prompt])
         return RouterVerdict(
             router=self.name if self.uses_embedding or not self.embedding_model
@@ -197,6 +198,8 @@ class LearnedRouter:
             score=float(self._score([prompt], p)[0]),
             threshold=self.active_threshold,
             p_strong_wins=float(p[0, STRONG_ONLY]),
+            p_local_right=float(p[0, WEAK_ONLY] + p[0, BOTH_RIGHT]),
+            p_cloud_right=float(p[0, STRONG_ONLY] + p[0, BOTH_RIGHT]),
         )
 
     def with_threshold(self, threshold: float, fallback: float | None = None) -> LearnedRouter:

@@ -4,9 +4,23 @@
 vector built from what is known before generating, a lock (the HTTP API plans and records
 feedback from worker threads), and a state file saved atomically after every update.
 
-The context (`FEATURES`) is deliberately small and fixed; its names are written into the
-state file with the bandit's arrays, so a file learned on another layout is refused rather
-than silently misread. A decision carries its context vector (`BanditVerdict.to_dict`), so
+The context is small and fixed, in one of two layouts (`layout`):
+
+- `ROUTER_FEATURES`, when a learned router is configured: `[1, P(local right),
+  P(cloud right)]` from the router's outcome probabilities. Each arm's expected reward is
+  then linear in the context (P(local right) for the device, P(cloud right) - cost for the
+  cloud), the form `benchmarks.routing` measures (`bandit.router_context` is the same
+  vector). An earlier live context, `[1, P(strong wins), log prompt tokens, cues]`, scored
+  0.744 / 0.717 / 0.695 at cloud costs 0.05 / 0.1 / 0.2 where this one scores
+  0.765 / 0.725 / 0.695 (seed-1 random split, median of five replay orders): P(strong
+  wins) ranks prompts but does not tell either arm how well it does, and the sparse cue
+  features cost exploration.
+- `PROMPT_FEATURES`, without a router: `[1, log prompt tokens, one flag per task cue]`,
+  all the bandit knows about a prompt before generating.
+
+The names are written into the state file with the bandit's arrays, so a file learned on
+another layout (after configuring a router, or an upgrade) is refused rather than silently
+misread. A decision carries its layout and context vector (`BanditVerdict.to_dict`), so
 feedback learns from exactly what the bandit saw, without recomputing it.
 """
 
@@ -33,11 +47,17 @@ from runtime.telemetry import default_path as telemetry_path
 
 log = logging.getLogger("tandem.router.online")
 
-FEATURES: tuple[str, ...] = ("bias", "p_strong_wins", "log_prompt_tokens",
-                             *(f"cue_{c}" for c in CUE_NAMES))
-DIM = len(FEATURES)
+ROUTER_FEATURES: tuple[str, ...] = ("bias", "p_local_right", "p_cloud_right")
+PROMPT_FEATURES: tuple[str, ...] = ("bias", "log_prompt_tokens",
+                                    *(f"cue_{c}" for c in CUE_NAMES))
+LAYOUTS: tuple[tuple[str, ...], ...] = (ROUTER_FEATURES, PROMPT_FEATURES)
 # log(1 + tokens) / log(4096): about 1 for a 4k-token prompt, so no feature dwarfs the bias.
 _LOG_TOKENS_SCALE = math.log(4096.0)
+
+
+def layout(with_router: bool) -> tuple[str, ...]:
+    """The context layout of a runtime with or without a learned router configured."""
+    return ROUTER_FEATURES if with_router else PROMPT_FEATURES
 
 
 def default_path() -> Path:
@@ -45,17 +65,22 @@ def default_path() -> Path:
     return telemetry_path().with_name("bandit.npz")
 
 
-def context_vector(router: RouterVerdict | None, prompt_tokens: int,
-                   task_cues: Sequence[str]) -> tuple[float, ...]:
-    """The bandit's context for one request, in the order of `FEATURES`.
+def context_vector(features: tuple[str, ...], router: RouterVerdict | None,
+                   prompt_tokens: int, task_cues: Sequence[str]) -> tuple[float, ...]:
+    """The bandit's context for one request, in the order of `features` (a `LAYOUTS` entry).
 
-    Without a learned router (or one that gives no probability) the probability is 0.5:
-    "no idea", the same constant for every request, so it adds nothing the bias lacks.
+    A probability the router does not give (or no router) is 0.5: "no idea", the same
+    constant for every request, so it adds nothing the bias lacks.
     """
-    p = router.p_strong_wins if router is not None else None
-    return (1.0, 0.5 if p is None else float(p),
-            math.log1p(max(prompt_tokens, 0)) / _LOG_TOKENS_SCALE,
-            *(1.0 if c in task_cues else 0.0 for c in CUE_NAMES))
+    if features == ROUTER_FEATURES:
+        local = router.p_local_right if router is not None else None
+        cloud = router.p_cloud_right if router is not None else None
+        return (1.0, 0.5 if local is None else float(local),
+                0.5 if cloud is None else float(cloud))
+    if features == PROMPT_FEATURES:
+        return (1.0, math.log1p(max(prompt_tokens, 0)) / _LOG_TOKENS_SCALE,
+                *(1.0 if c in task_cues else 0.0 for c in CUE_NAMES))
+    raise ValueError(f"unknown bandit context layout {list(features)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +92,7 @@ class BanditVerdict:
     ucb_cloud: float
     context: tuple[float, ...]
     updates: int  # feedback learned from so far
+    features: tuple[str, ...]  # the layout `context` follows
 
     @property
     def wants_cloud(self) -> bool:
@@ -75,34 +101,44 @@ class BanditVerdict:
     def to_dict(self) -> dict[str, Any]:
         """The `bandit` entry of a decision; `context` is what feedback learns from."""
         return {"arm": self.arm, "ucb": {"local": self.ucb_local, "cloud": self.ucb_cloud},
-                "features": list(FEATURES), "context": list(self.context),
+                "features": list(self.features), "context": list(self.context),
                 "updates": self.updates}
 
 
 class OnlineRouter:
-    """A LinUCB bandit over `FEATURES`, persisted at `path`. Thread-safe."""
+    """A LinUCB bandit over one context layout (`features`), persisted at `path`.
 
-    def __init__(self, path: str | Path, bandit: LinUcbBandit) -> None:
-        if bandit.dim != DIM:
-            raise ValueError(f"the online bandit needs {DIM} context features, not {bandit.dim}")
+    Thread-safe.
+    """
+
+    def __init__(self, path: str | Path, bandit: LinUcbBandit,
+                 features: tuple[str, ...] = PROMPT_FEATURES) -> None:
+        if features not in LAYOUTS:
+            raise ValueError(f"unknown bandit context layout {list(features)}")
+        if bandit.dim != len(features):
+            raise ValueError(f"the online bandit needs {len(features)} context features, "
+                             f"not {bandit.dim}")
         self.path = Path(path)
         self.bandit = bandit
+        self.features = features
         self._lock = threading.Lock()
 
     @classmethod
-    def fresh(cls, path: str | Path, alpha: float = 1.0, cloud_cost: float = 0.1
-              ) -> OnlineRouter:
+    def fresh(cls, path: str | Path, alpha: float = 1.0, cloud_cost: float = 0.1,
+              features: tuple[str, ...] = PROMPT_FEATURES) -> OnlineRouter:
         """A bandit that has learned nothing yet (ties go local)."""
-        return cls(path, LinUcbBandit(DIM, BanditConfig(alpha=alpha, cloud_cost=cloud_cost)))
+        bandit = LinUcbBandit(len(features), BanditConfig(alpha=alpha, cloud_cost=cloud_cost))
+        return cls(path, bandit, features)
 
     @classmethod
-    def load(cls, path: str | Path, alpha: float = 1.0, cloud_cost: float = 0.1
-             ) -> OnlineRouter:
+    def load(cls, path: str | Path, alpha: float = 1.0, cloud_cost: float = 0.1,
+             features: tuple[str, ...] | None = None) -> OnlineRouter:
         """Read a state file written by `save`; `RouterFileError` naming it if unusable.
 
-        `alpha` and `cloud_cost` come from the configuration, not the file: they are
-        policy, which the user may change between runs; the ridge is baked into the learned
-        matrices and stays as it was.
+        `features`: the layout the caller uses (None: whichever of `LAYOUTS` the file
+        holds); a file learned on another is refused. `alpha` and `cloud_cost` come from
+        the configuration, not the file: they are policy, which the user may change between
+        runs; the ridge is baked into the learned matrices and stays as it was.
         """
         path = Path(path)
         try:
@@ -112,36 +148,40 @@ class OnlineRouter:
                 if not isinstance(npz, np.lib.npyio.NpzFile):
                     raise ValueError("not an .npz archive")
                 with npz:
-                    features = tuple(str(f) for f in npz["features"])
+                    found = tuple(str(f) for f in npz["features"])
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise RouterFileError(f"{path} is not a bandit state file: {exc}") from exc
-        if features != FEATURES:
-            raise RouterFileError(f"{path} was learned on context {list(features)}, this "
-                                  f"runtime uses {list(FEATURES)}")
+        wanted = features or (found if found in LAYOUTS else None)
+        if found != wanted:
+            uses = (f"this runtime uses {list(features)}" if features
+                    else f"known layouts are {' and '.join(str(list(f)) for f in LAYOUTS)}")
+            raise RouterFileError(f"{path} was learned on context {list(found)}, {uses}")
+        dim = len(found)
         bandit = LinUcbBandit.load(path)
-        if bandit.dim != DIM or not np.all(np.isfinite(bandit.upper_bounds(np.ones(DIM)))):
+        if bandit.dim != dim or not np.all(np.isfinite(bandit.upper_bounds(np.ones(dim)))):
             raise RouterFileError(f"{path} holds a bandit of dimension {bandit.dim} or "
-                                  f"non-finite values; expected dimension {DIM}")
+                                  f"non-finite values; expected dimension {dim}")
         bandit.config = BanditConfig(alpha=alpha, ridge=bandit.config.ridge,
                                      cloud_cost=cloud_cost)
-        return cls(path, bandit)
+        return cls(path, bandit, found)
 
     @classmethod
-    def open(cls, path: str | Path, alpha: float = 1.0, cloud_cost: float = 0.1
-             ) -> OnlineRouter:
+    def open(cls, path: str | Path, alpha: float = 1.0, cloud_cost: float = 0.1,
+             features: tuple[str, ...] = PROMPT_FEATURES) -> OnlineRouter:
         """The runtime's way in: load `path`, or start fresh if it is missing or unusable.
 
-        An unusable file (corrupt, or learned on another context layout after an upgrade)
-        is logged as a warning, renamed to `<name>.bad-<unix time>` so nothing learned is
-        destroyed, and the bandit starts fresh. Refusing to start, as a bad config key
-        does, would take the device's assistant down over a cache of preferences that
-        relearns from feedback; silently overwriting would lose it with no trace.
+        An unusable file (corrupt, or learned on another context layout: a router was
+        configured or removed since, or an upgrade changed the layout) is logged as a
+        warning, renamed to `<name>.bad-<unix time>` so nothing learned is destroyed, and
+        the bandit starts fresh. Refusing to start, as a bad config key does, would take
+        the device's assistant down over a cache of preferences that relearns from
+        feedback; silently overwriting would lose it with no trace.
         """
         path = Path(path)
         if not path.exists():
-            return cls.fresh(path, alpha, cloud_cost)
+            return cls.fresh(path, alpha, cloud_cost, features)
         try:
-            return cls.load(path, alpha, cloud_cost)
+            return cls.load(path, alpha, cloud_cost, features)
         except RouterFileError as exc:
             aside = path.with_name(f"{path.name}.bad-{int(time.time())}")
             try:
@@ -150,7 +190,7 @@ class OnlineRouter:
             except OSError as move:
                 kept = f"could not move it aside ({move})"
             log.warning("bandit state unusable, starting fresh (%s): %s", kept, exc)
-            return cls.fresh(path, alpha, cloud_cost)
+            return cls.fresh(path, alpha, cloud_cost, features)
 
     @property
     def cloud_cost(self) -> float:
@@ -168,7 +208,8 @@ class OnlineRouter:
             arm = self.bandit.choose(x)
             updates = self.bandit.updates
         return BanditVerdict(arm=arm, ucb_local=float(ucb[0]), ucb_cloud=float(ucb[1]),
-                             context=tuple(float(v) for v in x), updates=updates)
+                             context=tuple(float(v) for v in x), updates=updates,
+                             features=self.features)
 
     def learn(self, decision: Mapping[str, Any] | None, source: str, good: bool) -> bool:
         """Update from a user's verdict on an answer and save; False if nothing to learn.
@@ -181,11 +222,11 @@ class OnlineRouter:
         entry = (decision or {}).get("bandit")
         if not isinstance(entry, Mapping) or source not in ARMS:
             return False
-        if tuple(entry.get("features", ())) != FEATURES:
+        if tuple(entry.get("features", ())) != self.features:
             log.info("feedback not learned: the answer's bandit context has another layout")
             return False
         context = np.asarray(entry.get("context", ()), dtype=np.float64)
-        if context.shape != (DIM,) or not np.all(np.isfinite(context)):
+        if context.shape != (len(self.features),) or not np.all(np.isfinite(context)):
             return False
         arm: Arm = "cloud" if source == "cloud" else "local"
         with self._lock:
@@ -208,7 +249,7 @@ class OnlineRouter:
             # LinUcbBandit.save owns the array layout; the context names go into the same
             # file so that it describes itself.
             with tmp.open("wb") as fh:
-                self.bandit.save(fh, features=np.array(FEATURES))
+                self.bandit.save(fh, features=np.array(self.features))
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
