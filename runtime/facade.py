@@ -134,7 +134,7 @@ class Runtime:
             # With a router configured, its two P(right) are the context; else prompt cues.
             self._online = OnlineRouter.open(p.bandit_path or default_bandit_path(),
                                              p.bandit_alpha, p.bandit_cloud_cost,
-                                             layout(bool(p.use_router and p.router_path)))
+                                             _bandit_layout(config))
         self._feedback_lock = threading.Lock()  # an answer's first verdict teaches the bandit
         self._chooser = chooser  # multiple choice: loaded on first use unless passed in
         self._owns_chooser = chooser is None  # one passed in belongs to the caller
@@ -154,9 +154,11 @@ class Runtime:
         monitor, the privacy filter and the gateway (`model`, `monitor`, `privacy`,
         `offload`), the queue sizes, the telemetry database and the bandit's state
         (`runtime.queue_size`, `runtime.telemetry_path`, `policy.bandit*`), and once the
-        multiple-choice models are loaded, `runtime.choice_calibration`. A new config that
-        changes any of them raises ValueError naming them, rather than being half applied;
-        start a new Runtime for those. A new `policy.router_path` is loaded on next use.
+        multiple-choice models are loaded, `runtime.choice_calibration`; with the bandit on,
+        whether a router is configured (its context layout: `policy.router_path` set or
+        cleared). A new config that changes any of them raises ValueError naming them,
+        rather than being half applied; start a new Runtime for those. A new
+        `policy.router_path` is loaded on next use.
         """
         before, after = _read_at_start(self._config), _read_at_start(new)
         changed = [k for k in before if before[k] != after[k]]
@@ -490,7 +492,15 @@ def _read_at_start(config: TandemConfig) -> dict[str, Any]:
         "runtime.telemetry_path": config.runtime.telemetry_path,
         "policy.bandit": p.bandit, "policy.bandit_path": p.bandit_path,
         "policy.bandit_alpha": p.bandit_alpha, "policy.bandit_cloud_cost": p.bandit_cloud_cost,
+        # The bandit's context layout follows whether a router is configured at start.
+        "policy.router_path (to or from none: the bandit's context layout)":
+            _bandit_layout(config) if p.bandit else None,
     }
+
+
+def _bandit_layout(config: TandemConfig) -> tuple[str, ...]:
+    """The online bandit's context layout under `config`: a router configured or not."""
+    return layout(bool(config.policy.use_router and config.policy.router_path))
 
 
 class _LockedChooser:

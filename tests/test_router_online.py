@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -300,3 +301,20 @@ def test_with_a_router_the_context_is_its_two_probabilities(
         float(router.p_local_ok([Q[0]["content"]])[0]))
     learned = OnlineRouter.load(tmp_path / "bandit.npz")
     assert (learned.features, learned.updates) == (ROUTER_FEATURES, 1)
+
+
+def test_a_running_runtime_refuses_to_change_the_bandits_layout(
+    engine: Engine, gateway: RunningGateway, tmp_path: Path, router: LearnedRouter,
+) -> None:
+    first = save_router(router, tmp_path / "first")
+    second = save_router(router.with_threshold(0.3), tmp_path / "second")
+    with _runtime(engine, gateway, tmp_path, router=first) as rt:
+        policy = rt.config.policy
+        rt.config = rt.config.replace(policy=replace(policy, router_path=str(second)))
+        assert rt.config.policy.router_path == str(second)  # same layout: taken
+        with pytest.raises(ValueError, match=r"cannot change policy.router_path \(to or from"):
+            rt.config = rt.config.replace(policy=replace(policy, router_path=""))
+        assert rt.config.policy.router_path == str(second)  # not half applied
+    with _runtime(engine, gateway, tmp_path, bandit=False) as rt:  # bandit off: no layout
+        rt.config = rt.config.replace(policy=replace(rt.config.policy, router_path=str(first)))
+        assert rt.config.policy.router_path == str(first)
