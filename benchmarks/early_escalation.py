@@ -27,7 +27,10 @@ the cached decisions those of a fresh run, and the A/B timing is always measured
 Also reported: what relaxing "the same decisions" would buy (single checkpoints, held out),
 and the ceiling of this family of rules — the narrowest margins that keep every answer the
 full rule keeps on the held-out half local, chosen on that half itself — with its saving
-estimated from token timestamps.
+estimated from token timestamps. And for streamed answers, which the runtime judges on
+their first `runtime.stream_decide_tokens` tokens before showing any (no margin: shown text
+cannot be taken back), how often that decision matches the whole answer's, and how long
+the hold delays the first text, for several hold lengths.
 
     python -m benchmarks.early_escalation --json [--limit 160] [--max-tokens 96]
 """
@@ -59,6 +62,7 @@ KS = RuntimeConfig().early_escalation_tokens
 STEP = 0.02  # margins are rounded up to this grid
 TARGET_SAVED = 0.30
 TRADEOFF_KS = (4, 8, 16, 32)
+STREAM_KS = (8, 16, 24, 32, 48)  # hold lengths compared for a streamed answer's decision
 TRADEOFF_MARGINS = (0.0, 0.05, 0.1, 0.2)
 
 
@@ -255,6 +259,37 @@ def evaluate(traces: Sequence[Trace], rule: EarlyEscalation,
             "wrong": wrong / max(1, len(traces)), "fired": float(fired)}
 
 
+def streamed(traces: Sequence[Trace], ks: Sequence[int], threshold: float
+             ) -> list[dict[str, float]]:
+    """A streamed prefer-local answer's decision against the whole answer's, per hold K.
+
+    The runtime holds the first K tokens of a streamed answer (`runtime.stream_decide_tokens`)
+    and escalates if their running score is below the threshold, with no margin: once text
+    is shown it cannot take it back. An answer shorter than K is judged whole. Per K, over
+    all traces (nothing is fitted): how often the two decisions agree, the share streamed
+    although the whole answer would escalate, the share escalated although it would be
+    kept, and the median wait before the first text appears (the K-th token's arrival).
+    """
+    rows = []
+    for k in ks:
+        agree = kept_low = escalated_ok = 0
+        waits = []
+        for t in traces:
+            running = t.running()
+            seen = min(k, len(running))
+            stream_escalates = running[seen - 1] < threshold
+            whole_escalates = running[-1] < threshold
+            agree += stream_escalates == whole_escalates
+            kept_low += whole_escalates and not stream_escalates
+            escalated_ok += stream_escalates and not whole_escalates
+            waits.append(t.times[seen - 1] if seen < len(running) else t.total)
+        n = max(1, len(traces))
+        rows.append({"k": k, "agreement": agree / n, "streamed_but_whole_escalates": kept_low / n,
+                     "escalated_but_whole_keeps": escalated_ok / n,
+                     "median_wait_ms": 1000.0 * median(waits)})
+    return rows
+
+
 def _up(x: float) -> float:
     """`x` rounded up to the margin grid, within [0, 1]."""
     return round(min(1.0, math.ceil(max(0.0, x) / STEP - 1e-9) * STEP), 2)
@@ -418,6 +453,9 @@ def run(args: argparse.Namespace, items: list[str], name: str, tag: str) -> dict
         "tradeoff": tradeoff,
         "in_sample_ceiling": bound,
         "runtime_rule": shipped,
+        "streamed": streamed(traces, [k for k in STREAM_KS if k < args.max_tokens], thr),
+        "stream_decide_tokens": RuntimeConfig().stream_decide_tokens,
+        "median_first_token_ms": 1000.0 * median([t.times[0] for t in traces if t.times]),
         "test_estimated_saved_end_to_end": evaluate(test, rule, thr)["saved_end_to_end"],
         "early_saved_fraction_end_to_end": 1.0 - total[1] / total[0] if total[0] else 0.0,
         # the target's measure: local decode time saved on escalated requests
@@ -476,6 +514,14 @@ def main(argv: list[str] | None = None) -> None:
                   f"{r['fired']:.0f}, agreement {r['agreement']:.3f}, decode time saved "
                   f"{r['saved_estimated']:.3f}, request time saved "
                   f"{r['saved_end_to_end_estimated']:.3f}")
+    human += ("\n\nA streamed answer, judged on its first K tokens with no margin, against the "
+              f"whole answer (all {s['n']} prompts; the runtime holds "
+              f"{s['stream_decide_tokens']}; unheld, the first token arrives after a median "
+              f"{s['median_first_token_ms']:.0f} ms):\n")
+    human += table(["K", "agreement", "shown, whole escalates", "escalated, whole kept",
+                    "median wait ms"], [
+        [r["k"], r["agreement"], r["streamed_but_whole_escalates"],
+         r["escalated_but_whole_keeps"], r["median_wait_ms"]] for r in s["streamed"]])
     human += ("\n\nCeiling: margins chosen on the held-out half itself (never escalates a "
               "kept answer there; estimated):\n")
     bound = s["in_sample_ceiling"]

@@ -16,6 +16,7 @@ from benchmarks.early_escalation import (
     fired_at,
     prompts,
     prompts_from_file,
+    streamed,
     timed_early,
     trace,
 )
@@ -123,6 +124,23 @@ def test_the_ceiling_is_the_narrowest_rule_that_keeps_every_kept_answer() -> Non
     chosen = choose([recovers, low], ks=(4, 16))
     assert all(a.margin >= b.margin for a, b in zip(chosen.checkpoints, rule.checkpoints,
                                                         strict=True))
+
+
+def test_a_streamed_decision_is_compared_with_the_whole_answers() -> None:
+    recovers, low, keep = _trace(-1.5, late=-0.01), _trace(-3.0), _trace(-0.01)
+    short_low = _trace(-3.0, n=6)  # ends before the hold: judged whole, decided at its end
+    assert recovers.running()[7] < 0.5 <= recovers.full_score
+    rows = streamed([recovers, low, keep, short_low], ks=(8, 32), threshold=0.5)
+    by_k = {r["k"]: r for r in rows}
+    # At 8 tokens the recovering answer still looks low: escalated though kept whole.
+    assert by_k[8]["agreement"] == 0.75 and by_k[8]["escalated_but_whole_keeps"] == 0.25
+    assert by_k[8]["streamed_but_whole_escalates"] == 0.0
+    # By 32 it has recovered (running score 0.73 there): every decision agrees.
+    assert recovers.running()[31] >= 0.5
+    assert (by_k[32]["agreement"], by_k[32]["escalated_but_whole_keeps"]) == (1.0, 0.0)
+    # Waits: the K-th token's arrival (0.1 s per token), or the whole of a shorter answer.
+    assert by_k[8]["median_wait_ms"] == pytest.approx(800.0)  # 0.6, 0.8, 0.8, 0.8 s
+    assert by_k[32]["median_wait_ms"] == pytest.approx(3200.0)
 
 
 def test_the_prompt_sets_read_the_bundled_data() -> None:
