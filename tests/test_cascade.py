@@ -76,24 +76,57 @@ def scorer() -> Iterator[OptionScorer]:
     s.close()
 
 
+def _reference_logprobs(rows: np.ndarray, targets: list[int]) -> np.ndarray:
+    x = rows.astype(np.float64)
+    peak = x.max(axis=1, keepdims=True)
+    lse = peak[:, 0] + np.log(np.exp(x - peak).sum(axis=1))
+    out: np.ndarray = x[np.arange(len(targets)), targets] - lse
+    return out
+
+
 @pytest.mark.slow
-def test_rewound_option_scores_equal_scoring_each_option_from_scratch(
-    scorer: OptionScorer,
-) -> None:
-    item = Item("What colour is the sky on a clear day?", ("blue", "green", "red"), 0)
-    got = scorer.score(item.question, item.options)
-    context = scorer.context(item.question)
-    assert scorer._llm.detokenize(context) == f"Question: {item.question}\nAnswer:".encode()
-    for i, option in enumerate(item.options):
-        toks = scorer._tokens(f" {option}")
-        fresh = scorer._continuations(context + toks, [])  # evaluates context+option at once
-        rows = np.asarray(scorer._llm.scores[len(context) - 1 : len(context) - 1 + len(toks)])
-        assert fresh == []
-        expected = float(scorer._logprobs(rows, toks).sum())
-        assert got.option_logprob[i] == pytest.approx(expected, abs=2e-2)
+def test_option_scores_equal_a_logits_all_scorers_to_the_bit(scorer: OptionScorer) -> None:
+    """The scorer reads only the logits rows it needs; a `Llama(logits_all=True)` that
+    copies every row, evaluating the same batches, gives the same numbers."""
+    from llama_cpp import Llama
+
+    from kernels.registry import resolve
+
+    ref = Llama(model_path=str(resolve("bundled:smollm2-135m").path), n_ctx=512,
+                logits_all=True, n_threads=1, n_threads_batch=1, verbose=False)
+    try:
+        item = Item("What colour is the sky on a clear day?", ("blue", "green", "red"), 0)
+        got = scorer.score(item.question, item.options)
+        context = scorer.context(item.question)
+        assert scorer._llm.detokenize(context) == f"Question: {item.question}\nAnswer:".encode()
+
+        def after(prefix: list[int], toks: list[int]) -> float:
+            ref.reset()
+            ref.eval(prefix)
+            n = ref.n_tokens
+            ref.eval(toks)
+            rows = np.asarray(ref.scores[n - 1 : n - 1 + len(toks)])
+            return float(_reference_logprobs(rows, toks).sum())
+
+        for i, option in enumerate(item.options):
+            toks = scorer._tokens(f" {option}")
+            assert got.option_logprob[i] == pytest.approx(after(context, toks), abs=1e-9)
+            assert got.option_unconditional[i] == pytest.approx(
+                after(scorer._tokens("Answer:"), toks), abs=1e-9)
+        ref.reset()
+        ref.eval(context)
+        rows = np.asarray(ref.scores[: len(context) - 1])
+        expected = float(_reference_logprobs(rows, context[1:]).mean())
+        assert got.prompt_mean_logprob == pytest.approx(expected, abs=1e-9)
+    finally:
+        ref.close()
     assert got.option_tokens == tuple(len(scorer._tokens(f" {o}")) for o in item.options)
     assert got.option_chars == (5, 6, 4)
     assert got.prompt_mean_logprob < 0 and got.prompt_tokens == len(context)
+    # A peer that only rates the options skips the question's own log-probs.
+    lean = scorer.score(item.question, item.options, unconditional=False, familiarity=False)
+    assert lean.option_logprob == got.option_logprob and lean.option_first == got.option_first
+    assert (lean.prompt_mean_logprob, lean.option_unconditional) == (0.0, (0.0, 0.0, 0.0))
 
 
 @pytest.mark.slow
