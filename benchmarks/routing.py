@@ -50,7 +50,7 @@ import numpy as np
 from benchmarks._report import emit, out_path, table
 from runtime.cues import task_cues
 from runtime.router.bandit import BanditConfig, LinUcbBandit, router_context, simulate
-from runtime.router.base import BoolArray, FloatArray, Router
+from runtime.router.base import STRONG_ONLY, BoolArray, FloatArray, Router
 from runtime.router.baselines import KnnRouter, RandomRouter, TfidfLrRouter, strong_wins
 from runtime.router.blend import NAME as BLEND
 from runtime.router.blend import train_blended
@@ -65,7 +65,7 @@ from runtime.router.embedding import (
 )
 from runtime.router.embedding_torch import bulk_encoder
 from runtime.router.features import FeatureSpec
-from runtime.router.learned import STRONG_ONLY, LearnedRouter, TrainParams
+from runtime.router.learned import LearnedRouter, TrainParams
 from runtime.router.metrics import RoutingCurve, oracle_scores, routing_curve
 from runtime.router.online import PROMPT_FEATURES, context_vector
 
@@ -211,8 +211,7 @@ def bandit_check(router: LearnedRouter, held_out: RoutingData, seed: int
     context is the live runtime's with this router configured (`online.ROUTER_FEATURES`,
     the same vector as `bandit.router_context`).
     """
-    idx = np.random.default_rng(seed + 1).permutation(len(held_out))
-    replay, ev = held_out.subset(idx[: len(idx) // 2]), held_out.subset(idx[len(idx) // 2 :])
+    replay, ev = _bandit_halves(held_out, seed)
     return _bandit_runs(router_context(router.outcome_probabilities(replay.prompts)),
                         router_context(router.outcome_probabilities(ev.prompts)),
                         replay, ev, seed)
@@ -238,12 +237,16 @@ def bandit_without_router(held_out: RoutingData, seed: int) -> dict[str, Any] | 
                 engine.count_tokens(engine.render([Message(role="user", content=q)])),
                 task_cues(q)) for q in data.prompts])
 
-        idx = np.random.default_rng(seed + 1).permutation(len(held_out))
-        replay = held_out.subset(idx[: len(idx) // 2])
-        ev = held_out.subset(idx[len(idx) // 2 :])
+        replay, ev = _bandit_halves(held_out, seed)
         return _bandit_runs(contexts(replay), contexts(ev), replay, ev, seed)
     finally:
         engine.close()
+
+
+def _bandit_halves(held_out: RoutingData, seed: int) -> tuple[RoutingData, RoutingData]:
+    """The held-out queries cut in two, seeded: replayed as feedback, and valued on."""
+    idx = np.random.default_rng(seed + 1).permutation(len(held_out))
+    return held_out.subset(idx[: len(idx) // 2]), held_out.subset(idx[len(idx) // 2 :])
 
 
 def _bandit_runs(contexts: FloatArray, eval_ctx: FloatArray, replay: RoutingData,

@@ -73,7 +73,7 @@ class OptionScorer:
     def __init__(
         self, model: str, threads: int, context_length: int = 512, prompt: str = PROMPT
     ) -> None:
-        from llama_cpp import Llama
+        from llama_cpp import Llama, llama_get_logits_ith
 
         from kernels.common import default_threads
         from kernels.llama_log import route_llama_logs
@@ -90,6 +90,7 @@ class OptionScorer:
         )
         self._null = self._tokens("Answer:")
         self._vocab = self._llm.n_vocab()
+        self._logits_ith = llama_get_logits_ith  # read per scored row: bound once
         self.truncated = 0  # questions cut from the left to fit the context
 
     def _tokens(self, text: str) -> list[int]:
@@ -97,9 +98,7 @@ class OptionScorer:
 
     def _row(self, i: int) -> np.ndarray:
         """The logits after the `i`-th token of the last decode (-1: its last token)."""
-        from llama_cpp import llama_get_logits_ith
-
-        ptr = llama_get_logits_ith(self._llm._ctx.ctx, i)
+        ptr = self._logits_ith(self._llm._ctx.ctx, i)
         return np.ctypeslib.as_array(ptr, shape=(self._vocab,)).astype(np.float64)
 
     @staticmethod

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 import numpy.typing as npt
 
-from runtime.router.base import BoolArray, FloatArray, RouterFileError
+from runtime.router.base import BoolArray, FloatArray, RouterFileError, right_probabilities
 
 Arm = Literal["local", "cloud"]
 ARMS: tuple[Arm, Arm] = ("local", "cloud")
@@ -173,6 +173,6 @@ def router_context(outcome_probs: FloatArray) -> FloatArray:
     context. (The four raw outcome probabilities, collinear with the bias, made the
     bandit stall on one arm for some replay orders.)
     """
-    p = np.asarray(outcome_probs, dtype=np.float64)
-    out: FloatArray = np.column_stack([np.ones(p.shape[0]), p[:, 1] + p[:, 3], p[:, 2] + p[:, 3]])
+    weak, strong = right_probabilities(outcome_probs)
+    out: FloatArray = np.column_stack([np.ones(weak.shape[0]), weak, strong])
     return out

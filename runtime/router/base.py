@@ -18,6 +18,22 @@ from runtime.errors import TandemError
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
+# Outcome classes of a labelled prompt: bit 0 = weak (local) right, bit 1 = strong right.
+BOTH_WRONG, WEAK_ONLY, STRONG_ONLY, BOTH_RIGHT = 0, 1, 2, 3
+
+
+def outcome_classes(weak: npt.ArrayLike, strong: npt.ArrayLike) -> npt.NDArray[np.uint8]:
+    """Each prompt's outcome class from the two models' correctness."""
+    w = np.asarray(weak, dtype=np.uint8)
+    out: npt.NDArray[np.uint8] = (w + 2 * np.asarray(strong, dtype=np.uint8)).astype(np.uint8)
+    return out
+
+
+def right_probabilities(outcome_probs: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """P(weak right) and P(strong right) per row of outcome probabilities."""
+    p = np.asarray(outcome_probs, dtype=np.float64)
+    return p[:, WEAK_ONLY] + p[:, BOTH_RIGHT], p[:, STRONG_ONLY] + p[:, BOTH_RIGHT]
+
 
 def softmax_rows(logits: FloatArray) -> FloatArray:
     """Row-wise softmax (one outcome distribution per row); an -inf logit gets 0."""

@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from runtime.router.base import BoolArray, RouterDataError
+from runtime.router.base import BoolArray, RouterDataError, outcome_classes
 from runtime.router.embedding import Embedder
 from runtime.router.learned import LearnedRouter, TrainParams, per_outcome
 from runtime.router.metrics import routing_curve
@@ -149,7 +149,7 @@ def train_stacker(
     """The stacker over out-of-fold LR probabilities and leave-one-out neighbour outcomes
     (None when a fold's training part holds a single outcome: too little to stack)."""
     n = len(prompts)
-    outcomes = (weak.astype(np.uint8) + 2 * strong.astype(np.uint8)).astype(np.uint8)
+    outcomes = outcome_classes(weak, strong)
     part = np.random.default_rng(params.seed).permutation(n) % stack.folds
     oof = np.zeros((n, 4))
     for f in range(stack.folds):

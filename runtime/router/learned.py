@@ -28,18 +28,20 @@ from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
 from runtime.router.base import (
+    STRONG_ONLY,
+    WEAK_ONLY,
     BoolArray,
     FloatArray,
     RouterDataError,
     RouterVerdict,
+    outcome_classes,
+    right_probabilities,
     softmax_rows,
 )
 from runtime.router.embedding import Embedder
 from runtime.router.features import FeatureSpec, FeatureState, Featurizer
 from runtime.router.neighbours import NeighbourBlend, NeighbourStack
 
-# Outcome classes: bit 0 = weak right, bit 1 = strong right.
-BOTH_WRONG, WEAK_ONLY, STRONG_ONLY, BOTH_RIGHT = 0, 1, 2, 3
 MIN_ROWS = 20
 
 
@@ -96,7 +98,7 @@ class LearnedRouter:
             raise RouterDataError(f"need at least {MIN_ROWS} labelled prompts, got {len(prompts)}")
         if not len(prompts) == len(weak) == len(strong):
             raise RouterDataError("prompts, weak and strong labels differ in length")
-        outcome = np.asarray(weak, dtype=np.int64) + 2 * np.asarray(strong, dtype=np.int64)
+        outcome = outcome_classes(weak, strong).astype(np.int64)
         if np.unique(outcome).size < 2:
             raise RouterDataError("the labels have a single outcome: nothing to learn")
         spec = params.features
@@ -184,22 +186,21 @@ class LearnedRouter:
 
     def p_local_ok(self, prompts: Sequence[str]) -> FloatArray:
         """Probability that the local (weak) model's answer is right."""
-        p = self.outcome_probabilities(prompts)
-        ok: FloatArray = p[:, WEAK_ONLY] + p[:, BOTH_RIGHT]
-        return ok
+        return right_probabilities(self.outcome_probabilities(prompts))[0]
 
     def verdict(self, prompt: str) -> RouterVerdict:
         """The policy's input for one prompt: score, threshold, P(strong wins), and
         P(right) of each model (the online bandit's context)."""
         p = self.outcome_probabilities([prompt])
+        local, cloud = right_probabilities(p)
         return RouterVerdict(
             router=self.name if self.uses_embedding or not self.embedding_model
             else f"{self.name}:ngram-fallback",
             score=float(self._score([prompt], p)[0]),
             threshold=self.active_threshold,
             p_strong_wins=float(p[0, STRONG_ONLY]),
-            p_local_right=float(p[0, WEAK_ONLY] + p[0, BOTH_RIGHT]),
-            p_cloud_right=float(p[0, STRONG_ONLY] + p[0, BOTH_RIGHT]),
+            p_local_right=float(local[0]),
+            p_cloud_right=float(cloud[0]),
         )
 
     def with_threshold(self, threshold: float, fallback: float | None = None) -> LearnedRouter:
