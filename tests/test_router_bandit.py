@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from runtime.router.bandit import (
+    ARMS,
     BanditConfig,
     LinUcbBandit,
     cost_aware_reward,
@@ -83,3 +84,26 @@ def test_bandit_state_round_trips(replay: Replay, tmp_path: Path) -> None:
 def test_context_of_the_wrong_size_is_rejected() -> None:
     with pytest.raises(ValueError, match="shape \\(5,\\)"):
         LinUcbBandit(5).choose(np.ones(3))
+
+
+
+def test_absorbed_statistics_equal_learning_the_updates_directly() -> None:
+    rng = np.random.default_rng(6)
+    updates = [(rng.random(3), ARMS[int(rng.integers(2))], float(rng.random()))
+               for _ in range(50)]
+    direct, part = LinUcbBandit(3), LinUcbBandit(3)
+    for x, arm, reward in updates:
+        direct.update(x, arm, reward)
+    for x, arm, reward in updates[:20]:
+        part.update(x, arm, reward)
+    precision, rewards = np.zeros((2, 3, 3)), np.zeros((2, 3))  # the other 30, as sums
+    for x, arm, reward in updates[20:]:
+        precision[ARMS.index(arm)] += np.outer(x, x)
+        rewards[ARMS.index(arm)] += reward * x
+    part.absorb(precision, rewards, 30)
+    assert part.updates == direct.updates == 50
+    for got, want in zip(part.statistics(), direct.statistics(), strict=True):
+        assert np.allclose(got, want)
+    assert np.allclose(part.upper_bounds(updates[0][0]), direct.upper_bounds(updates[0][0]))
+    with pytest.raises(ValueError, match="dimension 3"):
+        part.absorb(np.zeros((2, 4, 4)), np.zeros((2, 4)), 1)

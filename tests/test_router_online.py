@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +16,13 @@ from kernels import Engine
 from runtime.config import load_config
 from runtime.errors import ConfigError
 from runtime.facade import Runtime
-from runtime.router.bandit import router_context
+from runtime.router.bandit import (
+    Arm,
+    BanditConfig,
+    LinUcbBandit,
+    cost_aware_reward,
+    router_context,
+)
 from runtime.router.base import RouterFileError, RouterVerdict
 from runtime.router.data import load_routing_data
 from runtime.router.features import FeatureSpec
@@ -119,7 +127,8 @@ def test_saved_state_loads_with_identical_bounds_and_config_from_the_caller(
     assert loaded.verdict(x).arm == "cloud"
     greedy = OnlineRouter.load(path, alpha=0.0, cloud_cost=0.3)
     assert greedy.bandit.config.alpha == 0.0 and greedy.cloud_cost == 0.3
-    assert [p.name for p in path.parent.iterdir()] == ["bandit.npz"]  # no temporary left
+    # No temporary left; the lock file that serialises savers stays (it holds nothing).
+    assert sorted(p.name for p in path.parent.iterdir()) == ["bandit.npz", "bandit.npz.lock"]
 
 
 @pytest.mark.parametrize("content", [b"not an npz file", b"PK\x03\x04truncated"],
@@ -178,6 +187,90 @@ def test_learn_uses_the_recorded_context_and_ignores_answers_without_one(
     mirror = OnlineRouter.fresh(tmp_path / "mirror.npz")
     mirror.bandit.update(np.array(x), "cloud", 0.75)
     assert OnlineRouter.load(tmp_path / "bandit.npz").verdict(x) == mirror.verdict(x)
+
+
+def _feedback(n: int, seed: int) -> list[tuple[tuple[float, ...], str, bool]]:
+    """n (context, source, verdict) triples on the prompt layout, seeded."""
+    rng = np.random.default_rng(seed)
+    return [(context_vector(PROMPT_FEATURES, None, int(rng.integers(5, 3000)),
+                            ("code",) if rng.random() < 0.3 else ()),
+             "cloud" if rng.random() < 0.4 else "local", bool(rng.random() < 0.7))
+            for _ in range(n)]
+
+
+def _everything(feedback: list[tuple[tuple[float, ...], str, bool]],
+                cloud_cost: float = 0.1) -> LinUcbBandit:
+    """One bandit that saw all of `feedback` itself: the reference a shared file must equal."""
+    bandit = LinUcbBandit(len(PROMPT_FEATURES), BanditConfig(cloud_cost=cloud_cost))
+    for x, source, good in feedback:
+        arm: Arm = "cloud" if source == "cloud" else "local"
+        bandit.update(np.array(x), arm, cost_aware_reward(good, arm, cloud_cost))
+    return bandit
+
+
+def _same_state(a: LinUcbBandit, b: LinUcbBandit) -> bool:
+    (pa, ra), (pb, rb) = a.statistics(), b.statistics()
+    return a.updates == b.updates and np.allclose(pa, pb) and np.allclose(ra, rb)
+
+
+def test_two_routers_sharing_a_state_file_lose_no_update_and_see_each_other(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bandit.npz"
+    first, second = OnlineRouter.open(path), OnlineRouter.open(path)
+    feedback = _feedback(9, seed=4)
+    for i, (x, source, good) in enumerate(feedback):  # interleaved: 5 here, 4 there
+        online = first if i % 2 == 0 else second
+        assert online.learn({"bandit": online.verdict(x).to_dict()}, source, good)
+    reference = _everything(feedback)
+    assert _same_state(OnlineRouter.load(path).bandit, reference)
+    # `first` saved the last update; `second` has not seen it until choosing rereads the file.
+    assert (first.updates, second.updates) == (9, 8)
+    x = feedback[0][0]
+    mine, theirs = first.verdict(x), second.verdict(x)
+    assert (mine.arm, mine.updates) == (theirs.arm, theirs.updates) == (mine.arm, 9)
+    assert (mine.ucb_local, mine.ucb_cloud) == pytest.approx((theirs.ucb_local,
+                                                              theirs.ucb_cloud))
+    assert _same_state(first.bandit, reference)
+
+
+def test_processes_sharing_a_state_file_lose_no_update(tmp_path: Path) -> None:
+    path = tmp_path / "bandit.npz"
+    worker = (
+        "import sys\n"
+        "from runtime.router.online import OnlineRouter\n"
+        "from tests.test_router_online import _feedback\n"
+        "online = OnlineRouter.open(sys.argv[1])\n"
+        "for x, source, good in _feedback(60, seed=int(sys.argv[2])):\n"
+        "    assert online.learn({'bandit': online.verdict(x).to_dict()}, source, good)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    procs = [subprocess.Popen([sys.executable, "-c", worker, str(path), str(seed)], cwd=root)
+             for seed in (11, 12)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    # Last save wins would leave one process's 60 updates; the sums keep all 120.
+    assert _same_state(OnlineRouter.load(path).bandit,
+                       _everything(_feedback(60, seed=11) + _feedback(60, seed=12)))
+
+
+def test_a_save_sets_another_layouts_file_aside_and_keeps_its_own_updates(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "bandit.npz"
+    online = OnlineRouter.open(path)
+    feedback = _feedback(3, seed=5)
+    for x, source, good in feedback[:2]:
+        online.learn({"bandit": online.verdict(x).to_dict()}, source, good)
+    OnlineRouter.fresh(path, features=ROUTER_FEATURES).save()  # a runtime with a router
+    x, source, good = feedback[2]
+    decision = {"bandit": online.verdict(x).to_dict()}  # rereading it: unusable here
+    with caplog.at_level(logging.WARNING, logger="tandem.router.online"):
+        assert online.learn(decision, source, good)
+    assert _same_state(OnlineRouter.load(path, features=PROMPT_FEATURES).bandit,
+                       _everything(feedback))
+    (aside,) = tmp_path.glob("bandit.npz.bad-*")
+    assert OnlineRouter.load(aside).features == ROUTER_FEATURES
+    assert "keeping this process's state" in caplog.records[0].getMessage()
 
 
 def test_bandit_config_keys_come_from_the_environment() -> None:

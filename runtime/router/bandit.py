@@ -80,6 +80,25 @@ class LinUcbBandit:
         self._b[a] += reward * x
         self.updates += 1
 
+    def statistics(self) -> tuple[FloatArray, FloatArray]:
+        """Each arm's precision matrix (ridge * I + the sum of x x^T over its updates) and
+        reward-weighted context sum: the sufficient statistics, additive across updates."""
+        precision = np.linalg.inv(self._a_inv).astype(np.float64)
+        return precision, self._b.copy()
+
+    def absorb(self, precision: FloatArray, rewards: FloatArray, updates: int) -> None:
+        """Add updates learned elsewhere, as sums (a precision matrix without the ridge,
+        and reward-weighted context sums, per arm; `updates` of them): the state is then
+        what it would be had this bandit seen them itself, in any order."""
+        precision = np.asarray(precision, dtype=np.float64)
+        rewards = np.asarray(rewards, dtype=np.float64)
+        if precision.shape != self._a_inv.shape or rewards.shape != self._b.shape:
+            raise ValueError(f"statistics of shape {precision.shape} / {rewards.shape} do "
+                             f"not fit a bandit of dimension {self.dim}")
+        self._a_inv = np.linalg.inv(np.linalg.inv(self._a_inv) + precision).astype(np.float64)
+        self._b = self._b + rewards
+        self.updates += int(updates)
+
     def save(self, file: str | Path | BinaryIO, **extra: npt.NDArray[Any]) -> None:
         """Persist the learned state (plain arrays, no pickle), plus any `extra` arrays."""
         c = self.config

@@ -22,18 +22,27 @@ The names are written into the state file with the bandit's arrays, so a file le
 another layout (after configuring a router, or an upgrade) is refused rather than silently
 misread. A decision carries its layout and context vector (`BanditVerdict.to_dict`), so
 feedback learns from exactly what the bandit saw, without recomputing it.
+
+Several runtimes (an HTTP server and a CLI, say) may share one state file. LinUCB's state is
+a sum over updates, so each keeps the updates it has not yet written apart and, under an
+exclusive lock on `<file>.lock`, adds them to whatever the file holds when it saves; before
+choosing, it rereads a file another process has rewritten. No process's feedback is lost,
+whatever the interleaving, and each sees the others' learning. (The lock is POSIX
+`flock`; elsewhere, one process per state file.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import sys
 import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +117,7 @@ class BanditVerdict:
 class OnlineRouter:
     """A LinUCB bandit over one context layout (`features`), persisted at `path`.
 
-    Thread-safe.
+    Thread-safe, and several processes may share `path` (see the module's docstring).
     """
 
     def __init__(self, path: str | Path, bandit: LinUcbBandit,
@@ -122,6 +131,9 @@ class OnlineRouter:
         self.bandit = bandit
         self.features = features
         self._lock = threading.Lock()
+        # Updates learned here and not yet written: what a save adds to the file's state.
+        self._pending = _Pending.zero(bandit.dim)
+        self._seen: _Signature = None  # the file as this process last read or wrote it
 
     @classmethod
     def fresh(cls, path: str | Path, alpha: float = 1.0, cloud_cost: float = 0.1,
@@ -141,6 +153,7 @@ class OnlineRouter:
         runs; the ridge is baked into the learned matrices and stays as it was.
         """
         path = Path(path)
+        seen = _signature(path)  # before reading: a later rewrite is then reread, not missed
         try:
             # Our own handle: np.load(path) leaks its file when the zip is truncated.
             with path.open("rb") as fh:
@@ -163,7 +176,9 @@ class OnlineRouter:
                                   f"non-finite values; expected dimension {dim}")
         bandit.config = BanditConfig(alpha=alpha, ridge=bandit.config.ridge,
                                      cloud_cost=cloud_cost)
-        return cls(path, bandit, found)
+        online = cls(path, bandit, found)
+        online._seen = seen
+        return online
 
     @classmethod
     def open(cls, path: str | Path, alpha: float = 1.0, cloud_cost: float = 0.1,
@@ -183,13 +198,7 @@ class OnlineRouter:
         try:
             return cls.load(path, alpha, cloud_cost, features)
         except RouterFileError as exc:
-            aside = path.with_name(f"{path.name}.bad-{int(time.time())}")
-            try:
-                os.replace(path, aside)
-                kept = f"kept as {aside}"
-            except OSError as move:
-                kept = f"could not move it aside ({move})"
-            log.warning("bandit state unusable, starting fresh (%s): %s", kept, exc)
+            _set_aside(path, exc, "starting fresh")
             return cls.fresh(path, alpha, cloud_cost, features)
 
     @property
@@ -204,6 +213,11 @@ class OnlineRouter:
         """The arm the bandit picks for this context and both arms' upper bounds."""
         x = np.asarray(context, dtype=np.float64)
         with self._lock:
+            if _signature(self.path) != self._seen:  # another process saved: learn from it
+                try:
+                    self._sync_locked(write=False)
+                except OSError as exc:
+                    log.warning("bandit state %s not reread: %s", self.path, exc)
             ucb = self.bandit.upper_bounds(x)
             arm = self.bandit.choose(x)
             updates = self.bandit.updates
@@ -229,17 +243,45 @@ class OnlineRouter:
         if context.shape != (len(self.features),) or not np.all(np.isfinite(context)):
             return False
         arm: Arm = "cloud" if source == "cloud" else "local"
+        reward = cost_aware_reward(good, arm, self.cloud_cost)
         with self._lock:
-            self.bandit.update(context, arm, cost_aware_reward(good, arm, self.cloud_cost))
-            self._save_locked()
+            self.bandit.update(context, arm, reward)
+            self._pending.add(context, ARMS.index(arm), reward)
+            self._sync_locked(write=True)  # an OSError keeps the update pending in memory
         return True
 
     def save(self) -> None:
-        """Write the state atomically (a temporary file, then `os.replace`)."""
+        """Add this process's unsaved updates to the file's state and write it atomically
+        (a temporary file, then `os.replace`), under the state file's lock."""
         with self._lock:
-            self._save_locked()
+            self._sync_locked(write=True)
 
-    def _save_locked(self) -> None:
+    def _sync_locked(self, *, write: bool) -> None:
+        """The state becomes the file's plus this process's pending updates; with `write`,
+        that is saved and nothing is pending any more. The caller holds `self._lock`."""
+        with _exclusive(self.path):
+            seen = _signature(self.path)
+            disk = self._read_file() if seen is not None else None
+            if disk is not None:
+                disk.config = self.bandit.config  # alpha and price are this runtime's policy
+                disk.absorb(self._pending.precision, self._pending.rewards,
+                            self._pending.updates)
+                self.bandit = disk
+            if write:
+                self._write_locked()
+                self._pending = _Pending.zero(self.bandit.dim)
+                seen = _signature(self.path)
+            self._seen = seen
+
+    def _read_file(self) -> LinUcbBandit | None:
+        """The file's bandit; None (after setting the file aside) when it is unusable."""
+        try:
+            return OnlineRouter.load(self.path, features=self.features).bandit
+        except RouterFileError as exc:
+            _set_aside(self.path, exc, "keeping this process's state")
+            return None
+
+    def _write_locked(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
                                     suffix=".npz")
@@ -256,3 +298,63 @@ class OnlineRouter:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+_Signature = tuple[int, int, int] | None
+
+
+def _signature(path: Path) -> _Signature:
+    """What changes when the file is replaced or rewritten (None: no file)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `<path>.lock` across processes (POSIX `flock`;
+    a no-op where there is none)."""
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_name(f"{path.name}.lock").open("ab") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _set_aside(path: Path, exc: RouterFileError, then: str) -> None:
+    """Rename an unusable state file `<name>.bad-<unix time>`, so nothing learned is
+    destroyed, and warn."""
+    aside = path.with_name(f"{path.name}.bad-{int(time.time())}")
+    try:
+        os.replace(path, aside)
+        kept = f"kept as {aside}"
+    except OSError as move:
+        kept = f"could not move it aside ({move})"
+    log.warning("bandit state unusable, %s (%s): %s", then, kept, exc)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Updates not yet in the state file, as LinUCB's additive statistics per arm."""
+
+    precision: np.ndarray  # sum of x x^T
+    rewards: np.ndarray  # sum of reward * x
+    updates: int = 0
+
+    @classmethod
+    def zero(cls, dim: int) -> _Pending:
+        return cls(np.zeros((len(ARMS), dim, dim)), np.zeros((len(ARMS), dim)))
+
+    def add(self, context: np.ndarray, arm: int, reward: float) -> None:
+        self.precision[arm] += np.outer(context, context)
+        self.rewards[arm] += reward * context
+        self.updates += 1
