@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from benchmarks.routing import _bandit_halves, bandit_cascade
 from kernels import Engine
 from runtime.config import load_config
 from runtime.errors import ConfigError
@@ -446,3 +447,24 @@ def test_the_live_loop_learns_from_verdicts_on_labelled_queries(
     assert before == pytest.approx(float(ev.weak.mean()))  # untrained: all local
     # 0.672 untrained, 0.716 after; always cloud 0.704
     assert after > max(float(ev.weak.mean()), float(ev.strong.mean()) - 0.1) + 0.005
+
+
+def test_the_cascade_credit_check_values_both_rules_against_fixed_policies(
+    router: LearnedRouter,
+) -> None:
+    data = load_routing_data(DATA / "mmlu.csv.gz")
+    held = data.subset(np.random.default_rng(3).permutation(len(data))[800:1400])
+    out = bandit_cascade(router, held, seed=1)
+    cells = out["cells"]
+    assert len(cells) == 18 and {(c["auroc"], c["escalated"]) for c in cells} == {
+        (a, e) for a in (0.65, 0.78) for e in (0.15, 0.3, 0.5)}
+    _, ev = _bandit_halves(held, 1)
+    for cell in cells:
+        assert cell["always_cloud"] == pytest.approx(ev.strong.mean() - cell["cost"], abs=1e-4)
+        # Cascading is worth at least the device alone less the cloud price on what escalates.
+        assert cell["always_cascade"] >= ev.weak.mean() - cell["escalated"] * cell["cost"] - 0.02
+    diffs = [c["chosen"]["value_median"] - c["answered"]["value_median"] for c in cells]
+    assert out["chosen_minus_answered"]["mean"] == pytest.approx(np.mean(diffs), abs=1e-4)
+    # The credit rule changes what is learned: the cloud shares differ somewhere.
+    assert any(c["chosen"]["cloud_share_median"] != c["answered"]["cloud_share_median"]
+               for c in cells)
