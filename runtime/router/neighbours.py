@@ -16,7 +16,7 @@ embeddings:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -80,11 +80,14 @@ class NeighbourBlend:
     gains: npt.NDArray[np.int8]
     k: int
     weight: float  # score = (1 - weight) * LR gain + weight * neighbour gain
+    # `vectors` widened once for scoring (float16 has no BLAS): +2 bytes per value.
+    _wide: npt.NDArray[np.float32] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         v, g = self.vectors, self.gains
         if v.ndim != 2 or g.shape != (v.shape[0],) or v.shape[0] == 0:
             raise ValueError(f"neighbour arrays of shapes {v.shape} and {g.shape}")
+        object.__setattr__(self, "_wide", v.astype(np.float32))
 
     def describe(self) -> dict[str, object]:
         return {"kind": "vote", "model": self.model, "k": self.k, "weight": self.weight}
@@ -92,7 +95,7 @@ class NeighbourBlend:
     def gain(self, queries: npt.ArrayLike) -> FloatArray:
         """Mean gain of the `k` most similar training prompts, one value per query row."""
         q = np.asarray(queries, dtype=np.float32)
-        idx, _ = nearest(self.vectors.astype(np.float32), q, self.k)
+        idx, _ = nearest(self._wide, q, self.k)
         out: FloatArray = self.gains.astype(np.float64)[idx].mean(axis=1)
         return out
 
@@ -120,6 +123,7 @@ class NeighbourStack:
     std: FloatArray
     coef: FloatArray
     intercept: FloatArray
+    _wide: npt.NDArray[np.float32] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         width = 4 + 2 * len(self.ks) + 3
@@ -133,6 +137,7 @@ class NeighbourStack:
                 or self.coef.shape != (4, width) or self.intercept.shape != (4,)):
             raise ValueError(f"stacker shapes {self.coef.shape}/{self.mean.shape} do not "
                              f"match {len(self.ks)} neighbour counts")
+        object.__setattr__(self, "_wide", self.vectors.astype(np.float32))
 
     def describe(self) -> dict[str, object]:
         return {"kind": "stack", "model": self.model, "ks": list(self.ks)}
@@ -140,6 +145,6 @@ class NeighbourStack:
     def probabilities(self, lr_probs: FloatArray, queries: npt.ArrayLike) -> FloatArray:
         """P(outcome) per query, from the LR's probabilities and the query embeddings."""
         q = np.asarray(queries, dtype=np.float32)
-        stats = neighbour_features(self.vectors.astype(np.float32), self.outcomes, q, self.ks)
+        stats = neighbour_features(self._wide, self.outcomes, q, self.ks)
         x = (np.column_stack([lr_probs, stats]) - self.mean) / self.std
         return softmax_rows(x @ self.coef.T + self.intercept)
