@@ -190,7 +190,10 @@ def test_learn_uses_the_recorded_context_and_ignores_answers_without_one(
     assert OnlineRouter.load(tmp_path / "bandit.npz").verdict(x) == mirror.verdict(x)
 
 
-def _feedback(n: int, seed: int) -> list[tuple[tuple[float, ...], str, bool]]:
+Feedback = list[tuple[tuple[float, ...], Arm, bool]]
+
+
+def _feedback(n: int, seed: int) -> Feedback:
     """n (context, source, verdict) triples on the prompt layout, seeded."""
     rng = np.random.default_rng(seed)
     return [(context_vector(PROMPT_FEATURES, None, int(rng.integers(5, 3000)),
@@ -199,13 +202,11 @@ def _feedback(n: int, seed: int) -> list[tuple[tuple[float, ...], str, bool]]:
             for _ in range(n)]
 
 
-def _everything(feedback: list[tuple[tuple[float, ...], str, bool]],
-                cloud_cost: float = 0.1) -> LinUcbBandit:
+def _everything(feedback: Feedback, cloud_cost: float = 0.1) -> LinUcbBandit:
     """One bandit that saw all of `feedback` itself: the reference a shared file must equal."""
     bandit = LinUcbBandit(len(PROMPT_FEATURES), BanditConfig(cloud_cost=cloud_cost))
     for x, source, good in feedback:
-        arm: Arm = "cloud" if source == "cloud" else "local"
-        bandit.update(np.array(x), arm, cost_aware_reward(good, arm, cloud_cost))
+        bandit.update(np.array(x), source, cost_aware_reward(good, source, cloud_cost))
     return bandit
 
 
@@ -252,6 +253,31 @@ def test_processes_sharing_a_state_file_lose_no_update(tmp_path: Path) -> None:
     # Last save wins would leave one process's 60 updates; the sums keep all 120.
     assert _same_state(OnlineRouter.load(path).bandit,
                        _everything(_feedback(60, seed=11) + _feedback(60, seed=12)))
+
+
+def test_a_state_file_that_cannot_be_locked_loses_nothing_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "bandit.npz"
+    online = OnlineRouter.open(path)
+    feedback = _feedback(4, seed=6)
+    (tmp_path / "bandit.npz.lock").mkdir()  # the lock cannot be opened: every sync fails
+    x, source, good = feedback[0]
+    decision = {"bandit": online.verdict(x).to_dict()}
+    with pytest.raises(OSError):
+        online.learn(decision, source, good)
+    assert online.updates == 1 and not path.exists()  # learned, kept pending
+    other = OnlineRouter(tmp_path / "other.npz", _everything(feedback[1:]))
+    other.save()
+    (tmp_path / "other.npz").replace(path)  # another process's state appears
+    with caplog.at_level(logging.WARNING, logger="tandem.router.online"):
+        online.verdict(x)
+        online.verdict(x)  # the same file: not retried, not warned again
+    assert [r.getMessage().startswith(f"bandit state {path} not reread") for r in caplog.records
+            ] == [True]
+    (tmp_path / "bandit.npz.lock").rmdir()
+    online.save()
+    assert _same_state(OnlineRouter.load(path).bandit, _everything(feedback))
 
 
 def test_a_save_sets_another_layouts_file_aside_and_keeps_its_own_updates(

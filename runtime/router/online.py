@@ -213,10 +213,12 @@ class OnlineRouter:
         """The arm the bandit picks for this context and both arms' upper bounds."""
         x = np.asarray(context, dtype=np.float64)
         with self._lock:
-            if _signature(self.path) != self._seen:  # another process saved: learn from it
+            now = _signature(self.path)
+            if now != self._seen:  # another process saved: learn from it
                 try:
                     self._sync_locked(write=False)
-                except OSError as exc:
+                except OSError as exc:  # warned once per change; a save merges it anyway
+                    self._seen = now
                     log.warning("bandit state %s not reread: %s", self.path, exc)
             ucb = self.bandit.upper_bounds(x)
             arm = self.bandit.choose(x)
@@ -230,8 +232,11 @@ class OnlineRouter:
 
         `decision` is the answer's recorded decision, `source` where the answer was actually
         computed: the reward goes to that arm (a cascade that escalated, or a cloud call
-        that fell back to the device, is judged as what the user saw). Answers planned
-        without the bandit, or on another context layout, teach it nothing.
+        that fell back to the device, is judged as what the user saw; crediting the arm the
+        bandit chose instead was measured by `benchmarks.routing`'s `bandit_cascade` and
+        was no better). Answers planned without the bandit, or on another context layout,
+        teach it nothing. If saving fails (`OSError`), the update stays in memory and the
+        next save writes it.
         """
         entry = (decision or {}).get("bandit")
         if not isinstance(entry, Mapping) or source not in ARMS:
