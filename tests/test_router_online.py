@@ -233,6 +233,10 @@ def test_two_routers_sharing_a_state_file_lose_no_update_and_see_each_other(
     assert (mine.arm, mine.updates) == (theirs.arm, theirs.updates) == (mine.arm, 9)
     assert (mine.ucb_local, mine.ucb_cloud) == pytest.approx((theirs.ucb_local,
                                                               theirs.ucb_cloud))
+    # A router built around a bandit that learned elsewhere adds all of it to the file.
+    more = _feedback(4, seed=9)
+    OnlineRouter(path, _everything(more)).save()
+    assert _same_state(OnlineRouter.load(path).bandit, _everything(feedback + more))
     assert _same_state(first.bandit, reference)
 
 

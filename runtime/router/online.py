@@ -24,9 +24,9 @@ misread. A decision carries its layout and context vector (`BanditVerdict.to_dic
 feedback learns from exactly what the bandit saw, without recomputing it.
 
 Several runtimes (an HTTP server and a CLI, say) may share one state file. LinUCB's state is
-a sum over updates, so each keeps the updates it has not yet written apart and, under an
-exclusive lock on `<file>.lock`, adds them to whatever the file holds when it saves; before
-choosing, it rereads a file another process has rewritten. No process's feedback is lost,
+a sum over updates, so each remembers the state it last read or wrote and, under an
+exclusive lock on `<file>.lock`, adds what it learned since to whatever the file holds when
+it saves; before choosing, it rereads a file another process has rewritten. No process's feedback is lost,
 whatever the interleaving, and each sees the others' learning. (The lock is POSIX
 `flock`; elsewhere, one process per state file.)
 """
@@ -131,8 +131,10 @@ class OnlineRouter:
         self.bandit = bandit
         self.features = features
         self._lock = threading.Lock()
-        # Updates learned here and not yet written: what a save adds to the file's state.
-        self._pending = _Pending.zero(bandit.dim)
+        # The state as last read from or written to the file (here: none of it, so all
+        # that `bandit` holds is unsaved). What the bandit learned since is what a save
+        # adds to the file's state, however it learned it.
+        self._base = _Stats.prior(bandit)
         self._seen: _Signature = None  # the file as this process last read or wrote it
 
     @classmethod
@@ -177,7 +179,7 @@ class OnlineRouter:
         bandit.config = BanditConfig(alpha=alpha, ridge=bandit.config.ridge,
                                      cloud_cost=cloud_cost)
         online = cls(path, bandit, found)
-        online._seen = seen
+        online._base, online._seen = _Stats.of(bandit), seen
         return online
 
     @classmethod
@@ -251,8 +253,7 @@ class OnlineRouter:
         reward = cost_aware_reward(good, arm, self.cloud_cost)
         with self._lock:
             self.bandit.update(context, arm, reward)
-            self._pending.add(context, ARMS.index(arm), reward)
-            self._sync_locked(write=True)  # an OSError keeps the update pending in memory
+            self._sync_locked(write=True)  # an OSError keeps the update unsaved, in memory
         return True
 
     def save(self) -> None:
@@ -262,19 +263,21 @@ class OnlineRouter:
             self._sync_locked(write=True)
 
     def _sync_locked(self, *, write: bool) -> None:
-        """The state becomes the file's plus this process's pending updates; with `write`,
-        that is saved and nothing is pending any more. The caller holds `self._lock`."""
+        """The state becomes the file's plus what this process learned and did not save;
+        with `write`, that is saved. The caller holds `self._lock`."""
         with _exclusive(self.path):
             seen = _signature(self.path)
             disk = self._read_file() if seen is not None else None
             if disk is not None:
+                mine, base = _Stats.of(self.bandit), self._base
+                self._base = _Stats.of(disk)
                 disk.config = self.bandit.config  # alpha and price are this runtime's policy
-                disk.absorb(self._pending.precision, self._pending.rewards,
-                            self._pending.updates)
+                disk.absorb(mine.precision - base.precision, mine.rewards - base.rewards,
+                            mine.updates - base.updates)
                 self.bandit = disk
             if write:
                 self._write_locked()
-                self._pending = _Pending.zero(self.bandit.dim)
+                self._base = _Stats.of(self.bandit)
                 seen = _signature(self.path)
             self._seen = seen
 
@@ -347,19 +350,22 @@ def _set_aside(path: Path, exc: RouterFileError, then: str) -> None:
     log.warning("bandit state unusable, %s (%s): %s", then, kept, exc)
 
 
-@dataclass(slots=True)
-class _Pending:
-    """Updates not yet in the state file, as LinUCB's additive statistics per arm."""
+@dataclass(frozen=True, slots=True)
+class _Stats:
+    """A bandit's additive statistics: per arm, its precision matrix (ridge * I + the sum
+    of x x^T) and reward-weighted context sum, and the number of updates."""
 
-    precision: np.ndarray  # sum of x x^T
-    rewards: np.ndarray  # sum of reward * x
-    updates: int = 0
+    precision: np.ndarray
+    rewards: np.ndarray
+    updates: int
 
     @classmethod
-    def zero(cls, dim: int) -> _Pending:
-        return cls(np.zeros((len(ARMS), dim, dim)), np.zeros((len(ARMS), dim)))
+    def of(cls, bandit: LinUcbBandit) -> _Stats:
+        precision, rewards = bandit.statistics()
+        return cls(precision, rewards, bandit.updates)
 
-    def add(self, context: np.ndarray, arm: int, reward: float) -> None:
-        self.precision[arm] += np.outer(context, context)
-        self.rewards[arm] += reward * context
-        self.updates += 1
+    @classmethod
+    def prior(cls, bandit: LinUcbBandit) -> _Stats:
+        """Those of a bandit like this one that has learned nothing."""
+        eye = np.eye(bandit.dim) * bandit.config.ridge
+        return cls(np.stack([eye for _ in ARMS]), np.zeros((len(ARMS), bandit.dim)), 0)
