@@ -26,9 +26,9 @@ feedback learns from exactly what the bandit saw, without recomputing it.
 Several runtimes (an HTTP server and a CLI, say) may share one state file. LinUCB's state is
 a sum over updates, so each remembers the state it last read or wrote and, under an
 exclusive lock on `<file>.lock`, adds what it learned since to whatever the file holds when
-it saves; before choosing, it rereads a file another process has rewritten. No process's feedback is lost,
-whatever the interleaving, and each sees the others' learning. (The lock is POSIX
-`flock`; elsewhere, one process per state file.)
+it saves; before choosing, it rereads a file another process has rewritten. No process's
+feedback is lost, whatever the interleaving, and each sees the others' learning. (The lock
+is POSIX `flock`; elsewhere, one process per state file.)
 """
 
 from __future__ import annotations
