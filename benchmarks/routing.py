@@ -13,7 +13,8 @@ Also measured: calibration (threshold set on half of the held-out half, cloud sh
 checked on the other half), reliability of P(strong wins) (ECE, 10 bins), and the LinUCB
 bandit replaying held-out queries as cost-aware feedback, on both of the live runtime's
 context layouts (with the router's probabilities, and without a router: prompt length and
-task cues, token counts from the bundled model).
+task cues, token counts from the bundled model), and which arm that bandit should credit
+when prefer-local cascades (on a synthetic device confidence: the labels carry none).
 
     python -m benchmarks.routing --json [--seed 1] [--folds K] [--skip-gsm8k] [--no-embed]
                                         [--embed-lr]
@@ -277,27 +278,33 @@ def bandit_cascade(router: LearnedRouter, held_out: RoutingData, seed: int
                     "always_cascade": round(float(cascade.mean()), 4),
                     "always_cloud": round(float(ev.strong.mean() - cost), 4)}
                 for rule in ("answered", "chosen"):
-                    values, shares = [], []
-                    for k in range(5):
-                        bandit = LinUcbBandit(ctx.shape[1], BanditConfig(cloud_cost=cost))
-                        for i in np.random.default_rng(seed + k).permutation(len(replay)):
-                            arm = bandit.choose(ctx[i])
-                            paid = arm == "cloud" or bool(esc_rep[i])
-                            good = replay.strong[i] if paid else replay.weak[i]
-                            reward = float(good) - cost * paid
-                            taught: Arm = arm if rule == "chosen" else (
-                                "cloud" if paid else "local")
-                            bandit.update(ctx[i], taught, reward)
-                        cloud = bandit.greedy_cloud(ev_ctx)
-                        values.append(float(np.where(cloud, ev.strong - cost, cascade).mean()))
-                        shares.append(float(cloud.mean()))
+                    runs = [_replay_cascade(ctx, replay, esc_rep, cost, seed + k, rule)
+                            for k in range(5)]
+                    cloud = [b.greedy_cloud(ev_ctx) for b in runs]
+                    values = [float(np.where(c, ev.strong - cost, cascade).mean())
+                              for c in cloud]
                     cell[rule] = {"value_median": round(float(np.median(values)), 4),
-                                  "cloud_share_median": round(float(np.median(shares)), 4)}
+                                  "cloud_share_median": round(float(np.median(
+                                      [c.mean() for c in cloud])), 4)}
                 out["cells"].append(cell)
     diffs = [c["chosen"]["value_median"] - c["answered"]["value_median"] for c in out["cells"]]
     out["chosen_minus_answered"] = {"mean": round(float(np.mean(diffs)), 4),
                                     "min": round(min(diffs), 4), "max": round(max(diffs), 4)}
     return out
+
+
+def _replay_cascade(ctx: FloatArray, replay: RoutingData, escalates: BoolArray, cost: float,
+                    seed: int, rule: str) -> LinUcbBandit:
+    """A bandit choosing between the cloud and a cascade over `replay` in a seeded order,
+    taught the arm that `rule` credits: "answered" (the runtime's) or "chosen"."""
+    bandit = LinUcbBandit(ctx.shape[1], BanditConfig(cloud_cost=cost))
+    for i in np.random.default_rng(seed).permutation(len(replay)):
+        arm = bandit.choose(ctx[i])
+        paid = arm == "cloud" or bool(escalates[i])
+        reward = float(replay.strong[i] if paid else replay.weak[i]) - cost * paid
+        answered: Arm = "cloud" if paid else "local"
+        bandit.update(ctx[i], arm if rule == "chosen" else answered, reward)
+    return bandit
 
 
 def _bandit_halves(held_out: RoutingData, seed: int) -> tuple[RoutingData, RoutingData]:
