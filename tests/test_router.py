@@ -7,17 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.feature_extraction.text import HashingVectorizer
 
 from runtime.router.base import RouterDataError, RouterFileError
 from runtime.router.calibration import calibrate, cloud_fraction, threshold_for_fraction
 from runtime.router.data import RoutingData, load_routing_data
-from runtime.router.features import FeatureSpec
+from runtime.router.features import DENSE_NAMES, FeatureSpec, Featurizer
 from runtime.router.learned import LearnedRouter, TrainParams
 from runtime.router.metrics import oracle_scores, routing_curve
 from runtime.router.store import load_router, save_router
 
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "routing"
-SMALL = TrainParams(features=FeatureSpec(word_bits=15, char_bits=15))
+SMALL = TrainParams(features=FeatureSpec(word_bits=15, char_bits=15, stem_bits=15))
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +175,36 @@ def test_a_running_runtime_loads_a_new_router_file_on_next_use(
         second = rt._router_verdict(prompt)
         assert second is not None and not second.wants_cloud
         assert second.score == pytest.approx(first.score)  # same model, new threshold
+
+
+def test_stem_words_have_columns_of_their_own() -> None:
+    spec = FeatureSpec(word_bits=12, char_bits=12, stem_bits=12)
+    prompts = ["Which gas do plants absorb?\nA. oxygen\nB. carbon dioxide\nAnswer:",
+               "What is photosynthesis?\nA. a process\nB. a gas\nAnswer:",
+               "Name the gas plants release.\nA. oxygen\nB. photosynthesis\nAnswer:"]
+    featurizer = Featurizer(spec).fit(prompts)
+    x = featurizer.transform(prompts).toarray()
+    assert x.shape == (3, featurizer.dimension) == (3, 3 * 2**12 + len(DENSE_NAMES))
+    stems = x[:, 2 * 2**12: 3 * 2**12]
+    bucket = HashingVectorizer(n_features=2**12, alternate_sign=False, norm=None,
+                               token_pattern=r"(?u)\b\w+\b").transform(["photosynthesis"])
+    col = int(bucket.indices[0])
+    # In the stem of the second prompt, among the options of the third: only the first counts.
+    assert stems[1, col] > 0 and stems[2, col] == 0 and stems[0, col] == 0
+    assert np.allclose(np.linalg.norm(stems, axis=1), 1.0)
+
+
+def test_router_files_without_a_stem_block_still_load_and_score(
+    mmlu: RoutingData, tmp_path: Path
+) -> None:
+    old = TrainParams(features=FeatureSpec(word_bits=12, char_bits=12, stem_bits=0))
+    train = mmlu.subset(range(800))
+    router = LearnedRouter.train(train.prompts, train.weak, train.strong, old)
+    path = save_router(router, tmp_path / "no-stems")
+    with np.load(path, allow_pickle=False) as npz:
+        assert "stem_idf" not in npz.files
+    probe = mmlu.subset(range(900, 1000)).prompts
+    assert np.allclose(load_router(path).score(probe), router.score(probe), atol=1e-6)
+    # Headers written before the block existed have no stem_bits: no stem block.
+    header = {k: v for k, v in old.features.to_dict().items() if k != "stem_bits"}
+    assert FeatureSpec.from_dict(header).stem_bits == 0

@@ -33,7 +33,7 @@ def replay() -> Replay:
     data = data.subset(np.random.default_rng(3).permutation(len(data)))
     train, held, ev = (data.subset(range(2000)), data.subset(range(2000, 6000)),
                        data.subset(range(6000, 9000)))
-    params = TrainParams(features=FeatureSpec(word_bits=15, char_bits=15))
+    params = TrainParams(features=FeatureSpec(word_bits=15, char_bits=15, stem_bits=15))
     router = LearnedRouter.train(train.prompts, train.weak, train.strong, params)
     return (router_context(router.outcome_probabilities(held.prompts)), held,
             router_context(router.outcome_probabilities(ev.prompts)), ev)

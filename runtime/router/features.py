@@ -38,6 +38,10 @@ class FeatureSpec:
 
     word_bits: int = 17
     char_bits: int = 17
+    # Word n-grams of the question's stem alone (before "\nA. "), in a space of their own:
+    # a word weighs differently in the question than among the options. 0 = no such block
+    # (router files written before it existed).
+    stem_bits: int = 17
     word_ngrams: tuple[int, int] = (1, 2)
     char_ngrams: tuple[int, int] = (2, 5)
     dense_weight: float = 0.15  # scale of the standardised cues against unit-norm TF-IDF rows
@@ -54,6 +58,7 @@ class FeatureSpec:
             char_bits=int(data["char_bits"]),
             word_ngrams=(int(data["word_ngrams"][0]), int(data["word_ngrams"][1])),
             char_ngrams=(int(data["char_ngrams"][0]), int(data["char_ngrams"][1])),
+            stem_bits=int(data.get("stem_bits", 0)),
             dense_weight=float(data["dense_weight"]),
             embedding=str(data.get("embedding", "")),
             embedding_weight=float(data.get("embedding_weight", 0.0)),
@@ -71,6 +76,7 @@ class FeatureState:
     # Standardisation of the embedding block; empty when the spec names no embedding.
     embed_mean: FloatArray = field(default_factory=lambda: np.zeros(0))
     embed_std: FloatArray = field(default_factory=lambda: np.zeros(0))
+    stem_idf: FloatArray = field(default_factory=lambda: np.zeros(0))  # empty: no stem block
 
 
 class Featurizer:
@@ -91,10 +97,16 @@ class Featurizer:
             n_features=2**spec.char_bits, analyzer="char_wb", ngram_range=spec.char_ngrams,
             alternate_sign=False, norm=None,
         )
+        # Tokens of one character count here ("x", "2", "I"): a stem's symbols matter.
+        self._stems = HashingVectorizer(
+            n_features=2**spec.stem_bits, ngram_range=spec.word_ngrams,
+            alternate_sign=False, norm=None, token_pattern=r"(?u)\b\w+\b",
+        ) if spec.stem_bits else None
 
     @property
     def dimension(self) -> int:
-        return int(2**self.spec.word_bits + 2**self.spec.char_bits + len(DENSE_NAMES))
+        stems = 2**self.spec.stem_bits if self.spec.stem_bits else 0
+        return int(2**self.spec.word_bits + 2**self.spec.char_bits + stems + len(DENSE_NAMES))
 
     def fit(self, prompts: Sequence[str], embeddings: FloatArray | None = None) -> Featurizer:
         """Learn IDF weights and cue statistics from `prompts` (the training set only).
@@ -119,11 +131,14 @@ class Featurizer:
             dense_std=np.where(std > 0, std, 1.0),
             embed_mean=e_mean,
             embed_std=e_std,
+            stem_idf=(_idf(self._stems.transform([stem(p) for p in prompts]))
+                      if self._stems else np.zeros(0)),
         )
         return self
 
     def transform(self, prompts: Sequence[str]) -> sparse.csr_matrix:
-        """The design matrix: [word TF-IDF | char TF-IDF | weighted standardised cues]."""
+        """The design matrix: [word TF-IDF | char TF-IDF | stem word TF-IDF (when the spec
+        has that block) | weighted standardised cues]."""
         if self.state is None:
             raise RuntimeError("Featurizer.transform before fit")
         st = self.state
@@ -131,7 +146,10 @@ class Featurizer:
         chars = _tfidf(self._chars.transform(prompts), st.char_idf)
         dense = dense_cues(prompts, self._unigrams.transform(prompts), st.word_idf)
         dense = (dense - st.dense_mean) / st.dense_std * self.spec.dense_weight
-        return sparse.hstack([words, chars, sparse.csr_matrix(dense)], format="csr")
+        blocks = [words, chars]
+        if self._stems:
+            blocks.append(_tfidf(self._stems.transform([stem(p) for p in prompts]), st.stem_idf))
+        return sparse.hstack([*blocks, sparse.csr_matrix(dense)], format="csr")
 
     def embedding_block(self, embeddings: npt.ArrayLike) -> FloatArray:
         """Standardised, weighted embedding columns to append to `transform`'s matrix."""
@@ -141,6 +159,12 @@ class Featurizer:
         out: FloatArray = ((np.asarray(embeddings, dtype=np.float64) - st.embed_mean)
                            / st.embed_std * self.spec.embedding_weight)
         return out
+
+
+def stem(prompt: str) -> str:
+    """The question before a multiple-choice options block (the whole prompt if none)."""
+    match = _OPTIONS.search(prompt)
+    return prompt[: match.start()] if match else prompt
 
 
 def _idf(counts: sparse.csr_matrix) -> FloatArray:
@@ -174,14 +198,13 @@ def dense_cues(
                         counts.data[lo:hi].astype(np.int64))
         if idf.size == 0:
             idf = np.zeros(1)
-        match = _OPTIONS.search(prompt)
-        stem = prompt[: match.start()] if match else prompt
-        options = prompt[match.start():] if match else ""
+        question = stem(prompt)
+        options = prompt[len(question):]
         lengths = [len(o) for o in _OPTION_SPLIT.split(options)[1:]] or [0]
         mean_len = float(np.mean(lengths))
         rows[i] = (
             math.log1p(len(prompt)),
-            math.log1p(len(stem)),
+            math.log1p(len(question)),
             math.log1p(len(options)),
             float(idf.mean()),
             float(idf.max()),

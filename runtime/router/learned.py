@@ -217,7 +217,8 @@ def _reuse(ngram: LearnedRouter, featurizer: Featurizer, params: TrainParams
     same = (ngram.spec == spec and ngram.fallback_coef is None
             and replace(ngram.params, features=spec) == replace(params, features=spec)
             and np.array_equal(ngram.features.word_idf, featurizer.state.word_idf)
-            and np.array_equal(ngram.features.char_idf, featurizer.state.char_idf))
+            and np.array_equal(ngram.features.char_idf, featurizer.state.char_idf)
+            and np.array_equal(ngram.features.stem_idf, featurizer.state.stem_idf))
     if not same:
         raise RouterDataError("the n-gram router given as fallback was trained differently")
     return ngram.coef, ngram.intercept

@@ -24,9 +24,10 @@ from runtime.router.neighbours import NeighbourBlend, NeighbourStack
 FORMAT = "tandem-router"
 # 2 added the optional embedding block and its n-gram fallback model; 3 the optional
 # neighbour vote (training vectors and gains) and the fallback threshold; 4 the neighbour
-# stacker (training vectors and outcomes, the stacker's scaling and weights).
-VERSION = 4
-READS = (1, 2, 3, 4)
+# stacker (training vectors and outcomes, the stacker's scaling and weights); 5 the stem
+# word block (its IDF; `features.stem_bits` in the header).
+VERSION = 5
+READS = (1, 2, 3, 4, 5)
 log = logging.getLogger("tandem.router")
 
 
@@ -65,6 +66,8 @@ def save_router(router: LearnedRouter, path: str | Path) -> Path:
         extra.update(knn_vectors=nb.vectors.astype(np.float16), knn_outcomes=nb.outcomes,
                      stack_mean=nb.mean, stack_std=nb.std, stack_coef=nb.coef,
                      stack_intercept=nb.intercept)
+    if router.spec.stem_bits:
+        extra.update(stem_idf=st.stem_idf.astype(np.float32))
     # float32 IDF/coefficients: ranking is unchanged and the file is half the size.
     np.savez_compressed(
         path,
@@ -113,6 +116,7 @@ def load_router(path: str | Path, encoder: Embedder | None | str = "auto") -> Le
             char_idf=arrays["char_idf"].astype(np.float64),
             dense_mean=arrays["dense_mean"].astype(np.float64),
             dense_std=arrays["dense_std"].astype(np.float64),
+            **({"stem_idf": arrays["stem_idf"].astype(np.float64)} if spec.stem_bits else {}),
             **({"embed_mean": arrays["embed_mean"].astype(np.float64),
                 "embed_std": arrays["embed_std"].astype(np.float64)} if spec.embedding else {}),
         )
@@ -127,7 +131,10 @@ def load_router(path: str | Path, encoder: Embedder | None | str = "auto") -> Le
         raise RouterFileError(f"{path} lacks {exc.args[0]!r}: not a complete router file") from exc
     except (TypeError, ValueError) as exc:
         raise RouterFileError(f"{path} has a malformed header: {exc}") from exc
-    width = 2**spec.word_bits + 2**spec.char_bits + state.dense_mean.size
+    width = (2**spec.word_bits + 2**spec.char_bits + (2**spec.stem_bits if spec.stem_bits else 0)
+             + state.dense_mean.size)
+    if spec.stem_bits and state.stem_idf.shape != (2**spec.stem_bits,):
+        raise RouterFileError(f"{path}: stem IDF shape {state.stem_idf.shape} does not match")
     if fallback is not None and fallback[0].shape != (4, width):
         raise RouterFileError(f"{path}: fallback shape {fallback[0].shape} does not match")
     width += state.embed_mean.size
