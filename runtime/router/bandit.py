@@ -34,6 +34,21 @@ def cost_aware_reward(good: bool, arm: Arm, cloud_cost: float) -> float:
     return float(good) - (cloud_cost if arm == "cloud" else 0.0)
 
 
+@dataclass(frozen=True, slots=True)
+class Statistics:
+    """A bandit's sufficient statistics, additive across updates: per arm, its precision
+    matrix (ridge * I + the sum of x x^T) and reward-weighted context sum; and the count."""
+
+    precision: FloatArray  # (arms, dim, dim)
+    rewards: FloatArray  # (arms, dim)
+    updates: int
+
+    def __sub__(self, other: Statistics) -> Statistics:
+        """The updates learned between `other` and this state."""
+        return Statistics(self.precision - other.precision, self.rewards - other.rewards,
+                          self.updates - other.updates)
+
+
 class LinUcbBandit:
     """Disjoint-arm LinUCB (Li et al., 2010) over a fixed-length context vector."""
 
@@ -80,24 +95,22 @@ class LinUcbBandit:
         self._b[a] += reward * x
         self.updates += 1
 
-    def statistics(self) -> tuple[FloatArray, FloatArray]:
-        """Each arm's precision matrix (ridge * I + the sum of x x^T over its updates) and
-        reward-weighted context sum: the sufficient statistics, additive across updates."""
-        precision = np.linalg.inv(self._a_inv).astype(np.float64)
-        return precision, self._b.copy()
+    def statistics(self) -> Statistics:
+        """What this bandit has learned, as sums that add up across updates."""
+        return Statistics(np.linalg.inv(self._a_inv).astype(np.float64), self._b.copy(),
+                          self.updates)
 
-    def absorb(self, precision: FloatArray, rewards: FloatArray, updates: int) -> None:
-        """Add updates learned elsewhere, as sums (a precision matrix without the ridge,
-        and reward-weighted context sums, per arm; `updates` of them): the state is then
-        what it would be had this bandit seen them itself, in any order."""
-        precision = np.asarray(precision, dtype=np.float64)
-        rewards = np.asarray(rewards, dtype=np.float64)
-        if precision.shape != self._a_inv.shape or rewards.shape != self._b.shape:
-            raise ValueError(f"statistics of shape {precision.shape} / {rewards.shape} do "
-                             f"not fit a bandit of dimension {self.dim}")
-        self._a_inv = np.linalg.inv(np.linalg.inv(self._a_inv) + precision).astype(np.float64)
-        self._b = self._b + rewards
-        self.updates += int(updates)
+    def absorb(self, delta: Statistics) -> None:
+        """Add updates learned elsewhere (`delta`: the difference of two `statistics()`,
+        so without the ridge): the state is then what it would be had this bandit seen
+        them itself, in any order."""
+        if delta.precision.shape != self._a_inv.shape or delta.rewards.shape != self._b.shape:
+            raise ValueError(f"statistics of shape {delta.precision.shape} / "
+                             f"{delta.rewards.shape} do not fit a bandit of dimension {self.dim}")
+        self._a_inv = np.linalg.inv(np.linalg.inv(self._a_inv)
+                                    + delta.precision).astype(np.float64)
+        self._b = self._b + delta.rewards
+        self.updates += delta.updates
 
     def save(self, file: str | Path | BinaryIO, **extra: npt.NDArray[Any]) -> None:
         """Persist the learned state (plain arrays, no pickle), plus any `extra` arrays."""

@@ -134,7 +134,7 @@ class OnlineRouter:
         # The state as last read from or written to the file (here: none of it, so all
         # that `bandit` holds is unsaved). What the bandit learned since is what a save
         # adds to the file's state, however it learned it.
-        self._base = _Stats.prior(bandit)
+        self._base = LinUcbBandit(bandit.dim, bandit.config).statistics()
         self._seen: _Signature = None  # the file as this process last read or wrote it
 
     @classmethod
@@ -179,7 +179,7 @@ class OnlineRouter:
         bandit.config = BanditConfig(alpha=alpha, ridge=bandit.config.ridge,
                                      cloud_cost=cloud_cost)
         online = cls(path, bandit, found)
-        online._base, online._seen = _Stats.of(bandit), seen
+        online._base, online._seen = bandit.statistics(), seen
         return online
 
     @classmethod
@@ -269,15 +269,14 @@ class OnlineRouter:
             seen = _signature(self.path)
             disk = self._read_file() if seen is not None else None
             if disk is not None:
-                mine, base = _Stats.of(self.bandit), self._base
-                self._base = _Stats.of(disk)
+                unsaved = self.bandit.statistics() - self._base
+                self._base = disk.statistics()
                 disk.config = self.bandit.config  # alpha and price are this runtime's policy
-                disk.absorb(mine.precision - base.precision, mine.rewards - base.rewards,
-                            mine.updates - base.updates)
+                disk.absorb(unsaved)
                 self.bandit = disk
             if write:
                 self._write_locked()
-                self._base = _Stats.of(self.bandit)
+                self._base = self.bandit.statistics()
                 seen = _signature(self.path)
             self._seen = seen
 
@@ -348,24 +347,3 @@ def _set_aside(path: Path, exc: RouterFileError, then: str) -> None:
     except OSError as move:
         kept = f"could not move it aside ({move})"
     log.warning("bandit state unusable, %s (%s): %s", then, kept, exc)
-
-
-@dataclass(frozen=True, slots=True)
-class _Stats:
-    """A bandit's additive statistics: per arm, its precision matrix (ridge * I + the sum
-    of x x^T) and reward-weighted context sum, and the number of updates."""
-
-    precision: np.ndarray
-    rewards: np.ndarray
-    updates: int
-
-    @classmethod
-    def of(cls, bandit: LinUcbBandit) -> _Stats:
-        precision, rewards = bandit.statistics()
-        return cls(precision, rewards, bandit.updates)
-
-    @classmethod
-    def prior(cls, bandit: LinUcbBandit) -> _Stats:
-        """Those of a bandit like this one that has learned nothing."""
-        eye = np.eye(bandit.dim) * bandit.config.ridge
-        return cls(np.stack([eye for _ in ARMS]), np.zeros((len(ARMS), bandit.dim)), 0)
