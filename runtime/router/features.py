@@ -48,6 +48,12 @@ class FeatureSpec:
     embedding: str = ""  # sentence-embedding model whose vectors are appended ("" = none)
     embedding_weight: float = 0.0  # scale of the standardised embedding block
 
+    @property
+    def hashed_columns(self) -> int:
+        """Columns of the hashed n-gram blocks (words, characters, and stems if any)."""
+        stems = 2**self.stem_bits if self.stem_bits else 0
+        return int(2**self.word_bits + 2**self.char_bits + stems)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -105,8 +111,7 @@ class Featurizer:
 
     @property
     def dimension(self) -> int:
-        stems = 2**self.spec.stem_bits if self.spec.stem_bits else 0
-        return int(2**self.spec.word_bits + 2**self.spec.char_bits + stems + len(DENSE_NAMES))
+        return self.spec.hashed_columns + len(DENSE_NAMES)
 
     def fit(self, prompts: Sequence[str], embeddings: FloatArray | None = None) -> Featurizer:
         """Learn IDF weights and cue statistics from `prompts` (the training set only).

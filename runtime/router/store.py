@@ -131,8 +131,7 @@ def load_router(path: str | Path, encoder: Embedder | None | str = "auto") -> Le
         raise RouterFileError(f"{path} lacks {exc.args[0]!r}: not a complete router file") from exc
     except (TypeError, ValueError) as exc:
         raise RouterFileError(f"{path} has a malformed header: {exc}") from exc
-    width = (2**spec.word_bits + 2**spec.char_bits + (2**spec.stem_bits if spec.stem_bits else 0)
-             + state.dense_mean.size)
+    width = spec.hashed_columns + state.dense_mean.size
     if spec.stem_bits and state.stem_idf.shape != (2**spec.stem_bits,):
         raise RouterFileError(f"{path}: stem IDF shape {state.stem_idf.shape} does not match")
     if fallback is not None and fallback[0].shape != (4, width):
