@@ -43,6 +43,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -204,8 +205,24 @@ def ece(probs: FloatArray, labels: BoolArray, bins: int = 10) -> float:
     return float(total)
 
 
-def bandit_check(router: LearnedRouter, held_out: RoutingData, seed: int
-                 ) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class BanditHalves:
+    """The held-out queries cut in two, seeded: replayed as feedback, and valued on; with
+    the router's bandit contexts for each (computed once for the checks that share them)."""
+
+    replay: RoutingData
+    ev: RoutingData
+    contexts: FloatArray
+    eval_contexts: FloatArray
+
+    @classmethod
+    def of(cls, router: LearnedRouter, held_out: RoutingData, seed: int) -> BanditHalves:
+        replay, ev = _bandit_halves(held_out, seed)
+        return cls(replay, ev, router_context(router.outcome_probabilities(replay.prompts)),
+                   router_context(router.outcome_probabilities(ev.prompts)))
+
+
+def bandit_check(halves: BanditHalves, seed: int) -> dict[str, Any]:
     """LinUCB replaying half the held-out queries as feedback, valued on the other half.
 
     Three replay orders per cloud price; values are the mean cost-aware reward of the
@@ -213,10 +230,7 @@ def bandit_check(router: LearnedRouter, held_out: RoutingData, seed: int
     context is the live runtime's with this router configured (`online.ROUTER_FEATURES`,
     the same vector as `bandit.router_context`).
     """
-    replay, ev = _bandit_halves(held_out, seed)
-    return _bandit_runs(router_context(router.outcome_probabilities(replay.prompts)),
-                        router_context(router.outcome_probabilities(ev.prompts)),
-                        replay, ev, seed)
+    return _bandit_runs(halves.contexts, halves.eval_contexts, halves.replay, halves.ev, seed)
 
 
 def bandit_without_router(held_out: RoutingData, seed: int) -> dict[str, Any] | None:
@@ -245,8 +259,7 @@ def bandit_without_router(held_out: RoutingData, seed: int) -> dict[str, Any] | 
         engine.close()
 
 
-def bandit_cascade(router: LearnedRouter, held_out: RoutingData, seed: int
-                   ) -> dict[str, Any]:
+def bandit_cascade(halves: BanditHalves, seed: int) -> dict[str, Any]:
     """What the live loop's credit rule costs when prefer-local cascades.
 
     There the bandit's "local" means *device first*: a low-confidence answer escalates, and
@@ -259,8 +272,7 @@ def bandit_cascade(router: LearnedRouter, held_out: RoutingData, seed: int
     of c escalates. Each rule replays half the held-out queries (5 orders) and its greedy
     choice between cloud and cascade is valued on the other half.
     """
-    replay, ev = _bandit_halves(held_out, seed)
-    ctx, ev_ctx = (router_context(router.outcome_probabilities(d.prompts)) for d in (replay, ev))
+    replay, ev, ctx, ev_ctx = halves.replay, halves.ev, halves.contexts, halves.eval_contexts
     rng = np.random.default_rng(seed + 2)
     noise = {"replay": rng.standard_normal(len(replay)), "ev": rng.standard_normal(len(ev))}
     out: dict[str, Any] = {"confidence": "synthetic: mu * [weak right] + N(0, 1)",
@@ -410,9 +422,10 @@ def main(argv: list[str] | None = None) -> int:
         if split == "random":
             router, held = split_keep["router"], split_keep["test"]
             extras.update(calibration_check(router, held, args.seed))
-            extras["bandit"] = bandit_check(router, held, args.seed)
+            halves = BanditHalves.of(router, held, args.seed)
+            extras["bandit"] = bandit_check(halves, args.seed)
             extras["bandit_without_router"] = bandit_without_router(held, args.seed)
-            extras["bandit_cascade"] = bandit_cascade(router, held, args.seed)
+            extras["bandit_cascade"] = bandit_cascade(halves, args.seed)
 
     png = out_path("routing.png")
     plot(curves, png)

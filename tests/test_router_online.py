@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from benchmarks.routing import _bandit_halves, bandit_cascade
+from benchmarks.routing import BanditHalves, bandit_cascade
 from kernels import Engine
 from runtime.config import load_config
 from runtime.errors import ConfigError
@@ -486,11 +486,12 @@ def test_the_cascade_credit_check_values_both_rules_against_fixed_policies(
 ) -> None:
     data = load_routing_data(DATA / "mmlu.csv.gz")
     held = data.subset(np.random.default_rng(3).permutation(len(data))[800:1400])
-    out = bandit_cascade(router, held, seed=1)
+    halves = BanditHalves.of(router, held, seed=1)
+    out = bandit_cascade(halves, seed=1)
     cells = out["cells"]
     assert len(cells) == 18 and {(c["auroc"], c["escalated"]) for c in cells} == {
         (a, e) for a in (0.65, 0.78) for e in (0.15, 0.3, 0.5)}
-    _, ev = _bandit_halves(held, 1)
+    ev = halves.ev
     for cell in cells:
         assert cell["always_cloud"] == pytest.approx(ev.strong.mean() - cell["cost"], abs=1e-4)
         # Cascading is worth at least the device alone less the cloud price on what escalates.
