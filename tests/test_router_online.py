@@ -211,6 +211,13 @@ def _everything(feedback: Feedback, cloud_cost: float = 0.1) -> LinUcbBandit:
     return bandit
 
 
+def _answer_and_judge(online: OnlineRouter, x: tuple[float, ...], source: Arm, good: bool
+                      ) -> bool:
+    """What a runtime does for one answer: the bandit's verdict is recorded with the
+    decision, then the user's verdict on the answer teaches it."""
+    return online.learn({"bandit": online.verdict(x).to_dict()}, source, good)
+
+
 def _same_state(a: LinUcbBandit, b: LinUcbBandit) -> bool:
     sa, sb = a.statistics(), b.statistics()
     return (sa.updates == sb.updates and np.allclose(sa.precision, sb.precision)
@@ -225,7 +232,7 @@ def test_two_routers_sharing_a_state_file_lose_no_update_and_see_each_other(
     feedback = _feedback(9, seed=4)
     for i, (x, source, good) in enumerate(feedback):  # interleaved: 5 here, 4 there
         online = first if i % 2 == 0 else second
-        assert online.learn({"bandit": online.verdict(x).to_dict()}, source, good)
+        assert _answer_and_judge(online, x, source, good)
     reference = _everything(feedback)
     assert _same_state(OnlineRouter.load(path).bandit, reference)
     # `first` saved the last update; `second` has not seen it until choosing rereads the file.
@@ -247,10 +254,10 @@ def test_processes_sharing_a_state_file_lose_no_update(tmp_path: Path) -> None:
     worker = (
         "import sys\n"
         "from runtime.router.online import OnlineRouter\n"
-        "from tests.test_router_online import _feedback\n"
+        "from tests.test_router_online import _answer_and_judge, _feedback\n"
         "online = OnlineRouter.open(sys.argv[1])\n"
         "for x, source, good in _feedback(60, seed=int(sys.argv[2])):\n"
-        "    assert online.learn({'bandit': online.verdict(x).to_dict()}, source, good)\n"
+        "    assert _answer_and_judge(online, x, source, good)\n"
     )
     root = Path(__file__).resolve().parent.parent
     procs = [subprocess.Popen([sys.executable, "-c", worker, str(path), str(seed)], cwd=root)
@@ -269,9 +276,8 @@ def test_a_state_file_that_cannot_be_locked_loses_nothing_and_warns_once(
     feedback = _feedback(4, seed=6)
     (tmp_path / "bandit.npz.lock").mkdir()  # the lock cannot be opened: every sync fails
     x, source, good = feedback[0]
-    decision = {"bandit": online.verdict(x).to_dict()}
     with pytest.raises(OSError):
-        online.learn(decision, source, good)
+        _answer_and_judge(online, x, source, good)
     assert online.updates == 1 and not path.exists()  # learned, kept pending
     other = OnlineRouter(tmp_path / "other.npz", _everything(feedback[1:]))
     other.save()
@@ -293,12 +299,12 @@ def test_a_save_sets_another_layouts_file_aside_and_keeps_its_own_updates(
     online = OnlineRouter.open(path)
     feedback = _feedback(3, seed=5)
     for x, source, good in feedback[:2]:
-        online.learn({"bandit": online.verdict(x).to_dict()}, source, good)
+        _answer_and_judge(online, x, source, good)
     OnlineRouter.fresh(path, features=ROUTER_FEATURES).save()  # a runtime with a router
     x, source, good = feedback[2]
-    decision = {"bandit": online.verdict(x).to_dict()}  # rereading it: unusable here
     with caplog.at_level(logging.WARNING, logger="tandem.router.online"):
-        assert online.learn(decision, source, good)
+        # Choosing rereads the file, unusable here, and sets it aside; learning saves.
+        assert _answer_and_judge(online, x, source, good)
     assert _same_state(OnlineRouter.load(path, features=PROMPT_FEATURES).bandit,
                        _everything(feedback))
     (aside,) = tmp_path.glob("bandit.npz.bad-*")
