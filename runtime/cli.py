@@ -111,6 +111,8 @@ def _config(args: argparse.Namespace) -> TandemConfig:
     overrides: dict[str, Any] = {}
     if getattr(args, "model", None):
         overrides["model.spec"] = args.model
+    if getattr(args, "mode", None):
+        overrides["runtime.mode"] = args.mode  # `serve` answers in it unless a request asks
     if getattr(args, "max_tokens", None) is not None:
         overrides["generation.max_tokens"] = args.max_tokens
     if getattr(args, "host", None):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -43,6 +46,41 @@ def test_chat_keeps_history_until_an_empty_line() -> None:
     proc = tandem("chat", "--max-tokens", "4", stdin="Hello\nAnd again\n\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("[local]") == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_answers_in_the_mode_and_on_the_port_given() -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "serve", "--port", str(port), "--mode",
+         "local-only", "--max-tokens", "4"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):  # the model loads before the port opens
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=5):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        body = json.dumps({"messages": [{"role": "user", "content": "Say hi."}]}).encode()
+        req = urllib.request.Request(f"{base}/v1/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            answer = json.load(resp)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    assert answer["tandem"]["mode"] == "local-only"
+    assert answer["tandem"]["source"] == "local"
+    assert answer["usage"]["completion_tokens"] <= 4
 
 
 def test_monitor_once_json() -> None:
