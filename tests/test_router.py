@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import HashingVectorizer
 
+from runtime.router.bandit import LinUcbBandit
 from runtime.router.base import RouterDataError, RouterFileError
 from runtime.router.calibration import calibrate, cloud_fraction, threshold_for_fraction
 from runtime.router.data import RoutingData, load_routing_data
 from runtime.router.features import DENSE_NAMES, FeatureSpec, Featurizer
 from runtime.router.learned import LearnedRouter, TrainParams
 from runtime.router.metrics import oracle_scores, routing_curve
+from runtime.router.online import OnlineRouter
 from runtime.router.store import load_router, save_router
 
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "routing"
@@ -110,6 +112,24 @@ def test_pickled_or_foreign_files_are_refused(tmp_path: Path) -> None:
         load_router(other)
     with pytest.raises(RouterFileError, match="not found"):
         load_router(tmp_path / "missing.npz")
+
+
+def test_files_that_are_no_npz_archive_are_named_as_such(tmp_path: Path) -> None:
+    """A CSV or an .npy array passed as the router: a RouterFileError that says what the
+    file is not (NumPy's own words for a CSV advise unpickling it; an .npy array used to
+    escape as a TypeError)."""
+    csv = tmp_path / "cal.csv"
+    csv.write_text("prompt,weak,strong\nhi,1,0\n")
+    with pytest.raises(RouterFileError, match=r"cal.csv is not a router file: not an .npz a"):
+        load_router(csv)
+    array = tmp_path / "arr.npy"
+    np.save(array, np.arange(3))
+    with pytest.raises(RouterFileError, match=r"arr.npy is not a router file: an .npy array"):
+        load_router(array)
+    with pytest.raises(RouterFileError, match="arr.npy is not a bandit state file: an .npy"):
+        LinUcbBandit.load(array)
+    with pytest.raises(RouterFileError, match="cal.csv is not a bandit state file: not an .npz"):
+        OnlineRouter.load(csv)
 
 
 def test_threshold_for_fraction_edges() -> None:

@@ -9,6 +9,7 @@ the cloud where the expected gain in quality exceeds the price.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -16,7 +17,13 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 import numpy.typing as npt
 
-from runtime.router.base import BoolArray, FloatArray, RouterFileError, right_probabilities
+from runtime.router.base import (
+    BoolArray,
+    FloatArray,
+    RouterFileError,
+    read_npz,
+    right_probabilities,
+)
 
 Arm = Literal["local", "cloud"]
 ARMS: tuple[Arm, Arm] = ("local", "cloud")
@@ -125,14 +132,18 @@ class LinUcbBandit:
     @classmethod
     def load(cls, path: str | Path) -> LinUcbBandit:
         """Read a state written by `save`."""
+        return cls.from_arrays(read_npz(Path(path), "bandit state file"), path)
+
+    @classmethod
+    def from_arrays(cls, npz: Mapping[str, npt.NDArray[Any]], path: str | Path) -> LinUcbBandit:
+        """The bandit a state file's arrays (`read_npz`) hold; `path` names it in errors."""
         try:
-            with np.load(Path(path), allow_pickle=False) as npz:
-                alpha, ridge, cost = (float(v) for v in npz["config"])
-                bandit = cls(int(npz["b"].shape[1]), BanditConfig(alpha, ridge, cost))
-                bandit._a_inv = npz["a_inv"].astype(np.float64)
-                bandit._b = npz["b"].astype(np.float64)
-                bandit.updates = int(npz["updates"])
-        except (OSError, KeyError, ValueError) as exc:
+            alpha, ridge, cost = (float(v) for v in npz["config"])
+            bandit = cls(int(npz["b"].shape[1]), BanditConfig(alpha, ridge, cost))
+            bandit._a_inv = npz["a_inv"].astype(np.float64)
+            bandit._b = npz["b"].astype(np.float64)
+            bandit.updates = int(npz["updates"])
+        except (KeyError, ValueError, IndexError) as exc:
             raise RouterFileError(f"{path} is not a bandit state file: {exc}") from exc
         return bandit
 

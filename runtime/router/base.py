@@ -6,8 +6,10 @@ of scores matters to the evaluation, and a calibrated threshold turns it into a 
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -49,6 +51,26 @@ class RouterError(TandemError):
 
 class RouterFileError(RouterError):
     """A router file is missing, unreadable, of another format or version."""
+
+
+def read_npz(path: Path, what: str) -> dict[str, npt.NDArray[Any]]:
+    """Every array of the .npz file at `path` (no pickles), or `RouterFileError` naming the
+    file as the `what` it should have been: missing, truncated, or not an .npz archive at
+    all (a CSV, an .npy array). Read through our own handle: `np.load(path)` leaks its file
+    when the archive is truncated."""
+    try:
+        with path.open("rb") as fh:
+            npz = np.load(fh, allow_pickle=False)
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise ValueError("an .npy array, not an .npz archive")
+            with npz:
+                return {str(k): npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise RouterFileError(f"{what} not found: {path}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        # NumPy's words for a file that is no array at all advise unpickling it: not here
+        reason = "not an .npz archive" if "pickle" in str(exc) else str(exc)
+        raise RouterFileError(f"{path} is not a {what}: {reason}") from exc
 
 
 class RouterDataError(RouterError):

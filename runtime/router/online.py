@@ -41,7 +41,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +50,7 @@ import numpy as np
 
 from runtime.cues import CUE_NAMES
 from runtime.router.bandit import ARMS, Arm, BanditConfig, LinUcbBandit, cost_aware_reward
-from runtime.router.base import RouterFileError, RouterVerdict
+from runtime.router.base import RouterFileError, RouterVerdict, read_npz
 from runtime.telemetry import default_path as telemetry_path
 
 log = logging.getLogger("tandem.router.online")
@@ -156,23 +155,17 @@ class OnlineRouter:
         """
         path = Path(path)
         seen = _signature(path)  # before reading: a later rewrite is then reread, not missed
-        try:
-            # Our own handle: np.load(path) leaks its file when the zip is truncated.
-            with path.open("rb") as fh:
-                npz = np.load(fh, allow_pickle=False)
-                if not isinstance(npz, np.lib.npyio.NpzFile):
-                    raise ValueError("not an .npz archive")
-                with npz:
-                    found = tuple(str(f) for f in npz["features"])
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise RouterFileError(f"{path} is not a bandit state file: {exc}") from exc
+        arrays = read_npz(path, "bandit state file")
+        if "features" not in arrays:
+            raise RouterFileError(f"{path} is not a bandit state file: it names no context")
+        found = tuple(str(f) for f in arrays["features"])
         wanted = features or (found if found in LAYOUTS else None)
         if found != wanted:
             uses = (f"this runtime uses {list(features)}" if features
                     else f"known layouts are {' and '.join(str(list(f)) for f in LAYOUTS)}")
             raise RouterFileError(f"{path} was learned on context {list(found)}, {uses}")
         dim = len(found)
-        bandit = LinUcbBandit.load(path)
+        bandit = LinUcbBandit.from_arrays(arrays, path)
         if bandit.dim != dim or not np.all(np.isfinite(bandit.upper_bounds(np.ones(dim)))):
             raise RouterFileError(f"{path} holds a bandit of dimension {bandit.dim} or "
                                   f"non-finite values; expected dimension {dim}")

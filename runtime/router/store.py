@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runtime.router.base import RouterFileError
+from runtime.router.base import RouterFileError, read_npz
 from runtime.router.embedding import Embedder, EmbeddingUnavailable, SentenceEncoder
 from runtime.router.features import FeatureSpec, FeatureState
 from runtime.router.learned import LearnedRouter, TrainParams
@@ -91,13 +90,7 @@ def load_router(path: str | Path, encoder: Embedder | None | str = "auto") -> Le
     fallback (logged once); `None` forces the fallback; an `Embedder` is used as given.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise RouterFileError(f"router file not found: {path}") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise RouterFileError(f"{path} is not a router file: {exc}") from exc
+    arrays = read_npz(path, "router file")
     try:
         header: dict[str, Any] = json.loads(str(arrays["header"]))
         if header.get("format") != FORMAT:
@@ -105,7 +98,7 @@ def load_router(path: str | Path, encoder: Embedder | None | str = "auto") -> Le
         if header.get("version") not in READS:
             raise RouterFileError(
                 f"{path} is router format version {header.get('version')}, "
-                f"this Tandem reads version {VERSION}"
+                f"this Tandem reads versions {min(READS)} to {max(READS)}"
             )
         spec = FeatureSpec.from_dict(header["features"])
         params = TrainParams(c=float(header["params"]["c"]),
