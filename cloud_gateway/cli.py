@@ -81,7 +81,10 @@ def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
         return 0
     if args.command == "keys":
         now = time.time()
-        for stored in list_keys(state):
+        keys = list_keys(state)
+        if not keys:
+            print(f"no keys in {state}: run `tandem gateway keygen`", file=sys.stderr)
+        for stored in keys:
             p = stored.published
             status = "current" if p.not_after > now else "expired"
             until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(p.not_after))
@@ -110,7 +113,11 @@ def _devices(args: argparse.Namespace, state: Path) -> int:
             registry.revoke(args.name)
             print(f"revoked {args.name}")
         else:
-            for d in registry.list():
+            devices = registry.list()
+            if not devices:
+                print(f"no devices enrolled in {state}: `tandem gateway enroll NAME`",
+                      file=sys.stderr)
+            for d in devices:
                 state_word = "revoked" if d.revoked else "active"
                 print(f"{d.name}\t{state_word}")
     finally:

@@ -53,6 +53,16 @@ def test_two_keys_are_current_at_once_until_one_is_retired(
     assert len(list_keys(tmp_path)) == 2
 
 
+def test_empty_listings_say_so_on_stderr_and_keep_stdout_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = str(tmp_path)
+    code, out, err = run(capsys, "keys", "--state-dir", state)
+    assert (code, out) == (0, "") and "no keys in" in err and "gateway keygen" in err
+    code, out, err = run(capsys, "devices", "--state-dir", state)
+    assert (code, out) == (0, "") and "no devices enrolled" in err
+
+
 def test_enroll_prints_a_credential_bound_to_this_gateway(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
