@@ -70,6 +70,9 @@ def test_errors_are_one_line_and_exit_nonzero(
                  "--target-cloud-fraction", "1.5"]) == 2
     assert main(["train", "--data", "d", "--out", "o", "--hash-bits", "30"]) == 2
     assert main(["frobnicate"]) == 2
+    capsys.readouterr()
+    assert main(["score", "--router", str(tmp_path / "nope.npz"), "hi", " "]) == 2
+    assert capsys.readouterr().err == "tandem router: prompt 2 is empty\n"
 
 
 def test_tandem_cli_dispatches_router_commands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -105,6 +105,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"threshold {calibrated.threshold:.6f}: {share:.1%} of {len(data)} calibration "
               f"prompts go to the cloud -> {path}")
         return 0
+    blank = [str(i) for i, prompt in enumerate(args.prompts, 1) if not prompt.strip()]
+    if blank:  # a verdict on nothing would still print a score
+        print(f"tandem router: prompt {', '.join(blank)} is empty", file=sys.stderr)
+        return EXIT_USAGE
     router = load_router(args.router)
     for prompt in args.prompts:
         print(json.dumps(router.verdict(prompt).to_dict()))
