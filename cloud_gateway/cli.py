@@ -99,7 +99,13 @@ def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
 
 
 def _devices(args: argparse.Namespace, state: Path) -> int:
-    registry = DeviceRegistry(state / "devices.sqlite3")
+    db = state / "devices.sqlite3"
+    if args.command != "enroll" and not db.exists():  # a listing creates no state
+        if args.command == "revoke":
+            raise ConfigurationError(f"no device {args.name!r} is enrolled")
+        print(f"no devices enrolled in {state}: `tandem gateway enroll NAME`", file=sys.stderr)
+        return 0
+    registry = DeviceRegistry(db)
     try:
         if args.command == "enroll":
             identity = load_identity(state).public_key().public_bytes_raw()

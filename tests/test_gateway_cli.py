@@ -61,6 +61,14 @@ def test_empty_listings_say_so_on_stderr_and_keep_stdout_empty(
     assert (code, out) == (0, "") and "no keys in" in err and "gateway keygen" in err
     code, out, err = run(capsys, "devices", "--state-dir", state)
     assert (code, out) == (0, "") and "no devices enrolled" in err
+    code, out, err = run(capsys, "revoke", "--state-dir", state, "phone")
+    assert code == 2 and "no device 'phone' is enrolled" in err
+    assert list(tmp_path.iterdir()) == []  # listing and a failed revoke created nothing
+    run(capsys, "keygen", "--state-dir", state)
+    run(capsys, "enroll", "--state-dir", state, "phone")
+    run(capsys, "revoke", "--state-dir", state, "phone")
+    code, out, err = run(capsys, "devices", "--state-dir", state)
+    assert (code, out, err) == (0, "phone\trevoked\n", "")
 
 
 def test_enroll_prints_a_credential_bound_to_this_gateway(
