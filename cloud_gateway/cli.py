@@ -100,12 +100,9 @@ def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
 
 def _devices(args: argparse.Namespace, state: Path) -> int:
     db = state / "devices.sqlite3"
-    if args.command != "enroll" and not db.exists():  # a listing creates no state
-        if args.command == "revoke":
-            raise ConfigurationError(f"no device {args.name!r} is enrolled")
-        print(f"no devices enrolled in {state}: `tandem gateway enroll NAME`", file=sys.stderr)
-        return 0
-    registry = DeviceRegistry(db)
+    # Only enrolling creates the registry: for the others an absent one is an empty one,
+    # held in memory, so they answer as they would over an empty file and write nothing.
+    registry = DeviceRegistry(db if args.command == "enroll" or db.exists() else Path(":memory:"))
     try:
         if args.command == "enroll":
             identity = load_identity(state).public_key().public_bytes_raw()
