@@ -53,6 +53,10 @@ class RouterFileError(RouterError):
     """A router file is missing, unreadable, of another format or version."""
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
+_NPY_MAGIC = b"\x93NUM"
+
+
 def read_npz(path: Path, what: str) -> dict[str, npt.NDArray[Any]]:
     """Every array of the .npz file at `path` (no pickles), or `RouterFileError` naming the
     file as the `what` it should have been: missing, truncated, or not an .npz archive at
@@ -60,17 +64,19 @@ def read_npz(path: Path, what: str) -> dict[str, npt.NDArray[Any]]:
     when the archive is truncated."""
     try:
         with path.open("rb") as fh:
-            npz = np.load(fh, allow_pickle=False)
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise ValueError("an .npy array, not an .npz archive")
-            with npz:
+            # np.load's own test for a zip (it would read an .npy array, or offer to unpickle
+            # anything else): checked here, so the error says what the file is instead
+            magic = fh.read(4)
+            if magic not in _ZIP_MAGIC:
+                raise ValueError("an .npy array, not an .npz archive"
+                                 if magic == _NPY_MAGIC else "not an .npz archive")
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as npz:
                 return {str(k): npz[k] for k in npz.files}
     except FileNotFoundError:
         raise RouterFileError(f"{what} not found: {path}") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        # NumPy's words for a file that is no array at all advise unpickling it: not here
-        reason = "not an .npz archive" if "pickle" in str(exc) else str(exc)
-        raise RouterFileError(f"{path} is not a {what}: {reason}") from exc
+        raise RouterFileError(f"{path} is not a {what}: {exc}") from exc
 
 
 class RouterDataError(RouterError):
