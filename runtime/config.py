@@ -153,6 +153,14 @@ class TandemConfig:
     offload: OffloadConfig = field(default_factory=OffloadConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
+    def __post_init__(self) -> None:
+        policy = self.policy
+        if self.runtime.telemetry_path == "off" and (policy.daily_cloud_tokens
+                                                     or policy.daily_cloud_cost):
+            raise ConfigError("policy.daily_cloud_tokens / daily_cloud_cost are counted from "
+                              'telemetry, and runtime.telemetry_path is "off": set a '
+                              "telemetry path or no budget")
+
     def replace(self, **sections: Any) -> TandemConfig:
         """A copy with some sections replaced (each a section instance)."""
         return dataclasses.replace(self, **sections)

@@ -336,7 +336,7 @@ class Runtime:
             privacy_block=prepared.blocked,
             router=router,
             bandit=bandit,
-            budget=BudgetState(cloud_tokens_used=self._cloud_tokens_today()),
+            budget=self._budget_used(),
             latency=LatencyEstimates(
                 local_tokens_per_s=self._speed.get("local"),
                 local_prompt_tokens_per_s=self._speed.get("local_prefill"),
@@ -367,8 +367,12 @@ class Runtime:
             loaded = self._router = (policy.router_path, load_router(policy.router_path))
         return loaded[1].verdict(prompt)
 
-    def _cloud_tokens_today(self) -> int:
-        return self.telemetry.cloud_tokens_today() if self.telemetry else 0
+    def _budget_used(self) -> BudgetState:
+        """Today's cloud use from telemetry (a budget needs telemetry: `TandemConfig`
+        refuses one with it off), its cost at the configured price."""
+        tokens = self.telemetry.cloud_tokens_today() if self.telemetry else 0
+        price = self.config.policy.cloud_cost_per_1k_tokens
+        return BudgetState(cloud_tokens_used=tokens, cloud_cost_used=tokens / 1000 * price)
 
     def _observe_speed(self, result: Result) -> None:
         """Running averages of measured speeds, for the latency rule."""

@@ -66,6 +66,9 @@ class PolicyConfig:
                      "latency_target_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"policy.{name} must be >= 0")
+        if self.daily_cloud_cost > 0 and self.cloud_cost_per_1k_tokens == 0:
+            raise ValueError("policy.daily_cloud_cost needs policy.cloud_cost_per_1k_tokens, "
+                             "the price it counts cloud tokens at (0: the budget never fills)")
         # `not (a <= x <= b)` also rejects NaN, which a TOML file or variable can spell.
         if not 0 <= self.bandit_alpha < math.inf:
             raise ValueError("policy.bandit_alpha must be a finite number >= 0 "
@@ -250,17 +253,26 @@ def _budget(inputs: PolicyInputs, config: PolicyConfig) -> TraceEntry:
                               f"the daily cloud budget is spent ({used.cloud_tokens_used} + "
                               f"{tokens} > {config.daily_cloud_tokens} tokens)",
                               float(projected), float(config.daily_cloud_tokens))
-    if config.daily_cloud_cost > 0:
-        projected_cost = used.cloud_cost_used + tokens / 1000 * config.cloud_cost_per_1k_tokens
-        if projected_cost > config.daily_cloud_cost:
-            return TraceEntry(BUDGET, True,
-                              f"the daily cloud budget is spent ({projected_cost:.4f} > "
-                              f"{config.daily_cloud_cost:.4f})",
-                              projected_cost, config.daily_cloud_cost)
+    projected_cost = used.cloud_cost_used + tokens / 1000 * config.cloud_cost_per_1k_tokens
+    if config.daily_cloud_cost > 0 and projected_cost > config.daily_cloud_cost:
+        return TraceEntry(BUDGET, True,
+                          f"the daily cloud budget is spent ({projected_cost:.4f} > "
+                          f"{config.daily_cloud_cost:.4f})",
+                          projected_cost, config.daily_cloud_cost)
     if config.daily_cloud_tokens == 0 and config.daily_cloud_cost == 0:
         return TraceEntry(BUDGET, False, "no cloud budget set")
-    return TraceEntry(BUDGET, False, "within the daily cloud budget",
-                      float(used.cloud_tokens_used), float(config.daily_cloud_tokens))
+    if config.daily_cloud_tokens > 0:  # value / threshold: the tokens, the binding limit
+        return TraceEntry(BUDGET, False,
+                          f"within the daily cloud budget ({used.cloud_tokens_used} + {tokens} "
+                          f"<= {config.daily_cloud_tokens} tokens"
+                          + (f"; {projected_cost:.4f} <= {config.daily_cloud_cost:.4f})"
+                             if config.daily_cloud_cost > 0 else ")"),
+                          float(used.cloud_tokens_used + tokens),
+                          float(config.daily_cloud_tokens))
+    return TraceEntry(BUDGET, False,
+                      f"within the daily cloud budget ({projected_cost:.4f} <= "
+                      f"{config.daily_cloud_cost:.4f})",
+                      projected_cost, config.daily_cloud_cost)
 
 
 def _memory(inputs: PolicyInputs, config: PolicyConfig) -> TraceEntry:

@@ -92,3 +92,27 @@ def test_early_escalation_checkpoints_from_config() -> None:
     off = load_config(env={"TANDEM_RUNTIME_EARLY_ESCALATION_TOKENS": "",
                            "TANDEM_RUNTIME_EARLY_ESCALATION_MARGINS": ""})
     assert off.runtime.early_escalation is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[policy]\ndaily_cloud_cost = 1.0\n",
+         "policy.daily_cloud_cost needs policy.cloud_cost_per_1k_tokens"),
+        ('[runtime]\ntelemetry_path = "off"\n[policy]\ndaily_cloud_tokens = 1000\n',
+         "counted from telemetry, and runtime.telemetry_path is \"off\""),
+        ('[runtime]\ntelemetry_path = "off"\n[policy]\ndaily_cloud_cost = 1.0\n'
+         "cloud_cost_per_1k_tokens = 0.01\n", "counted from telemetry"),
+    ],
+)
+def test_a_cloud_budget_that_could_never_fill_is_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_toml(tmp_path, text), env={})
+
+
+def test_a_cloud_budget_with_telemetry_and_a_price_loads(tmp_path: Path) -> None:
+    config = load_config(_toml(tmp_path, "[policy]\ndaily_cloud_cost = 1.0\n"
+                                         "cloud_cost_per_1k_tokens = 0.01\n"), env={})
+    assert config.policy.daily_cloud_cost == 1.0

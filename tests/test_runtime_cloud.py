@@ -334,6 +334,25 @@ def test_cloud_budget_spent_keeps_prefer_cloud_local(engine: Engine,
     assert "the daily cloud budget is spent (21 + " in second.reason
 
 
+def test_cloud_money_budget_counts_the_days_earlier_answers(engine: Engine,
+                                                             gateway: RunningGateway) -> None:
+    from runtime.policy import PolicyConfig
+
+    with make_runtime(engine, gateway.url, gateway.home.credential) as rt:
+        # 21 tokens used by the first answer, ~37 projected by the next: at 1.0 per 1k
+        # tokens, 0.021 + 0.037 > 0.045, while the next alone (0.037) would fit
+        rt.config = rt.config.replace(policy=PolicyConfig(daily_cloud_cost=0.045,
+                                                          cloud_cost_per_1k_tokens=1.0))
+        first = rt.generate(Q, mode="prefer-cloud", params=rt.params(max_tokens=4))
+        second = rt.generate(Q, mode="prefer-cloud", params=rt.params(max_tokens=4))
+    assert first.source == "cloud"
+    assert second.source == "local"
+    assert "the daily cloud budget is spent (0.0" in second.reason
+    budget = {e["rule"]: e for e in first.decision["trace"]}["budget"]
+    assert budget["fired"] is False and budget["threshold"] == 0.045
+    assert "within the daily cloud budget (0.0" in budget["detail"]
+
+
 def test_escalation_can_carry_the_local_draft(engine: Engine, echo: Any) -> None:
     from runtime.cloud import DRAFT_INSTRUCTION
 
