@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.errors import TandemError
+from runtime.errors import ConfigError, TandemError
 from runtime.result import Result
 
 if TYPE_CHECKING:
@@ -48,11 +48,16 @@ CREATE TABLE IF NOT EXISTS answers (
     feedback_note TEXT
 );
 CREATE INDEX IF NOT EXISTS answers_day ON answers (day, source);
+CREATE INDEX IF NOT EXISTS answers_ts ON answers (ts, source);
 """
 
 
 class FeedbackError(TandemError):
     """Feedback names an answer this device does not know."""
+
+
+class TelemetryError(TandemError):
+    """The telemetry database cannot be opened (a directory, not SQLite, not writable…)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +79,30 @@ def default_path() -> Path:
 class Telemetry:
     """Thread-safe; one connection guarded by a lock (writes are a few per answer)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        """Open (or create) the database at `path`; `read_only` opens an existing one
+        without creating or changing anything, and checks it holds Tandem's answers."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # In WAL mode NORMAL never corrupts the file; a power cut may lose the last few
-        # records. FULL would fsync every answer (~4 ms here), on the path of the reply.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        db: sqlite3.Connection | None = None
+        try:
+            if read_only:
+                db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                     check_same_thread=False, isolation_level=None)
+                db.execute("SELECT id, prompt, feedback FROM answers LIMIT 1")
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                # In WAL mode NORMAL never corrupts the file; a power cut may lose the last
+                # few records. FULL would fsync every answer (~4 ms here), on the reply's path.
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            if db is not None:
+                db.close()
+            raise TelemetryError(f"cannot open the telemetry database {self.path}: "
+                                 f"{exc}") from exc
+        self._db = db
         self._lock = threading.Lock()
 
     @classmethod
@@ -90,7 +110,10 @@ class Telemetry:
         """`""` = the default path, `"off"` = no telemetry, else a file path."""
         if setting.strip().lower() == "off":
             return None
-        return cls(setting or default_path())
+        try:
+            return cls(setting or default_path())
+        except TelemetryError as exc:
+            raise ConfigError(f"runtime.telemetry_path: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -141,10 +164,13 @@ class Telemetry:
             raise FeedbackError(f"no answer with id {answer_id!r} on this device")
 
     def cloud_tokens_today(self) -> int:
+        """Cloud tokens (prompt + completion) since local midnight: the daily budget's day
+        is the device's own, in its current time zone."""
         with self._lock:
             row = self._db.execute(
                 "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM answers "
-                "WHERE day = ? AND source = 'cloud'", (_day(time.time()),)).fetchone()
+                "WHERE ts >= ? AND source = 'cloud'", (_local_midnight(time.time()),)
+            ).fetchone()
         return int(row[0])
 
     def answer(self, answer_id: str) -> dict[str, Any] | None:
@@ -173,7 +199,14 @@ class Telemetry:
 
 
 def _day(ts: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+    """The local date of `ts` (the `day` column; the budget reads `ts`)."""
+    return time.strftime("%Y-%m-%d", time.localtime(ts))
+
+
+def _local_midnight(ts: float) -> float:
+    """The start of `ts`'s local day (DST-aware: `mktime` with isdst = -1)."""
+    t = time.localtime(ts)
+    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
 
 
 def _num(value: float) -> float | None:

@@ -81,3 +81,25 @@ def test_too_little_or_one_sided_feedback_is_refused_in_one_line(
     assert not out.exists()
     assert main(["train", "--data", "x.csv", "--db", str(few), "--out", str(out)]) == 2
     assert main(["train", "--data", "x.csv", "--from-telemetry", "--out", str(out)]) == 2
+
+
+def test_a_file_that_is_no_telemetry_database_is_refused_and_left_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    out = tmp_path / "r.npz"
+    text = tmp_path / "notes.sqlite3"
+    text.write_text("not a database\n")
+    assert main(["train", "--from-telemetry", "--db", str(text), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot open the telemetry database {text}" in err and err.count("\n") == 1
+    assert text.read_text() == "not a database\n"
+    other = tmp_path / "other-app.sqlite3"  # SQLite, but another program's
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE notes (body TEXT)")
+    before = other.read_bytes()
+    assert main(["train", "--from-telemetry", "--db", str(other), "--out", str(out)]) == 2
+    assert "no such table: answers" in capsys.readouterr().err
+    assert other.read_bytes() == before  # no schema written into it, no WAL switch
+    assert not out.exists()

@@ -84,3 +84,38 @@ def test_cloud_tokens_today_sum_cloud_answers_only(tmp_path: Path) -> None:
     tel = Telemetry(tmp_path / "t.sqlite3")
     assert tel.cloud_tokens_today() == 0
     tel.close()
+
+
+def test_the_budget_day_starts_at_local_midnight(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import runtime.telemetry as telemetry_module
+
+    monkeypatch.setenv("TZ", "Pacific/Auckland")  # UTC+13 in November: days differ from UTC
+    time.tzset()
+    try:
+        midnight = time.mktime((2026, 11, 28, 0, 0, 0, 0, 0, -1))  # local
+        tel = Telemetry(tmp_path / "t.sqlite3")
+        for offset, tokens in ((-60.0, 1000), (60.0, 7)):  # yesterday 23:59, today 00:01
+            monkeypatch.setattr(telemetry_module.time, "time", lambda o=offset: midnight + o)
+            tel._insert(decision=None, id=f"a{offset}", mode="prefer-cloud", source="cloud",
+                        reason="test", prompt="p", prompt_tokens=tokens, completion_tokens=0)
+        monkeypatch.setattr(telemetry_module.time, "time", lambda: midnight + 120.0)
+        assert tel.cloud_tokens_today() == 7
+        tel.close()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_an_unusable_telemetry_path_is_a_config_error(tmp_path: Path) -> None:
+    from runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"runtime.telemetry_path: cannot open the telemetry "
+                                          f"database {tmp_path}"):
+        Telemetry.from_setting(str(tmp_path))  # a directory
+    junk = tmp_path / "junk.sqlite3"
+    junk.write_bytes(b"\x00" * 512)
+    with pytest.raises(ConfigError, match="file is not a database"):
+        Telemetry.from_setting(str(junk))

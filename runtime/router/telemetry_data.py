@@ -23,12 +23,15 @@ class TelemetryDataError(RouterDataError):
 
 def telemetry_data(db: str | Path | None = None) -> RoutingData:
     """The judged local answers in telemetry database `db` (default: the device's file)."""
-    from runtime.telemetry import Telemetry, default_path
+    from runtime.telemetry import Telemetry, TelemetryError, default_path
 
     path = Path(db) if db else default_path()
     if not path.is_file():  # Telemetry() would create an empty database here
         raise TelemetryDataError(f"no telemetry database at {path}")
-    telemetry = Telemetry(path)
+    try:
+        telemetry = Telemetry(path, read_only=True)
+    except TelemetryError as exc:
+        raise TelemetryDataError(str(exc)) from exc
     try:
         rows = list(telemetry.training_rows())
     finally:
