@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -125,7 +126,9 @@ class Runtime:
             cloud = CloudPath(client, config.privacy)
         self.cloud = cloud
         self.telemetry = Telemetry.from_setting(config.runtime.telemetry_path)
-        self._router: tuple[str, LearnedRouter] | None = None  # (its path, the router)
+        # (its path, the router) — or, when that file could not be loaded, (its path, why,
+        # the file's mtime): a file replaced since is tried again
+        self._router: tuple[str, LearnedRouter] | tuple[str, str, int | None] | None = None
         self._speed: dict[str, float] = {}
         # Loaded at start, so an unusable state file is reported (and set aside) at once.
         self._online: OnlineRouter | None = None
@@ -323,7 +326,7 @@ class Runtime:
             expected_output_tokens=params.max_tokens,
             task_cues=task_cues(prompt),
         )
-        router = self._router_verdict(prompt)
+        router, router_problem = self._router_verdict(prompt)
         online = self._online if self.config.policy.bandit else None
         # The decision keeps the context vector: feedback learns from it without recomputing.
         bandit = None if online is None else online.verdict(
@@ -335,6 +338,7 @@ class Runtime:
             snapshot=snapshot,
             privacy_block=prepared.blocked,
             router=router,
+            router_problem=router_problem,
             bandit=bandit,
             budget=self._budget_used(),
             latency=LatencyEstimates(
@@ -356,16 +360,32 @@ class Runtime:
         engine = self.engine
         return engine.count_tokens(engine.render(messages))
 
-    def _router_verdict(self, prompt: str) -> RouterVerdict | None:
+    def _router_verdict(self, prompt: str) -> tuple[RouterVerdict | None, str]:
+        """The configured router's verdict, or None and why not. A router file that cannot
+        be loaded leaves routing to the other rules (logged once, and in every trace), so a
+        bad `policy.router_path` does not fail requests, cloud-only ones included."""
         policy = self.config.policy
-        if not (policy.use_router and policy.router_path):
-            return None
+        path = policy.router_path
+        if not (policy.use_router and path):
+            return None, ""
         loaded = self._router
-        if loaded is None or loaded[0] != policy.router_path:  # first use, or a new config
-            from runtime.router.store import load_router
+        if loaded is not None and loaded[0] == path:
+            if len(loaded) == 2:
+                return loaded[1].verdict(prompt), ""
+            if loaded[2] == _mtime_ns(path):  # the same unusable file
+                return None, loaded[1]
+        from runtime.router.base import RouterError
+        from runtime.router.store import load_router
 
-            loaded = self._router = (policy.router_path, load_router(policy.router_path))
-        return loaded[1].verdict(prompt)
+        try:
+            router = load_router(path)
+        except RouterError as exc:
+            problem = f"policy.router_path unusable, routing without it: {exc}"
+            log.warning("%s", problem)
+            self._router = (path, problem, _mtime_ns(path))
+            return None, problem
+        self._router = (path, router)
+        return router.verdict(prompt), ""
 
     def _budget_used(self) -> BudgetState:
         """Today's cloud use from telemetry (a budget needs telemetry: `TandemConfig`
@@ -528,3 +548,11 @@ class _LockedChooser:
 
 
 __all__ = ["Plan", "ResultStream", "Runtime", "RunningConfidence", "to_messages"]
+
+
+def _mtime_ns(path: str) -> int | None:
+    """A file's modification time, None when it cannot be read."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None

@@ -114,6 +114,7 @@ class PolicyInputs:
     snapshot: Snapshot
     privacy_block: str | None = None  # why the privacy filter keeps it local, or None
     router: RouterVerdict | None = None
+    router_problem: str = ""  # why a configured router gave no verdict (its file unusable)
     bandit: BanditVerdict | None = None  # the online bandit's pick (when policy.bandit)
     budget: BudgetState = field(default_factory=BudgetState)
     latency: LatencyEstimates = field(default_factory=LatencyEstimates)
@@ -334,7 +335,10 @@ def _latency(inputs: PolicyInputs, config: PolicyConfig) -> TraceEntry:
 def _router(inputs: PolicyInputs, config: PolicyConfig) -> TraceEntry:
     verdict = inputs.router
     if verdict is None or not config.use_router:
-        return TraceEntry(ROUTER, False, "no router" if verdict is None else "router disabled")
+        if not config.use_router:
+            return TraceEntry(ROUTER, False, "router disabled")
+        return TraceEntry(ROUTER, False, f"no router: {inputs.router_problem}"
+                          if inputs.router_problem else "no router")
     says = "needs" if verdict.wants_cloud else "does not need"
     return TraceEntry(ROUTER, verdict.wants_cloud and config.use_router,
                       f"router {verdict.router} says it {says} the cloud model "

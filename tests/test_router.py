@@ -189,10 +189,10 @@ def test_a_running_runtime_loads_a_new_router_file_on_next_use(
     cfg = load_config(env={})
     prompt = "Which of the following is a prime number? A. 4 B. 6 C. 7 D. 9"
     with Runtime(cfg.replace(policy=PolicyConfig(router_path=str(eager)))) as rt:
-        first = rt._router_verdict(prompt)
-        assert first is not None and first.wants_cloud
+        first, problem = rt._router_verdict(prompt)
+        assert first is not None and first.wants_cloud and problem == ""
         rt.config = cfg.replace(policy=PolicyConfig(router_path=str(never)))
-        second = rt._router_verdict(prompt)
+        second, _ = rt._router_verdict(prompt)
         assert second is not None and not second.wants_cloud
         assert second.score == pytest.approx(first.score)  # same model, new threshold
 
@@ -228,3 +228,32 @@ def test_router_files_without_a_stem_block_still_load_and_score(
     # Headers written before the block existed have no stem_bits: no stem block.
     header = {k: v for k, v in old.features.to_dict().items() if k != "stem_bits"}
     assert FeatureSpec.from_dict(header).stem_bits == 0
+
+
+def test_a_router_trained_on_few_prompts_keeps_its_probabilities_moderate(
+    mmlu: RoutingData,
+) -> None:
+    # On 20 prompts every prompt's rarest word is one no other prompt holds, so some
+    # cues are constant in training: scaled by a rounding-error std, a new prompt's cue
+    # came out ~1e7 and every verdict was certain (P = 0 or 1) and the same.
+    part = mmlu.subset(range(20))
+    router = LearnedRouter.train(part.prompts, part.weak, part.strong, SMALL)
+    assert router.features is not None
+    assert float(router.features.dense_std.min()) >= 1e-6
+    probs = router.outcome_probabilities(mmlu.subset(range(100, 160)).prompts)
+    assert float(probs.max()) < 0.95
+    assert len(np.unique(np.round(router.score(mmlu.subset(range(100, 160)).prompts), 6))) > 10
+
+
+def test_training_cues_count_a_word_no_other_prompt_holds_as_unseen() -> None:
+    # A training prompt's IDF cues are those of the other training prompts, as a new
+    # prompt's are: its one-off word is unseen (IDF 12), not "seen once" (ln(n/2) + 1).
+    prompts = ["alpha beta", "alpha beta", "alpha zeta"]
+    featurizer = Featurizer(FeatureSpec(word_bits=12, char_bits=12, stem_bits=12))
+    featurizer.fit(prompts)
+    state = featurizer.state
+    assert state is not None
+    idf_max = DENSE_NAMES.index("idf_max")
+    # zeta: unseen among the others (12); beta in the first two: ln(3/2) + 1 over 2 others
+    raw_max = state.dense_mean[idf_max]
+    assert raw_max == pytest.approx((2 * (np.log(3 / 2) + 1) + 12.0) / 3)

@@ -8,6 +8,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -351,6 +352,29 @@ def test_cloud_money_budget_counts_the_days_earlier_answers(engine: Engine,
     budget = {e["rule"]: e for e in first.decision["trace"]}["budget"]
     assert budget["fired"] is False and budget["threshold"] == 0.045
     assert "within the daily cloud budget (0.0" in budget["detail"]
+
+
+def test_an_unusable_router_file_routes_without_it_and_says_why(
+    engine: Engine, gateway: RunningGateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from runtime.policy import PolicyConfig
+
+    bad = tmp_path / "router.npz"
+    bad.write_text("prompt,weak,strong\n")  # a CSV where the router file should be
+    with make_runtime(engine, gateway.url, gateway.home.credential) as rt:
+        rt.config = rt.config.replace(policy=PolicyConfig(router_path=str(bad)))
+        with caplog.at_level("WARNING", logger="tandem.runtime"):
+            first = rt.generate(Q, mode="cloud-only", params=rt.params(max_tokens=4))
+            second = rt.generate(Q, mode="prefer-cloud", params=rt.params(max_tokens=4))
+    assert (first.source, second.source) == ("cloud", "cloud")
+    assert first.decision is not None and second.decision is not None
+    for decision in (first.decision, second.decision):
+        router = {e["rule"]: e for e in decision["trace"]}["router"]
+        assert router["fired"] is False
+        assert router["detail"].startswith("no router: policy.router_path unusable")
+        assert "not an .npz archive" in router["detail"]
+    warnings = [r for r in caplog.records if "router_path unusable" in r.getMessage()]
+    assert len(warnings) == 1  # the same file is not retried on every request
 
 
 def test_escalation_can_carry_the_local_draft(engine: Engine, echo: Any) -> None:
