@@ -141,6 +141,18 @@ def test_threshold_for_fraction_edges() -> None:
         threshold_for_fraction(scores, 1.5)
 
 
+def test_threshold_for_fraction_reaches_the_nearest_share_with_tied_scores() -> None:
+    tied = np.array([0.9] + [0.5] * 8 + [0.1])  # only 0 %, 10 %, 90 % and 100 % reachable
+    assert cloud_fraction(tied, threshold_for_fraction(tied, 0.8)) == pytest.approx(0.9)
+    assert cloud_fraction(tied, threshold_for_fraction(tied, 0.3)) == pytest.approx(0.1)
+    assert cloud_fraction(tied, threshold_for_fraction(tied, 0.95)) == pytest.approx(0.9)
+    # distinct scores: k/n closest to F; a half-way F takes the smaller share
+    ten = np.arange(10) / 10
+    shares = [cloud_fraction(ten, threshold_for_fraction(ten, f))
+              for f in (0.05, 0.15, 0.25, 0.35, 0.34, 0.36)]
+    assert shares == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.3, 0.4])
+
+
 def test_routing_curve_matches_a_hand_computed_example() -> None:
     weak = np.array([True, False, False, True, False])
     strong = np.array([True, True, True, False, False])
@@ -257,3 +269,32 @@ def test_training_cues_count_a_word_no_other_prompt_holds_as_unseen() -> None:
     # zeta: unseen among the others (12); beta in the first two: ln(3/2) + 1 over 2 others
     raw_max = state.dense_mean[idf_max]
     assert raw_max == pytest.approx((2 * (np.log(3 / 2) + 1) + 12.0) / 3)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"prompt,weak,strong\nfine,1,0\nno labels\n", r"bad.csv:3: too few fields \(no weak"),
+        (b"prompt,weak,strong\nfine,1,0\na, b,1,0\n", "bad.csv:3: more fields than the header"),
+        (b'prompt,weak,strong\n"two\nlines",1,0\n"three\nmore\nlines",1,maybe\n',
+         "bad.csv:4-6: column strong must be"),  # a record's physical lines, not its index
+        ("prompt,weak,strong\ncaf\u00e9,1,0\n".encode("latin-1"),
+         r"bad.csv is not UTF-8 text \(byte 22: b'\\xe9'\)"),
+    ],
+)
+def test_malformed_csv_rows_name_file_and_lines(tmp_path: Path, raw: bytes, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(raw)
+    with pytest.raises(RouterDataError, match=message):
+        load_routing_data(path)
+
+
+def test_spreadsheet_csv_quirks_are_read(tmp_path: Path) -> None:
+    # A byte-order mark, spaced and capitalised header names, float labels, CRLF lines.
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfSubject, Prompt, Weak, Strong\r\n"
+                     b"law,\"a\r\nb\",1.0,0.0\r\nmath,c,0,1\r\n")
+    data = load_routing_data(path)
+    assert data.prompts == ("a\r\nb", "c")
+    assert data.groups == ("law", "math")
+    assert data.weak.tolist() == [True, False] and data.strong.tolist() == [False, True]

@@ -16,17 +16,21 @@ from runtime.router.learned import LearnedRouter
 
 
 def threshold_for_fraction(scores: FloatArray, fraction: float) -> float:
-    """A threshold t such that `fraction` of `scores` are strictly above t.
+    """A threshold t such that the share of `scores` strictly above t is as close to
+    `fraction` as the scores allow (on a tie in that closeness, the smaller share).
 
-    t lies midway between the k-th and (k+1)-th highest score (k = round(fraction * n)),
-    so that new scores near the boundary split evenly rather than all going one way.
+    t lies midway between two consecutive distinct scores, so that new scores near the
+    boundary split evenly rather than all going one way; equal scores are never split, so
+    with ties the share is the nearest one reachable, not `fraction` itself.
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"target cloud fraction must be in [0, 1], not {fraction}")
     s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
     if s.size == 0:
         raise ValueError("cannot calibrate on an empty set")
-    k = int(round(fraction * s.size))
+    # k scores above the cut, for every k a cut can give: 0, n, and each change of value
+    ks = np.concatenate([[0], np.flatnonzero(s[:-1] > s[1:]) + 1, [s.size]])
+    k = int(ks[np.argmin(np.abs(ks / s.size - fraction))])  # argmin: the first, smallest
     if k == 0:
         return float(np.nextafter(s[0], np.inf))
     if k == s.size:

@@ -1,8 +1,9 @@
 """Labelled routing data: prompts with the weak (local) and strong (cloud) model's correctness.
 
 The file format is CSV (optionally gzip-compressed, by the `.gz` suffix) with a header and
-the columns `prompt`, `weak`, `strong` (1/0 or true/false), and optionally `group` (or
-`subject`): a label used to hold out whole groups when evaluating.
+the columns `prompt`, `weak`, `strong` (1/0, 1.0/0.0 or true/false), and optionally `group` (or
+`subject`): a label used to hold out whole groups when evaluating. Header names are matched
+without case or surrounding spaces; a UTF-8 byte-order mark is ignored.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import numpy as np
 
 from runtime.router.base import BoolArray, RouterDataError
 
-_TRUE = frozenset({"1", "true", "yes"})
-_FALSE = frozenset({"0", "false", "no"})
+_TRUE = frozenset({"1", "1.0", "true", "yes"})  # "1.0": a spreadsheet's number column
+_FALSE = frozenset({"0", "0.0", "false", "no"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class RoutingData:
         )
 
 
-def _flag(path: Path, line: int, column: str, value: str) -> bool:
+def _flag(path: Path, line: str, column: str, value: str) -> bool:
     low = value.strip().lower()
     if low in _TRUE:
         return True
@@ -68,8 +69,15 @@ def load_routing_data(path: str | Path) -> RoutingData:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
             raise RouterDataError(f"{path} is not a valid gzip file") from exc
-    reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
-    fields = set(reader.fieldnames or ())
+    try:  # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RouterDataError(f"{path} is not UTF-8 text (byte {exc.start}: "
+                              f"{raw[exc.start:exc.start + 1]!r}); save it as UTF-8") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    # Header names are matched without surrounding spaces and case ("Prompt, Weak").
+    reader.fieldnames = [f.strip().lower() for f in reader.fieldnames or ()]
+    fields = set(reader.fieldnames)
     missing = {"prompt", "weak", "strong"} - fields
     if missing:
         raise RouterDataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
@@ -78,7 +86,16 @@ def load_routing_data(path: str | Path) -> RoutingData:
     weak: list[bool] = []
     strong: list[bool] = []
     groups: list[str] = []
-    for line, row in enumerate(reader, start=2):
+    end = reader.line_num  # the header's last line; prompts may span lines
+    for row in reader:
+        first, end = end + 1, reader.line_num  # the row's physical lines
+        line = str(first) if first == end else f"{first}-{end}"
+        if None in row:
+            raise RouterDataError(f"{path}:{line}: more fields than the header's "
+                                  f"{len(fields)} (an unquoted comma?)")
+        if any(v is None for v in row.values()):
+            absent = [k for k, v in row.items() if v is None]
+            raise RouterDataError(f"{path}:{line}: too few fields (no {', '.join(absent)})")
         prompts.append(row["prompt"])
         weak.append(_flag(path, line, "weak", row["weak"]))
         strong.append(_flag(path, line, "strong", row["strong"]))
