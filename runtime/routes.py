@@ -9,7 +9,7 @@ continued) on the device, and says so in its reason.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from kernels import GenerationParams, Message
@@ -30,6 +30,10 @@ def run_local(
 ) -> Iterator[str]:
     try:
         yield from local.pieces()
+    except GeneratorExit:
+        _closed_early(rt, stream, lambda: local.result(
+            plan.reason, mode, started, rt.monitor.snapshot(), plan.prepared))
+        raise
     finally:
         local.close()
         slot.release()
@@ -92,6 +96,13 @@ def run_cascade_stream(
     threshold = rt.config.runtime.confidence_threshold
     held: list[str] = []
     decided = False
+
+    def kept() -> Result:
+        reason = (f"mode prefer-local: local confidence {local.confidence.score:.2f} over the "
+                  f"first {min(k, local.tokens)} tokens >= threshold {threshold:.2f}, "
+                  "the device answers")
+        return local.result(reason, mode, started, rt.monitor.snapshot(), plan.prepared)
+
     try:
         for piece in local.pieces():
             if decided:
@@ -105,6 +116,9 @@ def run_cascade_stream(
                     break
                 decided = True
                 yield "".join(held)
+    except GeneratorExit:
+        _closed_early(rt, stream, kept)
+        raise
     finally:
         local.close()
         slot.release()
@@ -112,11 +126,7 @@ def run_cascade_stream(
     if decided or local.cancelled_by_user or not (conf.available and conf.score < threshold):
         if not decided and held:
             yield "".join(held)
-        reason = (f"mode prefer-local: local confidence {conf.score:.2f} over the first "
-                  f"{min(k, local.tokens)} tokens >= threshold {threshold:.2f}, "
-                  "the device answers")
-        rt._finish(stream, local.result(reason, mode, started, rt.monitor.snapshot(),
-                                          plan.prepared))
+        rt._finish(stream, kept())
         return
     why = (f"local confidence {conf.score:.2f} over the first {local.tokens} tokens "
            f"< threshold {threshold:.2f}")
@@ -171,6 +181,12 @@ def run_cloud(
                 yield piece
                 if stream._cancel.is_set():
                     break
+        except GeneratorExit:  # the tokens the cloud sent so far still count
+            _closed_early(rt, stream, lambda: cloud_result(
+                rt, "".join(emitted), raw.usage, raw.model, "cancelled",
+                {**raw.timings, "first_text_s": (first or time.perf_counter()) - started},
+                started, plan.reason, mode, plan, NO_CONFIDENCE))
+            raise
         finally:
             close = getattr(pieces, "close", None)
             if close is not None:
@@ -205,15 +221,29 @@ def local_after_cloud_failure(
     except BaseException:
         slot.release()
         raise
+    what = "continues the answer" if prefix else "answers"
+
+    def answered() -> Result:
+        return local.result(f"{why}; the device {what}", mode, started,
+                            rt.monitor.snapshot(), plan.prepared, prefix=prefix)
+
     try:
         yield from local.pieces()
+    except GeneratorExit:
+        _closed_early(rt, stream, answered)
+        raise
     finally:
         local.close()
         slot.release()
-    what = "continues the answer" if prefix else "answers"
-    result = local.result(f"{why}; the device {what}", mode, started,
-                          rt.monitor.snapshot(), plan.prepared, prefix=prefix)
-    rt._finish(stream, result)
+    rt._finish(stream, answered())
+
+
+def _closed_early(rt: Runtime, stream: ResultStream, partial: Callable[[], Result]) -> None:
+    """The caller closed the stream mid-answer (`ResultStream.close()`): the answer so far
+    is still finished like a cancelled one — logged in telemetry (its cloud tokens count
+    toward the budget) and open to feedback — though nobody reads `stream.result`."""
+    if stream.result is None:
+        rt._finish(stream, partial())
 
 
 def cloud_result(
@@ -239,7 +269,8 @@ def cloud_result(
             else 0.0,
         ),
         resources=rt.monitor.snapshot(),
-        finish_reason="length" if finish == "length" else "stop",
+        finish_reason="length" if finish == "length" else
+        "cancelled" if finish == "cancelled" else "stop",
         model=model or "cloud",
         mode=mode,
         redactions=dict(plan.prepared.redactions) if plan.prepared else {},

@@ -116,6 +116,19 @@ def test_cloud_only_streams_the_cloud_answer(engine: Engine, gateway: RunningGat
     assert stream.result is not None and stream.result.source == "cloud"
 
 
+def test_a_cloud_stream_closed_early_is_still_logged(engine: Engine,
+                                                     gateway: RunningGateway) -> None:
+    with make_runtime(engine, gateway.url, gateway.home.credential) as rt:
+        stream = rt.stream(Q, mode="cloud-only")
+        assert next(stream)
+        stream.close()  # the caller stops reading: the pieces the cloud sent still happened
+        assert rt.telemetry is not None
+        row = rt.telemetry.answer(stream.id)
+        assert row is not None
+        assert (row["source"], row["finish_reason"]) == ("cloud", "cancelled")
+        rt.feedback(stream.id, good=False)  # a closed answer can still be judged
+
+
 def test_cloud_only_fails_clearly_when_the_gateway_is_down(engine: Engine,
                                                            gateway_home: Any) -> None:
     dead = f"http://127.0.0.1:{free_port()}"

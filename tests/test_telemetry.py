@@ -119,3 +119,20 @@ def test_an_unusable_telemetry_path_is_a_config_error(tmp_path: Path) -> None:
     junk.write_bytes(b"\x00" * 512)
     with pytest.raises(ConfigError, match="file is not a database"):
         Telemetry.from_setting(str(junk))
+
+
+def test_a_stream_closed_early_is_logged_like_a_cancelled_one(engine: Engine,
+                                                             tmp_path: Path) -> None:
+    rt = _runtime(engine, tmp_path / "t.sqlite3")
+    stream = rt.stream(Q, mode="local-only", params=rt.params(max_tokens=32))
+    next(stream)
+    next(stream)
+    stream.close()
+    assert rt.telemetry is not None
+    row = rt.telemetry.answer(stream.id)
+    assert row is not None
+    assert (row["source"], row["finish_reason"]) == ("local", "cancelled")
+    rt.feedback(stream.id, good=True)  # was FeedbackError: no such answer
+    again = rt.telemetry.answer(stream.id)
+    assert again is not None and again["feedback"] == 1
+    rt.close()
