@@ -321,9 +321,13 @@ class Runtime:
                         "no gateway configured to escalate to")
         prepared = cloud.prepare(messages, params)
         prompt = _last_user_text(messages)
+        prompt_tokens = self._prompt_tokens(messages)
         request = RequestFeatures(
-            prompt_tokens=self._prompt_tokens(messages),
-            expected_output_tokens=params.max_tokens,
+            prompt_tokens=prompt_tokens,
+            # no answer outgrows the local context: a client's max_tokens of 10^6 must not
+            # make the memory, budget or latency rule fire on tokens nobody can produce
+            expected_output_tokens=max(1, min(
+                params.max_tokens, self.engine.info.context_length - prompt_tokens)),
             task_cues=task_cues(prompt),
         )
         router, router_problem = self._router_verdict(prompt)
@@ -401,8 +405,10 @@ class Runtime:
         if rate > 0:
             old = self._speed.get(key)
             self._speed[key] = rate if old is None else 0.8 * old + 0.2 * rate
-        if key == "local" and result.timings.ttft_ms > 0 and result.usage.prompt_tokens:
-            prefill = result.usage.prompt_tokens / (result.timings.ttft_ms / 1e3)
+        # prefill: from getting the engine to the first token (not the time queued for it)
+        prefill_ms = result.timings.ttft_ms - result.timings.queued_ms
+        if key == "local" and prefill_ms > 0 and result.usage.prompt_tokens:
+            prefill = result.usage.prompt_tokens / (prefill_ms / 1e3)
             old = self._speed.get("local_prefill")
             self._speed["local_prefill"] = prefill if old is None else 0.8 * old + 0.2 * prefill
 

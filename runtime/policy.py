@@ -303,10 +303,15 @@ def _battery(inputs: PolicyInputs, config: PolicyConfig) -> TraceEntry:
     limit = config.battery_low_percent
     if battery is None:
         return TraceEntry(BATTERY, False, "no battery", None, limit)
-    low = battery.percent < limit and battery.plugged_in is False
-    detail = (f"battery {battery.percent:.0f}% and unplugged" if low
-              else f"battery {battery.percent:.0f}%"
-              + (" (plugged in)" if battery.plugged_in else ""))
+    # An unknown plug state (psutil cannot tell, or an app pushed only the level) counts as
+    # unplugged: at a low battery, saving it is the safe side.
+    low = battery.percent < limit and battery.plugged_in is not True
+    level = f"battery {battery.percent:g}%"  # 19.99 stays 19.99, not a rounded 20
+    if low:
+        detail = level + (" and unplugged" if battery.plugged_in is False
+                          else " and its plug state unknown")
+    else:
+        detail = level + (" (plugged in)" if battery.plugged_in else "")
     return TraceEntry(BATTERY, low, detail, battery.percent, limit)
 
 

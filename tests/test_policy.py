@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from kernels import Engine
 from runtime.config import MODES, Mode
 from runtime.cues import task_cues
 from runtime.errors import OffloadError, PrivacyBlockError
@@ -258,6 +259,23 @@ def test_battery_low_while_plugged_in_does_not_fire() -> None:
     assert BATTERY not in decision.fired
 
 
+@pytest.mark.parametrize(
+    ("percent", "plugged", "fired", "detail"),
+    [
+        (12.0, None, True, "battery 12% and its plug state unknown"),
+        (19.99, False, True, "battery 19.99% and unplugged"),
+        (20.0, False, False, "battery 20%"),
+        (50.0, None, False, "battery 50%"),
+        (12.0, True, False, "battery 12% (plugged in)"),
+    ],
+)
+def test_battery_rule_at_its_edges(percent: float, plugged: bool | None, fired: bool,
+                                   detail: str) -> None:
+    inputs = with_snapshot(calm(), battery=BatteryState(percent, plugged, None, "test"))
+    entry = {e.rule: e for e in decide(inputs, CONFIG).trace}[BATTERY]
+    assert (entry.fired, entry.detail) == (fired, detail)
+
+
 def test_latency_target_met_locally_keeps_the_device() -> None:
     config = replace(CONFIG, latency_target_ms=60_000.0)
     decision = decide(slow_locally(calm()), config)
@@ -372,3 +390,21 @@ def test_decision_values_are_frozen() -> None:
 )
 def test_task_cues_of_a_prompt(prompt: str, cues: tuple[str, ...]) -> None:
     assert task_cues(prompt) == cues
+
+
+def test_measured_prefill_speed_leaves_out_the_time_queued(engine: Engine) -> None:
+    from runtime.config import RuntimeConfig, load_config
+    from runtime.facade import Runtime
+    from runtime.result import Timings
+    from tests.test_router_telemetry import _result
+
+    cfg = load_config(env={}).replace(runtime=RuntimeConfig(telemetry_path="off"))
+    with Runtime(cfg, engine=engine) as rt:
+        # 100 prompt tokens, first token 1 s after the request of which 0.9 s in the queue
+        result = dataclasses.replace(
+            _result("a", "local"), usage=dataclasses.replace(_result("a", "local").usage,
+                                                               prompt_tokens=100),
+            timings=Timings(queued_ms=900.0, ttft_ms=1000.0, total_ms=1500.0,
+                            tokens_per_s=20.0))
+        rt._observe_speed(result)
+        assert rt._speed["local_prefill"] == pytest.approx(1000.0)  # not 100 tokens/s

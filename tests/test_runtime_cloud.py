@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cloud_gateway.fixed_upstream import ANSWER
-from kernels import Engine
+from kernels import Engine, Message
 from runtime.cloud import CloudPath
 from runtime.config import RuntimeConfig, TandemConfig, load_config
 from runtime.errors import OffloadError, PrivacyBlockError
@@ -388,6 +388,22 @@ def test_an_unusable_router_file_routes_without_it_and_says_why(
         assert "not an .npz archive" in router["detail"]
     warnings = [r for r in caplog.records if "router_path unusable" in r.getMessage()]
     assert len(warnings) == 1  # the same file is not retried on every request
+
+
+def test_a_huge_max_tokens_is_planned_as_what_the_context_can_hold(
+    engine: Engine, gateway: RunningGateway
+) -> None:
+    from runtime.policy import PolicyConfig
+
+    with make_runtime(engine, gateway.url, gateway.home.credential) as rt:
+        policy = PolicyConfig(kv_bytes_per_token=1_000_000, memory_reserve_bytes=0)
+        rt.config = rt.config.replace(policy=policy)
+        plan = rt.plan([Message(role="user", content="Name a fruit.")], "prefer-local",
+                       rt.params(max_tokens=10**6), rt.monitor.snapshot())
+    assert plan.decision is not None
+    memory = {e["rule"]: e for e in plan.decision["trace"]}["memory_short"]
+    # prompt + expected output = the local context at most, not 10^6 + prompt tokens
+    assert memory["threshold"] == engine.info.context_length * 1_000_000
 
 
 def test_escalation_can_carry_the_local_draft(engine: Engine, echo: Any) -> None:
