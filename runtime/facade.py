@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from runtime.router.learned import LearnedRouter
 
 log = logging.getLogger("tandem.runtime")
+MAX_NOTE = 1000  # characters of a feedback note
 
 MessagesLike = Sequence[Message | Mapping[str, Any]]
 
@@ -418,11 +419,14 @@ class Runtime:
         With `policy.bandit` on, the bandit also learns from it: the cost-aware reward of
         the arm that actually answered (the answer's `source`), on the context its decision
         recorded. Only an answer's first verdict teaches the bandit (a LinUCB update cannot
-        be taken back); answers planned without the bandit teach it nothing.
+        be taken back); answers planned without the bandit teach it nothing. A later
+        verdict replaces the stored one. `note` holds at most `MAX_NOTE` characters.
         """
         if self.telemetry is None:
             raise ModeError('telemetry is off (runtime.telemetry_path = "off"): '
                             "feedback cannot be recorded")
+        if len(note) > MAX_NOTE:  # refused, not cut: nothing the user wrote is lost silently
+            raise ValueError(f"note is {len(note)} characters; at most {MAX_NOTE}")
         with self._feedback_lock:
             before = self.telemetry.answer(answer_id)
             self.telemetry.feedback(answer_id, good, note)

@@ -74,9 +74,13 @@ def test_feedback_endpoint(engine: Engine, tmp_path: Path) -> None:
         assert missing.json()["error"]["code"] == "answer_not_found"
         bad = httpx.post(f"{url}/v1/feedback", json={"id": answer_id, "good": "yes"})
         assert bad.status_code == 400
+        long = httpx.post(f"{url}/v1/feedback",
+                          json={"id": answer_id, "good": True, "note": "x" * 1001})
+        assert long.status_code == 400  # refused whole, not stored cut to 1,000 characters
+        assert "note is 1001 characters; at most 1000" in long.json()["error"]["message"]
     assert rt.telemetry is not None
     row = rt.telemetry.answer(answer_id)
-    assert row is not None and row["feedback"] == 0
+    assert row is not None and row["feedback"] == 0 and row["feedback_note"] == ""
     rt.close()
 
 
