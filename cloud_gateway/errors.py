@@ -81,6 +81,12 @@ class UntrustedKeys(ProtocolError):
     code = "untrusted_keys"
 
 
+class StaleKeys(ProtocolError):
+    """The gateway's key list is genuine but too old, or older than one already seen (replayed)."""
+
+    code = "stale_keys"
+
+
 class BadCredential(ProtocolError):
     """A device credential string is not in the expected format."""
 

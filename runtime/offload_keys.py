@@ -1,7 +1,9 @@
 """The device's view of the gateway's keys: fetched from `/v1/keys`, verified, cached.
 
 The key list must be signed by the gateway identity in the device credential, so a relay that
-serves its own keys is caught before anything is sealed to them.
+serves its own keys is caught before anything is sealed to them. It must also be fresh (issued
+at most `KEYS_MAX_AGE_S` ago) and never older than the newest list this cache accepted, so a
+relay replaying an old list cannot bring back a retired key.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from cloud_gateway.protocol import (
     GatewayError,
     Kem,
     PublishedKey,
-    verify_keys_document,
+    read_keys_document,
 )
 from runtime.offload_errors import GatewayRejected, GatewayUnreachable, OffloadNotConfigured
 
@@ -50,6 +52,7 @@ class KeyCache:
         self._lock = threading.Lock()
         self._key: PublishedKey | None = None
         self._fetched_at = 0.0
+        self._issued_at: int | None = None  # of the newest document accepted
 
     def invalidate(self) -> None:
         """Forget the cached key (the gateway said it no longer holds it)."""
@@ -77,13 +80,18 @@ class KeyCache:
             ) from exc
         if resp.status_code != 200:
             raise GatewayRejected(resp.status_code, "keys_unavailable", "GET /v1/keys failed")
+        with self._lock:
+            newest = self._issued_at
         try:
-            keys = verify_keys_document(resp.json(), self._identity)
+            doc = read_keys_document(resp.json(), self._identity, not_before=newest)
         except ValueError:
             raise GatewayRejected(200, "untrusted_keys", "the keys document is not JSON") from None
         except GatewayError as exc:
             raise GatewayRejected(200, exc.code, str(exc)) from None
-        usable = [k for k in keys if k.kem == self._kem]
+        with self._lock:
+            if self._issued_at is None or doc.issued_at > self._issued_at:
+                self._issued_at = doc.issued_at
+        usable = [k for k in doc.keys if k.kem == self._kem]
         if not usable:
             message = f"the gateway publishes no current {self._kem} key"
             raise GatewayRejected(200, "no_key", message)

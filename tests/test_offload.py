@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_gateway.fixed_upstream import ANSWER
-from cloud_gateway.protocol import PublishedKey, sign_keys_document
+from cloud_gateway.keys import list_keys, load_identity
+from cloud_gateway.protocol import DeviceCredential, PublishedKey, sign_keys_document
 from kernels.base import Engine, GenerationParams, Message, generate
 from runtime.errors import OffloadError
 from runtime.monitor.snapshot import NetworkState
@@ -26,6 +28,7 @@ from runtime.offload_errors import (
     OffloadTimeout,
     SealedReplyInvalid,
 )
+from runtime.offload_keys import KeyCache
 from tests.conftest_gateway import (
     GatewayHome,
     RunningGateway,
@@ -238,3 +241,35 @@ def test_gateway_killed_mid_stream_falls_back_to_the_local_engine(
         proc.wait(timeout=10)
         if proc.stderr:
             proc.stderr.close()
+
+
+def test_replayed_keys_documents_cannot_bring_back_a_retired_key(gateway_home: GatewayHome) -> None:
+    # A relay holding genuine documents the gateway signed earlier, when "retired-1" was
+    # current (e.g. its private key has since leaked), serves them again.
+    identity = load_identity(gateway_home.state_dir)
+    (current,) = (k.published for k in list_keys(gateway_home.state_dir))
+    retired = PublishedKey("retired-1", "x25519", current.public_key, 2**40)
+    now = int(time.time())
+    served = [
+        sign_keys_document((current,), identity, issued_at=now),
+        sign_keys_document((retired,), identity, issued_at=now - 30),  # rolled back
+        sign_keys_document((retired,), identity, issued_at=now - 3600),  # too old
+    ]
+
+    async def keys(request: web.Request) -> web.Response:
+        return web.json_response(served.pop(0))
+
+    app = web.Application()
+    app.router.add_get("/v1/keys", keys)
+    relay = ThreadedServer(app).start()
+    credential = DeviceCredential.parse(gateway_home.credential)
+    cache = KeyCache(relay.url, credential, "x25519", ttl_s=0.0)
+    try:
+        with httpx.Client() as http:
+            assert cache.current(http, httpx.Timeout(5.0)).key_id == current.key_id
+            for expected in ("older than one already accepted", "issued 36"):
+                with pytest.raises(GatewayRejected, match=expected) as info:
+                    cache.current(http, httpx.Timeout(5.0))
+                assert info.value.code == "stale_keys"
+    finally:
+        relay.stop()

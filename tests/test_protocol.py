@@ -17,6 +17,7 @@ from cloud_gateway.errors import (
     FrameError,
     MalformedEnvelope,
     ProtocolError,
+    StaleKeys,
     UnknownKeyId,
     UnsupportedVersion,
     UntrustedKeys,
@@ -29,6 +30,7 @@ from cloud_gateway.protocol import (
     PublishedKey,
     open_request,
     open_response,
+    read_keys_document,
     seal_request,
     seal_response,
     sign_keys_document,
@@ -205,6 +207,21 @@ def test_expired_keys_are_dropped_from_a_genuine_document() -> None:
     old = PublishedKey("old-1", "x25519", key.public_key, 1000)
     doc = sign_keys_document((old, key), identity)
     assert verify_keys_document(doc, identity.public_key(), now=2000) == (key,)
+
+
+def test_old_or_rolled_back_keys_documents_are_refused_as_stale() -> None:
+    identity = Ed25519PrivateKey.generate()
+    now = 1_800_000_000
+    old = sign_keys_document(_published(), identity, issued_at=now - 601)
+    with pytest.raises(StaleKeys, match="601 s ago"):
+        read_keys_document(old, identity.public_key(), now=now)
+    recent = sign_keys_document(_published(), identity, issued_at=now - 30)
+    assert read_keys_document(recent, identity.public_key(), now=now).issued_at == now - 30
+    # Within the age limit, but older than a list already accepted: a rollback.
+    with pytest.raises(StaleKeys, match="older than one already accepted"):
+        read_keys_document(recent, identity.public_key(), now=now, not_before=now - 10)
+    same = read_keys_document(recent, identity.public_key(), now=now, not_before=now - 30)
+    assert same.keys == _published()  # the same list again (a cache) is fine
 
 
 def test_credential_round_trips_and_hides_its_secret() -> None:

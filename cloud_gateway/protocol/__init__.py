@@ -33,14 +33,18 @@ from cloud_gateway.protocol.frames import (
 )
 from cloud_gateway.protocol.suites import KEMS, Kem, check_kem
 from cloud_gateway.protocol.trust import (
+    KEYS_MAX_AGE_S,
     DeviceCredential,
+    KeysDocument,
     PublishedKey,
+    read_keys_document,
     sign_keys_document,
     verify_keys_document,
 )
 
 __all__ = [
     "KEMS",
+    "KEYS_MAX_AGE_S",
     "NONCE_BYTES",
     "REQUEST_CONTENT_TYPE",
     "RESPONSE_CONTENT_TYPE",
@@ -54,6 +58,7 @@ __all__ = [
     "FrameSealer",
     "GatewayError",
     "Kem",
+    "KeysDocument",
     "OpenedRequest",
     "ProtocolError",
     "PublishedKey",
@@ -63,6 +68,7 @@ __all__ = [
     "open_request",
     "open_response",
     "parse_header",
+    "read_keys_document",
     "seal_request",
     "seal_response",
     "sign_keys_document",

@@ -4,6 +4,10 @@ The gateway has a long-lived Ed25519 *identity* key. It signs the list of curren
 published at `GET /v1/keys`, so a relay cannot substitute its own key. The identity public key
 reaches the device inside its credential at enrollment, the one out-of-band step.
 
+A keys document is fresh for `KEYS_MAX_AGE_S` after its `issued_at` (the gateway re-signs it
+every minute), and a device never goes back to a document older than one it already accepted:
+a relay replaying an old list cannot steer a device to a retired (perhaps leaked) key.
+
 A credential is one string, `tdc1.` followed by base64url(JSON):
 `{"device": NAME, "device_key": b64url(Ed25519 seed), "gateway_identity": b64url(public key)}`.
 """
@@ -19,13 +23,14 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from cloud_gateway.errors import BadCredential, UntrustedKeys
+from cloud_gateway.errors import BadCredential, StaleKeys, UntrustedKeys
 from cloud_gateway.protocol.codec import b64d, b64e, canonical_json
 from cloud_gateway.protocol.envelope import DEVICE_ID_RE, KEY_ID_RE
 from cloud_gateway.protocol.suites import SUITE_NAMES, Kem, check_kem, public_key
 
 CREDENTIAL_PREFIX = "tdc1."
 KEYS_DOCUMENT_VERSION = 1
+KEYS_MAX_AGE_S = 600.0  # the gateway re-signs every 60 s; caches may add 60 s; the rest is skew
 _KEYS_CONTEXT = b"tandem/1 keys\x00"
 
 
@@ -61,10 +66,24 @@ def sign_keys_document(
     return doc
 
 
-def verify_keys_document(
-    doc: object, identity: Ed25519PublicKey, now: float | None = None
-) -> tuple[PublishedKey, ...]:
-    """The unexpired keys of a `/v1/keys` document, or `UntrustedKeys` if it is not genuine."""
+@dataclass(frozen=True, slots=True)
+class KeysDocument:
+    """A verified `/v1/keys` document: when the gateway signed it, and its unexpired keys."""
+
+    issued_at: int
+    keys: tuple[PublishedKey, ...]
+
+
+def read_keys_document(
+    doc: object,
+    identity: Ed25519PublicKey,
+    now: float | None = None,
+    *,
+    max_age_s: float = KEYS_MAX_AGE_S,
+    not_before: int | None = None,
+) -> KeysDocument:
+    """Verify a `/v1/keys` document: `UntrustedKeys` if it is not genuine, `StaleKeys` if it
+    was issued more than `max_age_s` ago or before `not_before` (the newest one accepted)."""
     if not isinstance(doc, dict) or doc.get("version") != KEYS_DOCUMENT_VERSION:
         raise UntrustedKeys("not a version-1 keys document")
     unsigned = {k: v for k, v in doc.items() if k != "signature"}
@@ -73,12 +92,28 @@ def verify_keys_document(
         identity.verify(signature, _KEYS_CONTEXT + canonical_json(unsigned))
     except (ValueError, InvalidSignature):
         raise UntrustedKeys("the keys document is not signed by the enrolled gateway") from None
-    entries = doc.get("keys")
+    issued_at, entries = doc.get("issued_at"), doc.get("keys")
+    if isinstance(issued_at, bool) or not isinstance(issued_at, int):
+        raise UntrustedKeys("the keys document has no integer issued_at")
     if not isinstance(entries, list):
         raise UntrustedKeys("the keys document has no key list")
     now = time.time() if now is None else now
+    if now - issued_at > max_age_s:
+        raise StaleKeys(
+            f"the keys document was issued {now - issued_at:.0f} s ago (at most {max_age_s:.0f}):"
+            " a replayed list, or a wrong clock here or at the gateway"
+        )
+    if not_before is not None and issued_at < not_before:
+        raise StaleKeys("the keys document is older than one already accepted: a replayed list")
     keys = [_parse_key(e) for e in entries]
-    return tuple(k for k in keys if k.not_after > now)
+    return KeysDocument(issued_at, tuple(k for k in keys if k.not_after > now))
+
+
+def verify_keys_document(
+    doc: object, identity: Ed25519PublicKey, now: float | None = None
+) -> tuple[PublishedKey, ...]:
+    """The unexpired keys of a genuine, fresh `/v1/keys` document (see `read_keys_document`)."""
+    return read_keys_document(doc, identity, now).keys
 
 
 def _parse_key(entry: object) -> PublishedKey:
