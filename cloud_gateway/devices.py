@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from cloud_gateway.errors import ConfigurationError, RevokedDevice, UnknownDevice
+from cloud_gateway.errors import ConfigurationError
 from cloud_gateway.protocol.envelope import DEVICE_ID_RE
 from cloud_gateway.protocol.trust import DeviceCredential
 
@@ -112,8 +112,8 @@ class DeviceDirectory:
         self._max = max_entries
         self._cache: dict[str, tuple[float, DeviceRecord | None, Ed25519PublicKey | None]] = {}
 
-    def verification_key(self, name: str) -> Ed25519PublicKey:
-        """The device's public key; `UnknownDevice` or `RevokedDevice` otherwise."""
+    def lookup(self, name: str) -> tuple[Ed25519PublicKey, bool] | None:
+        """(the device's public key, whether it is revoked), or None if it is not enrolled."""
         now = time.monotonic()
         hit = self._cache.get(name)
         if hit is None or now - hit[0] > self._ttl:
@@ -127,7 +127,5 @@ class DeviceDirectory:
             self._cache[name] = hit
         _, record, key = hit
         if record is None or key is None:
-            raise UnknownDevice("this device is not enrolled at this gateway")
-        if record.revoked:
-            raise RevokedDevice("this device's credential was revoked")
-        return key
+            return None
+        return key, record.revoked

@@ -118,16 +118,9 @@ class ReplayedNonce(AdmissionError):
     code = "replayed_nonce"
 
 
-class UnknownDevice(AdmissionError):
-    """The device is not enrolled at this gateway."""
-
-    status = 401
-    code = "unknown_device"
-    type = "authentication_error"
-
-
 class BadSignature(AdmissionError):
-    """The device signature inside the envelope does not verify."""
+    """The device signature does not verify, or the device is not enrolled (one answer, so
+    that names cannot be probed)."""
 
     status = 401
     code = "bad_signature"
@@ -135,7 +128,7 @@ class BadSignature(AdmissionError):
 
 
 class RevokedDevice(AdmissionError):
-    """The device's credential has been revoked."""
+    """The device's credential has been revoked (said only once its signature verified)."""
 
     status = 403
     code = "revoked_device"

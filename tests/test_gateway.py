@@ -165,7 +165,29 @@ def test_unknown_and_revoked_devices_are_refused(
     stranger = DeviceCredential("ghost", bytes(32), DeviceCredential.parse(tablet).gateway_identity)
     envelope, _ = sealed(gw, credential=stranger.encode())
     resp = post(gw, envelope)
-    assert (resp.status_code, error_code(resp)) == (401, "unknown_device")
+    assert (resp.status_code, error_code(resp)) == (401, "bad_signature")
+
+
+def test_names_cannot_be_probed_without_a_device_key(
+    start_gateway: GatewayFactory, gateway_home: GatewayHome
+) -> None:
+    # Unknown, revoked and enrolled names, each with a key that is not theirs: one answer.
+    gw = start_gateway(device_cache_s=0.0)
+    identity = DeviceCredential.parse(gateway_home.credential).gateway_identity
+    gateway_home.enroll("tablet")
+    gateway_home.revoke("tablet")
+    answers = set()
+    for name in ("ghost", "tablet", "phone"):
+        forged = DeviceCredential(name, bytes(range(32)), identity).encode()
+        resp = post(gw, sealed(gw, credential=forged)[0])
+        answers.add((resp.status_code, resp.text))
+    assert answers == {
+        (
+            401,
+            '{"error": {"message": "the device signature does not verify", '
+            '"type": "authentication_error", "code": "bad_signature"}}',
+        )
+    }
 
 
 def test_a_device_cannot_sign_as_another(gateway: RunningGateway) -> None:
