@@ -187,6 +187,7 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
             "unhandled error", extra={"fields": {"path": request.path}}
         )
         err = GatewayError("internal error")
+        request.app[METRICS_KEY].requests.labels(err.code).inc()
         return web.json_response(err.to_body(), status=500)
 
 

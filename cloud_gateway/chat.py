@@ -29,7 +29,7 @@ def parse_chat_request(raw: bytes, *, max_tokens_cap: int, model: str = "") -> C
     """Validate and normalise `raw` (JSON bytes); `InvalidChatRequest` says what is wrong."""
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: deep nesting
         raise InvalidChatRequest("the sealed request is not JSON") from None
     if not isinstance(data, dict):
         raise InvalidChatRequest("the sealed request is not a JSON object")

@@ -31,10 +31,12 @@ class ReplayGuard:
 
     def check_timestamp(self, ts_ms: int, now: float) -> None:
         """Raise `StaleTimestamp` when the envelope's clock is off by more than the window."""
-        skew = ts_ms / 1000.0 - now
-        if abs(skew) > self.window_s:
+        # In integer milliseconds: ts_ms is any JSON integer, which may not fit a float.
+        skew_ms = ts_ms - int(now * 1000)
+        if abs(skew_ms) > self.window_s * 1000:
+            skew = f"{skew_ms / 1000:+.0f} s" if abs(skew_ms) < 10**15 else "centuries"
             raise StaleTimestamp(
-                f"envelope timestamp is {skew:+.0f} s from the gateway clock "
+                f"envelope timestamp is {skew} from the gateway clock "
                 f"(window ±{self.window_s:.0f} s)"
             )
 

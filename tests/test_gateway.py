@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import struct
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +28,9 @@ from cloud_gateway.protocol import (
     seal_request,
     verify_keys_document,
 )
+from cloud_gateway.protocol import envelope as wire
+from cloud_gateway.protocol.codec import b64e
+from cloud_gateway.protocol.suites import public_key, suite
 from kernels.base import Engine
 from runtime.offload import OffloadClient, OffloadConfig
 from runtime.offload_errors import GatewayRejected
@@ -59,6 +65,27 @@ def sealed(gw: RunningGateway, chat: dict[str, object] = CHAT, **kw: object) -> 
         **kw,  # type: ignore[arg-type]
     )
     return s.envelope, s.response_key
+
+
+def sealed_raw(gw: RunningGateway, meta: bytes, body: bytes) -> bytes:
+    """An envelope sealed and signed like a device's, around any metadata and body bytes."""
+    cred = DeviceCredential.parse(gw.home.credential)
+    (key,) = verify_keys_document(httpx.get(gw.url + "/v1/keys").json(), cred.identity_key())
+    header = wire.encode_header(key.kem, key.key_id)
+    signature = cred.signing_key().sign(wire._SIGNATURE_CONTEXT + header + meta + body)
+    plaintext = signature + struct.pack(">H", len(meta)) + meta + body
+    gateway_key = public_key(key.kem, key.public_key)
+    return header + suite(key.kem).encrypt(plaintext, gateway_key, info=wire._INFO_PREFIX + header)
+
+
+def device_meta(**fields: Any) -> bytes:
+    meta = {
+        "device": "phone",
+        "ts_ms": int(time.time() * 1000),
+        "nonce": b64e(os.urandom(16)),
+        "response_key": b64e(os.urandom(32)),
+    }
+    return json.dumps({**meta, **fields}).encode()
 
 
 def post(gw: RunningGateway, body: bytes, ctype: str = REQUEST_CONTENT_TYPE) -> httpx.Response:
@@ -389,3 +416,43 @@ def test_well_sealed_but_invalid_chat_requests_never_get_a_5xx(
     assert resp.status_code in (200, 400), resp.text
     if resp.status_code == 400:
         assert error_code(resp) == "invalid_request"
+
+
+def test_well_sealed_but_pathological_payloads_get_a_4xx(gateway: RunningGateway) -> None:
+    chat = json.dumps(CHAT).encode()
+    cases = {
+        "nested meta": (b"[" * 60_000, chat, 400, "malformed_envelope"),
+        "huge ts_ms": (device_meta(ts_ms=10**400), chat, 425, "stale_timestamp"),
+        "negative huge ts_ms": (device_meta(ts_ms=-(10**400)), chat, 425, "stale_timestamp"),
+        "nested body": (device_meta(), b"[" * 100_000, 400, "invalid_request"),
+    }
+    for name, (meta, body, status, code) in cases.items():
+        resp = post(gateway, sealed_raw(gateway, meta, body))
+        assert (resp.status_code, error_code(resp)) == (status, code), name
+    assert post(gateway, sealed_raw(gateway, device_meta(), chat)).status_code == 200
+
+
+class _BrokenUpstream:
+    """An upstream with a bug: it raises something that is not an `UpstreamError`."""
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("a bug")
+
+    async def stream(self, request: dict[str, Any]) -> Any:
+        raise RuntimeError("a bug")
+        yield b""
+
+    async def ready(self) -> tuple[bool, str]:
+        return True, ""
+
+    async def close(self) -> None:
+        pass
+
+
+def test_internal_errors_are_counted_in_the_metrics(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway(upstream=_BrokenUpstream())
+    resp = post(gw, sealed(gw)[0])
+    assert (resp.status_code, error_code(resp)) == (500, "internal_error")
+    assert resp.json()["error"]["message"] == "internal error"
+    metrics = httpx.get(gw.url + "/metrics").text
+    assert 'tandem_gateway_requests_total{outcome="internal_error"} 1.0' in metrics

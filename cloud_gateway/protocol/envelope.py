@@ -208,7 +208,7 @@ def _parse_plaintext(header: EnvelopeHeader, plaintext: bytes) -> OpenedRequest:
         raise MalformedEnvelope("sealed metadata truncated")
     try:
         meta = json.loads(meta_raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: deep nesting
         raise MalformedEnvelope("sealed metadata is not JSON") from None
     if not isinstance(meta, dict):
         raise MalformedEnvelope("sealed metadata is not an object")
