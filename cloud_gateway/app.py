@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from cloud_gateway.admission import Admission
 from cloud_gateway.config import GatewayConfig
 from cloud_gateway.devices import DeviceDirectory, DeviceRegistry
-from cloud_gateway.errors import GatewayError, PayloadTooLarge, RateLimited
+from cloud_gateway.errors import ConfigurationError, GatewayError, PayloadTooLarge, RateLimited
 from cloud_gateway.keys import KeyRing
 from cloud_gateway.limits import RateLimiter, UsageStore
 from cloud_gateway.logs import LOGGER_NAME
@@ -167,6 +167,8 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
     """Every failure becomes an OpenAI-style error body with the error's own status."""
     try:
         return await handler(request)
+    except ConfigurationError:  # its message names server paths: for the log, not the client
+        return _internal_error(request)
     except GatewayError as exc:
         return _error_response(request, exc)
     except web.HTTPRequestEntityTooLarge:
@@ -183,12 +185,17 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
         }
         return web.json_response(body, status=exc.status)
     except Exception:
-        logging.getLogger(LOGGER_NAME).exception(
-            "unhandled error", extra={"fields": {"path": request.path}}
-        )
-        err = GatewayError("internal error")
-        request.app[METRICS_KEY].requests.labels(err.code).inc()
-        return web.json_response(err.to_body(), status=500)
+        return _internal_error(request)
+
+
+def _internal_error(request: web.Request) -> web.Response:
+    """A bare 500 for the client; the cause goes to the log (called inside `except`)."""
+    logging.getLogger(LOGGER_NAME).exception(
+        "unhandled error", extra={"fields": {"path": request.path}}
+    )
+    err = GatewayError("internal error")
+    request.app[METRICS_KEY].requests.labels(err.code).inc()
+    return web.json_response(err.to_body(), status=500)
 
 
 def _error_response(request: web.Request, exc: GatewayError) -> web.Response:

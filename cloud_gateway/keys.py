@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import threading
@@ -24,6 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_gateway.errors import ConfigurationError
+from cloud_gateway.logs import LOGGER_NAME
 from cloud_gateway.protocol.codec import b64d, b64e
 from cloud_gateway.protocol.envelope import KEY_ID_RE
 from cloud_gateway.protocol.suites import (
@@ -108,10 +110,10 @@ def generate_key(
 
 def retire_key(state_dir: Path, key_id: str, *, now: float | None = None) -> StoredKey:
     """End a key's validity now: it is no longer published nor accepted."""
-    current = {k.key_id: k for k in list_keys(state_dir)}
-    if key_id not in current:
+    path = keys_dir(state_dir) / f"{key_id}.json"
+    if not KEY_ID_RE.fullmatch(key_id) or not path.is_file():
         raise ConfigurationError(f"no key {key_id!r} in {keys_dir(state_dir)}")
-    old = current[key_id]
+    old = _read_public(path)  # only this key's file: a stray file elsewhere must not block it
     stamp = int(time.time() if now is None else now)
     p = old.published
     stored = StoredKey(PublishedKey(p.key_id, p.kem, p.public_key, stamp), old.created_at)
@@ -150,13 +152,16 @@ def _read_public(path: Path) -> StoredKey:
 class _LoadedKey:
     published: PublishedKey
     private: PrivateKey
+    created_at: int
 
 
 class KeyRing:
     """The gateway's current keys, re-read from disk when the keys folder changes.
 
     `lookup` is called for every request, so it stats the folder at most once per `rescan_s`
-    and re-reads it only when it changed (a key generated or retired by the CLI).
+    and re-reads it only when it changed (a key generated or retired by the CLI). A file that
+    does not read as a key (a stray `backup.json`, a missing `.key`) is logged and skipped —
+    a key already loaded under that name stays — and the folder is re-read until it is fixed.
     """
 
     def __init__(self, state_dir: Path, *, rescan_s: float = 1.0) -> None:
@@ -167,6 +172,7 @@ class KeyRing:
         self._keys: dict[str, _LoadedKey] = {}
         self._stamp: int | None = None
         self._checked = 0.0
+        self._problems: list[str] = []
         self._document: dict[str, Any] | None = None
         self._document_ids: tuple[str, ...] = ()
         self._document_at = 0.0
@@ -181,23 +187,42 @@ class KeyRing:
         folder = keys_dir(self._state_dir)
         stamp = folder.stat().st_mtime_ns if folder.is_dir() else None
         loaded: dict[str, _LoadedKey] = {}
-        for stored in list_keys(self._state_dir):
-            prior = self._keys.get(stored.key_id)
-            if prior is not None and prior.published.public_key == stored.published.public_key:
-                loaded[stored.key_id] = _LoadedKey(stored.published, prior.private)
-                continue
-            path = folder / f"{stored.key_id}.key"
+        problems: list[str] = []
+        for path in sorted(folder.glob("*.json")) if stamp is not None else []:
             try:
-                secret = b64d(path.read_text().strip())
-                loaded[stored.key_id] = _LoadedKey(
-                    stored.published, private_key(stored.published.kem, secret)
+                found = self._load(path)
+            except ConfigurationError as exc:
+                problems.append(str(exc))
+                kept = self._keys.get(path.stem)
+                if kept is not None:
+                    loaded[path.stem] = kept
+                continue
+            loaded[found.published.key_id] = found
+        ordered = sorted(loaded.values(), key=lambda k: (k.created_at, k.published.key_id))
+        if problems != self._problems:
+            for problem in problems:
+                logging.getLogger(LOGGER_NAME).warning(
+                    "key file skipped", extra={"fields": {"problem": problem}}
                 )
-            except (OSError, ValueError) as exc:
-                raise ConfigurationError(f"private key {path} is unreadable: {exc}") from None
         with self._lock:
-            self._keys, self._stamp = loaded, stamp
+            self._keys = {k.published.key_id: k for k in ordered}
+            self._stamp = None if problems else stamp  # None: look again at the next rescan
+            self._problems = problems
             self._checked = time.monotonic()
             self._document = None
+
+    def _load(self, path: Path) -> _LoadedKey:
+        stored = _read_public(path)
+        prior = self._keys.get(stored.key_id)
+        if prior is not None and prior.published.public_key == stored.published.public_key:
+            return _LoadedKey(stored.published, prior.private, stored.created_at)
+        secret_path = path.with_suffix(".key")
+        try:
+            secret = b64d(secret_path.read_text().strip())
+            private = private_key(stored.published.kem, secret)
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"private key {secret_path} is unreadable: {exc}") from None
+        return _LoadedKey(stored.published, private, stored.created_at)
 
     def _maybe_rescan(self) -> None:
         now = time.monotonic()

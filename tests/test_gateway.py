@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloud_gateway.fixed_upstream import ANSWER
-from cloud_gateway.keys import generate_key
+from cloud_gateway.keys import generate_key, retire_key
 from cloud_gateway.logs import JsonFormatter
 from cloud_gateway.protocol import (
     REQUEST_CONTENT_TYPE,
@@ -319,8 +319,6 @@ def test_key_rotation_drops_no_request(gateway: RunningGateway) -> None:
     assert client.complete(CHAT).key_id == home.key_id  # the client now caches the old key
     new = generate_key(home.state_dir, "x25519")
     assert client.complete(CHAT).key_id == home.key_id  # both keys valid: no change needed
-    from cloud_gateway.keys import retire_key
-
     retire_key(home.state_dir, home.key_id)
     time.sleep(1.1)  # the gateway re-reads its keys folder at most once a second
     # The cached key is gone: 421 unknown_key_id, then a refresh and a reseal, transparently.
@@ -456,3 +454,25 @@ def test_internal_errors_are_counted_in_the_metrics(start_gateway: GatewayFactor
     assert resp.json()["error"]["message"] == "internal error"
     metrics = httpx.get(gw.url + "/metrics").text
     assert 'tandem_gateway_requests_total{outcome="internal_error"} 1.0' in metrics
+
+
+def test_a_bad_file_in_the_keys_folder_is_skipped_and_rotation_goes_on(
+    gateway: RunningGateway,
+) -> None:
+    home = gateway.home
+    envelope, _ = sealed(gateway)  # sealed to the first key, sent after it is retired
+    (home.state_dir / "keys" / "backup.json").write_text("{}\n")
+    new = generate_key(home.state_dir, "x25519")
+    time.sleep(1.1)  # the gateway re-reads its keys folder at most once a second
+    keys = httpx.get(gateway.url + "/v1/keys")
+    assert keys.status_code == 200
+    assert [k["key_id"] for k in keys.json()["keys"]] == [home.key_id, new.key_id]
+    with client_for(gateway) as client:
+        assert client.complete(CHAT).text == ANSWER
+    retire_key(home.state_dir, home.key_id)
+    time.sleep(1.1)
+    keys = httpx.get(gateway.url + "/v1/keys")
+    assert [k["key_id"] for k in keys.json()["keys"]] == [new.key_id]
+    retired = post(gateway, envelope)
+    assert (retired.status_code, error_code(retired)) == (421, "unknown_key_id")
+    assert str(home.state_dir) not in keys.text + retired.text
