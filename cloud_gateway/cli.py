@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -10,8 +11,9 @@ from pathlib import Path
 from cloud_gateway.config import GatewayConfig, load_gateway_config
 from cloud_gateway.devices import DeviceRegistry
 from cloud_gateway.errors import ConfigurationError, GatewayError
-from cloud_gateway.keys import generate_key, list_keys, load_identity, retire_key, write_secret
+from cloud_gateway.keys import generate_key, list_keys, load_identity, retire_key
 from cloud_gateway.protocol.suites import KEMS, check_kem
+from cloud_gateway.protocol.trust import DeviceCredential
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,12 +108,11 @@ def _devices(args: argparse.Namespace, state: Path) -> int:
     try:
         if args.command == "enroll":
             identity = load_identity(state).public_key().public_bytes_raw()
-            credential = registry.enroll(args.name, identity, replace=args.replace).encode()
             if args.out:
-                write_secret(Path(args.out), (credential + "\n").encode())
+                _enroll_to_file(registry, args.name, identity, args.replace, Path(args.out))
                 print(f"enrolled {args.name}; credential written to {args.out}")
             else:
-                print(credential)
+                print(registry.enroll(args.name, identity, replace=args.replace).encode())
         elif args.command == "revoke":
             registry.revoke(args.name)
             print(f"revoked {args.name}")
@@ -126,6 +127,35 @@ def _devices(args: argparse.Namespace, state: Path) -> int:
     finally:
         registry.close()
     return 0
+
+
+def _enroll_to_file(
+    registry: DeviceRegistry, name: str, identity: bytes, replace: bool, out: Path
+) -> None:
+    """Enroll `name` with its credential written to `out` (new, 0600), or neither."""
+    try:  # the file first: a credential that cannot be written must not take the name
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise ConfigurationError(f"cannot write the credential to {out}: {reason}") from None
+
+    with os.fdopen(fd, "w") as fh:
+
+        def write(credential: DeviceCredential) -> None:
+            fh.write(credential.encode() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())  # a full disk fails here, before the enrollment commits
+
+        try:
+            registry.enroll(name, identity, replace=replace, deliver=write)
+        except OSError as exc:
+            out.unlink(missing_ok=True)
+            raise ConfigurationError(
+                f"cannot write the credential to {out}: {exc.strerror or exc}; nothing enrolled"
+            ) from None
+        except BaseException:  # e.g. the name is taken: no credential file either
+            out.unlink(missing_ok=True)
+            raise
 
 
 def _serve(config: GatewayConfig) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +54,18 @@ class DeviceRegistry:
         self._db.close()
 
     def enroll(
-        self, name: str, gateway_identity: bytes, *, replace: bool = False
+        self,
+        name: str,
+        gateway_identity: bytes,
+        *,
+        replace: bool = False,
+        deliver: Callable[[DeviceCredential], None] | None = None,
     ) -> DeviceCredential:
-        """Create a device key pair, store its public half, return the device's credential."""
+        """Create a device key pair, store its public half, return the device's credential.
+
+        `deliver` (e.g. write it to a file) runs before the enrollment is committed: if it
+        raises, the registry is left as it was, so no name is taken by a lost credential.
+        """
         if not DEVICE_ID_RE.fullmatch(name):
             raise ConfigurationError(
                 f"invalid device name {name!r}: 1-64 of letters, digits, '.', '_', '-'"
@@ -67,12 +77,21 @@ class DeviceRegistry:
                 f"device {name!r} is already {state}; pass --replace to issue a new credential"
             )
         key = Ed25519PrivateKey.generate()
-        self._db.execute(
-            "INSERT OR REPLACE INTO devices (name, public_key, created_at, revoked_at)"
-            " VALUES (?, ?, ?, NULL)",
-            (name, key.public_key().public_bytes_raw(), int(time.time())),
-        )
-        return DeviceCredential(name, key.private_bytes_raw(), gateway_identity)
+        credential = DeviceCredential(name, key.private_bytes_raw(), gateway_identity)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO devices (name, public_key, created_at, revoked_at)"
+                " VALUES (?, ?, ?, NULL)",
+                (name, key.public_key().public_bytes_raw(), int(time.time())),
+            )
+            if deliver is not None:
+                deliver(credential)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return credential
 
     def revoke(self, name: str) -> DeviceRecord:
         """Mark a device revoked (its requests get 403 `revoked_device` from then on)."""

@@ -104,6 +104,43 @@ def test_enroll_to_a_file_and_revoke(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 2 and "no device 'nobody'" in err
 
 
+def test_enroll_to_an_existing_file_takes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, taken = str(tmp_path), tmp_path / "taken.cred"
+    taken.write_text("keep me\n")
+    run(capsys, "keygen", "--state-dir", state)
+    code, out, err = run(capsys, "enroll", "--state-dir", state, "tablet", "--out", str(taken))
+    assert (code, out) == (2, "")
+    assert err == f"tandem gateway: cannot write the credential to {taken}: File exists\n"
+    assert taken.read_text() == "keep me\n"
+    assert run(capsys, "devices", "--state-dir", state)[1] == ""  # the name is still free
+    fresh = tmp_path / "tablet.cred"
+    assert run(capsys, "enroll", "--state-dir", state, "tablet", "--out", str(fresh))[0] == 0
+    # A name already taken leaves no credential file behind.
+    again = tmp_path / "again.cred"
+    code, _, err = run(capsys, "enroll", "--state-dir", state, "tablet", "--out", str(again))
+    assert code == 2 and "--replace" in err and not again.exists()
+
+
+def test_an_undelivered_credential_enrolls_nothing(tmp_path: Path) -> None:
+    registry = DeviceRegistry(tmp_path / "devices.sqlite3")
+
+    def disk_full(credential: DeviceCredential) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        registry.enroll("tablet", bytes(32), deliver=disk_full)
+    assert registry.get("tablet") is None
+    first = registry.enroll("tablet", bytes(32))
+    with pytest.raises(OSError):
+        registry.enroll("tablet", bytes(32), replace=True, deliver=disk_full)
+    record = registry.get("tablet")
+    assert record is not None
+    assert record.public_key == first.signing_key().public_key().public_bytes_raw()
+    registry.close()
+
+
 def test_serving_without_keys_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
