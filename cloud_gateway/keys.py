@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import secrets
 import threading
@@ -39,6 +40,7 @@ from cloud_gateway.protocol.suites import (
 from cloud_gateway.protocol.trust import PublishedKey, sign_keys_document
 
 _DAY = 86_400
+_MAX_VALID_DAYS = 36_500  # 100 years: keeps not_after a representable date
 _SHORT_KEM = {"x25519": "x25519", "mlkem768-x25519": "mlkem"}
 
 
@@ -91,9 +93,15 @@ def load_identity(state_dir: Path, *, create: bool = True) -> Ed25519PrivateKey:
 def generate_key(
     state_dir: Path, kem: Kem = "x25519", *, valid_days: float = 90.0, now: float | None = None
 ) -> StoredKey:
-    """Create and store a new HPKE key pair; returns its public record."""
-    if valid_days <= 0:
-        raise ConfigurationError("a key must be valid for more than 0 days")
+    """Create and store a new HPKE key pair; returns its public record.
+
+    The validity is checked before anything is written, so a refused key leaves no files.
+    """
+    if not (math.isfinite(valid_days) and 0 < valid_days <= _MAX_VALID_DAYS):
+        raise ConfigurationError(
+            f"a key's validity must be a number of days in (0, {_MAX_VALID_DAYS}],"
+            f" not {valid_days!r}"
+        )
     now = time.time() if now is None else now
     load_identity(state_dir)  # the identity must exist before any key is published
     key_id = f"{_SHORT_KEM[kem]}-{time.strftime('%Y%m%d', time.gmtime(now))}-{secrets.token_hex(3)}"

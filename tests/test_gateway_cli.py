@@ -37,6 +37,16 @@ def test_keygen_writes_a_private_key_only_the_owner_can_read(
     assert 6.9 * 86400 < record["not_after"] - time.time() <= 7 * 86400
 
 
+def test_keygen_refuses_a_validity_that_is_not_a_future_date_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for days in ("nan", "inf", "-inf", "0", "-1", "1e300"):
+        code, out, err = run(capsys, "keygen", "--state-dir", str(tmp_path), f"--not-after={days}")
+        assert (code, out) == (2, ""), days
+        assert err.startswith("tandem gateway: a key's validity must be") and err.count("\n") == 1
+    assert not (tmp_path / "keys").exists()
+
+
 def test_two_keys_are_current_at_once_until_one_is_retired(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
