@@ -32,7 +32,7 @@ class GatewayConfig:
     upstream_url: str = ""
     upstream_model: str = ""  # replaces the request's "model" when set
     upstream_api_key_env: str = "TANDEM_UPSTREAM_API_KEY"  # the env var holding the API key
-    upstream_timeout_s: float = 120.0
+    upstream_timeout_s: float = 120.0  # a whole answer; for a stream, the longest silence
     upstream_connect_timeout_s: float = 5.0
     upstream_max_connections: int = 256
     engine_spec: str = "bundled:smollm2-135m"

@@ -16,6 +16,9 @@ from cloud_gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavail
 class HttpUpstream:
     """Forwards chat requests to `base_url` (e.g. `http://127.0.0.1:8000/v1`).
 
+    `timeout_s` bounds a whole answer, but for a stream the wait for the first chunk and
+    between two chunks (a stream may last as long as it keeps sending).
+
     The API key is read from the environment variable named `api_key_env`, never from a file
     or a flag, so it does not end up in shell history or process listings.
     """
@@ -32,6 +35,13 @@ class HttpUpstream:
         self._base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(
             total=timeout_s, connect=connect_timeout_s, sock_connect=connect_timeout_s
+        )
+        # A stream may run for longer than timeout_s in all: only a silence that long ends it.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=connect_timeout_s,
+            sock_connect=connect_timeout_s,
+            sock_read=timeout_s,
         )
         self._max_connections = max_connections
         api_key = os.environ.get(api_key_env, "") if api_key_env else ""
@@ -74,7 +84,9 @@ class HttpUpstream:
         body = {**request, "stream": True, "stream_options": {"include_usage": True}}
         try:
             async with self._client().post(
-                f"{self._base}/chat/completions", data=json.dumps(body).encode()
+                f"{self._base}/chat/completions",
+                data=json.dumps(body).encode(),
+                timeout=self._stream_timeout,
             ) as resp:
                 if resp.status >= 400:
                     raise _upstream_error(resp.status, await resp.read())

@@ -476,3 +476,19 @@ def test_a_bad_file_in_the_keys_folder_is_skipped_and_rotation_goes_on(
     retired = post(gateway, envelope)
     assert (retired.status_code, error_code(retired)) == (421, "unknown_key_id")
     assert str(home.state_dir) not in keys.text + retired.text
+
+
+def test_a_stream_may_outlast_the_upstream_timeout_while_chunks_keep_coming(
+    start_gateway: GatewayFactory,
+) -> None:
+    # "slow" sends a chunk every 0.2 s, nine of them: longer in all than the 1 s timeout.
+    gw = start_gateway(upstream_timeout_s=1.0)
+    with client_for(gw) as client:
+        stream = client.stream({**CHAT, "model": "slow"})
+        assert "".join(stream) == ANSWER
+        assert stream.finish_reason == "stop"
+    # Silence still ends it: "hang" sends nothing.
+    envelope, key = sealed(gw, {**CHAT, "model": "hang", "stream": True})
+    resp = post(gw, envelope)
+    assert resp.status_code == 504
+    assert json.loads(open_response(key, resp.content))["error"]["code"] == "upstream_timeout"
