@@ -76,11 +76,13 @@ class OffloadConfig:
 
 
 _END = object()
+_STARTED = object()
 
 
 class CloudStream(Iterator[str]):
     """Text deltas of a streamed cloud answer; `usage`, `model`, `finish_reason` and
-    `timings` are set once it is exhausted. `close()` abandons it (the gateway stops)."""
+    `timings` are set once it is exhausted. `close()` abandons it, read or not (the gateway
+    stops, and the call counts neither for nor against the circuit breaker)."""
 
     def __init__(self, items: Iterator[object], timings: dict[str, float]) -> None:
         self._items = items
@@ -223,8 +225,13 @@ class OffloadClient:
             name="tandem-offload",
             daemon=True,
         )
+        drain = self._drain(items, stop, deadline, budget, timings)
+        # Run it to its first `yield` (inside its try): from then on closing or collecting it,
+        # even before anyone iterates, runs its `finally` — which settles the breaker's
+        # half-open trial claimed above and stops the worker.
+        next(drain)
         worker.start()
-        return self._drain(items, stop, deadline, budget, timings)
+        return drain
 
     def _drain(
         self,
@@ -236,6 +243,7 @@ class OffloadClient:
     ) -> Iterator[object]:
         verdict: bool | None = None
         try:
+            yield _STARTED  # consumed by `_call`, never seen by the caller
             while True:
                 remaining = deadline - time.monotonic()
                 try:

@@ -273,3 +273,19 @@ def test_replayed_keys_documents_cannot_bring_back_a_retired_key(gateway_home: G
                 assert info.value.code == "stale_keys"
     finally:
         relay.stop()
+
+
+def test_a_stream_closed_before_iterating_releases_the_half_open_trial(
+    gateway: RunningGateway,
+) -> None:
+    # One failure opens the breaker; with no cool-down the next call is the half-open trial.
+    with make_client(
+        gateway.url, gateway.home.credential, breaker_failures=1, breaker_reset_s=0.0
+    ) as client:
+        with pytest.raises(GatewayRejected):
+            client.complete({**CHAT, "model": "fail"})
+        assert client.breaker.failures == 1
+        client.stream(CHAT).close()  # claims the trial, then is abandoned unread
+        assert client.available() == (True, "")
+        assert client.complete(CHAT).text == ANSWER
+        assert client.breaker.failures == 0
