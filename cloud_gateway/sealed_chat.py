@@ -126,6 +126,8 @@ async def _stream(
                         await _write_chunk(response, sealer, tally, chunk)
             except UpstreamError as exc:  # mid-stream: the trailer says so, sealed
                 error, outcome = exc.to_body()["error"], exc.code
+            except ConnectionError:  # the device went away: not a failure of ours
+                raise
             except Exception:  # noqa: BLE001 - headers are sent: end the stream properly
                 state.log.exception("stream failed", extra={"fields": {"path": request.path}})
                 error, outcome = GatewayError("internal error").to_body()["error"], "internal_error"
@@ -133,7 +135,9 @@ async def _stream(
         await response.write(sealer.seal(json.dumps(trailer).encode(), final=True))
         await response.write_eof()
     except ConnectionError:
-        outcome = "client_disconnected"  # the device went away; stop the upstream (finally)
+        # Seen at the first write after the device left; closing `chunks` (finally) ends the
+        # upstream request, so the model stops generating for nobody.
+        outcome = "client_disconnected"
     finally:
         await chunks.aclose()
         state.metrics.upstream_latency.observe(time.perf_counter() - upstream_started)

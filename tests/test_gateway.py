@@ -492,3 +492,32 @@ def test_a_stream_may_outlast_the_upstream_timeout_while_chunks_keep_coming(
     resp = post(gw, envelope)
     assert resp.status_code == 504
     assert json.loads(open_response(key, resp.content))["error"]["code"] == "upstream_timeout"
+
+
+def test_a_device_leaving_mid_stream_is_logged_as_a_disconnect_not_an_error(
+    gateway: RunningGateway,
+) -> None:
+    logger, handler = logging.getLogger("tandem.gateway"), _Records()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        envelope, _ = sealed(gateway, {**CHAT, "model": "slow", "stream": True})
+        headers = {"Content-Type": REQUEST_CONTENT_TYPE}
+        url = gateway.url + "/v1/sealed/chat/completions"
+        with httpx.stream("POST", url, content=envelope, headers=headers) as resp:
+            assert resp.status_code == 200
+            next(resp.iter_raw())  # the first sealed chunk, then hang up
+        served: list[logging.LogRecord] = []
+        for _ in range(200):  # the gateway notices at its next write (0.2 s later)
+            served = [r for r in handler.records if r.getMessage() == "served"]
+            if served:
+                break
+            time.sleep(0.05)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert [r.fields["outcome"] for r in served] == ["client_disconnected"]  # type: ignore[attr-defined]
+    assert [r.getMessage() for r in handler.records if r.levelno >= logging.WARNING] == []
+    metrics = httpx.get(gateway.url + "/metrics").text
+    assert 'tandem_gateway_requests_total{outcome="client_disconnected"} 1.0' in metrics
