@@ -3,7 +3,8 @@
 Routes:
 - `POST /v1/sealed/chat/completions`: a sealed envelope in, a sealed answer (or stream) out.
 - `GET /v1/keys`: the current HPKE public keys, signed by the gateway identity.
-- `GET /healthz` (alive), `GET /readyz` (upstream reachable), `GET /metrics` (Prometheus).
+- `GET /healthz` (alive), `GET /readyz` (a current key, the upstream and Redis reachable),
+  `GET /metrics` (Prometheus).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from cloud_gateway.admission import Admission
 from cloud_gateway.config import GatewayConfig
@@ -51,6 +53,7 @@ class GatewayState:
     upstream: Upstream
     metrics: GatewayMetrics
     log: logging.Logger
+    redis: Redis | None = None
 
 
 CONFIG_KEY = web.AppKey("config", GatewayConfig)
@@ -107,19 +110,23 @@ def _state_context(
         config = app[CONFIG_KEY]
         state_dir = config.state_path
         keys = KeyRing(state_dir)
-        registry = DeviceRegistry(state_dir / "devices.sqlite3")
         redis: Redis | None = None
         nonces: NonceStore
         usage: UsageStore
         flusher: asyncio.Task[None] | None = None
         if config.redis_url:
             redis = Redis.from_url(config.redis_url)
-            await redis.ping()  # fail at startup, not on the first request
+            try:
+                await redis.ping()  # fail at startup, not on the first request
+            except RedisError as exc:
+                await redis.aclose()
+                raise ConfigurationError(f"cannot reach Redis (redis_url): {exc}") from None
             nonces, usage = RedisNonceStore(redis), RedisUsageStore(redis)
         else:
             sqlite_usage = SqliteUsageStore(state_dir / "usage.sqlite3", config.usage_flush_s)
             nonces, usage = MemoryNonceStore(), sqlite_usage
             flusher = asyncio.create_task(_flush_every(sqlite_usage, config.usage_flush_s))
+        registry = DeviceRegistry(state_dir / "devices.sqlite3")
         limiter = RateLimiter(usage, config.requests_per_minute, config.tokens_per_day)
         upstream = given if given is not None else _build_upstream(config, engine)
         app[STATE_KEY] = GatewayState(
@@ -137,6 +144,7 @@ def _state_context(
             upstream=upstream,
             metrics=app[METRICS_KEY],
             log=logging.getLogger(LOGGER_NAME),
+            redis=redis,
         )
         try:
             yield
@@ -231,6 +239,12 @@ async def _readyz(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     if not state.keys.current():
         return web.json_response({"status": "not ready", "reason": "no current key"}, status=503)
+    if state.redis is not None:
+        try:
+            await state.redis.ping()
+        except RedisError as exc:
+            reason = f"redis unreachable: {type(exc).__name__}"
+            return web.json_response({"status": "not ready", "reason": reason}, status=503)
     ok, reason = await state.upstream.ready()
     if not ok:
         return web.json_response({"status": "not ready", "reason": reason}, status=503)

@@ -181,7 +181,13 @@ def _serve(config: GatewayConfig) -> int:
             }
         },
     )
-    web.run_app(create_app(config), host=config.host, port=config.port, access_log=None, print=None)
+    try:
+        web.run_app(
+            create_app(config), host=config.host, port=config.port, access_log=None, print=None
+        )
+    except OSError as exc:  # binding the port; Redis failures arrive as ConfigurationError
+        where, reason = f"{config.host}:{config.port}", exc.strerror or exc
+        raise ConfigurationError(f"cannot listen on {where}: {reason}") from None
     return 0
 
 

@@ -169,6 +169,13 @@ class RateLimited(AdmissionError):
         self.limit = limit
 
 
+class StoreUnavailable(GatewayError):
+    """The gateway's shared state store (Redis: replay cache, rate limits) is unreachable."""
+
+    status = 503
+    code = "store_unavailable"
+
+
 # --- upstream ----------------------------------------------------------------------------------
 
 

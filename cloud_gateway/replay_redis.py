@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from cloud_gateway.errors import StoreUnavailable
 
 
 class RedisNonceStore:
@@ -14,7 +17,12 @@ class RedisNonceStore:
 
     async def remember(self, key: bytes, ttl_s: float) -> bool:
         """True if `key` is new across all replicas, False if any replica has seen it."""
-        created = await self._redis.set(self._prefix + key, b"1", nx=True, px=int(ttl_s * 1000))
+        try:
+            created = await self._redis.set(
+                self._prefix + key, b"1", nx=True, px=int(ttl_s * 1000)
+            )
+        except RedisError as exc:
+            raise StoreUnavailable("the replay store is unreachable; retry later") from exc
         return bool(created)
 
     async def close(self) -> None:

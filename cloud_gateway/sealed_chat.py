@@ -19,6 +19,7 @@ from cloud_gateway.admission import Admitted
 from cloud_gateway.errors import (
     GatewayError,
     PayloadTooLarge,
+    StoreUnavailable,
     UnsupportedMediaType,
     UpstreamError,
 )
@@ -166,7 +167,13 @@ async def _account(
     kind: str,
 ) -> None:
     now = time.time()
-    await state.limiter.record(admitted.device_id, tally.total, now)
+    try:
+        await state.limiter.record(admitted.device_id, tally.total, now)
+    except StoreUnavailable:  # the answer is already computed: deliver it uncharged
+        state.log.warning(
+            "usage not recorded",
+            extra={"fields": {"device": admitted.device_id, "tokens": tally.total}},
+        )
     metrics = state.metrics
     metrics.requests.labels(outcome).inc()
     elapsed = time.perf_counter() - started

@@ -7,6 +7,9 @@ and `tandem:req:{device}:{day}` (expire after 2 days). Durability is Redis's (RD
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from cloud_gateway.errors import StoreUnavailable
 
 _MINUTE_TTL = 120
 _DAY_TTL = 2 * 86_400
@@ -30,7 +33,10 @@ class RedisUsageStore:
         pipe.incr(req_key)
         pipe.expire(req_key, _DAY_TTL)
         pipe.get(f"{p}tok:{device}:{day}")
-        requests, _, _, _, tokens = await pipe.execute()
+        try:
+            requests, _, _, _, tokens = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable("the rate-limit store is unreachable; retry later") from exc
         return int(requests), int(tokens or 0)
 
     async def add_tokens(self, device: str, day: int, tokens: int) -> None:
@@ -39,7 +45,10 @@ class RedisUsageStore:
         pipe = self._redis.pipeline(transaction=False)
         pipe.incrby(key, tokens)
         pipe.expire(key, _DAY_TTL)
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable("the rate-limit store is unreachable") from exc
 
     async def close(self) -> None:
         """The Redis client is owned by the app; nothing to release here."""

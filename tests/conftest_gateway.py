@@ -185,14 +185,12 @@ def gateway(start_gateway: GatewayFactory) -> RunningGateway:
     return start_gateway()
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on a free port (skipped only when redis-server is not installed)."""
+def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real redis-server on a free port, saving nothing; (process, URL). Stop it yourself."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (CI installs it with apt)")
     port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [
             binary,
@@ -212,7 +210,19 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     try:
         _wait_port(port, proc)
-        yield f"redis://127.0.0.1:{port}/0"
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free port (skipped only when redis-server is not installed)."""
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)
