@@ -2,7 +2,7 @@
 
 It isolates the gateway's own cost (no model runs). The request's `model` picks a behaviour,
 so one server serves every test: `hang` never answers, `slow` streams one chunk every 0.2 s,
-`fail` answers 500; anything else answers at once.
+`fail` answers 500, `nousage` answers without `usage`; anything else answers at once.
 
     python -m cloud_gateway.fixed_upstream --port 9000
 """
@@ -70,7 +70,10 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         error = {"error": {"message": "upstream failure", "type": "server_error", "code": "boom"}}
         return web.json_response(error, status=500)
     if not body.get("stream"):
-        return web.Response(body=_completion(model), content_type="application/json")
+        completion = _completion(model)
+        if model == "nousage":
+            completion = json.dumps({**json.loads(completion), "usage": None}).encode()
+        return web.Response(body=completion, content_type="application/json")
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     words = ANSWER.split(" ")
@@ -80,7 +83,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         await response.write(_chunk(model, delta, None))
         if model == "slow":
             await asyncio.sleep(0.2)
-    await response.write(_chunk(model, {}, "stop", usage=True))
+    await response.write(_chunk(model, {}, "stop", usage=model != "nousage"))
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,12 +35,35 @@ if TYPE_CHECKING:
     from cloud_gateway.app import GatewayState
 
 
+def estimate_tokens(text: str) -> int:
+    """A token count for quota purposes when the upstream reports none: 4 characters a token,
+    the usual rule of thumb for BPE vocabularies on English text."""
+    return math.ceil(len(text) / 4)
+
+
+def _prompt_estimate(body: dict[str, Any]) -> int:
+    return sum(estimate_tokens(m["content"]) for m in body["messages"])
+
+
+def _answer_estimate(reply: dict[str, Any]) -> int:
+    choices = reply.get("choices")
+    texts = [
+        c["message"]["content"]
+        for c in (choices if isinstance(choices, list) else [])
+        if isinstance(c, dict)
+        and isinstance(c.get("message"), dict)
+        and isinstance(c["message"].get("content"), str)
+    ]
+    return sum(estimate_tokens(t) for t in texts)
+
+
 @dataclass(slots=True)
 class _Tally:
     prompt: int = 0
     completion: int = 0
     chunks: int = 0
     usage_seen: bool = False
+    estimate: int = 0  # charged (plus one per streamed chunk) if the upstream reports no usage
 
     def take(self, usage: object) -> None:
         if isinstance(usage, dict):
@@ -49,8 +73,7 @@ class _Tally:
 
     @property
     def total(self) -> int:
-        # An upstream that reports no usage is charged one token per streamed chunk.
-        return self.prompt + self.completion if self.usage_seen else self.chunks
+        return self.prompt + self.completion if self.usage_seen else self.estimate + self.chunks
 
     def usage(self) -> dict[str, int] | None:
         if not self.usage_seen:
@@ -79,12 +102,13 @@ async def sealed_chat(
 
 
 async def _complete(state: GatewayState, admitted: Admitted, started: float) -> web.Response:
-    tally = _Tally()
+    tally = _Tally(estimate=_prompt_estimate(admitted.chat.body))
     upstream_started = time.perf_counter()
     try:
         reply: dict[str, Any] = await state.upstream.complete(admitted.chat.body)
         status, outcome = 200, "ok"
         tally.take(reply.get("usage"))
+        tally.estimate += _answer_estimate(reply)
     except UpstreamError as exc:
         reply, status, outcome = exc.to_body(), exc.status, exc.code
     finally:
@@ -102,7 +126,7 @@ async def _stream(
     request: web.Request, state: GatewayState, admitted: Admitted, started: float
 ) -> web.StreamResponse:
     sealer = FrameSealer(admitted.response_key)
-    tally = _Tally()
+    tally = _Tally(estimate=_prompt_estimate(admitted.chat.body))
     chunks = state.upstream.stream(admitted.chat.body)
     upstream_started = time.perf_counter()
     response = web.StreamResponse(

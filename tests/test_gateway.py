@@ -522,3 +522,16 @@ def test_a_device_leaving_mid_stream_is_logged_as_a_disconnect_not_an_error(
     assert [r.getMessage() for r in handler.records if r.levelno >= logging.WARNING] == []
     metrics = httpx.get(gateway.url + "/metrics").text
     assert 'tandem_gateway_requests_total{outcome="client_disconnected"} 1.0' in metrics
+
+
+def test_answers_without_reported_usage_are_charged_an_estimate(
+    start_gateway: GatewayFactory,
+) -> None:
+    # "hi" is 1 token, the 44-character answer 11 (4 characters a token): 12 >= 5.
+    gw = start_gateway(tokens_per_day=5)
+    first = post(gw, sealed(gw, {**CHAT, "model": "nousage"})[0])
+    assert first.status_code == 200
+    second = post(gw, sealed(gw, {**CHAT, "model": "nousage"})[0])
+    assert second.status_code == 429
+    assert error_code(second) == "rate_limited"
+    assert "tokens" in second.json()["error"]["message"]
