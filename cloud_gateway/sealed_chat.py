@@ -89,11 +89,11 @@ async def sealed_chat(
     request: web.Request, state: GatewayState, started: float
 ) -> web.StreamResponse:
     """Handle one `POST /v1/sealed/chat/completions`."""
-    if request.content_type not in (REQUEST_CONTENT_TYPE, "application/octet-stream"):
-        raise UnsupportedMediaType(f"send the envelope as {REQUEST_CONTENT_TYPE}")
-    length = request.content_length
+    length = request.content_length  # size first, then type: the order docs/protocol.md gives
     if length is not None and length > state.config.max_body_bytes:
         raise PayloadTooLarge(f"the body is {length} bytes, over {state.config.max_body_bytes}")
+    if request.content_type not in (REQUEST_CONTENT_TYPE, "application/octet-stream"):
+        raise UnsupportedMediaType(f"send the envelope as {REQUEST_CONTENT_TYPE}")
     envelope = await request.read()
     admitted = await state.admission.admit(envelope, time.time())
     if admitted.chat.stream:

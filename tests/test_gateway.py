@@ -176,6 +176,9 @@ def test_oversized_body_is_rejected_before_reading_it(start_gateway: GatewayFact
     gw = start_gateway(max_body_bytes=4096)
     resp = post(gw, b"\0" * 10_000)
     assert (resp.status_code, error_code(resp)) == (413, "payload_too_large")
+    # Size is checked before type, as the admission table in docs/protocol.md lists them.
+    resp = post(gw, b"\0" * 10_000, ctype="application/json")
+    assert (resp.status_code, error_code(resp)) == (413, "payload_too_large")
 
 
 def test_unknown_and_revoked_devices_are_refused(
