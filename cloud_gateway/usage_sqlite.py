@@ -3,6 +3,11 @@
 Per-minute request counts live only in memory (they are worthless a minute later); daily
 request and token totals are persisted so quotas survive a restart. A crash loses at most
 `flush_s` seconds of token accounting; a clean shutdown loses nothing.
+
+A flush adds this process's increments to the stored totals (never overwrites them) and
+reads the sums back, so gateways sharing a state directory without Redis keep correct
+totals and see each other's usage of a device at their next flush of it (limits are
+otherwise per process: use Redis to share them exactly).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ class SqliteUsageStore:
         self._flushed_at = time.monotonic()
         self._minutes: dict[str, tuple[int, int]] = {}  # device -> (minute, requests)
         self._days: dict[tuple[str, int], list[int]] = {}  # (device, day) -> [requests, tokens]
-        self._dirty: set[tuple[str, int]] = set()
+        self._pending: dict[tuple[str, int], list[int]] = {}  # increments not yet stored
 
     def _day(self, device: str, day: int) -> list[int]:
         totals = self._days.get((device, day))
@@ -57,14 +62,14 @@ class SqliteUsageStore:
         self._minutes[device] = (minute, count)
         totals = self._day(device, day)
         totals[0] += 1
-        self._dirty.add((device, day))
+        self._pending.setdefault((device, day), [0, 0])[0] += 1
         self._maybe_flush()
         return count, totals[1]
 
     async def add_tokens(self, device: str, day: int, tokens: int) -> None:
         """Add a finished request's tokens to today's total."""
         self._day(device, day)[1] += tokens
-        self._dirty.add((device, day))
+        self._pending.setdefault((device, day), [0, 0])[1] += tokens
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:
@@ -74,16 +79,30 @@ class SqliteUsageStore:
     def flush(self) -> None:
         """Write the changed daily totals now."""
         self._flushed_at = time.monotonic()
-        if not self._dirty:
+        if not self._pending:
             return
-        rows = [(d, day, *self._days[(d, day)]) for d, day in self._dirty]
-        self._dirty.clear()
-        self._db.executemany(
-            "INSERT INTO usage (device, day, requests, tokens) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (device, day) DO UPDATE"
-            " SET requests = excluded.requests, tokens = excluded.tokens",
-            rows,
-        )
+        pending, self._pending = self._pending, {}
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
+                "INSERT INTO usage (device, day, requests, tokens) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (device, day) DO UPDATE SET requests = requests + excluded.requests,"
+                " tokens = tokens + excluded.tokens",
+                [(d, day, r, t) for (d, day), (r, t) in pending.items()],
+            )
+            for d, day in pending:  # the sums, other gateways' flushed usage included
+                row = self._db.execute(
+                    "SELECT requests, tokens FROM usage WHERE device = ? AND day = ?", (d, day)
+                ).fetchone()
+                if (d, day) in self._days:
+                    self._days[(d, day)] = [row[0], row[1]]
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            for key, (r, t) in pending.items():  # keep them for the next flush
+                again = self._pending.setdefault(key, [0, 0])
+                again[0], again[1] = again[0] + r, again[1] + t
+            raise
+        self._db.execute("COMMIT")
 
     def totals(self, device: str, day: int) -> tuple[int, int]:
         """(requests, tokens) of a device on a day, as this store counts them."""

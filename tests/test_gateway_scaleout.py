@@ -1,9 +1,12 @@
-"""Two gateway processes sharing one Redis: replays and rate limits span both replicas."""
+"""Gateways sharing state: two processes on one Redis (replays and rate limits span both
+replicas), and two usage stores on one SQLite file (totals add up)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +18,7 @@ from cloud_gateway.protocol import (
     seal_request,
     verify_keys_document,
 )
+from cloud_gateway.usage_sqlite import SqliteUsageStore
 from tests.conftest_gateway import GatewayHome, spawn_gateway, wait_for_fresh_minute
 
 CHAT = {"model": "fixed", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
@@ -83,3 +87,27 @@ def test_rate_limit_is_shared_by_the_replicas(
     cred = gateway_home.credential
     statuses = [_post(url, _seal(url, cred)).status_code for url in (a, b, a, b)]
     assert statuses == [200, 200, 200, 429]  # 3 per minute in total, not per replica
+
+
+def test_two_gateways_sharing_usage_sqlite_add_up_instead_of_overwriting(tmp_path: Path) -> None:
+    path = tmp_path / "usage.sqlite3"
+    first, second = SqliteUsageStore(path), SqliteUsageStore(path)
+
+    async def use() -> tuple[int, int]:
+        await first.count_request("phone", 0, 7)
+        await first.add_tokens("phone", 7, 21)
+        first.flush()
+        await second.count_request("phone", 0, 7)
+        await second.add_tokens("phone", 7, 30)
+        second.flush()
+        await first.add_tokens("phone", 7, 1)  # first's next flush also reads second's usage
+        first.flush()
+        seen_by_first = first.totals("phone", 7)
+        await first.close()
+        await second.close()
+        return seen_by_first
+
+    assert asyncio.run(use()) == (2, 52)
+    third = SqliteUsageStore(path)
+    assert third.totals("phone", 7) == (2, 52)
+    asyncio.run(third.close())
