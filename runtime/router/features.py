@@ -25,6 +25,7 @@ from runtime.router.base import FloatArray
 _OPTIONS = re.compile(r"\n\(?A[.)]\s")
 _OPTION_SPLIT = re.compile(r"\n\(?[A-J][.)]\s")
 _UNSEEN_IDF = 12.0  # IDF given to a hash bucket never seen in training (rarer than any seen)
+_MIN_CUE_STD = 1e-6  # below this a cue counts as constant over the training prompts
 DENSE_NAMES: tuple[str, ...] = (
     "log_chars", "log_stem_chars", "log_option_chars", "idf_mean", "idf_max", "idf_p90",
     "idf_p50", "log_words", "digit_share", "option_digit_share", "lines", "option_len_cv",
@@ -121,7 +122,10 @@ class Featurizer:
         words = self._words.transform(prompts)
         chars = self._chars.transform(prompts)
         word_idf = _idf(words)
-        dense = dense_cues(prompts, self._unigrams.transform(prompts), word_idf)
+        # Each training prompt's cues see its words as a new prompt's would: IDF from the
+        # *other* training prompts, a word only it holds counting as unseen.
+        dense = dense_cues(prompts, self._unigrams.transform(prompts), word_idf,
+                           training_df=_document_frequency(words))
         std = dense.std(axis=0)
         e_mean, e_std = np.zeros(0), np.zeros(0)
         if self.spec.embedding:
@@ -133,7 +137,9 @@ class Featurizer:
             word_idf=word_idf,
             char_idf=_idf(chars),
             dense_mean=dense.mean(axis=0),
-            dense_std=np.where(std > 0, std, 1.0),
+            # A cue (nearly) constant over the training prompts is left unscaled: dividing
+            # by a rounding-error std turns a new prompt's tiny difference into a huge one.
+            dense_std=np.where(std > _MIN_CUE_STD, std, 1.0),
             embed_mean=e_mean,
             embed_std=e_std,
             stem_idf=(_idf(self._stems.transform([stem(p) for p in prompts]))
@@ -172,11 +178,18 @@ def stem(prompt: str) -> str:
     return prompt[: match.start()] if match else prompt
 
 
+def _document_frequency(counts: sparse.csr_matrix) -> FloatArray:
+    """In how many rows each column occurs."""
+    csr = counts.tocsr()
+    csr.sum_duplicates()
+    df: FloatArray = np.bincount(csr.indices, minlength=csr.shape[1]).astype(np.float64)
+    return df
+
+
 def _idf(counts: sparse.csr_matrix) -> FloatArray:
     """Smoothed IDF, as scikit-learn's TfidfTransformer: ln((1+n)/(1+df)) + 1."""
     n = counts.shape[0]
-    df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float64)
-    idf: FloatArray = np.log((1.0 + n) / (1.0 + df)) + 1.0
+    idf: FloatArray = np.log((1.0 + n) / (1.0 + _document_frequency(counts))) + 1.0
     return idf
 
 
@@ -190,17 +203,29 @@ def _tfidf(counts: sparse.csr_matrix, idf: FloatArray) -> sparse.csr_matrix:
 
 
 def dense_cues(
-    prompts: Sequence[str], unigrams: sparse.csr_matrix, word_idf: FloatArray
+    prompts: Sequence[str], unigrams: sparse.csr_matrix, word_idf: FloatArray,
+    training_df: FloatArray | None = None,
 ) -> npt.NDArray[np.float64]:
-    """The difficulty cues of `DENSE_NAMES`, one row per prompt (unstandardised)."""
+    """The difficulty cues of `DENSE_NAMES`, one row per prompt (unstandardised).
+
+    With `training_df` (document frequencies over these very prompts, the training set),
+    each prompt's word IDFs are those of the other prompts, leave-one-out: a word no other
+    prompt holds is unseen, as it would be for a new prompt.
+    """
     rows = np.zeros((len(prompts), len(DENSE_NAMES)))
     counts = unigrams.tocsr()
     seen = word_idf < word_idf.max()  # buckets that occurred in the training prompts
+    n = len(prompts)
     for i, prompt in enumerate(prompts):
         lo, hi = counts.indptr[i], counts.indptr[i + 1]
         buckets = counts.indices[lo:hi]
-        idf = np.repeat(np.where(seen[buckets], word_idf[buckets], _UNSEEN_IDF),
-                        counts.data[lo:hi].astype(np.int64))
+        if training_df is None:
+            known = np.where(seen[buckets], word_idf[buckets], _UNSEEN_IDF)
+        else:  # ln((1 + (n-1)) / (1 + (df-1))) + 1 over the n - 1 others
+            others = training_df[buckets] - 1.0
+            known = np.where(others > 0, np.log(n / np.maximum(others + 1.0, 1.0)) + 1.0,
+                             _UNSEEN_IDF)
+        idf = np.repeat(known, counts.data[lo:hi].astype(np.int64))
         if idf.size == 0:
             idf = np.zeros(1)
         question = stem(prompt)
