@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -11,6 +12,8 @@ from runtime.calibration import CalibrationError
 from runtime.errors import ModeError, OffloadError, PrivacyBlockError, QueueFullError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -58,9 +61,18 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             return error_response(ApiError(exc.status, exc.reason, exc.reason.lower().replace(" ",
                                                                                               "_")))
         raise
+    except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen failure: still JSON
+        return error_response(internal_error(exc))
+
+
+def internal_error(exc: BaseException) -> ApiError:
+    """A 500 for an error nobody mapped; the traceback goes to the log, not to the client."""
+    log.error("unexpected error while serving a request", exc_info=exc)
+    return ApiError(500, "internal server error (see the server log)", "internal_error")
 
 
 def map_runtime_error(exc: Exception) -> ApiError:
+    """The client-facing error for what the runtime raised (a logged 500 when unforeseen)."""
     if isinstance(exc, QueueFullError):
         return ApiError(429, str(exc), "queue_full", headers={"Retry-After": "1"})
     if isinstance(exc, ContextOverflowError):
@@ -77,4 +89,4 @@ def map_runtime_error(exc: Exception) -> ApiError:
         return ApiError(400, str(exc), "invalid_value")
     if isinstance(exc, EngineError):
         return ApiError(503, str(exc), "engine_error")
-    raise exc
+    return internal_error(exc)

@@ -241,3 +241,18 @@ def test_bad_signals_are_400(base_url: str, payload: dict[str, object], message:
     r = httpx.post(f"{base_url}/v1/device/signals", json=payload)
     assert r.status_code == 400
     assert message in r.json()["error"]["message"]
+
+
+def test_an_unforeseen_failure_is_a_logged_json_500_and_the_server_keeps_serving(
+    runtime: Runtime, base_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert runtime.telemetry is not None
+    runtime.telemetry.close()  # the database fails under the request: nothing maps that error
+    r = httpx.post(f"{base_url}/v1/feedback", json={"id": "chatcmpl-x", "good": True})
+    assert r.status_code == 500
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.json()["error"] == {"message": "internal server error (see the server log)",
+                                 "type": "server_error", "param": None,
+                                 "code": "internal_error"}
+    assert "unexpected error while serving a request" in caplog.text
+    assert httpx.get(f"{base_url}/healthz").json() == {"status": "ok"}
