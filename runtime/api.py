@@ -66,6 +66,8 @@ def parse_chat_request(
 ) -> tuple[list[Any], GenerationParams, str | None, bool]:
     """Validate a chat-completions body: (messages, params, mode, stream)."""
     model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ApiError(400, "model must be a string (a model id)", "invalid_value", "model")
     if model is not None and model not in served:
         raise ApiError(404, f"the model {model!r} does not exist (served: {sorted(served)})",
                        "model_not_found", "model")

@@ -243,6 +243,15 @@ def test_bad_signals_are_400(base_url: str, payload: dict[str, object], message:
     assert message in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("model", [["tandem"], {}, 7])
+def test_a_model_that_is_not_a_string_is_400_naming_model(base_url: str, model: object) -> None:
+    r = httpx.post(f"{base_url}/v1/chat/completions", json={"model": model, "messages": HELLO})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == {"message": "model must be a string (a model id)",
+                                 "type": "invalid_request_error", "param": "model",
+                                 "code": "invalid_value"}
+
+
 def test_an_unforeseen_failure_is_a_logged_json_500_and_the_server_keeps_serving(
     runtime: Runtime, base_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
