@@ -56,6 +56,8 @@ def _opt(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
         return None
     if isinstance(value, bool) and kind in (int, float, (int, float)):
         raise ApiError(400, f"{key} must be a number", "invalid_value", key)
+    if kind is bool and not isinstance(value, bool):
+        raise ApiError(400, f"{key} must be true or false, not {value!r}", "invalid_value", key)
     if not isinstance(value, kind):
         raise ApiError(400, f"{key} has the wrong type", "invalid_value", key)
     return value
@@ -96,8 +98,8 @@ def parse_chat_request(
     mode = ext.get("mode")
     if mode is not None and not isinstance(mode, str):
         raise ApiError(400, "tandem.mode must be a string", "invalid_value", "tandem.mode")
-    stream = bool(body.get("stream", False))
-    return messages, params, mode, stream
+    stream = _opt(body, "stream", bool)
+    return messages, params, mode, bool(stream)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

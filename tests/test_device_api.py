@@ -265,3 +265,21 @@ def test_an_unforeseen_failure_is_a_logged_json_500_and_the_server_keeps_serving
                                  "code": "internal_error"}
     assert "unexpected error while serving a request" in caplog.text
     assert httpx.get(f"{base_url}/healthz").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("stream", ["false", 0, 1, [], {}])
+def test_stream_must_be_a_json_boolean(base_url: str, stream: object) -> None:
+    r = httpx.post(f"{base_url}/v1/chat/completions",
+                   json={"model": "tandem", "messages": HELLO, "max_tokens": 2, "stream": stream})
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == ("invalid_value", "stream")
+    assert err["message"] == f"stream must be true or false, not {stream!r}"
+
+
+def test_stream_null_is_a_plain_answer(base_url: str) -> None:
+    r = httpx.post(f"{base_url}/v1/chat/completions",
+                   json={"model": "tandem", "messages": HELLO, "max_tokens": 2, "stream": None})
+    assert r.status_code == 200, r.text
+    assert r.json()["object"] == "chat.completion"
