@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 import uuid
@@ -39,10 +40,28 @@ RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 # (queue size + headroom) keeps them from starving the loop's default executor.
 EXECUTOR: web.AppKey[ThreadPoolExecutor] = web.AppKey("executor", ThreadPoolExecutor)
 
+class _NonFinite(ValueError):
+    """NaN, Infinity or a number too large for a float: Python's json accepts them, JSON not."""
+
+
+def _no_constant(name: str) -> float:
+    raise _NonFinite(name)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFinite(text)
+    return value
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except _NonFinite as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc} is not a finite number",
+                       "invalid_json") from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "request body is not valid JSON", "invalid_json") from None
     if not isinstance(body, dict):

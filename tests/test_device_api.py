@@ -283,3 +283,18 @@ def test_stream_null_is_a_plain_answer(base_url: str) -> None:
                    json={"model": "tandem", "messages": HELLO, "max_tokens": 2, "stream": None})
     assert r.status_code == 200, r.text
     assert r.json()["object"] == "chat.completion"
+
+
+@pytest.mark.parametrize(("field", "literal"), [
+    ("temperature", "NaN"), ("temperature", "Infinity"), ("top_p", "-Infinity"),
+    ("temperature", "1e999"),
+])
+def test_nan_and_infinity_are_not_json_numbers(base_url: str, field: str, literal: str) -> None:
+    raw = ('{"model": "tandem", "messages": [{"role": "user", "content": "hi"}], '
+           f'"max_tokens": 2, "{field}": {literal}}}')
+    r = httpx.post(f"{base_url}/v1/chat/completions", content=raw,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_json"
+    assert err["message"] == f"request body is not valid JSON: {literal} is not a finite number"

@@ -1,7 +1,11 @@
-"""The stop-string handling every engine shares (`kernels.common.StopText`)."""
+"""What every engine shares: the stop-string handling (`kernels.common.StopText`) and the
+checks on `GenerationParams`."""
 
 from __future__ import annotations
 
+import pytest
+
+from kernels import GenerationParams
 from kernels.common import StopText
 
 
@@ -24,3 +28,16 @@ def test_a_stop_string_split_across_pieces_cuts_the_text_before_it() -> None:
 def test_without_stop_strings_everything_is_shown_at_once() -> None:
     text = StopText(())
     assert text.add("abc") == "abc" and text.rest("def") == "def"
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -float("inf"), 10**400],
+                         ids=["nan", "inf", "-inf", "int-beyond-float"])
+def test_a_temperature_that_is_not_a_finite_number_is_refused(temperature: float) -> None:
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+        GenerationParams(temperature=temperature)
+
+
+@pytest.mark.parametrize("top_p", [float("nan"), float("inf")])
+def test_a_top_p_that_is_not_a_finite_number_is_refused(top_p: float) -> None:
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        GenerationParams(top_p=top_p)
