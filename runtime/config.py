@@ -11,6 +11,7 @@ Precedence: defaults < TOML file < environment. The environment variable for
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -324,12 +325,18 @@ def _coerce(label: str, annotation: Any, value: Any) -> Any:
     if annotation is float:
         if from_env:
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise ConfigError(f"{label} must be a number, not {str(value)!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        elif isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{label} must be a number, not {value!r}")
-        return float(value)
+        else:
+            number = float(value)
+        # TOML and float() accept inf and nan; no setting means either (nan defeats every check)
+        if not math.isfinite(number):
+            shown = repr(str(value)) if from_env else repr(value)
+            raise ConfigError(f"{label} must be a finite number, not {shown}")
+        return number
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{label} must be a string, not {value!r}")

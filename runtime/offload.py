@@ -13,6 +13,7 @@ failures in a row the cloud is skipped for `breaker_reset_s` seconds.
 from __future__ import annotations
 
 import json
+import math
 import queue
 import random
 import threading
@@ -65,6 +66,11 @@ class OffloadConfig:
     keys_ttl_s: float = 3600.0
 
     def __post_init__(self) -> None:
+        times = (self.deadline_s, self.connect_timeout_s, self.backoff_s, self.breaker_reset_s,
+                 self.keys_ttl_s)
+        if not all(math.isfinite(t) for t in times):
+            raise ValueError("deadline_s, connect_timeout_s, backoff_s, breaker_reset_s and "
+                             "keys_ttl_s must be finite numbers")
         if self.deadline_s <= 0 or self.connect_timeout_s <= 0:
             raise ValueError("deadline_s and connect_timeout_s must be positive")
         if self.retries < 0 or self.breaker_failures < 1 or self.breaker_reset_s < 0:

@@ -8,6 +8,7 @@ import pytest
 
 from runtime.config import TandemConfig, load_config
 from runtime.errors import ConfigError
+from runtime.offload import OffloadConfig
 
 
 def _toml(tmp_path: Path, text: str) -> Path:
@@ -64,6 +65,14 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("[runtime]\nearly_escalation_tokens = [0, 8]\nearly_escalation_margins = [0.1, 0.1]\n",
          {}, "runtime.early_escalation_margins: .*tokens must be at least 1"),
         ("[runtime]\n_early_escalation = 1\n", {}, "unknown config key runtime._early_escalation"),
+        ("[generation]\ntemperature = inf\n", {},
+         "generation.temperature must be a finite number, not inf"),
+        ("[generation]\ntemperature = nan\n", {},
+         "generation.temperature must be a finite number, not nan"),
+        ("", {"TANDEM_OFFLOAD_DEADLINE_S": "nan"},
+         "TANDEM_OFFLOAD_DEADLINE_S must be a finite number, not 'nan'"),
+        ("", {"TANDEM_MONITOR_PUSHED_TTL_S": "-inf"},
+         "TANDEM_MONITOR_PUSHED_TTL_S must be a finite number, not '-inf'"),
     ],
 )
 def test_bad_values_name_the_key(
@@ -116,3 +125,10 @@ def test_a_cloud_budget_with_telemetry_and_a_price_loads(tmp_path: Path) -> None
     config = load_config(_toml(tmp_path, "[policy]\ndaily_cloud_cost = 1.0\n"
                                          "cloud_cost_per_1k_tokens = 0.01\n"), env={})
     assert config.policy.daily_cloud_cost == 1.0
+
+
+@pytest.mark.parametrize("key", ["deadline_s", "connect_timeout_s", "backoff_s",
+                                 "breaker_reset_s", "keys_ttl_s"])
+def test_offload_times_must_be_finite(key: str) -> None:
+    with pytest.raises(ValueError, match="must be finite numbers"):
+        OffloadConfig(**{key: float("nan")})
