@@ -100,7 +100,13 @@ def parse_chat_request(
         isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
     ):
         raise ApiError(400, "stop must be a string or a list of strings", "invalid_value", "stop")
-    max_tokens = _opt(body, "max_completion_tokens", int) or _opt(body, "max_tokens", int)
+    # OpenAI's newer name wins; an explicit 0 is an error, not "unset"
+    tokens_key = "max_completion_tokens" if body.get("max_completion_tokens") is not None \
+        else "max_tokens"
+    max_tokens = _opt(body, tokens_key, int)
+    if max_tokens is not None and max_tokens < 1:
+        raise ApiError(400, f"{tokens_key} must be at least 1, not {max_tokens}",
+                       "invalid_value", tokens_key)
     try:
         params = runtime.params(
             max_tokens=max_tokens,

@@ -298,3 +298,25 @@ def test_nan_and_infinity_are_not_json_numbers(base_url: str, field: str, litera
     err = r.json()["error"]
     assert err["code"] == "invalid_json"
     assert err["message"] == f"request body is not valid JSON: {literal} is not a finite number"
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"max_completion_tokens": 0, "max_tokens": 2}, "max_completion_tokens"),
+    ({"max_completion_tokens": -3}, "max_completion_tokens"),
+    ({"max_tokens": 0}, "max_tokens"),
+])
+def test_a_token_limit_below_one_is_400_naming_the_field(
+    base_url: str, fields: dict[str, int], param: str
+) -> None:
+    r = httpx.post(f"{base_url}/v1/chat/completions",
+                   json={"model": "tandem", "messages": HELLO, **fields})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == ("invalid_value", param)
+    assert err["message"] == f"{param} must be at least 1, not {fields[param]}"
+
+
+def test_max_completion_tokens_wins_over_max_tokens(client: openai.OpenAI) -> None:
+    resp = client.chat.completions.create(model="tandem", messages=STORY, max_tokens=40,  # type: ignore[arg-type]
+                                          max_completion_tokens=3)
+    assert resp.usage is not None and resp.usage.completion_tokens == 3
