@@ -71,6 +71,8 @@ class GenerationParams:
             raise ValueError(f"temperature must be a finite number >= 0, not {self.temperature!r}")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
+        if "" in self.stop:
+            raise ValueError("stop strings must not be empty")
 
 
 def _is_finite(value: float) -> bool:

@@ -100,6 +100,9 @@ def parse_chat_request(
         isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
     ):
         raise ApiError(400, "stop must be a string or a list of strings", "invalid_value", "stop")
+    if stop == "" or (isinstance(stop, list) and "" in stop):
+        # "" matches at once: the answer would be cut after its first piece
+        raise ApiError(400, "stop strings must not be empty", "invalid_value", "stop")
     # OpenAI's newer name wins; an explicit 0 is an error, not "unset"
     tokens_key = "max_completion_tokens" if body.get("max_completion_tokens") is not None \
         else "max_tokens"

@@ -320,3 +320,13 @@ def test_max_completion_tokens_wins_over_max_tokens(client: openai.OpenAI) -> No
     resp = client.chat.completions.create(model="tandem", messages=STORY, max_tokens=40,  # type: ignore[arg-type]
                                           max_completion_tokens=3)
     assert resp.usage is not None and resp.usage.completion_tokens == 3
+
+
+@pytest.mark.parametrize("stop", ["", ["\n", ""]])
+def test_an_empty_stop_string_is_400(base_url: str, stop: object) -> None:
+    r = httpx.post(f"{base_url}/v1/chat/completions",
+                   json={"model": "tandem", "messages": HELLO, "max_tokens": 8, "stop": stop})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == {"message": "stop strings must not be empty",
+                                 "type": "invalid_request_error", "param": "stop",
+                                 "code": "invalid_value"}

@@ -41,3 +41,8 @@ def test_a_temperature_that_is_not_a_finite_number_is_refused(temperature: float
 def test_a_top_p_that_is_not_a_finite_number_is_refused(top_p: float) -> None:
     with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
         GenerationParams(top_p=top_p)
+
+
+def test_an_empty_stop_string_is_refused() -> None:
+    with pytest.raises(ValueError, match="stop strings must not be empty"):
+        GenerationParams(stop=("END", ""))
