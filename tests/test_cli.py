@@ -136,3 +136,10 @@ def test_bad_config_file_exit_2(tmp_path: Path) -> None:
     proc = tandem("--config", str(cfg), "models")
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("tandem: unknown config key server.prot")
+
+
+def test_a_directory_as_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    proc = tandem("--config", str(tmp_path), "models")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"tandem: config file {tmp_path} is a directory, not a TOML file"]

@@ -132,3 +132,17 @@ def test_a_cloud_budget_with_telemetry_and_a_price_loads(tmp_path: Path) -> None
 def test_offload_times_must_be_finite(key: str) -> None:
     with pytest.raises(ValueError, match="must be finite numbers"):
         OffloadConfig(**{key: float("nan")})
+
+
+def test_a_directory_as_config_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, env={})
+    assert str(err.value) == f"config file {tmp_path} is a directory, not a TOML file"
+
+
+def test_a_binary_config_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "tandem.toml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert str(err.value) == f"config file {path} is not valid TOML: not UTF-8 text (byte 0)"
