@@ -1,7 +1,8 @@
 """`tandem`: a thin command line over the Python API (parsing and printing only).
 
 Exit codes: 0 success; 1 a runtime failure (engine, cloud); 2 a usage or configuration
-error, printed as one line naming the key or path.
+error (including a mode the config cannot serve and a prompt longer than the context),
+printed as one line naming the key or path.
 """
 
 from __future__ import annotations
@@ -13,12 +14,22 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from kernels import EngineError, ModelNotFoundError
+from kernels import ContextOverflowError, EngineError, ModelNotFoundError
 from runtime.calibration import CalibrationError
 from runtime.config import MODES, TandemConfig, load_config
-from runtime.errors import ConfigError, TandemError
+from runtime.errors import ConfigError, ModeError, PrivacyBlockError, TandemError
+from runtime.offload_errors import OffloadNotConfigured
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+# Errors a retry cannot fix, only a change of flags, config or input: exit 2. They are checked
+# before the TandemError / EngineError parents they derive from.
+_USAGE_ERRORS = (
+    ConfigError, CalibrationError, ModelNotFoundError, ValueError,
+    ModeError,  # a mode this config cannot serve (cloud-only with no gateway)
+    OffloadNotConfigured,  # no or a malformed gateway URL / device credential
+    ContextOverflowError,  # the prompt does not fit model.context_length
+    PrivacyBlockError,  # the privacy policy forbids what the mode asks for
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) if exc.code in (0, None) else EXIT_USAGE
     try:
         return _dispatch(args)
-    except (ConfigError, CalibrationError, ModelNotFoundError, ValueError) as exc:
+    except _USAGE_ERRORS as exc:
         print(f"tandem: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (TandemError, EngineError) as exc:

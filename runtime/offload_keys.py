@@ -34,11 +34,12 @@ def load_credential(value: str) -> DeviceCredential:
         try:
             text = path.read_text().strip()
         except OSError as exc:
-            raise OffloadNotConfigured(f"cannot read the device credential {path}: {exc}") from None
+            raise OffloadNotConfigured(
+                f"offload.credential: cannot read the device credential {path}: {exc}") from None
     try:
         return DeviceCredential.parse(text)
     except GatewayError as exc:
-        raise OffloadNotConfigured(str(exc)) from None
+        raise OffloadNotConfigured(f"offload.credential: {exc}") from None
 
 
 class KeyCache:

@@ -114,8 +114,8 @@ def test_usage_and_config_errors_exit_2_with_one_line(
 ) -> None:
     proc = tandem(*args, env=env)
     if args[-1] == "cloud-only":
-        # a mode that can't be served is a runtime failure, not a usage error
-        assert proc.returncode == 1
+        # a mode this config can't serve: only a change of config or flags helps
+        assert proc.returncode == 2
         assert proc.stderr.strip().splitlines() == [
             "tandem: mode cloud-only needs a cloud gateway, and no gateway is configured "
             "(set [offload] url and credential, or TANDEM_OFFLOAD_URL and "
@@ -143,3 +143,19 @@ def test_a_directory_as_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"tandem: config file {tmp_path} is a directory, not a TOML file"]
+
+
+def test_a_malformed_credential_exits_2_naming_offload_credential() -> None:
+    proc = tandem("ask", "hi", env={"TANDEM_OFFLOAD_URL": "http://127.0.0.1:9",
+                                    "TANDEM_OFFLOAD_CREDENTIAL": "tdc1.not-a-credential"})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tandem: offload.credential: "), lines
+
+
+def test_a_prompt_longer_than_the_context_exits_2() -> None:
+    proc = tandem("ask", "word " * 3000, "--mode", "local-only",
+                  env={"TANDEM_MODEL_CONTEXT_LENGTH": "512"})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "context" in lines[0], lines
