@@ -10,6 +10,7 @@ from typing import Any
 from kernels.errors import ModelNotFoundError
 from kernels.registry import BUNDLED, resolve
 from runtime.config import TandemConfig
+from runtime.errors import ModeError
 from runtime.facade import Runtime
 from runtime.result import Result
 
@@ -80,10 +81,21 @@ def monitor(config: TandemConfig, *, once: bool, as_json: bool, interval: float)
 
 
 def serve(config: TandemConfig) -> None:
+    """Run the device API until interrupted.
+
+    Raises `ModeError` before loading anything when `runtime.mode` needs the cloud and no
+    gateway is configured: every request would fail.
+    """
     from aiohttp import web
 
     from runtime.api import create_app
 
+    mode = config.runtime.mode
+    if mode in ("prefer-cloud", "cloud-only") and not config.offload.configured:
+        raise ModeError(
+            f"runtime.mode {mode} needs a cloud gateway, and no gateway is configured "
+            "(set [offload] url and credential, or TANDEM_OFFLOAD_URL and "
+            "TANDEM_OFFLOAD_CREDENTIAL)")
     with open_runtime(config) as rt:
         _ = rt.engine  # load the model before accepting requests
         app = create_app(rt)

@@ -159,3 +159,13 @@ def test_a_prompt_longer_than_the_context_exits_2() -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "context" in lines[0], lines
+
+
+@pytest.mark.parametrize("mode", ["cloud-only", "prefer-cloud"])
+def test_serve_refuses_a_cloud_mode_without_a_gateway(mode: str) -> None:
+    proc = tandem("serve", "--port", str(_free_port()), "--mode", mode)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"tandem: runtime.mode {mode} needs a cloud gateway, and no gateway is configured "
+        "(set [offload] url and credential, or TANDEM_OFFLOAD_URL and "
+        "TANDEM_OFFLOAD_CREDENTIAL)"]
