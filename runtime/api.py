@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from kernels import GenerationParams
-from runtime.api_errors import ApiError, errors_middleware, map_runtime_error
+from runtime.api_errors import MODE_HEADER, ApiError, errors_middleware, map_runtime_error
 from runtime.api_sse import completion_body, stream_sse
 from runtime.errors import ModeError
 from runtime.facade import ResultStream, Runtime
@@ -80,6 +80,17 @@ def _opt(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(value, kind):
         raise ApiError(400, f"{key} has the wrong type", "invalid_value", key)
     return value
+
+
+def _mode_and_source(
+    body_mode: str | None, body_key: str, request: web.Request
+) -> tuple[str | None, str | None]:
+    """The request's mode (body field, else the header) and where it came from, for errors."""
+    if body_mode:
+        return body_mode, body_key
+    if MODE_HEADER in request.headers:
+        return request.headers[MODE_HEADER], MODE_HEADER
+    return None, None  # the server's default mode
 
 
 def parse_chat_request(
@@ -136,8 +147,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await _json_body(request)
     messages, params, mode, want_stream = parse_chat_request(body, runtime, served)
     model = str(body.get("model") or runtime.config.server.model_name)
-    header_mode = request.headers.get("X-Tandem-Mode")
-    mode = mode or header_mode
+    mode, mode_param = _mode_and_source(mode, "tandem.mode", request)
     pool = request.app[EXECUTOR]
     cancel = threading.Event()
     interval = runtime.config.server.stream_interval_ms / 1e3
@@ -149,7 +159,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     created = int(time.time())
     if want_stream:
-        return await stream_sse(request, pool, start, cancel, created, model, interval)
+        return await stream_sse(request, pool, start, cancel, created, model, interval,
+                                mode_param)
 
     def answer() -> tuple[str, Result]:
         stream = start()
@@ -164,8 +175,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except asyncio.CancelledError:
         cancel.set()  # the client went away: stop generating, free the engine
         raise
-    except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body or re-raised
-        raise map_runtime_error(exc) from exc
+    except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body
+        raise map_runtime_error(exc, mode_param) from exc
     cid = rid or f"chatcmpl-{uuid.uuid4().hex[:24]}"
     return web.json_response(completion_body(result, cid, created, model))
 
@@ -245,12 +256,12 @@ async def choose(request: web.Request) -> web.Response:
         raise ApiError(400, "question must be a string", "invalid_value", "question")
     if not isinstance(options, list):
         raise ApiError(400, "options must be a list of strings", "invalid_value", "options")
-    mode = _opt(body, "mode", str) or request.headers.get("X-Tandem-Mode")
+    mode, mode_param = _mode_and_source(_opt(body, "mode", str), "mode", request)
     try:
         result = await asyncio.get_running_loop().run_in_executor(
             request.app[EXECUTOR], lambda: runtime.choose(question, options, mode=mode))
-    except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body or re-raised
-        raise map_runtime_error(exc) from exc
+    except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body
+        raise map_runtime_error(exc, mode_param) from exc
     return web.json_response(result.to_dict())
 
 

@@ -12,6 +12,7 @@ from runtime.calibration import CalibrationError
 from runtime.errors import ModeError, OffloadError, PrivacyBlockError, QueueFullError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MODE_HEADER = "X-Tandem-Mode"
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +72,18 @@ def internal_error(exc: BaseException) -> ApiError:
     return ApiError(500, "internal server error (see the server log)", "internal_error")
 
 
-def map_runtime_error(exc: Exception) -> ApiError:
-    """The client-facing error for what the runtime raised (a logged 500 when unforeseen)."""
+def map_runtime_error(exc: Exception, mode_param: str | None = None) -> ApiError:
+    """The client-facing error for what the runtime raised (a logged 500 when unforeseen).
+
+    `mode_param` names where the request's mode came from (`tandem.mode`, `mode`, the
+    `X-Tandem-Mode` header); None when the server's default mode was used.
+    """
     if isinstance(exc, QueueFullError):
         return ApiError(429, str(exc), "queue_full", headers={"Retry-After": "1"})
     if isinstance(exc, ContextOverflowError):
         return ApiError(400, str(exc), "context_length_exceeded", "messages")
     if isinstance(exc, ModeError):
-        return ApiError(400, str(exc), "mode_unavailable", "tandem.mode")
+        return ApiError(400, str(exc), "mode_unavailable", mode_param)
     if isinstance(exc, PrivacyBlockError):
         return ApiError(400, str(exc), "privacy_block", "messages")
     if isinstance(exc, OffloadError):

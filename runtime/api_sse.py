@@ -108,6 +108,7 @@ async def stream_sse(
     created: int,
     model: str,
     interval: float,
+    mode_param: str | None = None,
 ) -> web.StreamResponse:
     """SSE: text is written at most every `interval` seconds (the first and last at once).
 
@@ -142,7 +143,7 @@ async def stream_sse(
         raise
     except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body or re-raised
         await worker
-        raise map_runtime_error(exc) from exc
+        raise map_runtime_error(exc, mode_param) from exc
     cid = stream.id or f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
     response = web.StreamResponse(
@@ -168,7 +169,8 @@ async def stream_sse(
                         await _send(response, _chunk(cid, created, model,
                                                      {"content": "".join(text)}))
                         text = []
-                    err = map_runtime_error(item) if isinstance(item, Exception) else None
+                    err = (map_runtime_error(item, mode_param) if isinstance(item, Exception)
+                           else None)
                     await _send(response, {"error": {
                         "message": err.message if err else "generation failed",
                         "type": "server_error", "code": err.code if err else "internal"}})

@@ -330,3 +330,24 @@ def test_an_empty_stop_string_is_400(base_url: str, stop: object) -> None:
     assert r.json()["error"] == {"message": "stop strings must not be empty",
                                  "type": "invalid_request_error", "param": "stop",
                                  "code": "invalid_value"}
+
+
+CLOUD_ONLY = {"X-Tandem-Mode": "cloud-only"}
+
+
+@pytest.mark.parametrize(("path", "body", "headers", "param"), [
+    ("/v1/chat/completions", {"messages": HELLO, "tandem": {"mode": "cloud-only"}}, {},
+     "tandem.mode"),
+    ("/v1/chat/completions", {"messages": HELLO}, CLOUD_ONLY, "X-Tandem-Mode"),
+    ("/v1/chat/completions", {"messages": HELLO, "stream": True}, CLOUD_ONLY, "X-Tandem-Mode"),
+    ("/v1/choose", {"question": "2 + 2?", "options": ["4", "5"], "mode": "cloud-only"}, {},
+     "mode"),
+    ("/v1/choose", {"question": "2 + 2?", "options": ["4", "5"]}, CLOUD_ONLY, "X-Tandem-Mode"),
+])
+def test_an_unavailable_mode_names_where_the_request_set_it(
+    base_url: str, path: str, body: dict[str, object], headers: dict[str, str], param: str
+) -> None:
+    r = httpx.post(f"{base_url}{path}", json=body, headers=headers, timeout=60)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == ("mode_unavailable", param)
