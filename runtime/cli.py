@@ -90,17 +90,40 @@ _DELEGATED = {
     "router": "runtime.router.cli",
     "convert": "kernels.convert.cli",
 }
+_OWN_SETTINGS = {
+    "gateway": "it has its own settings (its flags, or TANDEM_GATEWAY_* variables)",
+    "router": "give its files as flags (--data, --db, --router, --out)",
+    "convert": "give its cache folder as --cache-dir",
+}
+
+
+def _command_index(args: Sequence[str]) -> tuple[int, bool]:
+    """Where the subcommand word is, after the global `--config PATH`, and whether it was given."""
+    i, has_config = 0, False
+    while i < len(args):
+        if args[i] == "--config":
+            i, has_config = i + 2, True
+        elif args[i].startswith("--config="):
+            i, has_config = i + 1, True
+        else:
+            break
+    return i, has_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    for i, word in enumerate(args_list):
-        if word in _DELEGATED:
-            module = importlib.import_module(_DELEGATED[word])
-            rc: int = module.main(args_list[i + 1 :])
-            return rc
-        if not word.startswith("-") and (i == 0 or args_list[i - 1] != "--config"):
-            break
+    i, has_config = _command_index(args_list)
+    if i < len(args_list) and args_list[i] in _DELEGATED:
+        command = args_list[i]
+        if has_config:
+            # they do not read the device config: refuse rather than silently drop it
+            print(f"tandem: --config applies to the device commands (ask, chat, serve, "
+                  f"monitor, choose, models), not to `tandem {command}`; {_OWN_SETTINGS[command]}",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        module = importlib.import_module(_DELEGATED[command])
+        rc: int = module.main(args_list[i + 1 :])
+        return rc
     parser = _parser()
     try:
         args = parser.parse_args(args_list)

@@ -169,3 +169,30 @@ def test_serve_refuses_a_cloud_mode_without_a_gateway(mode: str) -> None:
         f"tandem: runtime.mode {mode} needs a cloud gateway, and no gateway is configured "
         "(set [offload] url and credential, or TANDEM_OFFLOAD_URL and "
         "TANDEM_OFFLOAD_CREDENTIAL)"]
+
+
+@pytest.mark.parametrize("command", [("gateway", "keys"), ("router", "score", "--router",
+                                                            "r.npz", "hi"),
+                                     ("convert", "bundled:smollm2-135m")])
+def test_config_with_a_command_that_does_not_read_it_is_refused(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    cfg = tmp_path / "t.toml"
+    cfg.write_text("[server]\nport = 9000\n")
+    proc = tandem("--config", str(cfg), *command)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("tandem: --config applies to the device commands (ask, chat, "
+                               f"serve, monitor, choose, models), not to `tandem {command[0]}`")
+
+
+def test_a_config_file_named_like_a_subcommand_is_read_as_the_config(tmp_path: Path) -> None:
+    (tmp_path / "router").write_text("[server]\nprot = 1\n")
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
+    env["PYTHONPATH"] = str(root)
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "--config", "router", "models"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("tandem: unknown config key server.prot")
