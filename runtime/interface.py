@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import time
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from kernels.errors import ModelNotFoundError
 from kernels.registry import BUNDLED, resolve
 from runtime.config import TandemConfig
-from runtime.errors import ModeError
+from runtime.errors import ConfigError, ModeError
 from runtime.facade import Runtime
 from runtime.result import Result
 
@@ -96,12 +97,47 @@ def serve(config: TandemConfig) -> None:
             f"runtime.mode {mode} needs a cloud gateway, and no gateway is configured "
             "(set [offload] url and credential, or TANDEM_OFFLOAD_URL and "
             "TANDEM_OFFLOAD_CREDENTIAL)")
-    with open_runtime(config) as rt:
-        _ = rt.engine  # load the model before accepting requests
-        app = create_app(rt)
-        s = config.server
-        print(f"tandem: serving {rt.engine.info.id} on http://{s.host}:{s.port}", file=sys.stderr)
-        web.run_app(app, host=s.host, port=s.port, print=None)
+    s = config.server
+    sockets = bind_sockets(s.host, s.port)  # a busy port fails now, not after the model loads
+    try:
+        with open_runtime(config) as rt:
+            _ = rt.engine  # load the model before accepting requests
+            app = create_app(rt)
+            port = sockets[0].getsockname()[1]
+            print(f"tandem: serving {rt.engine.info.id} on http://{s.host}:{port}",
+                  file=sys.stderr)
+            web.run_app(app, sock=sockets, print=None)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def bind_sockets(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound (not yet listening) to every address `host` resolves to, as asyncio's
+    `create_server` would bind them; an unknown host or a busy port is a `ConfigError`."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"server.host {host!r} cannot be resolved: {exc.strerror}") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {host or 'all interfaces'} port {port} "
+                                  f"(server.host, server.port): {exc.strerror}") from None
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def chat(config: TandemConfig, *, mode: str | None) -> int:

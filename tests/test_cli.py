@@ -196,3 +196,24 @@ def test_a_config_file_named_like_a_subcommand_is_read_as_the_config(tmp_path: P
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("tandem: unknown config key server.prot")
+
+
+def test_serve_on_a_busy_port_is_one_line_and_exit_2_before_the_model_loads() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = tandem("serve", "--port", str(port), "--model", "/nonexistent/model.gguf")
+    # the port is checked first: the missing model file is never reached
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"tandem: cannot listen on 127.0.0.1 port {port} (server.host, server.port): "
+        "Address already in use"]
+
+
+def test_serve_on_an_unknown_host_is_one_line_and_exit_2() -> None:
+    proc = tandem("serve", "--host", "no-such-host.invalid", "--port", str(_free_port()))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("tandem: server.host 'no-such-host.invalid' cannot be resolved: ")
