@@ -8,10 +8,10 @@ import sys
 import time
 from typing import Any
 
-from kernels.errors import ModelNotFoundError
+from kernels.errors import ContextOverflowError, ModelNotFoundError
 from kernels.registry import BUNDLED, resolve
 from runtime.config import TandemConfig
-from runtime.errors import ConfigError, ModeError
+from runtime.errors import ConfigError, ModeError, TandemError
 from runtime.facade import Runtime
 from runtime.result import Result
 
@@ -157,10 +157,43 @@ def chat(config: TandemConfig, *, mode: str | None) -> int:
                 history.clear()
                 continue
             history.append({"role": "user", "content": line})
+            result = _chat_turn(rt, history, mode)
+            if result is None:
+                history.pop()  # the turn that failed: the next one starts without it
+                continue
+            history.append({"role": "assistant", "content": result.text})
+
+
+def _chat_turn(rt: Runtime, history: list[dict[str, Any]], mode: str | None) -> Result | None:
+    """Answer the last user turn, dropping the oldest exchanges while the history does not fit
+    the context. None, reported on stderr, when the turn cannot be answered."""
+    dropped = 0
+    while True:
+        try:
             stream = rt.stream(history, mode=mode)
-            for piece in stream:
-                print(piece, end="", flush=True)
-            print()
-            assert stream.result is not None
-            print(describe(stream.result), file=sys.stderr)
-            history.append({"role": "assistant", "content": stream.result.text})
+        except ContextOverflowError as exc:
+            if len(history) > 1:
+                del history[:2]  # the oldest user turn and its answer
+                dropped += 1
+                continue
+            print(f"tandem: {exc}", file=sys.stderr)
+            return None
+        except TandemError as exc:  # e.g. the cloud failed or the mode cannot be served
+            print(f"tandem: {exc}", file=sys.stderr)
+            return None
+        break
+    if dropped:
+        print(f"tandem chat: dropped the {dropped} oldest exchange(s) to fit the context",
+              file=sys.stderr)
+    try:
+        for piece in stream:
+            print(piece, end="", flush=True)
+    except TandemError as exc:
+        print(f"\ntandem: {exc}", file=sys.stderr)
+        return None
+    finally:
+        stream.close()
+    print()
+    assert stream.result is not None
+    print(describe(stream.result), file=sys.stderr)
+    return stream.result

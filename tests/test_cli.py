@@ -217,3 +217,22 @@ def test_serve_on_an_unknown_host_is_one_line_and_exit_2() -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith("tandem: server.host 'no-such-host.invalid' cannot be resolved: ")
+
+
+def test_chat_reports_an_over_long_turn_and_goes_on_without_it() -> None:
+    turns = ["Hello", "word " * 400, "And again", ""]
+    proc = tandem("chat", "--max-tokens", "4", "--mode", "local-only", stdin="\n".join(turns),
+                  env={"TANDEM_MODEL_CONTEXT_LENGTH": "256"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("[local]") == 2  # the first and the third turn were answered
+    overflow = [line for line in proc.stderr.splitlines() if "context is 256" in line]
+    assert len(overflow) == 1 and overflow[0].startswith("tandem: prompt is "), proc.stderr
+
+
+def test_chat_drops_the_oldest_exchanges_when_the_history_outgrows_the_context() -> None:
+    turns = [f"Turn {i}: " + "word " * 60 for i in range(5)] + [""]  # ~70 tokens a turn
+    proc = tandem("chat", "--max-tokens", "4", "--mode", "local-only", stdin="\n".join(turns),
+                  env={"TANDEM_MODEL_CONTEXT_LENGTH": "256"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("[local]") == 5  # every turn answered
+    assert "oldest exchange(s) to fit the context" in proc.stderr
