@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from runtime.errors import ConfigError, ModeError, PrivacyBlockError, TandemErro
 from runtime.offload_errors import OffloadNotConfigured
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
 # Errors a retry cannot fix, only a change of flags, config or input: exit 2. They are checked
 # before the TandemError / EngineError parents they derive from.
 _USAGE_ERRORS = (
@@ -130,7 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if exc.code in (0, None) else EXIT_USAGE
     try:
-        return _dispatch(args)
+        rc = _dispatch(args)
+        sys.stdout.flush()  # a reader gone by now fails here, not at interpreter exit
+        return rc
     except _USAGE_ERRORS as exc:
         print(f"tandem: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -139,6 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`| head`): end quietly, as a process killed by SIGPIPE would;
+        # stdout goes to devnull so that flushing it at exit does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _config(args: argparse.Namespace) -> TandemConfig:

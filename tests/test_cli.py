@@ -236,3 +236,17 @@ def test_chat_drops_the_oldest_exchanges_when_the_history_outgrows_the_context()
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("[local]") == 5  # every turn answered
     assert "oldest exchange(s) to fit the context" in proc.stderr
+
+
+@pytest.mark.parametrize("args", [("monitor", "--json", "--interval", "0.1"),
+                                  ("ask", "Say hi.", "--max-tokens", "4", "--mode", "local-only"),
+                                  ("models",)])
+def test_a_reader_that_went_away_ends_quietly_with_141(args: tuple[str, ...]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None
+    proc.stdout.close()  # like `| head` having exited: the first write fails with EPIPE
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 141
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
