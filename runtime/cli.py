@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -32,6 +33,16 @@ _USAGE_ERRORS = (
     ContextOverflowError,  # the prompt does not fit model.context_length
     PrivacyBlockError,  # the privacy policy forbids what the mode asks for
 )
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {text}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     mon = sub.add_parser("monitor", help="a live view of the device's resources")
     mon.add_argument("--once", action="store_true", help="print one snapshot and exit")
     mon.add_argument("--json", action="store_true", help="JSON instead of text")
-    mon.add_argument("--interval", type=float, default=1.0, metavar="SECONDS")
+    mon.add_argument("--interval", type=_positive_seconds, default=1.0, metavar="SECONDS",
+                     help="between snapshots (> 0; default 1)")
 
     choose = sub.add_parser(
         "choose", help="answer a multiple-choice question on the device, with P(right)")

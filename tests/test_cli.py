@@ -250,3 +250,11 @@ def test_a_reader_that_went_away_ends_quietly_with_141(args: tuple[str, ...]) ->
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 141
     assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "nan", "inf", "soon"])
+def test_monitor_interval_must_be_positive_seconds(interval: str) -> None:
+    proc = tandem("monitor", "--json", "--interval", interval)
+    assert proc.returncode == 2
+    assert proc.stdout == ""  # refused before any snapshot
+    assert "argument --interval" in proc.stderr and "Traceback" not in proc.stderr
