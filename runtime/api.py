@@ -1,7 +1,7 @@
 """The device HTTP API (aiohttp): OpenAI-compatible chat completions plus device endpoints.
 
     POST /v1/chat/completions   stream true/false; responses carry a `tandem` object
-    GET  /v1/models
+    GET  /v1/models             and /v1/models/{id}
     GET  /healthz
     GET  /v1/device/status      the resource snapshot
     POST /v1/device/signals     battery / thermal values pushed by an app
@@ -181,13 +181,30 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return web.json_response(completion_body(result, cid, created, model))
 
 
-async def list_models(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
+def _served_names(runtime: Runtime) -> list[str]:
     names = [runtime.config.server.model_name]
     if runtime.config.model.spec not in names:
         names.append(runtime.config.model.spec)
-    data = [{"id": n, "object": "model", "created": 0, "owned_by": "tandem"} for n in names]
+    return names
+
+
+def _model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "tandem"}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    data = [_model_object(n) for n in _served_names(request.app[RUNTIME])]
     return web.json_response({"object": "list", "data": data})
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """OpenAI's models.retrieve: one served model, or 404 model_not_found."""
+    name = request.match_info["model"]
+    served = _served_names(request.app[RUNTIME])
+    if name not in served:
+        raise ApiError(404, f"the model {name!r} does not exist (served: {sorted(served)})",
+                       "model_not_found", "model")
+    return web.json_response(_model_object(name))
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -274,6 +291,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app.cleanup_ctx.append(_executor_ctx)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", retrieve_model)  # ids hold ':' and '/'
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/device/status", device_status)
     app.router.add_post("/v1/device/signals", device_signals)

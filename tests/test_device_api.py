@@ -351,3 +351,14 @@ def test_an_unavailable_mode_names_where_the_request_set_it(
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert (err["code"], err["param"]) == ("mode_unavailable", param)
+
+
+def test_a_served_model_can_be_retrieved_by_id(client: openai.OpenAI, base_url: str) -> None:
+    assert client.models.retrieve("tandem").id == "tandem"
+    assert client.models.retrieve("bundled:smollm2-135m").owned_by == "tandem"
+    r = httpx.get(f"{base_url}/v1/models/gpt-9")
+    assert r.status_code == 404
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == ("model_not_found", "model")
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-9")
