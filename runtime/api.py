@@ -225,7 +225,9 @@ async def device_signals(request: web.Request) -> web.Response:
     except (TypeError, ValueError) as exc:
         raise ApiError(400, str(exc), "invalid_value") from None
     snap = runtime.monitor.snapshot(max_age_s=0)
-    return web.json_response({"accepted": sorted(body), "snapshot": snap.to_dict()})
+    # null means "not reported in this push" (an earlier value stays until it expires)
+    accepted = sorted(k for k, v in body.items() if v is not None)
+    return web.json_response({"accepted": accepted, "snapshot": snap.to_dict()})
 
 
 async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -362,3 +362,11 @@ def test_a_served_model_can_be_retrieved_by_id(client: openai.OpenAI, base_url: 
     assert (err["code"], err["param"]) == ("model_not_found", "model")
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-9")
+
+
+def test_a_null_signal_is_not_reported_as_accepted(base_url: str) -> None:
+    r = httpx.post(f"{base_url}/v1/device/signals",
+                   json={"battery_percent": None, "temperature_c": 40.0})
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == ["temperature_c"]
+    assert r.json()["snapshot"]["battery"] is None  # nothing stored for the null
