@@ -27,8 +27,15 @@ from typing import Any
 from aiohttp import web
 
 from kernels import GenerationParams
-from runtime.api_errors import MODE_HEADER, ApiError, errors_middleware, map_runtime_error
+from runtime.api_errors import (
+    MODE_HEADER,
+    ApiError,
+    errors_middleware,
+    map_runtime_error,
+    param_named,
+)
 from runtime.api_sse import completion_body, stream_sse
+from runtime.choice import check_question
 from runtime.errors import ModeError
 from runtime.facade import ResultStream, Runtime
 from runtime.monitor import PushedSignals
@@ -130,7 +137,8 @@ def parse_chat_request(
             stop=stop,
         )
     except ValueError as exc:
-        raise ApiError(400, str(exc), "invalid_value") from None
+        raise ApiError(400, str(exc), "invalid_value",
+                       param_named(str(exc), ("temperature", "top_p", "seed", "stop"))) from None
     ext = body.get("tandem") or {}
     if not isinstance(ext, dict):
         raise ApiError(400, "tandem must be an object", "invalid_value", "tandem")
@@ -275,6 +283,11 @@ async def choose(request: web.Request) -> web.Response:
         raise ApiError(400, "question must be a string", "invalid_value", "question")
     if not isinstance(options, list):
         raise ApiError(400, "options must be a list of strings", "invalid_value", "options")
+    try:
+        check_question(question, options)
+    except ValueError as exc:
+        param = "question" if str(exc).startswith("question") else "options"
+        raise ApiError(400, str(exc), "invalid_value", param) from None
     mode, mode_param = _mode_and_source(_opt(body, "mode", str), "mode", request)
     try:
         result = await asyncio.get_running_loop().run_in_executor(

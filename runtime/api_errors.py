@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -72,6 +73,16 @@ def internal_error(exc: BaseException) -> ApiError:
     return ApiError(500, "internal server error (see the server log)", "internal_error")
 
 
+# Request fields a runtime ValueError may name first ("messages[0] must be ...").
+_REQUEST_FIELDS = ("messages", "question", "options")
+
+
+def param_named(message: str, fields: tuple[str, ...]) -> str | None:
+    """The field a validation message starts with ("top_p must be ..."), if it is one of these."""
+    head = re.split(r"[\s\[.]", message, maxsplit=1)[0]
+    return head if head in fields else None
+
+
 def map_runtime_error(exc: Exception, mode_param: str | None = None) -> ApiError:
     """The client-facing error for what the runtime raised (a logged 500 when unforeseen).
 
@@ -91,7 +102,7 @@ def map_runtime_error(exc: Exception, mode_param: str | None = None) -> ApiError
     if isinstance(exc, CalibrationError):
         return ApiError(503, str(exc), "calibration_unavailable")
     if isinstance(exc, ValueError):
-        return ApiError(400, str(exc), "invalid_value")
+        return ApiError(400, str(exc), "invalid_value", param_named(str(exc), _REQUEST_FIELDS))
     if isinstance(exc, EngineError):
         return ApiError(503, str(exc), "engine_error")
     return internal_error(exc)

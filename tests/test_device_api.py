@@ -370,3 +370,21 @@ def test_a_null_signal_is_not_reported_as_accepted(base_url: str) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["accepted"] == ["temperature_c"]
     assert r.json()["snapshot"]["battery"] is None  # nothing stored for the null
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/chat/completions", {"messages": HELLO, "temperature": -1}, "temperature"),
+    ("/v1/chat/completions", {"messages": HELLO, "top_p": 2}, "top_p"),
+    ("/v1/chat/completions", {"messages": [1]}, "messages"),
+    ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, "messages"),
+    ("/v1/choose", {"question": "2 + 2?", "options": ["4"]}, "options"),
+    ("/v1/choose", {"question": "2 + 2?", "options": ["4", " "]}, "options"),
+    ("/v1/choose", {"question": " ", "options": ["4", "5"]}, "question"),
+])
+def test_a_bad_value_names_its_field_in_param(
+    base_url: str, path: str, body: dict[str, object], param: str
+) -> None:
+    r = httpx.post(f"{base_url}{path}", json=body, timeout=60)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == ("invalid_value", param), err
