@@ -280,7 +280,8 @@ def test_stream_must_be_a_json_boolean(base_url: str, stream: object) -> None:
 
 def test_stream_null_is_a_plain_answer(base_url: str) -> None:
     r = httpx.post(f"{base_url}/v1/chat/completions",
-                   json={"model": "tandem", "messages": HELLO, "max_tokens": 2, "stream": None})
+                   json={"model": "tandem", "messages": HELLO, "max_tokens": 2, "stream": None},
+                   timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["object"] == "chat.completion"
 
