@@ -52,6 +52,7 @@ class OptionScores:
     prompt_mean_logprob: float
     prompt_tokens: int
     option_first: tuple[float, ...] = ()
+    dropped_tokens: int = 0  # of the question's start, cut to fit the context (0: none)
 
     def __post_init__(self) -> None:
         n = len(self.option_logprob)
@@ -170,9 +171,11 @@ class OptionScorer:
         if room < 2:
             raise ValueError(f"an option is too long for the scorer's {self._llm.n_ctx()}-token "
                              "context")
+        dropped = 0
         if len(context) > room:
             # A long passage: keep BOS and the end of the question (its "Answer:" cue).
             head = context[:1] if context[0] == self._llm.token_bos() else []
+            dropped = len(context) - room
             context = head + context[len(context) - (room - len(head)):]
             self.truncated += 1
         # the question's own tokens are read on the way (how familiar the text is)
@@ -190,6 +193,7 @@ class OptionScorer:
             prompt_mean_logprob=float(prompt_lp.mean()),
             prompt_tokens=len(context),
             option_first=tuple(float(c[0]) for c in cond),
+            dropped_tokens=dropped,
         )
 
     def close(self) -> None:

@@ -66,6 +66,7 @@ class Choice:
     signals: dict[str, float]  # the named signals the calibration read
     model: str
     peer: str  # "" when the calibration uses no peer model
+    question_cut: int = 0  # tokens of the question's start the device could not read
 
     @property
     def escalate(self) -> bool:
@@ -161,7 +162,8 @@ class LocalChooser:
         wanted = {name: signals[name] for name in self.calibration.features}
         return Choice(index=own.chosen, option=opts[own.chosen], p_correct=p,
                       threshold=self.threshold,
-                      signals=wanted, model=self.model, peer=self.peer)
+                      signals=wanted, model=self.model, peer=self.peer,
+                      question_cut=own.dropped_tokens)
 
     def close(self) -> None:
         self._scorer.close()
@@ -248,6 +250,9 @@ class ChoiceResult:
     redactions: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] | None = None  # the policy's decision and trace
     total_ms: float = 0.0
+    # tokens of a long question's start the device cut to fit its context (it read the end,
+    # with the options); the reason says so too
+    question_cut: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -279,13 +284,18 @@ def run_choice(rt: Runtime, question: str, options: Sequence[str],
 
     def done(index: int, source: Literal["local", "cloud"], reason: str,
              local: Choice | None, cloud_model: str = "") -> ChoiceResult:
+        cut = 0 if local is None else local.question_cut
+        if cut:
+            reason += (f" (the device read the question without its first {cut} tokens, "
+                       "to fit its context)")
         result = ChoiceResult(
             id=f"choice-{uuid.uuid4().hex[:24]}", index=index, option=opts[index],
             source=source, mode=chosen, reason=reason,
             p_correct=None if local is None else local.p_correct,
             local_index=None if local is None else local.index, cloud_model=cloud_model,
             usage=dict(usage), redactions=dict(plan.prepared.redactions) if plan.prepared else {},
-            decision=plan.decision, total_ms=(time.perf_counter() - started) * 1000)
+            decision=plan.decision, total_ms=(time.perf_counter() - started) * 1000,
+            question_cut=cut)
         rt._record_choice(result, msgs[0].content)
         return result
 

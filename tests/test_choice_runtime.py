@@ -100,6 +100,20 @@ def test_local_only_answers_on_the_device_with_p_right(engine: Engine,
     assert json.loads(json.dumps(r.to_dict()))["option"] == "blue"
 
 
+def test_a_question_too_long_for_the_device_says_what_it_did_not_read(
+    engine: Engine, chooser: LocalChooser
+) -> None:
+    long = "Some background, at length. " * 120 + SKY  # ~730 tokens; the scorer holds 512
+    with make_runtime(engine, chooser, mode="local-only") as rt:
+        r = rt.choose(long, SKY_OPTIONS)
+        short = rt.choose(SKY, SKY_OPTIONS)
+    assert r.question_cut > 100
+    assert r.reason == ("mode local-only: the device answers (the device read the question "
+                        f"without its first {r.question_cut} tokens, to fit its context)")
+    assert r.to_dict()["question_cut"] == r.question_cut
+    assert short.question_cut == 0 and short.reason == "mode local-only: the device answers"
+
+
 def test_prefer_local_keeps_a_confident_answer_and_escalates_an_unsure_one(
         engine: Engine, chooser: LocalChooser, start_gateway: GatewayFactory) -> None:
     gw, upstream = _gateway(start_gateway, "The answer is C.")
