@@ -95,7 +95,9 @@ class LlamaCppEngine:
             id=model.id,
             path=str(model.path),
             engine="llama.cpp",
-            context_length=self._llm.n_ctx(),
+            # llama.cpp rounds a small context up (128 -> 256) while the Python wrapper's
+            # token buffer keeps the size asked for: the smaller one is what fits
+            context_length=min(context_length, self._llm.n_ctx()),
             chat=self._formatter is not None,
             has_logprobs=True,
             extra={"threads": str(n_threads), "vocab": str(self._llm.n_vocab())},

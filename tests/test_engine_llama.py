@@ -210,3 +210,21 @@ def test_llama_cpp_log_pieces_join_into_lines_at_their_level(
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.WARNING, "failed to open x"), (logging.INFO, "a warning"),
         (logging.DEBUG, "info without newline"), (logging.INFO, "next")]
+
+
+def test_a_context_smaller_than_llama_cpps_minimum_overflows_cleanly() -> None:
+    from kernels.registry import load_engine
+
+    # llama.cpp runs a 128-token context as 256, but the wrapper's token buffer holds 128:
+    # a 181-token prompt passed the 256 check and failed with NumPy's "could not broadcast"
+    small = load_engine("bundled:smollm2-135m", context_length=128, threads=1)
+    try:
+        assert small.info.context_length == 128
+        with pytest.raises(ContextOverflowError, match="the model's context is 128"):
+            list(small.stream([Message(role="user", content="word " * 150)],
+                              GenerationParams(max_tokens=4)))
+        fits = list(small.stream([Message(role="user", content="Hi")],
+                                 GenerationParams(max_tokens=4)))
+        assert fits
+    finally:
+        small.close()
