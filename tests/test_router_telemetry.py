@@ -103,3 +103,19 @@ def test_a_file_that_is_no_telemetry_database_is_refused_and_left_untouched(
     assert "no such table: answers" in capsys.readouterr().err
     assert other.read_bytes() == before  # no schema written into it, no WAL switch
     assert not out.exists()
+
+
+def test_from_telemetry_reads_the_database_the_runtime_is_configured_to_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = load_routing_data(DATA / "gsm8k.csv.gz").subset(range(30))
+    db = tmp_path / "custom.sqlite3"
+    record(db, [(p, bool(w)) for p, w in zip(data.prompts, data.weak, strict=True)])
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the default: empty
+    monkeypatch.setenv("TANDEM_RUNTIME_TELEMETRY_PATH", str(db))
+    out = tmp_path / "r.npz"
+    assert main(["train", "--from-telemetry", "--out", str(out), "--hash-bits", "12"]) == 0
+    assert "trained on 30 prompts" in capsys.readouterr().out
+    monkeypatch.setenv("TANDEM_RUNTIME_TELEMETRY_PATH", "off")
+    assert main(["train", "--from-telemetry", "--out", str(out)]) == 2
+    assert 'runtime.telemetry_path is "off"' in capsys.readouterr().err

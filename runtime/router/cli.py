@@ -17,6 +17,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from runtime.errors import ConfigError
 from runtime.router.base import RouterError
 from runtime.router.calibration import calibrate, cloud_fraction
 from runtime.router.data import RoutingData, load_routing_data
@@ -43,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="CSV with prompt, weak, strong columns")
     source.add_argument("--from-telemetry", action="store_true", help=TELEMETRY_HELP)
-    train.add_argument("--db", help="telemetry database for --from-telemetry (default: "
+    train.add_argument("--db", help="telemetry database for --from-telemetry (default: the "
+                                    "runtime's, runtime.telemetry_path from $TANDEM_CONFIG or "
+                                    "TANDEM_RUNTIME_TELEMETRY_PATH, else "
                                     "$XDG_STATE_HOME/tandem/telemetry.sqlite3)")
     train.add_argument("--out", required=True, help="router file to write (.npz)")
     train.add_argument("--seed", type=int, default=0)
@@ -120,10 +123,21 @@ def _training_data(args: argparse.Namespace) -> RoutingData | None:
     if not args.from_telemetry:
         return load_routing_data(args.data)
     try:
-        return telemetry_data(args.db)
-    except TelemetryDataError as exc:
+        return telemetry_data(args.db or _configured_telemetry())
+    except (TelemetryDataError, ConfigError) as exc:
         print(f"tandem router: {exc}", file=sys.stderr)
         return None
+
+
+def _configured_telemetry() -> str | None:
+    """The database the runtime writes (its `runtime.telemetry_path`; None: the default)."""
+    from runtime.config import load_config
+
+    setting = load_config().runtime.telemetry_path
+    if setting.strip().lower() == "off":
+        raise TelemetryDataError('runtime.telemetry_path is "off": there is no telemetry to '
+                                 "train on (name a database with --db)")
+    return setting or None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
