@@ -27,6 +27,7 @@ def labels(privacy: PrivacyFilter, text: str) -> set[str]:
         ("amex 378282246310005.", "378282246310005"),
         ("mc 5555-5555-5555-4444", "5555-5555-5555-4444"),
         ("jcb 3530111333300000 ok", "3530111333300000"),
+        ("visa 4111.1111.1111.1111.", "4111.1111.1111.1111"),
     ],
 )
 def test_luhn_valid_card_numbers_are_cards(privacy: PrivacyFilter, text: str, value: str) -> None:
@@ -34,7 +35,29 @@ def test_luhn_valid_card_numbers_are_cards(privacy: PrivacyFilter, text: str, va
 
 
 @pytest.mark.parametrize(
-    "text", ["card 4111 1111 1111 1112", "card 378282246310006", "0000 0000 0000 0000"]
+    ("text", "value"),
+    [
+        ("card 4111 1111 1111 1111 05/27", "4111 1111 1111 1111"),
+        ("card 4111 1111 1111 1111 123", "4111 1111 1111 1111"),
+        ("card 4111-1111-1111-1111-123 ok", "4111-1111-1111-1111"),
+        ("card 4111111111111111 123", "4111111111111111"),
+    ],
+)
+def test_a_card_followed_by_expiry_or_cvv_is_still_a_card(
+    privacy: PrivacyFilter, text: str, value: str
+) -> None:
+    assert (value, "CARD") in found(privacy, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "card 4111 1111 1111 1112",
+        "card 378282246310006",
+        "0000 0000 0000 0000",
+        "card 4111 1111 1111 1112 05/27",
+        "version 4111.1111.1111.1",
+    ],
 )
 def test_card_numbers_failing_luhn_are_not_cards(privacy: PrivacyFilter, text: str) -> None:
     assert "CARD" not in labels(privacy, text)
@@ -46,6 +69,8 @@ def test_card_numbers_failing_luhn_are_not_cards(privacy: PrivacyFilter, text: s
         ("IBAN GB82 WEST 1234 5698 7654 32 thanks", "GB82 WEST 1234 5698 7654 32"),
         ("to DE89370400440532013000.", "DE89370400440532013000"),
         ("iban fr1420041010050500013m02606", "fr1420041010050500013m02606"),
+        ("IBAN DE89-3704-0044-0532-0130-00, thanks", "DE89-3704-0044-0532-0130-00"),
+        ("IBAN DE89-3704-0044-0532-0130-00-12", "DE89-3704-0044-0532-0130-00"),
     ],
 )
 def test_valid_ibans_are_found_whole(privacy: PrivacyFilter, text: str, value: str) -> None:

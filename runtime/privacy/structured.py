@@ -47,9 +47,17 @@ _DOMAIN = re.compile(
 _TRAILING = ".,;:!?)]}'\""
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?(?![\d]|\.\d)")
 _IPV6 = re.compile(r"(?i)(?<![\w:])(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?:/\d{1,3})?(?![\w:])")
-_CARD = re.compile(r"(?<![\d+.-])\d(?:[ -]?\d){11,18}(?![\d])")
+# Spaces or dashes anywhere; dots only in groups of four (4111.1111.1111.1111), since dotted
+# digit runs are otherwise amounts, versions and IP addresses.
+_CARD = re.compile(
+    r"(?<![\d+.-])(?:\d(?:[ -]?\d){11,18}|\d{4}(?:\.\d{4}){2,3}(?:\.\d{1,3})?)(?![\d])"
+)
+_CARD_GROUP_END = re.compile(r"\d(?=[ .-])")
 _IBAN_COMPACT = re.compile(r"(?i)\b[a-z]{2}\d{2}[a-z0-9]{11,30}\b")
-_IBAN_SPACED = re.compile(r"(?i)\b[a-z]{2}\d{2}(?: [a-z0-9]{4}){2,7}(?: [a-z0-9]{1,4})?\b")
+_IBAN_SPACED = re.compile(
+    r"(?i)\b[a-z]{2}\d{2}(?P<sep>[ -])[a-z0-9]{4}(?:(?P=sep)[a-z0-9]{4}){1,6}"
+    r"(?:(?P=sep)[a-z0-9]{1,4})?\b"
+)
 _SSN = re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d-])")
 _SSN_BARE = re.compile(r"(?<!\d)\d{9}(?!\d)")
 _SSN_CUE = re.compile(
@@ -175,21 +183,30 @@ def _is_ip(value: str) -> bool:
 
 def _cards(text: str) -> Iterator[Span]:
     for m in _CARD.finditer(text):
-        digits = re.sub(r"\D", "", m.group())
-        if 12 <= len(digits) <= 19 and len(set(digits)) > 1 and luhn.is_valid(digits):
-            yield Span(m.start(), m.end(), CARD, "luhn")
+        # The run may have swallowed a following expiry or CVV ("4111 ... 1111 05/27"): on a
+        # Luhn failure try the shorter runs that end at a group boundary, longest first.
+        ends = [m.end()]
+        ends += [m.start() + g.end() for g in reversed(list(_CARD_GROUP_END.finditer(m.group())))]
+        for end in ends:
+            digits = re.sub(r"\D", "", text[m.start() : end])
+            if len(digits) < 12:
+                break
+            if len(digits) <= 19 and len(set(digits)) > 1 and luhn.is_valid(digits):
+                yield Span(m.start(), end, CARD, "luhn")
+                break
 
 
 def _ibans(text: str) -> Iterator[Span]:
     for pattern in (_IBAN_COMPACT, _IBAN_SPACED):
         for m in pattern.finditer(text):
             value = m.group()
+            sep = m.groupdict().get("sep") or " "
             # A spaced IBAN may have swallowed a following word: drop groups until valid.
             while value:
                 if std_iban.is_valid(value):
                     yield Span(m.start(), m.start() + len(value), IBAN, "iban")
                     break
-                value = value.rpartition(" ")[0] if " " in value else ""
+                value = value.rpartition(sep)[0]
 
 
 def _ssns(text: str) -> Iterator[Span]:
