@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -83,20 +84,45 @@ def resolve(spans: Iterable[Span], text: str | None = None) -> list[Span]:
     address that contains a phone number keeps its other parts).
     """
     ordered = sorted(spans, key=lambda s: (-rank(s.label), -(s.end - s.start), s.start))
-    kept: list[Span] = []
+    kept = _Disjoint()
     for span in ordered:
-        clashes = [k for k in kept if span.overlaps(k)]
+        clashes = kept.overlapping(span)
         if not clashes:
-            kept.append(span)
+            kept.add(span)
         elif text is not None:
-            kept.extend(_remainders(span, clashes, text))
-    return sorted(kept, key=lambda s: s.start)
+            for piece in _remainders(span, clashes, text):
+                kept.add(piece)
+    return kept.spans
+
+
+class _Disjoint:
+    """Non-overlapping spans sorted by start, so a clash check is a bisection, not a scan."""
+
+    __slots__ = ("_ends", "_starts", "spans")
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        self._starts: list[int] = []
+        self._ends: list[int] = []  # sorted too, since the spans never overlap
+
+    def overlapping(self, span: Span) -> list[Span]:
+        """The kept spans that overlap `span`, sorted by start."""
+        i = bisect.bisect_right(self._ends, span.start)
+        j = bisect.bisect_left(self._starts, span.end, lo=i)
+        return self.spans[i:j]
+
+    def add(self, span: Span) -> None:
+        """Keep `span`, which must not overlap a kept span."""
+        i = bisect.bisect_left(self._starts, span.start)
+        self.spans.insert(i, span)
+        self._starts.insert(i, span.start)
+        self._ends.insert(i, span.end)
 
 
 def _remainders(span: Span, clashes: list[Span], text: str) -> Iterator[Span]:
     """The parts of `span` outside `clashes` that still hold two letters or digits."""
     pos = span.start
-    for clash in sorted(clashes, key=lambda s: s.start):
+    for clash in clashes:  # sorted by start
         yield from _piece(span, pos, clash.start, text)
         pos = max(pos, clash.end)
     yield from _piece(span, pos, span.end, text)
