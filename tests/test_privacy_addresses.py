@@ -49,6 +49,11 @@ CASES = [
     # a street without a number needs a cue or a postcode
     ("she lives on ", "Beacon Street, Boston", ""),
     ("", "Regent Street, London W1B 5AH", ""),
+    # US grid streets named by an ordinal
+    ("I live at ", "350 5th Ave", ""),
+    ("Send it to ", "350 5th Avenue, New York, NY 10118", ""),
+    ("She lives at ", "77 W 23rd St.", " in Chelsea"),
+    ("", "123 N 3rd Street", ""),
 ]
 
 
@@ -76,6 +81,8 @@ def test_addresses_of_many_countries_are_found_whole(
         "novel by Olivia Goldsmith. Amber ran 52 miles in total. How many?",
         "game consoles (PlayStation 4, Wii U, and Xbox One)",
         "Windows 11 Pro keeps restarting after update 23H2.",
+        "I finished 3rd Place in 2019 and we walked down 5th Avenue.",
+        "The meeting is on 3rd 15 May, on the 2nd Floor.",
     ],
 )
 def test_look_alikes_are_not_addresses(addresses: AddressDetector, text: str) -> None:

@@ -40,11 +40,15 @@ from runtime.privacy.street_words import (
 
 # One word of a street name (never a function word: "88 and Whittaker Street").
 _NAME = r"(?!(?i:and|or|the|of|at|on|in|to|is|a|an|for|from|with|by|it)\b)[^\W\d_][\w'’.-]*"
+# Numbered streets of US grids ("350 5th Ave", "77 W 23rd St."): an ordinal is a name word too.
+_ORDINAL = r"\d{1,3}(?:st|nd|rd|th)\b"
+_STREET_NAME = rf"(?:{_NAME}|{_ORDINAL})"
 # Matches start on a word boundary even when the search starts inside a word (`_windowed`).
 _START = r"(?<![\w'’.-])"
 _NUM = r"\d{1,5}[A-Za-z]?(?:[-/]\d{1,4}[A-Za-z]?)?\b"
 _EN_STREET = re.compile(
-    rf"{_START}(?P<num>(?:\b{_NUM}[ \t]+){{1,2}})?(?P<name>(?:{_NAME}[ \t]+){{0,3}}?{_NAME})[ \t]+"
+    rf"{_START}(?P<num>(?:\b{_NUM}[ \t]+){{1,2}})?"
+    rf"(?P<name>(?:{_STREET_NAME}[ \t]+){{0,3}}?{_STREET_NAME})[ \t]+"
     rf"(?P<suffix>(?i:{SUFFIX_EN}))\b\.?(?:[ \t]+{_NUM})?"
 )
 _PREFIX_STREET = re.compile(
@@ -115,7 +119,7 @@ _HAS_NUMBER = re.compile(r"\d")
 # Words between a cue and the street: "address with 52 ...", "address? it is 05 ...".
 _FILLER = re.compile(r"(?i)(?:is|it|to|with|as|at|on|the|my|our|new|now|be|here|:)\b[\s:,]*")
 _CUED_STREET = re.compile(
-    rf"(?:{_NUM}[ \t]+){{0,2}}(?P<name>(?:{_NAME}[ \t]+){{0,3}}{_NAME})[ \t]+{_NUM}"
+    rf"(?:{_NUM}[ \t]+){{0,2}}(?P<name>(?:{_STREET_NAME}[ \t]+){{0,3}}{_STREET_NAME})[ \t]+{_NUM}"
 )
 _POSTCODE_CUE = re.compile(
     r"(?i)\b(?:zip\s+code|postal\s+code|post\s+code|postcode|zip)\s*(?:is\s+|:\s*)?"
@@ -173,7 +177,7 @@ class AddressDetector:
         hits = street_hits(text)
         for m in _windowed(hits.suffix, _EN_STREET, text):
             numbered = bool(m.group("num"))
-            capitalised = m.group("name")[0].isupper()
+            capitalised = _capitalised(m.group("name"))
             # "Wall Street", "Supreme Court", "3 per square foot": names of places, or not
             # streets at all, unless an address cue or a postal block goes with them.
             weak = not (numbered and capitalised)
@@ -247,7 +251,9 @@ def _cued_street(text: str, cued: re.Match[str]) -> bool:
     name = cued.group("name").split()
     if any(w.casefold().rstrip(".") in CALENDAR for w in name):
         return False  # "on January 31"
-    if not (name[0][0].isupper() or _lowercase_line(text, cued.start())):
+    if not any(w[0].isalpha() for w in name):
+        return False  # "is on 3rd 15 May": an ordinal alone is a day
+    if not (_capitalised(name[0]) or _lowercase_line(text, cued.start())):
         return False  # "is at least 21"
     return _plausible_street(" ".join(name), True, None)
 
@@ -301,10 +307,15 @@ def _plausible_street(name: str, has_number: bool, suffix: str | None) -> bool:
     if any(w.casefold() in FUNCTION for w in parts):
         return False
     parts = [w for w in parts if w not in PARTICLES] or parts  # "Largo do Alto de São João"
-    if all(w[0].isupper() for w in parts):
+    if all(_capitalised(w) for w in parts):
         return has_number or suffix is None or suffix.casefold().rstrip(".") in STRONG_SUFFIX
     strong = suffix is not None and suffix.casefold().rstrip(".") in STRONG_SUFFIX
     return has_number and len(parts) <= 3 and (strong or suffix is None)
+
+
+def _capitalised(word: str) -> bool:
+    """A word written as a name: capitalised, or an ordinal ("5th"), which has no case."""
+    return word[0].isupper() or word[0].isdigit()
 
 
 def _union(spans: list[Span]) -> list[Span]:
