@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runtime.privacy import PrivacyConfig, PrivacyFilter, Span
+from runtime.privacy.phones import PhoneDetector
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +135,10 @@ def test_checksum_ids_that_look_like_any_number_need_a_cue(privacy: PrivacyFilte
         ("Desk: +1-903-140-4508x769", "+1-903-140-4508x769"),
         ("phone:\n780 6326", "780 6326"),
         ("930.167.3943 fax", "930.167.3943"),
+        ("Tel: 089/12345678", "089/12345678"),
+        ("mobile 0171/1234567", "0171/1234567"),
+        ("phone 030 / 123 45 67", "030 / 123 45 67"),
+        ("Praxis Dr. Weber 089/12345678", "089/12345678"),
     ],
 )
 def test_phone_numbers_in_many_national_formats(
@@ -163,6 +168,15 @@ def test_a_list_of_phone_numbers_is_not_a_csv_row(privacy: PrivacyFilter) -> Non
 )
 def test_numbers_that_are_not_phone_numbers(privacy: PrivacyFilter, text: str) -> None:
     assert "PHONE" not in labels(privacy, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["on 12/05/2024 at 9", "on 05/12/2024", "add 3/4 cup", "exp 05/2027", "ratio 0123/4567"],
+)
+def test_slashed_dates_and_fractions_are_not_phone_numbers(text: str) -> None:
+    # The phone detector alone: the date detector must not be what keeps these out.
+    assert PhoneDetector().detect(text) == []
 
 
 def test_dates_ips_and_phones_do_not_steal_each_other(privacy: PrivacyFilter) -> None:

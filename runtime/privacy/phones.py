@@ -5,8 +5,8 @@ misses local formats (`780 6326`, `0487 98 11 92` without a region), which leak.
 detector finds every phone-*shaped* run of digit groups and keeps it when:
 
 * it has an international prefix (`+41`, `0041`) and `phonenumbers` calls it possible, or
-* its grouping is typical of a phone number (an area code in parentheses, 2+ groups that
-  are not a thousands-separated amount), or
+* its grouping is typical of a phone number (an area code in parentheses or before a slash,
+  2+ groups that are not a thousands-separated amount), or
 * `phonenumbers` calls it a valid number of one of the configured regions, or
 * a phone word (`phone`, `call`, `fax`, `mobile`, ...) stands next to it.
 """
@@ -30,6 +30,9 @@ _CANDIDATE = re.compile(
     r"(?P<intl>(?:\+|00)\d{1,3}[ .-]?)?"
     r"(?:\(0\)[ .-]?)?"
     r"(?P<paren>\(\d{1,5}\)[ .-]?)?"
+    # German style "089/12345678", "030 / 123 45 67": an area code (with a trunk 0 unless
+    # after +49), then a slash; "12/05/2024" and "3/4" do not start with one.
+    r"(?P<area>(?(intl)\d{1,5}|0\d{1,4})[ \t]?/[ \t]?)?"
     r"\d{1,15}(?:[ .-]\d{1,8}){0,6}"
     r"(?:[ ]?(?:x|ext\.?|extension)[ ]?\d{1,6})?"
     r"(?![\w]|[.,]\d)"
@@ -86,7 +89,9 @@ class PhoneDetector:
             return cue or self._possible_international(core)
         if m.group("paren"):
             return True
-        groups = re.split(r"[ .-]", core)
+        if m.group("area") and not cue:
+            return len(digits) >= 9  # a whole national number; "0123/4567" may be anything
+        groups = re.split(r"[ \t]?/[ \t]?|[ .-]", core)
         if all(_YEAR.fullmatch(g) for g in groups):
             return cue  # "1990 2004": years, not a number to call
         if cue:
