@@ -30,6 +30,10 @@ def people(names: NameDetector, text: str) -> list[str]:
         ("billing address: patricia desrosiers", ["patricia desrosiers"]),
         ("Krisztián Szöllösy listed his top 20 songs", ["Krisztián Szöllösy"]),
         ('"Stop," said Hakuba.', ["Hakuba"]),
+        # a capitalised word before the title does not hide the name after it
+        ("Patient Mr. O'Neil, room 12", ["O'Neil"]),
+        ("Client Dr. Okafor said", ["Okafor"]),
+        ("Ask Dr. Watson and Mrs. Hudson", ["Watson", "Hudson"]),
     ],
 )
 def test_names_from_lists_and_cues(names: NameDetector, text: str, expected: list[str]) -> None:

@@ -46,6 +46,14 @@ _TITLE = (
     r"(?:mr|mrs|ms|miss|mx|dr|prof|professor|sir|dame|madam|mme|mlle|herr|frau|señora?|"
     r"sra?|signora?|capt|captain|lt|col|gen|rev|fr|sgt|judge|president|senator|mayor)\.?"
 )
+# Titles that start a new name inside a run of capitalised words ("Patient Mr. O'Neil"):
+# abbreviations and forms of address only, not words that are also names ("Judge", "Dame").
+_RUN_TITLES = words(
+    """
+    mr mrs ms miss mx dr prof professor sir madam mme mlle herr frau señor señora sra signor
+    signora capt captain rev sgt
+    """
+)
 _RELATION = (
     r"(?:son|daughter|wife|husband|mother|father|mom|mum|dad|brother|sister|aunt|uncle|"
     r"cousin|niece|nephew|friend|boss|colleague|partner|kid|child|grandfather|grandmother|"
@@ -161,6 +169,8 @@ class NameDetector:
             if gap not in (" ", ". ", "  ") or (gap == ". " and not run[-1].dotted):
                 break
             kind = self._kind(tok)
+            if fold(tok.word) in _RUN_TITLES:
+                break  # the title is the cue for the name after it, judged as its own run
             if kind == style or (style == "title" and kind in ("initial", "particle")):
                 run.append(tok)
             else:
