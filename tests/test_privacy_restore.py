@@ -17,7 +17,8 @@ from runtime.privacy import PrivacyConfig, PrivacyFilter, PrivacyPolicy, Vault, 
 PIECES = (
     "Maria Schmidt", "maria@example.com", "4111 1111 1111 1111", "<PERSON_1>", "[email 2]",
     "PERSON_3", "<RAW_1>", "+41 44 668 18 00", "10.0.0.1", " ", "<", ">", "_", "1", "KaR",
-    "password: hunter22", "24 Clarke Avenue", "\n",
+    "password: hunter22", "24 Clarke Avenue", "\n", "person_1", "Email_1", "PERSON1", "\\<",
+    "\\>", "&lt;", "&gt;", "&", "\\",
 )  # fmt: skip
 TEXT = (
     "Hi, I'm Maria Schmidt (maria.schmidt@example.com, +44 20 7946 0958). "
@@ -60,8 +61,12 @@ def test_report_holds_counts_never_values(privacy: PrivacyFilter) -> None:
 
 @pytest.mark.parametrize(
     "echo",
-    ["<PERSON_1>", "<person_1>", "< PERSON 1 >", "[PERSON_1]", "<Person-1>", "PERSON_1"],
-)
+    [
+        "<PERSON_1>", "<person_1>", "< PERSON 1 >", "[PERSON_1]", "<Person-1>", "PERSON_1",
+        "Person_1", "person_1", "PERSON1", "\\<PERSON_1\\>", "\\[PERSON_1\\]",
+        "&lt;PERSON_1&gt;",
+    ],
+)  # fmt: skip
 def test_restore_accepts_a_model_changing_case_or_spacing(
     privacy: PrivacyFilter, echo: str
 ) -> None:
@@ -81,13 +86,37 @@ def test_unknown_placeholders_are_left_and_reported(privacy: PrivacyFilter) -> N
     assert result.unknown_placeholders == ("<PERSON_7>", "<EMAIL_3>")
 
 
+def test_bare_look_alikes_the_vault_did_not_issue_are_ordinary_words(
+    privacy: PrivacyFilter,
+) -> None:
+    vault = Vault()
+    privacy.redact("ask Maria Schmidt", vault)
+    result = restore("person_1 and ip_2 = IP6; person_7, PERSON7 and PERSON_7", vault)
+    assert result.text == "Maria Schmidt and ip_2 = IP6; person_7, PERSON7 and PERSON_7"
+    assert result.unknown_placeholders == ("PERSON_7",)
+
+
+def test_look_alikes_in_the_input_survive_the_round_trip(privacy: PrivacyFilter) -> None:
+    vault = Vault()
+    text = "person_1 wrote PERSON1 and &lt;Person_1&gt; to Maria Schmidt"
+    red = privacy.redact(text, vault)
+    assert red.text == "<RAW_1> wrote <RAW_2> and <RAW_3> to <PERSON_1>"
+    assert privacy.restore(red.text, vault).text == text
+
+
 def test_stream_restore_handles_a_placeholder_split_at_every_point(
     privacy: PrivacyFilter,
 ) -> None:
     vault = Vault()
     privacy.redact("mail maria.schmidt@example.com about Maria Schmidt", vault)
-    answer = "Dear <PERSON_1>, I wrote to < email_1 > and to PERSON_1."
-    expected = "Dear Maria Schmidt, I wrote to maria.schmidt@example.com and to Maria Schmidt."
+    answer = (
+        "Dear <PERSON_1>, I wrote to < email_1 > and to PERSON_1, person_1, \\<Email_1\\> "
+        "and &lt;PERSON_1&gt;."
+    )
+    expected = (
+        "Dear Maria Schmidt, I wrote to maria.schmidt@example.com and to Maria Schmidt, "
+        "Maria Schmidt, maria.schmidt@example.com and Maria Schmidt."
+    )
     for cut in range(len(answer) + 1):
         for second in range(cut, len(answer) + 1):
             stream = privacy.stream_restorer(vault)

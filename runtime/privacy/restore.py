@@ -5,7 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from runtime.privacy.placeholders import MAX_LENGTH, PLACEHOLDER, could_continue, parse
+from runtime.privacy.placeholders import (
+    MAX_LENGTH,
+    PLACEHOLDER,
+    could_continue,
+    is_strict,
+    parse,
+)
 from runtime.privacy.vault import Vault
 
 
@@ -32,7 +38,7 @@ def restore(text: str, vault: Vault) -> Restored:
         label, number = parse(match)
         value = vault.value(label, number)
         if value is None:
-            if match.group() not in unknown:
+            if is_strict(match) and match.group() not in unknown:
                 unknown.append(match.group())
             return match.group()
         count += 1
@@ -85,14 +91,14 @@ def _safe_cut(text: str) -> int:
     floor = max(0, len(text) - MAX_LENGTH)
     for start in range(floor, len(text)):
         ch = text[start]
-        opener = ch in "<["
-        bare = ch.isupper() and (
+        opener = ch in "<[\\&"  # also the escaped openers, as in "\<" and "&lt;"
+        bare = ch.isalpha() and (
             start == 0 or not (text[start - 1].isalnum() or text[start - 1] == "_")
         )
         if (opener or bare) and could_continue(text[start:]):
             return start
     # A complete bare placeholder at the very end may still gain digits ("PERSON_1" + "2").
-    m = re.search(r"\b[A-Z][A-Z_]*_\d+$", text)
+    m = re.search(r"\b[A-Za-z][A-Za-z_]*_?\d+$", text)
     if m and PLACEHOLDER.fullmatch(m.group()):
         return m.start()
     return len(text)
