@@ -81,6 +81,16 @@ def test_get_throttled_0x50005_sets_exactly_its_bits() -> None:
     assert flags.under_voltage_since_boot is True
 
 
+@pytest.mark.parametrize(
+    ("text", "bits"),
+    [("throttled=010", 10), ("throttled=0", 0), ("throttled=0X50005", 0x50005)],
+)
+def test_get_throttled_reads_decimal_with_leading_zeros_and_hex(text: str, bits: int) -> None:
+    flags = parse_throttled(text)
+    assert flags is not None
+    assert flags.bits == bits
+
+
 def test_soft_temp_limit_sample_reports_the_limit_not_under_voltage() -> None:
     flags = parse_throttled(_sample("vcgencmd/get_throttled_0x80008.txt"))
     assert flags is not None

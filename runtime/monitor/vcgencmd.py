@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from runtime.monitor.commands import DEFAULT_TIMEOUT_S, CommandRunner
 from runtime.monitor.snapshot import ThermalState
 
-_THROTTLED = re.compile(r"throttled=(0x[0-9a-fA-F]+|\d+)")
+_THROTTLED = re.compile(r"throttled=(0[xX][0-9a-fA-F]+|\d+)")
 _TEMP = re.compile(r"temp=(-?\d+(?:\.\d+)?)'C")
 
 UNDER_VOLTAGE = 1 << 0
@@ -73,7 +73,9 @@ def parse_throttled(text: str) -> ThrottleFlags | None:
     match = _THROTTLED.search(text)
     if match is None:
         return None
-    return ThrottleFlags(int(match.group(1), 0))
+    value = match.group(1)
+    # int(value, 0) would reject a decimal with a leading zero ("010").
+    return ThrottleFlags(int(value, 16) if value[:2].lower() == "0x" else int(value, 10))
 
 
 def parse_measure_temp(text: str) -> float | None:
