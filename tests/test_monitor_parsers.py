@@ -285,6 +285,15 @@ def test_driver_time_to_empty_wins_over_the_estimate() -> None:
     assert battery_from_supplies([battery]) == BatteryState(81.0, False, 9000.0, "sysfs")
 
 
+def test_negative_driver_time_to_empty_is_unknown_not_negative_seconds() -> None:
+    battery = parse_power_supply(
+        "cw2015-battery",
+        {"type": "Battery", "status": "Discharging", "capacity": "81", "time_to_empty_now": "-1"},
+    )
+    assert battery.time_to_empty_s is None
+    assert battery_from_supplies([battery]) == BatteryState(81.0, False, None, "sysfs")
+
+
 def test_unknown_status_without_adapters_leaves_plugged_in_unknown() -> None:
     battery = parse_power_supply("BAT0", {"type": "Battery", "status": "Unknown", "capacity": "55"})
     assert battery_from_supplies([battery]) == BatteryState(55.0, None, None, "sysfs")
@@ -332,6 +341,12 @@ def test_psutil_battery_sentinels_mean_no_time_left() -> None:
     # psutil.POWER_TIME_UNLIMITED (-2) while plugged, POWER_TIME_UNKNOWN (-1) otherwise.
     assert battery_from_psutil(sbattery(99.0, -2, True)) == BatteryState(99.0, True, None, "psutil")
     assert battery_from_psutil(sbattery(40.0, -1, None)) == BatteryState(40.0, None, None, "psutil")
+
+
+@pytest.mark.parametrize(("reported", "percent"), [(150.0, 100.0), (-3.0, 0.0), (57.3, 57.3)])
+def test_psutil_battery_percent_is_clamped_like_sysfs(reported: float, percent: float) -> None:
+    battery = battery_from_psutil(sbattery(reported, 600, False))
+    assert battery == BatteryState(percent, False, 600.0, "psutil")
 
 
 def test_psutil_temperatures_give_the_hottest_labelled_sensor() -> None:

@@ -40,7 +40,7 @@ def battery_from_psutil(battery: Any) -> BatteryState | None:
     # psutil encodes "charging" and "unknown" as negative sentinels.
     seconds_left = float(secs) if isinstance(secs, int | float) and secs >= 0 else None
     return BatteryState(
-        percent=round(float(battery.percent), 1),
+        percent=round(max(0.0, min(100.0, float(battery.percent))), 1),  # as sysfs clamps
         plugged_in=battery.power_plugged,
         seconds_left=None if battery.power_plugged else seconds_left,
         source="psutil",

@@ -117,9 +117,14 @@ def parse_power_supply(name: str, attrs: Mapping[str, str]) -> PowerSupply:
         charge_full_ah=_number(attrs.get("charge_full"), 1e-6),
         # Some drivers sign the current (negative while discharging); only the size matters.
         current_a=_abs(_number(attrs.get("current_now"), 1e-6)),
-        time_to_empty_s=_number(attrs.get("time_to_empty_now"))
-        or _number(attrs.get("time_to_empty_avg")),
+        time_to_empty_s=_seconds(attrs.get("time_to_empty_now"))
+        or _seconds(attrs.get("time_to_empty_avg")),
     )
+
+
+def _seconds(text: str | None) -> float | None:
+    value = _number(text)
+    return None if value is None or value < 0 else value  # drivers write -1 for "unknown"
 
 
 def _abs(value: float | None) -> float | None:
