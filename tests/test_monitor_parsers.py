@@ -361,3 +361,15 @@ def test_psutil_temperatures_give_the_hottest_labelled_sensor() -> None:
         61.0, "coretemp/Package id 0", None, None, "psutil"
     )
     assert thermal_from_psutil({}) is None
+
+
+def test_psutil_temperatures_skip_nan_and_implausible_readings() -> None:
+    temps = {
+        "broken": [shwtemp("nan", float("nan"), None, None), shwtemp("hot", 255.0, None, None)],
+        "sentinel": [shwtemp("", -273.2, None, None)],
+        "coretemp": [shwtemp("Package id 0", 61.0, 100.0, 100.0)],
+    }
+    assert thermal_from_psutil(temps) == ThermalState(
+        61.0, "coretemp/Package id 0", None, None, "psutil"
+    )
+    assert thermal_from_psutil({"broken": [shwtemp("", float("nan"), None, None)]}) is None

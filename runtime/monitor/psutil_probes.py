@@ -8,7 +8,13 @@ from typing import Any
 
 import psutil
 
-from runtime.monitor.snapshot import BatteryState, CpuState, MemoryState, ThermalState
+from runtime.monitor.snapshot import (
+    BatteryState,
+    CpuState,
+    MemoryState,
+    ThermalState,
+    plausible_celsius,
+)
 
 
 def read_cpu() -> CpuState:
@@ -48,12 +54,13 @@ def battery_from_psutil(battery: Any) -> BatteryState | None:
 
 
 def thermal_from_psutil(temps: Mapping[str, Sequence[Any]]) -> ThermalState | None:
-    """The hottest entry of `psutil.sensors_temperatures()` ({} when there are none)."""
+    """The hottest plausible entry of `psutil.sensors_temperatures()` ({} when there are none);
+    NaN, sentinels and broken sensors are skipped, as in sysfs."""
     readings = [
         (f"{chip}/{entry.label}" if entry.label else chip, float(entry.current))
         for chip, entries in temps.items()
         for entry in entries
-        if entry.current is not None
+        if entry.current is not None and plausible_celsius(float(entry.current))
     ]
     if not readings:
         return None

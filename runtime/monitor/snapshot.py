@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+# Outside this range a sensor is reporting a sentinel or is broken, not a temperature.
+PLAUSIBLE_C = (-40.0, 150.0)
+
+
+def plausible_celsius(value: float) -> bool:
+    """Whether a reading can be a real temperature (False for NaN, sentinels, broken sensors)."""
+    low, high = PLAUSIBLE_C
+    return low <= value <= high
+
 
 @dataclass(frozen=True, slots=True)
 class CpuState:

@@ -13,10 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.monitor.snapshot import BatteryState, ThermalState
+from runtime.monitor.snapshot import BatteryState, ThermalState, plausible_celsius
 
-# Outside this range a zone is reporting a sentinel or a broken sensor, not a temperature.
-_PLAUSIBLE_C = (-40.0, 150.0)
 # Tegra's PMIC-Die zone is a fixed 100 °C placeholder, not a measurement.
 _PLACEHOLDER_ZONES = frozenset({"pmic-die"})
 # Cooling devices that act by slowing the CPU/GPU; fans and TCC offsets are not throttling.
@@ -196,8 +194,7 @@ def parse_thermal_zone(zone_type: str, temp: str) -> tuple[str, float] | None:
     name = zone_type.strip() or "unknown"
     if celsius is None or name.lower() in _PLACEHOLDER_ZONES:
         return None
-    low, high = _PLAUSIBLE_C
-    return (name, round(celsius, 3)) if low <= celsius <= high else None
+    return (name, round(celsius, 3)) if plausible_celsius(celsius) else None
 
 
 def cooling_device_throttling(device_type: str, cur_state: str) -> bool | None:
