@@ -75,6 +75,7 @@ class LlamaCppEngine:
         self._model = model
         self._seed = seed
         self._lock = threading.Lock()
+        self._closed = False  # set under the lock: the model's memory is freed on close
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -120,6 +121,7 @@ class LlamaCppEngine:
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text` as the model sees it (special tokens parsed, BOS as configured)."""
+        self._check_open()
         bos_text = self._token_text(self._llm.token_bos()) if self._add_bos else ""
         add_bos = self._add_bos and not (bos_text and text.startswith(bos_text))
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
@@ -140,11 +142,21 @@ class LlamaCppEngine:
         return stream
 
     def close(self) -> None:
-        with self._lock, contextlib.suppress(Exception):
-            self._pinned.submit(self._llm.close).result()
+        """Free the model (idempotent); any later call raises EngineError, not a crash."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._pinned.submit(self._llm.close).result()
         self._pinned.shutdown(wait=True)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        # llama.cpp dereferences freed memory (a segfault) if the model is used after close
+        if self._closed:
+            raise EngineError("the engine is closed")
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -251,6 +263,7 @@ class _Pinned(Iterator[TokenEvent]):
         if self._future is None:
             self._engine._lock.acquire()
             try:
+                self._engine._check_open()  # a stream made before close(), read after it
                 self._future = self._engine._pinned.submit(self._produce)
             except BaseException:
                 self._engine._lock.release()

@@ -151,7 +151,7 @@ class OnnxEngine:
         messages = list(prompt)
         if self._template is None:
             return render_transcript(messages)
-        rendered = self._tokenizer.apply_chat_template(
+        rendered = self._open_tokenizer().apply_chat_template(
             json.dumps([m.to_dict() for m in messages]),
             template_str=self._template,
             add_generation_prompt=True,
@@ -160,7 +160,7 @@ class OnnxEngine:
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text` as the model sees it (BOS added when the model needs it)."""
-        ids = [int(t) for t in self._tokenizer.encode(text)]
+        ids = [int(t) for t in self._open_tokenizer().encode(text)]
         if (
             self._add_bos
             and not (ids and ids[0] == self._bos)
@@ -185,11 +185,18 @@ class OnnxEngine:
         return stream
 
     def close(self) -> None:
+        """Release the model (idempotent); any later call raises EngineError."""
         with self._lock:
             self._tokenizer = None
             self._og_model = None
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _open_tokenizer(self) -> Any:
+        tokenizer = self._tokenizer  # close() may clear it from another thread
+        if tokenizer is None:
+            raise EngineError("the engine is closed")
+        return tokenizer
 
     def _generator(self, prompt_tokens: list[int], budget: int, params: GenerationParams) -> Any:
         og = self._og

@@ -228,3 +228,20 @@ def test_a_context_smaller_than_llama_cpps_minimum_overflows_cleanly() -> None:
         assert fits
     finally:
         small.close()
+
+
+def test_using_a_closed_engine_is_an_engine_error_not_a_crash() -> None:
+    from kernels import EngineError
+    from kernels.registry import load_engine
+
+    # llama.cpp frees the model on close: tokenizing or decoding afterwards segfaulted
+    closed = load_engine("bundled:smollm2-135m", context_length=256, threads=1)
+    made_before = closed.stream("Hi", GenerationParams(max_tokens=2))
+    closed.close()
+    closed.close()  # idempotent
+    with pytest.raises(EngineError, match="the engine is closed"):
+        closed.count_tokens("hi")
+    with pytest.raises(EngineError, match="the engine is closed"):
+        closed.stream(QUESTION, GenerationParams(max_tokens=2))
+    with pytest.raises(EngineError, match="the engine is closed"):
+        next(made_before)

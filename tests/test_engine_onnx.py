@@ -164,6 +164,21 @@ def test_bos_is_added_by_hand_when_the_model_needs_it(onnx_dir: Path, tmp_path: 
         eng.close()
 
 
+def test_using_a_closed_engine_is_an_engine_error(onnx_dir: Path) -> None:
+    from kernels import EngineError
+
+    # close() drops the tokenizer and model: using them afterwards was an AttributeError
+    eng = OnnxEngine(resolve(str(onnx_dir)), context_length=256)
+    made_before = eng.stream("Hi", GenerationParams(max_tokens=2))
+    eng.close()
+    eng.close()  # idempotent
+    for use in (lambda: eng.count_tokens("hi"), lambda: eng.render(QUESTION),
+                lambda: eng.stream(QUESTION, GenerationParams(max_tokens=2)),
+                lambda: next(made_before)):
+        with pytest.raises(EngineError, match="the engine is closed"):
+            use()
+
+
 def test_sliding_window_is_read_from_either_config_layout() -> None:
     assert sliding_window({"decoder": {"sliding_window": {"window_size": 512}}}) == 512
     assert sliding_window({"decoder": {"sliding_window": 256}}) == 256
