@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +132,9 @@ class OpenAIEngine:
         request = build_request(prompt, params, model=self._model, top_logprobs=top)
         # Sent now, so that a refusal (context overflow, unknown model) raises here, as the
         # in-process engines do, rather than on the first `next()`.
-        response = self._send(request)
+        response = self._send(request, own_connection=True)
         stream = TokenStream(iter(()), cancel)
-        stream._events = self._events(response, prompt, stream)
+        stream._events = _ServerEvents(self, response, prompt, stream)
         return stream
 
     def close(self) -> None:
@@ -141,10 +142,15 @@ class OpenAIEngine:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _send(self, request: Request) -> httpx.Response:
+    def _send(self, request: Request, *, own_connection: bool = False) -> httpx.Response:
+        # A generation gets a connection of its own (not returned to the pool), so that a
+        # cancel may shut its socket down from any thread without touching another request.
+        headers = {"Connection": "close"} if own_connection else None
+
         def send() -> httpx.Response:
             return self._client.send(
-                self._client.build_request("POST", request.path, json=request.body),
+                self._client.build_request(
+                    "POST", request.path, json=request.body, headers=headers),
                 stream=True,
             )
 
@@ -166,33 +172,6 @@ class OpenAIEngine:
                 response.close()
             raise _error_from_body(body, response.status_code)
         return response
-
-    def _events(
-        self, response: httpx.Response, prompt: Prompt, stream: TokenStream
-    ) -> Iterator[TokenEvent]:
-        assembler = ChunkAssembler()
-        reason: FinishReason | None = None
-        try:
-            for chunk in iter_sse(response.iter_lines()):
-                yield from assembler.feed(chunk)
-                if stream.cancel_event.is_set():
-                    reason = "cancelled"
-                    break
-        except httpx.TransportError as exc:
-            raise EngineUnavailableError(f"the model server stream broke: {exc}") from exc
-        finally:
-            response.close()  # on cancel this is what tells the server to stop decoding
-        if reason is None:
-            if assembler.finish_reason is None:
-                raise EngineError(
-                    "the model server ended the stream without a finish reason (its log says why)"
-                )
-            reason = assembler.finish_reason
-        usage = assembler.usage
-        if usage is None or reason == "cancelled":
-            prompt_tokens = usage.prompt_tokens if usage else self.count_tokens(self.render(prompt))
-            usage = Usage(prompt_tokens, assembler.steps)
-        stream.finish(reason, usage)
 
     def _first_model(self) -> str:
         try:
@@ -265,6 +244,92 @@ class OpenAIEngine:
                 return counted
             self._count_via = ""  # none of them: estimate from now on
             return None
+
+
+class _ServerEvents(Iterator[TokenEvent]):
+    """The token events of one streamed response, which this object owns.
+
+    The response is open from `stream()` on, so `close()` closes it even when no event was
+    read yet (closing the connection is how a client tells these servers to stop decoding).
+    A cancel may come from any thread while the reader is blocked on a stalled server: a
+    watcher thread waits on the stream's cancel event and shuts the socket down, which ends
+    the blocked read at once (closing the socket from another thread would not).
+    """
+
+    def __init__(self, engine: OpenAIEngine, response: httpx.Response, prompt: Prompt,
+                 stream: TokenStream) -> None:
+        self._response = response
+        self._cancel = stream.cancel_event
+        self._interrupted = False
+        self._ended = threading.Event()
+        self._events: Generator[TokenEvent, None, None] = self._read(engine, prompt, stream)
+        threading.Thread(target=self._watch, name="openai-cancel", daemon=True).start()
+
+    def __iter__(self) -> _ServerEvents:
+        return self
+
+    def __next__(self) -> TokenEvent:
+        try:
+            return next(self._events)
+        except BaseException:
+            self._ended.set()
+            raise
+
+    def close(self) -> None:
+        """Abandon the stream: the server's connection is dropped now, from any thread."""
+        self._interrupt()
+        try:
+            self._events.close()
+        except ValueError:
+            return  # being read on another thread: the interrupted read ends it there
+        self._response.close()  # a generator closed before its first next() never ran
+        self._ended.set()
+
+    def _watch(self) -> None:
+        while not self._ended.is_set():
+            if self._cancel.wait(0.5):
+                self._interrupt()
+                return
+
+    def _interrupt(self) -> None:
+        self._interrupted = True
+        network = self._response.extensions.get("network_stream")
+        sock = network.get_extra_info("socket") if network is not None else None
+        if sock is not None:
+            # the base class's shutdown, also for TLS: SSLSocket's drops its state first,
+            # which the reading thread may be using
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def _read(self, engine: OpenAIEngine, prompt: Prompt,
+              stream: TokenStream) -> Generator[TokenEvent, None, None]:
+        response = self._response
+        assembler = ChunkAssembler()
+        reason: FinishReason | None = None
+        try:
+            for chunk in iter_sse(response.iter_lines()):
+                yield from assembler.feed(chunk)
+                if self._cancel.is_set():
+                    reason = "cancelled"
+                    break
+        except httpx.TransportError as exc:
+            if not (self._interrupted or self._cancel.is_set()):
+                raise EngineUnavailableError(f"the model server stream broke: {exc}") from exc
+            reason = "cancelled"  # our own cancel shut the connection down
+        finally:
+            response.close()  # on cancel this is what tells the server to stop decoding
+        if reason is None:
+            if assembler.finish_reason is None:
+                raise EngineError(
+                    "the model server ended the stream without a finish reason (its log says why)"
+                )
+            reason = assembler.finish_reason
+        usage = assembler.usage
+        if usage is None or reason == "cancelled":
+            prompt_tokens = (usage.prompt_tokens if usage
+                             else engine.count_tokens(engine.render(prompt)))
+            usage = Usage(prompt_tokens, assembler.steps)
+        stream.finish(reason, usage)
 
 
 def _error_from_body(body: bytes, status: int) -> EngineError:
