@@ -182,10 +182,28 @@ class OpenAIEngine:
             ) from exc
         if response.status_code >= 400:
             raise _error_from_body(response.content, response.status_code)
-        models = response.json().get("data") or []
+        try:
+            listing = response.json()
+        except ValueError:
+            raise EngineError(
+                f"the model server at {self._base_url} answered /models with no JSON: "
+                f"{response.text[:100]!r}"
+            ) from None
+        models = listing.get("data") if isinstance(listing, dict) else None
+        if not isinstance(models, list):
+            raise EngineError(
+                f"the model server at {self._base_url} answered /models without a data list"
+            )
         if not models:
             raise ModelNotFoundError(f"the model server at {self._base_url} lists no model")
-        return str(models[0]["id"])
+        first = models[0]
+        model_id = first.get("id") if isinstance(first, dict) else None
+        if not isinstance(model_id, str) or not model_id:
+            raise EngineError(
+                f"the model server at {self._base_url} lists a model without an id: "
+                f"{str(first)[:100]}"
+            )
+        return model_id
 
     def _probe_logprobs(self) -> bool:
         """Whether the server returns log-probabilities (a one-token request finds out)."""
@@ -205,8 +223,13 @@ class OpenAIEngine:
             return False  # e.g. a server that rejects the logprobs fields outright
         assembler = ChunkAssembler()
         with contextlib.closing(response):
-            for chunk in iter_sse(response.iter_lines()):
-                assembler.feed(chunk)
+            try:
+                for chunk in iter_sse(response.iter_lines()):
+                    assembler.feed(chunk)
+            except httpx.TransportError as exc:
+                raise EngineUnavailableError(
+                    f"the model server stream broke while probing for log-probs: {exc}"
+                ) from exc
         return assembler.saw_logprobs
 
     def _exact_count(self, text: str) -> int | None:

@@ -131,7 +131,9 @@ def _steps_from_chat_logprobs(logprobs: Mapping[str, Any]) -> list[_Step]:
     steps = []
     for entry in logprobs.get("content") or ():
         token = str(entry.get("token", ""))
-        top = [float(t["logprob"]) for t in entry.get("top_logprobs") or () if "logprob" in t]
+        # a null log-prob among the alternatives is a number the server did not give: left out
+        top = [lp for t in entry.get("top_logprobs") or () if isinstance(t, Mapping)
+               if not math.isnan(lp := _float(t.get("logprob")))]
         steps.append(
             _Step(
                 text=token,
@@ -152,7 +154,7 @@ def _steps_from_completion_logprobs(logprobs: Mapping[str, Any]) -> list[_Step]:
     steps = []
     for i, token in enumerate(tokens):
         top = tops[i] if i < len(tops) and tops[i] else {}
-        top_values = [float(v) for v in top.values()]
+        top_values = [lp for v in top.values() if not math.isnan(lp := _float(v))]
         steps.append(
             _Step(
                 text=str(token),
@@ -162,6 +164,14 @@ def _steps_from_completion_logprobs(logprobs: Mapping[str, Any]) -> list[_Step]:
             )
         )
     return steps
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _malformed(chunk: Mapping[str, Any], why: str) -> EngineError:
+    return EngineError(f"the server sent a malformed chunk ({why}): {json.dumps(chunk)[:200]}")
 
 
 def _token_id(entry: Mapping[str, Any], token: str) -> int:
@@ -206,17 +216,36 @@ class ChunkAssembler:
         self.saw_logprobs = False
 
     def feed(self, chunk: Mapping[str, Any]) -> list[TokenEvent]:
-        """Events for one chunk (possibly none); records finish reason and usage."""
+        """Events for one chunk (possibly none); records finish reason and usage.
+
+        A chunk of the wrong shape is the server's fault: `EngineError`, never a bare
+        TypeError or ValueError (which callers would take for a mistake of their own).
+        """
         if "error" in chunk:
             raise server_error(chunk["error"])
+        try:
+            return self._feed(chunk)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise _malformed(chunk, str(exc)) from exc
+
+    def _feed(self, chunk: Mapping[str, Any]) -> list[TokenEvent]:
         usage = chunk.get("usage")
-        if isinstance(usage, Mapping) and "completion_tokens" in usage:
-            self.usage = Usage(
-                int(usage.get("prompt_tokens") or 0), int(usage["completion_tokens"])
-            )
+        # a count given as null (or not a number) is no count: the steps are counted instead
+        if isinstance(usage, Mapping) and _is_count(usage.get("completion_tokens")):
+            prompt = usage.get("prompt_tokens")
+            self.usage = Usage(prompt if isinstance(prompt, int) and _is_count(prompt) else 0,
+                               int(usage["completion_tokens"]))
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise _malformed(chunk, "choices is not a list")
         events: list[TokenEvent] = []
-        for choice in chunk.get("choices") or ():
-            if int(choice.get("index") or 0) != 0:
+        for choice in choices:
+            if not isinstance(choice, Mapping):
+                raise _malformed(chunk, "a choice is not an object")
+            index = choice.get("index") or 0
+            if not _is_count(index):
+                raise _malformed(chunk, "a choice's index is not a number")
+            if index != 0:
                 continue  # we always ask for n=1
             events.extend(self._choice_events(choice))
             reason = choice.get("finish_reason")

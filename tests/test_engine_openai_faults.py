@@ -4,10 +4,22 @@ streams abandoned early or stalled, and servers that answer with malformed outpu
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from kernels import GenerationParams, Message, TokenEvent
+import pytest
+from aiohttp import web
+
+from kernels import (
+    EngineError,
+    EngineUnavailableError,
+    GenerationParams,
+    Message,
+    TokenEvent,
+    generate,
+)
 from kernels.openai_engine import OpenAIEngine
-from tests.fake_openai import fake_openai
+from kernels.openai_protocol import entropy_lower_bound
+from tests.fake_openai import chat_chunk, fake_openai, sse
 
 QUESTION = [Message("user", "Name three colours.")]
 
@@ -81,3 +93,78 @@ def test_close_from_another_thread_ends_a_stalled_stream() -> None:
             assert fake.disconnected.wait(10)
         finally:
             eng.close()
+
+
+MALFORMED_CHUNKS = [
+    ({"choices": [{"index": "a", "delta": {"content": "x"}}]}, "index is not a number"),
+    ({"choices": {"index": 0, "delta": {"content": "x"}}}, "choices is not a list"),
+    ({"choices": ["x"]}, "a choice is not an object"),
+    ({"choices": [{"index": 0, "delta": "x"}]}, "malformed chunk"),
+]
+
+
+@pytest.mark.parametrize(("chunk", "why"), MALFORMED_CHUNKS)
+def test_a_malformed_chunk_is_an_engine_error(chunk: dict[str, Any], why: str) -> None:
+    with fake_openai() as (fake, url):
+        async def send(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+            return await fake.stream(request, [chunk])
+
+        fake.generate = send
+        eng = OpenAIEngine(url, "fake", top_logprobs=0)
+        try:
+            with pytest.raises(EngineError, match=why) as raised:
+                generate(eng, QUESTION, GenerationParams(max_tokens=5))
+        finally:
+            eng.close()
+    assert type(raised.value) is EngineError  # a server fault (exit 1), not a usage error
+
+
+def test_null_numbers_from_the_server_count_as_not_given() -> None:
+    with fake_openai() as (fake, url):
+        async def send(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+            first = chat_chunk("Hi")
+            first["choices"][0]["logprobs"]["content"][0]["top_logprobs"].append(
+                {"token": "Ho", "logprob": None})
+            return await fake.stream(request, [
+                first, chat_chunk("!", finish="stop"),
+                {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": None}}])
+
+        fake.generate = send
+        eng = OpenAIEngine(url, "fake")
+        try:
+            gen = generate(eng, QUESTION, GenerationParams(max_tokens=5))
+        finally:
+            eng.close()
+    assert gen.text == "Hi!" and gen.finish_reason == "stop"
+    assert gen.usage.completion_tokens == 2  # counted from the steps
+    assert gen.tokens[0].logprob == -0.5
+    assert gen.tokens[0].entropy == pytest.approx(entropy_lower_bound([-0.5]))
+
+
+@pytest.mark.parametrize(("content_type", "body", "why"), [
+    ("text/html", "<html>gateway</html>", "answered /models with no JSON"),
+    ("application/json", '[{"id": "x"}]', "without a data list"),
+    ("application/json", '{"data": [{"name": "x"}]}', "a model without an id"),
+])
+def test_a_malformed_model_list_is_an_engine_error(content_type: str, body: str,
+                                                  why: str) -> None:
+    with fake_openai() as (fake, url):
+        fake.models = (200, content_type, body)
+        with pytest.raises(EngineError, match=why) as raised:
+            OpenAIEngine(url)
+    assert type(raised.value) is EngineError
+
+
+def test_a_probe_stream_cut_short_is_engine_unavailable() -> None:
+    with fake_openai() as (fake, url):
+        async def cut(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(sse(chat_chunk("Hi")))
+            assert request.transport is not None
+            request.transport.close()  # mid-body: no final chunk, no [DONE]
+            return response
+
+        fake.generate = cut
+        with pytest.raises(EngineUnavailableError, match="while probing for log-probs"):
+            OpenAIEngine(url, "fake")
