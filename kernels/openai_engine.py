@@ -217,10 +217,12 @@ class OpenAIEngine:
         )
         try:
             response = self._send(probe)
-        except EngineUnavailableError:
-            raise
-        except EngineError:
-            return False  # e.g. a server that rejects the logprobs fields outright
+        except _Refusal as exc:
+            if exc.status in (400, 422):
+                return False  # a server that rejects the logprobs fields outright
+            if exc.status >= 500:  # warming up or broken: no way to know about log-probs yet
+                raise EngineUnavailableError(f"the model server is not ready: {exc}") from exc
+            raise  # 401, 403, a 404 route...: a fault to fix, not "no log-probs"
         assembler = ChunkAssembler()
         with contextlib.closing(response):
             try:
@@ -366,7 +368,16 @@ def _error_from_body(body: bytes, status: int) -> EngineError:
         data = data.get("error", data.get("detail", data))
     if status == 404 and "model" in str(data).lower():
         return ModelNotFoundError(f"the model server does not have that model: {data}")
-    return server_error(data, status)
+    error = server_error(data, status)
+    return _Refusal(str(error), status) if type(error) is EngineError else error
+
+
+class _Refusal(EngineError):
+    """The server refused a request with an HTTP error status (kept for the probe)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _load_tokenizer(path: str | Path) -> Any:

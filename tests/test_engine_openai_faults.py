@@ -14,12 +14,13 @@ from kernels import (
     EngineUnavailableError,
     GenerationParams,
     Message,
+    ModelNotFoundError,
     TokenEvent,
     generate,
 )
 from kernels.openai_engine import OpenAIEngine
 from kernels.openai_protocol import entropy_lower_bound
-from tests.fake_openai import chat_chunk, fake_openai, sse
+from tests.fake_openai import Handler, chat_chunk, fake_openai, sse
 
 QUESTION = [Message("user", "Name three colours.")]
 
@@ -168,3 +169,31 @@ def test_a_probe_stream_cut_short_is_engine_unavailable() -> None:
         fake.generate = cut
         with pytest.raises(EngineUnavailableError, match="while probing for log-probs"):
             OpenAIEngine(url, "fake")
+
+
+def refuse(status: int, message: str) -> Handler:
+    async def send(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        return web.json_response({"error": {"message": message}}, status=status)
+    return send
+
+
+def test_a_server_rejecting_the_logprob_fields_runs_without_confidence() -> None:
+    with fake_openai() as (fake, url):
+        fake.generate = refuse(400, "logprobs are not supported")
+        eng = OpenAIEngine(url, "fake")
+        eng.close()
+    assert eng.info.has_logprobs is False and eng.info.extra["entropy"] == "none"
+
+
+def test_a_server_still_warming_up_is_unavailable_not_without_confidence() -> None:
+    with fake_openai() as (fake, url):
+        fake.generate = refuse(503, "model is loading")
+        with pytest.raises(EngineUnavailableError, match="not ready.*503.*model is loading"):
+            OpenAIEngine(url, "fake")
+
+
+def test_a_model_the_server_does_not_have_is_model_not_found_at_load() -> None:
+    with fake_openai() as (fake, url):
+        fake.generate = refuse(404, "The model `nope` does not exist.")
+        with pytest.raises(ModelNotFoundError, match="does not have that model"):
+            OpenAIEngine(url, "nope")
