@@ -10,6 +10,7 @@ stop decoding.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import socket
 import threading
@@ -37,6 +38,7 @@ from kernels.errors import (
 from kernels.openai_protocol import (
     DEFAULT_TOP_LOGPROBS,
     ChunkAssembler,
+    CompletionBudgetError,
     Request,
     build_request,
     iter_sse,
@@ -132,7 +134,14 @@ class OpenAIEngine:
         request = build_request(prompt, params, model=self._model, top_logprobs=top)
         # Sent now, so that a refusal (context overflow, unknown model) raises here, as the
         # in-process engines do, rather than on the first `next()`.
-        response = self._send(request, own_connection=True)
+        try:
+            response = self._send(request, own_connection=True)
+        except CompletionBudgetError as exc:
+            # vLLM refuses prompt + max_tokens beyond its context even when the prompt fits;
+            # the in-process engines stop at the context's end, so give the answer that room
+            capped = dataclasses.replace(params, max_tokens=exc.room)
+            request = build_request(prompt, capped, model=self._model, top_logprobs=top)
+            response = self._send(request, own_connection=True)
         stream = TokenStream(iter(()), cancel)
         stream._events = _ServerEvents(self, response, prompt, stream)
         return stream

@@ -325,6 +325,21 @@ _OVERFLOW_PATTERNS = (
 )
 # vLLM: "This model's maximum context length is 1024 tokens. However, you requested 1100 ..."
 _VLLM_OVERFLOW = re.compile(r"maximum context length is (\d+) tokens.*?requested (\d+)", re.S)
+# ... "tokens (1000 in the messages, 100 in the completion)": the prompt's own count
+_VLLM_PARTS = re.compile(r"\((\d+) in the (?:messages|prompt|input)\b.*?(\d+) in the completion")
+
+
+class CompletionBudgetError(EngineError):
+    """The prompt fits the context, but not with `max_tokens` more (vLLM refuses that)."""
+
+    def __init__(self, prompt_tokens: int, completion_tokens: int, context_length: int) -> None:
+        super().__init__(
+            f"the prompt ({prompt_tokens} tokens) fits the model's context ({context_length}) "
+            f"but not with {completion_tokens} more: ask for at most "
+            f"{context_length - prompt_tokens}"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.room = context_length - prompt_tokens  # the most max_tokens the server takes
 
 
 def server_error(error: object, status: int | None = None) -> EngineError:
@@ -335,6 +350,12 @@ def server_error(error: object, status: int | None = None) -> EngineError:
         if match := pattern.search(text):
             return ContextOverflowError(int(match.group(1)), int(match.group(2)))
     if match := _VLLM_OVERFLOW.search(text):
-        return ContextOverflowError(int(match.group(2)), int(match.group(1)))
+        context, requested = int(match.group(1)), int(match.group(2))
+        if parts := _VLLM_PARTS.search(text):
+            prompt, completion = int(parts.group(1)), int(parts.group(2))
+            if prompt < context:
+                return CompletionBudgetError(prompt, completion, context)
+            return ContextOverflowError(prompt, context)
+        return ContextOverflowError(requested, context)
     prefix = f"the server answered {status}: " if status else "the server reported an error: "
     return EngineError(prefix + text[:500])

@@ -197,3 +197,26 @@ def test_a_model_the_server_does_not_have_is_model_not_found_at_load() -> None:
         fake.generate = refuse(404, "The model `nope` does not exist.")
         with pytest.raises(ModelNotFoundError, match="does not have that model"):
             OpenAIEngine(url, "nope")
+
+
+def test_a_completion_budget_past_vllms_context_is_capped_to_the_room_left() -> None:
+    asked: list[int] = []
+    with fake_openai() as (fake, url):
+        async def vllm(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+            asked.append(body["max_tokens"])
+            if 1900 + body["max_tokens"] > 2048:
+                return web.json_response({"object": "error", "message": (
+                    "This model's maximum context length is 2048 tokens. However, you requested "
+                    f"{1900 + body['max_tokens']} tokens (1900 in the messages, "
+                    f"{body['max_tokens']} in the completion). Please reduce the length.")},
+                    status=400)
+            return await fake.well_formed(request, body)
+
+        fake.generate = vllm
+        eng = OpenAIEngine(url, "fake", top_logprobs=0, context_length=2048)
+        try:
+            gen = generate(eng, QUESTION, GenerationParams(max_tokens=256))
+        finally:
+            eng.close()
+    assert asked == [256, 148]  # refused, then sent again with the room the context has
+    assert gen.text == "Hi!" and gen.finish_reason == "stop"

@@ -18,6 +18,7 @@ from kernels.logprobs import log_softmax
 from kernels.openai_protocol import (
     UNKNOWN_TOKEN_ID,
     ChunkAssembler,
+    CompletionBudgetError,
     build_request,
     entropy_lower_bound,
     iter_sse,
@@ -139,7 +140,7 @@ def test_error_chunk_and_overflow_messages_of_each_server() -> None:
         "Requested tokens (1100) exceed context window of 1024": (1100, 1024),
         "the request (1100 tokens) exceeds the available context size (1024 tokens)": (1100, 1024),
         "This model's maximum context length is 1024 tokens. However, you requested 1100 tokens "
-        "(1090 in the messages, 10 in the completion).": (1100, 1024),
+        "(1090 in the messages, 10 in the completion).": (1090, 1024),
         "Request prompt has 1100 tokens in total, larger than the model input length limit 1024.": (
             1100,
             1024,
@@ -150,6 +151,16 @@ def test_error_chunk_and_overflow_messages_of_each_server() -> None:
         assert isinstance(error, ContextOverflowError), message
         assert (error.prompt_tokens, error.context_length) == (prompt, ctx)
     assert str(server_error("boom", 500)) == "the server answered 500: boom"
+
+
+def test_a_vllm_refusal_of_a_fitting_prompt_is_about_the_completion_budget() -> None:
+    error = server_error({"message": (
+        "This model's maximum context length is 2048 tokens. However, you requested 2156 tokens "
+        "(1900 in the messages, 256 in the completion). Please reduce the length.")}, 400)
+    assert isinstance(error, CompletionBudgetError)
+    assert not isinstance(error, ContextOverflowError)  # the prompt fits
+    assert (error.prompt_tokens, error.room) == (1900, 148)
+    assert "ask for at most 148" in str(error)
 
 
 def test_entropy_bound_is_exact_for_a_whole_distribution() -> None:
