@@ -21,6 +21,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from benchmarks._report import at_least, seconds, strict_json
 from cloud_gateway.protocol import FrameOpener, FrameSealer, Kem, open_request, seal_request
 from cloud_gateway.protocol.suites import generate_secret, private_key, public_bytes
 
@@ -151,8 +152,8 @@ def run(rounds: int, budget_s: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="end stdout with one JSON object")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--seconds", type=float, default=1.0, help="time budget per cell")
+    parser.add_argument("--rounds", type=at_least(1), default=7)
+    parser.add_argument("--seconds", type=seconds, default=1.0, help="time budget per cell")
     args = parser.parse_args(argv)
     result = run(args.rounds, args.seconds)
     print(f"{'cell':40} {'median ms':>10} {'min':>8} {'max':>8} {'cpu ms':>8}")
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({result['measured_4kb_x25519_ms']} ms)"
     )
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(strict_json(result), allow_nan=False))
     return 0
 
 

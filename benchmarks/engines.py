@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._report import at_least, strict_json
 from kernels import Engine, GenerationParams, Message, generate
 
 PARITY_PROMPTS = (
@@ -247,8 +248,8 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.engines")
     parser.add_argument("--json", action="store_true", help="end stdout with one JSON object")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=at_least(1), default=2)
+    parser.add_argument("--max-tokens", type=at_least(1), default=64)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                 for r in results
             ],
         }
-        print(json.dumps(report))
+        print(json.dumps(strict_json(report), allow_nan=False))  # NaN: not measured
     return 0
 
 

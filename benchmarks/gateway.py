@@ -32,6 +32,8 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks._report import seconds, strict_json
+
 LITELLM_VERSION = "1.108.7"
 CONCURRENCY = (1, 16, 64)
 MASTER_KEY = "sk-tandem-bench"
@@ -374,7 +376,7 @@ def _print_table(summary: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="end stdout with one JSON object")
-    parser.add_argument("--seconds", type=float, default=6.0, help="measured time per cell")
+    parser.add_argument("--seconds", type=seconds, default=6.0, help="measured time per cell")
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument(
         "--load-generator", nargs=2, metavar=("PATH", "URL"), help=argparse.SUPPRESS
@@ -391,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = run(args)
     _print_table(summary)
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(strict_json(summary), allow_nan=False))
     return 0
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks._report import emit, median, out_path, table
+from benchmarks._report import at_least, emit, median, out_path, table
 
 LENGTHS = (32, 256, 1024)
 TEXT = (
@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--models", default="bundled:smollm2-135m,bundled:gemma3-270m")
-    ap.add_argument("--decode", type=int, default=64, help="new tokens per run")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--decode", type=at_least(1), default=64, help="new tokens per run")
+    ap.add_argument("--repeats", type=at_least(1), default=3)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -115,14 +115,15 @@ def main(argv: list[str] | None = None) -> int:
             capture_output=True, text=True, check=False,
         )
         if proc.returncode != 0:
-            print(f"{spec}: worker failed: {proc.stderr.strip()[-400:]}", file=sys.stderr)
+            why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+            print(f"{spec}: worker failed: {why[-400:]}", file=sys.stderr)
             continue
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     rows = [[res["model"], r["prompt_tokens"], r["ttft_ms"], r["prefill_tok_s"],
              r["decode_tok_s"], res["peak_rss_mb"]] for res in results for r in res["rows"]]
     human = table(["model", "prompt tok", "TTFT ms", "prefill tok/s", "decode tok/s",
                    "peak RSS MB"], rows)
-    png = _plot(results)
+    png = _plot(results) if results else None  # nothing measured, nothing to draw
     if png:
         human += f"\nplot: {png}"
     emit({"models": results, "plot": png}, human, args.json)

@@ -34,7 +34,7 @@ from functools import partial
 
 import httpx
 
-from benchmarks._report import emit, median, spread, table
+from benchmarks._report import at_least, emit, median, spread, table
 from kernels import Message
 from kernels.llama_cpp_engine import LlamaCppEngine
 from runtime.config import GenerationConfig, ModelConfig, RuntimeConfig, load_config
@@ -157,8 +157,8 @@ def _start_server(port: int, spec: str, threads: int, ctx: int) -> subprocess.Po
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument("--rounds", type=at_least(1), default=3)
+    ap.add_argument("--max-tokens", type=at_least(1), default=96)
     ap.add_argument("--model", default="bundled:smollm2-135m")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--port", type=int, default=0)
