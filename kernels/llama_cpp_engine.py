@@ -136,6 +136,8 @@ class LlamaCppEngine:
         cancel: threading.Event | None = None,
     ) -> TokenStream:
         tokens = self.tokenize(self.render(prompt))
+        if not tokens:  # llama-cpp-python would fail an assert deep in its sampler
+            raise ValueError("the prompt is empty: there is nothing to continue")
         check_context(len(tokens), self._info.context_length)
         stream = TokenStream(iter(()), cancel)
         stream._events = _Pinned(self, self._decode(tokens, params, stream))

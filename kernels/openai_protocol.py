@@ -105,7 +105,8 @@ def entropy_lower_bound(top_logprobs: Iterable[float]) -> float:
     Exact when the top k cover the whole distribution. The tail mass r = 1 - sum(p_i) is made
     of tokens each at most as likely as the k-th, so it contributes at least -r * log(p_k).
     """
-    lps = sorted((lp for lp in top_logprobs if not math.isnan(lp)), reverse=True)
+    # a log-prob of -inf is a token of probability 0: no entropy, and no bound on the tail
+    lps = sorted((lp for lp in top_logprobs if math.isfinite(lp)), reverse=True)
     if not lps:
         return math.nan
     probs = [math.exp(lp) for lp in lps]

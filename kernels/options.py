@@ -72,7 +72,7 @@ class OptionScorer:
     """Log-likelihoods of given continuations, from one `Llama` of its own."""
 
     def __init__(
-        self, model: str, threads: int, context_length: int = 512, prompt: str = PROMPT
+        self, model: str, threads: int = 0, context_length: int = 512, prompt: str = PROMPT
     ) -> None:
         from llama_cpp import Llama, llama_get_logits_ith
 

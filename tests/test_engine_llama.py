@@ -245,3 +245,9 @@ def test_using_a_closed_engine_is_an_engine_error_not_a_crash() -> None:
         closed.stream(QUESTION, GenerationParams(max_tokens=2))
     with pytest.raises(EngineError, match="the engine is closed"):
         next(made_before)
+
+
+def test_an_empty_raw_prompt_is_a_clear_error(engine: Engine) -> None:
+    # was a bare AssertionError from llama-cpp-python's sampler
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        list(engine.stream("", GenerationParams(max_tokens=4)))

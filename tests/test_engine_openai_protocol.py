@@ -181,3 +181,12 @@ def test_entropy_bound_never_exceeds_the_true_entropy(logits: list[float], k: in
     top = sorted(lsm.tolist(), reverse=True)[:k]
     bound = entropy_lower_bound(top)
     assert 0.0 <= bound <= true + 1e-9
+
+
+def test_entropy_bound_ignores_tokens_of_probability_zero() -> None:
+    # a server may report -inf for a top token it gives no mass: 0 * -inf is NaN, and
+    # the bound used to come out as 0.0 (certain) whatever the other tokens said
+    assert entropy_lower_bound([-0.1, -3.0, -math.inf]) == pytest.approx(
+        entropy_lower_bound([-0.1, -3.0]))
+    assert entropy_lower_bound([-0.1, -3.0]) > 0.1
+    assert math.isnan(entropy_lower_bound([-math.inf]))
