@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -39,6 +38,7 @@ from runtime.choice import check_question
 from runtime.errors import ModeError
 from runtime.facade import ResultStream, Runtime
 from runtime.monitor import PushedSignals
+from runtime.request import CancelEvent
 from runtime.result import Result
 from runtime.telemetry import FeedbackError
 
@@ -157,7 +157,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     model = str(body.get("model") or runtime.config.server.model_name)
     mode, mode_param = _mode_and_source(mode, "tandem.mode", request)
     pool = request.app[EXECUTOR]
-    cancel = threading.Event()
+    cancel = CancelEvent()  # a client that goes away stops the engine at once
     interval = runtime.config.server.stream_interval_ms / 1e3
 
     def start() -> ResultStream:

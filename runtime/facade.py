@@ -46,6 +46,7 @@ from runtime.policy import (
 from runtime.request import (
     COLLECT_PACE_S,
     Admission,
+    CancelEvent,
     Plan,
     ResultStream,
     Route,
@@ -454,7 +455,7 @@ class Runtime:
         msgs = to_messages(messages)
         chosen = self._mode(mode)
         params = params or self.params()
-        cancel = cancel or threading.Event()
+        cancel = cancel or CancelEvent()
         started = time.perf_counter()
         plan = self.plan(msgs, chosen, params, self.monitor.snapshot())
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"

@@ -11,6 +11,7 @@ from kernels import FinishReason, GenerationParams, Message, TokenStream, Usage
 from runtime.cloud import Prepared
 from runtime.confidence import Confidence, RunningConfidence
 from runtime.monitor.snapshot import Snapshot
+from runtime.request import CancelEvent
 from runtime.result import Result, Timings
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ class LocalRun:
         engine = runtime.engine
         prompt = engine.render(messages) + prefix if prefix else messages
         stop = threading.Event()
+        if isinstance(cancel, CancelEvent):  # else the cancel is seen between tokens only
+            cancel.link(stop)
         tokens = engine.stream(prompt, params, stop)
         if pace_s:
             tokens.pace(pace_s)

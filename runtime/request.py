@@ -28,6 +28,32 @@ class Plan:
 COLLECT_PACE_S = 0.05  # see Runtime.stream(pace_s=...)
 
 
+class CancelEvent(threading.Event):
+    """A request's cancel flag that also sets the stop events linked to it (`link`): a
+    cancel then reaches a running generation at once — an engine blocked on a stalled server
+    wakes up — not only when its next token arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._links: list[threading.Event] = []
+        self._links_lock = threading.Lock()
+
+    def link(self, stop: threading.Event) -> None:
+        """Set `stop` whenever this is set (now, if it already is)."""
+        with self._links_lock:
+            self._links.append(stop)
+            already = self.is_set()
+        if already:
+            stop.set()
+
+    def set(self) -> None:
+        super().set()
+        with self._links_lock:
+            links = list(self._links)
+        for stop in links:
+            stop.set()
+
+
 class ResultStream(Iterator[str]):
     """Text deltas of an answer as they are produced; `result` is set once exhausted.
 

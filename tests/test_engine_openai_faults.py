@@ -220,3 +220,34 @@ def test_a_completion_budget_past_vllms_context_is_capped_to_the_room_left() -> 
             eng.close()
     assert asked == [256, 148]  # refused, then sent again with the room the context has
     assert gen.text == "Hi!" and gen.finish_reason == "stop"
+
+
+def test_a_runtime_stream_cancelled_while_the_server_stalls_ends_at_once() -> None:
+    # the device API cancels a request whose client went away; the runtime used to pass
+    # that on to the engine only between tokens, so a stalled server held the engine
+    from runtime.config import RuntimeConfig, load_config
+    from runtime.facade import Runtime
+
+    with fake_openai() as (fake, url):
+        fake.generate = fake.stall
+        eng = OpenAIEngine(url, "fake", top_logprobs=0)
+        cfg = load_config(env={}).replace(runtime=RuntimeConfig(telemetry_path="off"))
+        with Runtime(cfg, engine=eng) as rt:
+            stream = rt.stream(QUESTION, mode="local-only", params=rt.params(max_tokens=50))
+            first = threading.Event()
+            pieces: list[str] = []
+
+            def read() -> None:
+                for piece in stream:
+                    pieces.append(piece)
+                    first.set()
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            assert first.wait(10)
+            stream.cancel()
+            reader.join(10)  # the server sends nothing more for 60 s
+            assert not reader.is_alive()
+            assert pieces == ["Hi"]
+            assert stream.result is not None and stream.result.finish_reason == "cancelled"
+            assert fake.disconnected.wait(10)
