@@ -12,7 +12,9 @@ redaction (case-insensitive) and of queries changed. Both: throughput and the p5
 of a 1 KB prompt on one core, for the structured layer alone and for the whole filter,
 interleaved, over `--rounds` rounds: the p50 of each round and their median are reported
 with the load average before and after, because other work on the machine slows the
-figures down. The JSON object printed last ends with the headline keys.
+figures down. Items holding under 1 KB of text in all (`--limit 3`) give no prompt to time:
+the timing is skipped with a note on stderr and its figures are null. The JSON object printed
+last ends with the headline keys.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 import psutil
 
+from benchmarks._report import at_least
 from runtime.privacy import PrivacyConfig, PrivacyFilter, Vault
 from runtime.privacy.filter import structured_detectors
 
@@ -48,6 +51,9 @@ TO_DATASET = {
 # Older presidio files (generated_small.json) use other names for the same things.
 GOLD_ALIASES = {"ADDRESS": "STREET_ADDRESS", "LOCATION": "GPE"}
 TOKEN = re.compile(r"\w+")
+# What each --format reads from a row (and from each presidio span).
+FIELDS = {"presidio": ("full_text", "spans"), "units": ("user_query", "pii_units")}
+SPAN_FIELDS = ("entity_type", "entity_value", "start_position", "end_position")
 
 
 def _f_beta(precision: float, recall: float, beta: float = 2.0) -> float:
@@ -208,6 +214,23 @@ def _load_rows(path: Path, fmt: str) -> list[Any]:
     return data
 
 
+def rows_problem(rows: Sequence[Any], fmt: str) -> str | None:
+    """Why `rows` cannot be scored as `fmt` (the first missing field), or None."""
+    if not isinstance(rows, list):
+        return f"expected a list of items, found {type(rows).__name__}"
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            return f"item {n} is {type(row).__name__}, not an object"
+        missing = [f for f in FIELDS[fmt] if f not in row]
+        if missing:
+            return f"item {n} has no {missing[0]!r} field, which --format {fmt} reads"
+        for span in row.get("spans", []) if fmt == "presidio" else []:
+            gap = [f for f in SPAN_FIELDS if not isinstance(span, dict) or f not in span]
+            if gap:
+                return f"item {n} has a span without {gap[0]!r}"
+    return None
+
+
 def _print_table(result: dict[str, Any]) -> None:
     if "per_entity" in result:
         print(
@@ -220,7 +243,7 @@ def _print_table(result: dict[str, Any]) -> None:
                 f"{kind:<18}{row['tokens']:>7}{row['recall']:>8.2f}{prec:>8}{row['f2']:>7.2f}"
                 f"{row['any_pii_recall']:>8.2f}{leak:>7}"
             )
-    for name, row in result["timing"].items():
+    for name, row in (result["timing"] or {}).items():
         print(
             f"{name:<18} p50 {row['p50_ms_per_kb']:.2f} ms/KB  p90 {row['p90_ms_per_kb']:.2f}"
             f"  {row['kb_per_s']:.0f} KB/s"
@@ -243,13 +266,35 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=",".join(defaults.spacy_labels),
         help="what spaCy may add, comma-separated: PERSON,ORG,LOCATION",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="timing rounds (median reported)")
-    parser.add_argument("--limit", type=int, default=0, help="first N items only")
+    parser.add_argument(
+        "--rounds", type=at_least(1), default=5, help="timing rounds (median reported)"
+    )
+    parser.add_argument(
+        "--limit", type=at_least(0), default=0,
+        help="first N items only (0: all). Items holding under 1 KB of text in all give "
+        "nothing to time: the timing is then skipped with a note and its figures are null",
+    )
     parser.add_argument("--json", action="store_true", help="end stdout with one JSON object")
     args = parser.parse_args(argv)
     fmt = args.format or ("units" if args.dataset.suffix == ".csv" else "presidio")
+    if not args.dataset.is_file():
+        parser.error(f"--dataset: no such file: {args.dataset}")
+    try:
+        rows = _load_rows(args.dataset, fmt)
+    except (UnicodeDecodeError, ValueError, csv.Error) as exc:  # JSONDecodeError is a ValueError
+        parser.error(f"--dataset {args.dataset}: not readable as --format {fmt}: {exc}")
+    problem = rows_problem(rows, fmt) if rows else (
+        f"no items (--format {fmt} reads items with {' and '.join(FIELDS[fmt])})")
+    if problem:
+        parser.error(f"--dataset {args.dataset}: {problem}")
+    rows = rows[: args.limit or None]
+    texts = [r["user_query"] if fmt == "units" else r["full_text"] for r in rows]
+    prompts = one_kb_prompts(texts)
+    if not prompts:
+        size = sum(len(t.encode()) for t in texts)
+        print(f"privacy: {len(rows)} items hold {size} bytes of text, under the 1 KB a timing "
+              "prompt needs: timing skipped (raise --limit to time the filter)", file=sys.stderr)
     core = _pin_one_core()
-    rows = _load_rows(args.dataset, fmt)[: args.limit or None]
 
     proc = psutil.Process()
     rss0 = proc.memory_info().rss
@@ -264,13 +309,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     spacy_loaded = any(getattr(d, "loaded", False) for d in privacy.detectors)
     structured = PrivacyFilter(structured_detectors(config))
 
-    if fmt == "units":
-        quality = score_units(rows, privacy)
-        texts = [r["user_query"] for r in rows]
-    else:
-        quality = score_presidio(rows, privacy)
-        texts = [r["full_text"] for r in rows]
-    prompts = one_kb_prompts(texts)
+    quality = score_units(rows, privacy) if fmt == "units" else score_presidio(rows, privacy)
     load_before = _loadavg()
     timing = time_per_kb(
         prompts,
@@ -279,8 +318,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             "whole filter": lambda p: privacy.redact(p, Vault()),
         },
         rounds=args.rounds,
-    )
+    ) if prompts else None
     load_after = _loadavg()
+    ms_per_kb = timing["whole filter"]["p50_ms_per_kb"] if timing else None
     result: dict[str, Any] = {
         "benchmark": "privacy",
         "dataset": str(args.dataset),
@@ -298,11 +338,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "load_s": round(load_s, 3),
         "filter_rss_mb": round(rss_mb, 1),
         "timing": timing,
-        "structured_ms_per_kb": timing["structured"]["p50_ms_per_kb"],
+        "structured_ms_per_kb": timing["structured"]["p50_ms_per_kb"] if timing else None,
     }
     if fmt == "units":
         result.update(quality)
-        result["ms_per_kb"] = timing["whole filter"]["p50_ms_per_kb"]
+        result["ms_per_kb"] = ms_per_kb
         result["unit_survival"] = result.pop("unit_survival")
     else:
         per = quality["per_entity"]
@@ -312,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         result["structured_leakage"] = result.pop("structured_leakage")
         result["person_recall"] = per.get("PERSON", {}).get("recall")
         result["overall_precision"] = result.pop("overall_precision")
-        result["ms_per_kb"] = timing["whole filter"]["p50_ms_per_kb"]
+        result["ms_per_kb"] = ms_per_kb
     _print_table(result)
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
