@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._report import emit, out_path, table
+from benchmarks._report import at_least, emit, out_path, table
+from kernels.errors import EngineError
 from kernels.options import PROMPT, OptionScorer, OptionScores
 from runtime.calibration import (
     MC_FEATURES,
@@ -226,7 +227,18 @@ def score_items(
     return scored, scorer.model_id, (time.perf_counter() - started) / max(1, len(items))
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Questions:
+    """The items a run scores, where they came from, and who answers the escalated ones."""
+
+    items: list[Item]
+    dataset: Path
+    dropped: int  # MMLU items RouteLLM's data does not cover
+    cloud: str
+
+
+def load_questions(args: argparse.Namespace) -> Questions:
+    """The seeded sample `args` names. Raises OSError, ValueError or KeyError for bad data."""
     dataset = Path(args.dataset) if args.dataset else DEFAULT_DATASET[args.format]
     dropped = 0
     if args.format == "mmlu":
@@ -235,9 +247,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         items = load_arc(dataset)
         cloud = "assumed-correct"
-    items = sample(items, args.limit, args.seed)
+    return Questions(sample(items, args.limit, args.seed), dataset, dropped, cloud)
+
+
+class TooFewOfAClass(Exception):
+    """The local model answered fewer than --folds items right (or wrong): no k-fold split."""
+
+
+def run(args: argparse.Namespace, questions: Questions) -> dict[str, Any]:
+    items, dataset, dropped, cloud = (
+        questions.items, questions.dataset, questions.dropped, questions.cloud)
     cache = Path(args.scores) if args.scores else None
     scored, model_id, seconds = score_items(args.model, items, args.threads, cache)
+    right = sum(s.chosen == it.gold for it, s in scored)
+    if min(right, len(scored) - right) < args.folds:  # before the peer spends its time
+        raise TooFewOfAClass(
+            f"the local model answered {right} of {len(scored)} items right: --folds "
+            f"{args.folds} needs at least {args.folds} right and {args.folds} wrong "
+            "(raise --limit)")
     rows = [mc_features(s, it.question, it.options) for it, s in scored]
     features = MC_FEATURES
     peer_id, peer_seconds, peer_accuracy = "", None, None
@@ -319,19 +346,56 @@ def _plot(curve: Any, base: Any, name: str, cloud: str) -> str:
     return str(path)
 
 
+def _checked_questions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Questions:
+    """The questions, once every path and count is known good (a usage error, exit 2, if not).
+
+    Checked before any model loads: paths, enough items for the folds, and the models
+    (unless their --scores cache holds the scores).
+    """
+    from kernels.registry import resolve
+
+    if args.dataset and not Path(args.dataset).exists():
+        parser.error(f"--dataset: no such file or folder: {args.dataset}")
+    for flag, name in (("--scores", args.scores), ("--save", args.save)):
+        if name and not Path(name).resolve().parent.is_dir():
+            parser.error(f"{flag}: no folder {Path(name).resolve().parent} to write {name} in")
+    try:
+        questions = load_questions(args)
+    except (OSError, ValueError, KeyError) as exc:
+        detail = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
+        parser.error(f"--dataset: cannot read {args.format} items: {detail}")
+    if len(questions.items) < 2 * args.folds:
+        parser.error(f"{len(questions.items)} items; --folds {args.folds} needs at least "
+                     f"{2 * args.folds} ({args.folds} answered right and {args.folds} wrong)")
+    cache = Path(args.scores) if args.scores else None
+    caches = [cache, cache.with_name(f"{cache.stem}-peer{cache.suffix}") if cache else None]
+    for flag, spec, cached in zip(("--model", "--peer"), (args.model, args.peer), caches,
+                                  strict=True):
+        if spec and not (cached is not None and cached.is_file()):
+            try:
+                resolve(spec)  # finds the file (a bundled one is assembled once), loads nothing
+            except EngineError as exc:
+                parser.error(f"{flag}: {exc}")
+    return questions
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--format", choices=("arc", "mmlu"), default="arc")
     parser.add_argument("--dataset", default="", help="file or folder (default: bundled copy)")
-    parser.add_argument("--limit", type=int, default=500, help="items, seeded sample; 0 = all")
+    parser.add_argument("--limit", type=at_least(0), default=500,
+                        help="items, seeded sample; 0 = all. At least 2 x --folds: each fold"
+                        " needs right and wrong answers")
     parser.add_argument("--model", default="bundled:smollm2-135m")
     parser.add_argument("--peer", default="bundled:gemma3-270m",
                         help="a second on-device model whose option scores feed the confidence"
                         " (empty: none)")
     # 1 thread: these are tiny batches, and with the cores shared, OpenMP workers spinning
     # on a busy core made 2 threads 3x slower than 1 (measured 1.96 vs 0.63 s per item)
-    parser.add_argument("--threads", type=int, default=1, help="0 = the engine default")
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--threads", type=at_least(0), default=1,
+                        help="0 = the engine default")
+    parser.add_argument("--folds", type=at_least(2), default=5,
+                        help="stratified cross-validation folds for the confidence")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default="", help="where to write the fitted weights (JSON)")
     parser.add_argument("--scores", default="",
@@ -339,7 +403,11 @@ def main(argv: list[str] | None = None) -> None:
                         " (the peer's go to NAME-peer.jsonl)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    s = run(args)
+    questions = _checked_questions(parser, args)
+    try:
+        s = run(args, questions)
+    except (EngineError, TooFewOfAClass) as exc:  # a model that fails, unlucky scores: 1 line
+        raise SystemExit(f"cascade: {exc}") from None
     rows = [[f"{k}", v] for k, v in s["quality_at_share"].items()]
     human = "\n".join([
         f"cascade on {s['format']}: n={s['n']} model={s['model']} cloud={s['cloud']}",

@@ -3,13 +3,16 @@ is measured, and a run with nothing measured ends cleanly."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from benchmarks import crypto, engines, gateway, latency, overhead, privacy
+from benchmarks import cascade, crypto, engines, gateway, latency, overhead, privacy
 from benchmarks._report import table
+from kernels.errors import EngineUnavailableError
+from kernels.options import PROMPT
 
 BAD_ARGS = [
     (engines.main, ["--json", "--rounds", "0"], "--rounds: must be at least 1, not 0"),
@@ -24,6 +27,15 @@ BAD_ARGS = [
     (privacy.main, ["--dataset", "/nonexistent"], "--dataset: no such file: /nonexistent"),
     (privacy.main, ["--format", "units"],
      "has no 'user_query' field, which --format units reads"),
+    (cascade.main, ["--folds", "0"], "--folds: must be at least 2, not 0"),
+    (cascade.main, ["--limit", "-1"], "--limit: must be at least 0, not -1"),
+    (cascade.main, ["--limit", "3"],
+     "3 items; --folds 5 needs at least 10 (5 answered right and 5 wrong)"),
+    (cascade.main, ["--dataset", "/nonexistent"],
+     "--dataset: no such file or folder: /nonexistent"),
+    (cascade.main, ["--model", "/x.gguf"], "--model: model file not found: /x.gguf"),
+    (cascade.main, ["--save", "/nonexistent/w.json"],
+     "--save: no folder /nonexistent to write /nonexistent/w.json in"),
 ]
 
 
@@ -90,3 +102,44 @@ def test_privacy_dataset_in_another_format_is_a_usage_error_naming_the_file(
     assert exited.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
         f"--dataset {rows}: no items (--format units reads items with user_query and pii_units)")
+
+
+def _arc_items(path: Path, n: int) -> list[str]:
+    """`n` ARC-format questions, each with option 0 right, written to `path`."""
+    questions = [f"Which is number {i}?" for i in range(n)]
+    path.write_text("".join(
+        json.dumps({"query": f"Question: {q}", "choices": ["this", "that"], "gold": 0}) + "\n"
+        for q in questions), encoding="utf-8")
+    return questions
+
+
+def test_cascade_whose_model_answers_every_item_right_stops_in_one_line_before_fitting(
+    tmp_path: Path,
+) -> None:
+    questions = _arc_items(tmp_path / "arc.jsonl", 10)
+    scores = tmp_path / "scores.jsonl"  # cached scores: no model loads
+    scores.write_text("\n".join([json.dumps({"model": "m", "prompt": PROMPT})] + [json.dumps({
+        "question": q, "option_logprob": [-1.0, -5.0], "option_tokens": [1, 1],
+        "option_chars": [4, 4], "option_unconditional": [-2.0, -2.0],
+        "prompt_mean_logprob": -3.0, "prompt_tokens": 5}) for q in questions]) + "\n")
+    with pytest.raises(SystemExit) as exited:
+        cascade.main(["--dataset", str(tmp_path / "arc.jsonl"), "--limit", "0", "--peer", "",
+                      "--scores", str(scores), "--save", str(tmp_path / "w.json")])
+    assert exited.value.code == (
+        "cascade: the local model answered 10 of 10 items right: --folds 5 needs at least "
+        "5 right and 5 wrong (raise --limit)")
+    assert not (tmp_path / "w.json").exists()
+
+
+def test_cascade_whose_model_fails_to_load_exits_1_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def unavailable(*_: object) -> None:
+        raise EngineUnavailableError("llama.cpp could not load the model")
+
+    monkeypatch.setattr(cascade, "OptionScorer", unavailable)
+    _arc_items(tmp_path / "arc.jsonl", 10)
+    with pytest.raises(SystemExit) as exited:
+        cascade.main(["--dataset", str(tmp_path / "arc.jsonl"), "--peer", "",
+                      "--save", str(tmp_path / "w.json")])
+    assert exited.value.code == "cascade: llama.cpp could not load the model"
