@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._report import emit, median, out_path, table
+from benchmarks._report import at_least, emit, median, out_path, table
 from kernels import Engine, GenerationParams, Message, TokenEvent
 from runtime.confidence import Checkpoint, EarlyEscalation, RunningConfidence
 from runtime.config import RuntimeConfig
@@ -64,6 +64,8 @@ TARGET_SAVED = 0.30
 TRADEOFF_KS = (4, 8, 16, 32)
 STREAM_KS = (8, 16, 24, 32, 48)  # hold lengths compared for a streamed answer's decision
 TRADEOFF_MARGINS = (0.0, 0.05, 0.1, 0.2)
+MIN_PROMPTS = 4  # two halves of two: the rule is chosen on one and reported on the other
+MIN_MAX_TOKENS = min(KS) + 1  # a checkpoint must come before the answer's last token
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +173,9 @@ def prompts_from_file(path: Path, limit: int) -> list[str]:
             out.append(p)
         else:
             out.append(line.strip())
-    if len(out) < 4:
-        raise ValueError(f"{path}: {len(out)} prompts; the benchmark needs at least 4 "
-                         "(two halves of two)")
+    if len(out) < MIN_PROMPTS:
+        raise ValueError(f"{path}: {len(out)} prompts; the benchmark needs at least "
+                         f"{MIN_PROMPTS} (two halves of two)")
     return out[:limit]
 
 
@@ -466,16 +468,20 @@ def run(args: argparse.Namespace, items: list[str], name: str, tag: str) -> dict
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--limit", type=int, default=160, help="prompts (80 MT-Bench + ARC)")
+    parser.add_argument("--limit", type=at_least(MIN_PROMPTS), default=160,
+                        help=f"prompts (80 MT-Bench + ARC); at least {MIN_PROMPTS}, two halves "
+                        "of two, as for --prompts-file")
     parser.add_argument("--prompts", choices=PROMPT_SETS, default=PROMPT_SETS[0],
                         help="mtbench-arc (selection set) or gsm8k-boolq (fresh)")
     parser.add_argument("--prompts-file", default="",
                         help="your own prompts instead: one per line, or .jsonl {\"prompt\": …}")
-    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--max-tokens", type=at_least(MIN_MAX_TOKENS), default=96,
+                        help=f"at least {MIN_MAX_TOKENS}: the first checkpoint is K={min(KS)}")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--model", default="bundled:smollm2-135m")
     # see benchmarks.cascade: on shared cores 1 thread beat 2 for this small model
-    parser.add_argument("--threads", type=int, default=1, help="0 = the engine default")
+    parser.add_argument("--threads", type=at_least(0), default=1,
+                        help="0 = the engine default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--traces", default="", help="trace cache file name in benchmarks/out")
     parser.add_argument("--no-cache", action="store_true", help="generate every trace afresh")

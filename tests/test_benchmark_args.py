@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import cascade, crypto, engines, gateway, latency, overhead, privacy
+from benchmarks import (
+    cascade,
+    crypto,
+    early_escalation,
+    engines,
+    gateway,
+    latency,
+    overhead,
+    privacy,
+)
 from benchmarks._report import table
 from kernels.errors import EngineUnavailableError
 from kernels.options import PROMPT
@@ -143,3 +152,29 @@ def test_cascade_whose_model_fails_to_load_exits_1_in_one_line(
         cascade.main(["--dataset", str(tmp_path / "arc.jsonl"), "--peer", "",
                       "--save", str(tmp_path / "w.json")])
     assert exited.value.code == "cascade: llama.cpp could not load the model"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--limit", "0"], "--limit: must be at least 4, not 0"),
+    (["--limit", "-5"], "--limit: must be at least 4, not -5"),
+    (["--limit", "3"], "--limit: must be at least 4, not 3"),
+    (["--limit", "3", "--prompts-file", "{five prompts}"], "--limit: must be at least 4, not 3"),
+    (["--max-tokens", "0"], "--max-tokens: must be at least 5, not 0"),
+    (["--max-tokens", "4"], "--max-tokens: must be at least 5, not 4"),
+])
+def test_early_escalation_refuses_too_few_prompts_or_tokens_before_loading_a_model(
+    argv: list[str], message: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    five = tmp_path / "mine.txt"
+    five.write_text("".join(f"Question {i}?\n" for i in range(5)), encoding="utf-8")
+    argv = [str(five) if a == "{five prompts}" else a for a in argv]
+
+    def no_engine(*_: object, **__: object) -> None:
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("kernels.registry.load_engine", no_engine)
+    with pytest.raises(SystemExit) as exited:
+        early_escalation.main(["--no-cache", *argv])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
