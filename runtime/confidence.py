@@ -111,17 +111,24 @@ def score(events: Iterable[TokenEvent], weights: ConfidenceWeights | None = None
 class _Sums:
     """Sums of one set of tokens' signals."""
 
-    __slots__ = ("lp", "h", "low", "n")
+    __slots__ = ("lp", "h", "hn", "low", "n")
 
     def __init__(self) -> None:
         self.lp = self.h = 0.0
-        self.low = self.n = 0
+        self.low = self.n = self.hn = 0
 
     def add(self, event: TokenEvent, low: bool) -> None:
         self.lp += event.logprob
-        self.h += event.entropy
+        if math.isfinite(event.entropy):  # a step without top log-probs has none
+            self.h += event.entropy
+            self.hn += 1
         self.low += low
         self.n += 1
+
+    @property
+    def mean_entropy(self) -> float:
+        """Over the tokens whose entropy is known (NaN if none's is)."""
+        return self.h / self.hn if self.hn else math.nan
 
 
 class RunningConfidence:
@@ -192,7 +199,7 @@ class RunningConfidence:
             assert self._first is not None
             lp, h = self._first.logprob, self._first.entropy
             return _confidence(w, lp, lp, h, float(lp < self._log_floor), self._n, 0)
-        return _confidence(w, sums.lp / sums.n, self._min_lp, sums.h / sums.n,
+        return _confidence(w, sums.lp / sums.n, self._min_lp, sums.mean_entropy,
                            sums.low / sums.n, self._n, self._scored.n)
 
 

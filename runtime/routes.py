@@ -76,15 +76,25 @@ def run_cascade(
                f"{fired.tokens} (early escalation)")
         yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why)
         return
+    if not local.cancelled and not local.text.strip():
+        why = "the device's answer is empty"
+        yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why)
+        return
     if local.cancelled or not (conf.available and conf.score < threshold):
-        reason = (f"mode prefer-local: local confidence {conf.score:.2f} >= threshold "
-                  f"{threshold:.2f}, the device answers")
+        reason = f"mode prefer-local: {_kept(conf, threshold)}, the device answers"
         result = local.result(reason, mode, started, rt.monitor.snapshot(), plan.prepared)
         rt._finish(stream, result)
         yield result.text
         return
     why = f"local confidence {conf.score:.2f} < threshold {threshold:.2f}"
     yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why)
+
+
+def _kept(conf: Confidence, threshold: float, opening: str = "") -> str:
+    """Why a local answer stays: its confidence clears the threshold, or there is none."""
+    if not conf.available:
+        return "no local confidence (the engine gave no log-probs to score)"
+    return f"local confidence {conf.score:.2f}{opening} >= threshold {threshold:.2f}"
 
 
 def run_cascade_stream(
@@ -98,8 +108,8 @@ def run_cascade_stream(
     decided = False
 
     def kept() -> Result:
-        reason = (f"mode prefer-local: local confidence {local.confidence.score:.2f} over the "
-                  f"first {min(k, local.tokens)} tokens >= threshold {threshold:.2f}, "
+        opening = f" over the first {min(k, local.tokens)} tokens"
+        reason = (f"mode prefer-local: {_kept(local.confidence, threshold, opening)}, "
                   "the device answers")
         return local.result(reason, mode, started, rt.monitor.snapshot(), plan.prepared)
 
@@ -123,10 +133,16 @@ def run_cascade_stream(
         local.close()
         slot.release()
     conf = local.confidence
-    if decided or local.cancelled_by_user or not (conf.available and conf.score < threshold):
+    empty = not decided and not local.cancelled and not "".join(held).strip()
+    if not empty and (decided or local.cancelled_by_user
+                      or not (conf.available and conf.score < threshold)):
         if not decided and held:
             yield "".join(held)
         rt._finish(stream, kept())
+        return
+    if empty:
+        why = "the device's answer is empty"
+        yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why)
         return
     why = (f"local confidence {conf.score:.2f} over the first {local.tokens} tokens "
            f"< threshold {threshold:.2f}")

@@ -25,6 +25,16 @@ def test_signals_skip_the_opening_token() -> None:
     assert c.low_fraction == pytest.approx(1 / 3)  # only -2.0 is below log(0.3)
 
 
+def test_a_step_without_an_entropy_does_not_erase_the_answers_score() -> None:
+    # a server engine sends a log-prob but no top log-probs for some steps (entropy NaN):
+    # the mean entropy is taken over the steps that have one, not made NaN by that step
+    c = score(_events([-3.0, -0.1, -0.5, -2.0], [4.0, 0.5, math.nan, 3.0]))
+    assert c.available
+    assert c.mean_logprob == pytest.approx(-2.6 / 3)
+    assert c.mean_entropy == pytest.approx(1.75)
+    assert not score(_events([-3.0, -0.1], [4.0, math.nan])).available  # none known
+
+
 def test_score_follows_the_documented_formula() -> None:
     w = ConfidenceWeights()
     c = score(_events([-1.0, -0.22, -0.22, math.log(0.1)], [2.0, 1.0, 1.0, 1.0]))

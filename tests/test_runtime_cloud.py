@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cloud_gateway.fixed_upstream import ANSWER
-from kernels import Engine, Message
+from kernels import Engine, Message, TokenEvent, TokenStream
 from runtime.cloud import CloudPath
 from runtime.config import RuntimeConfig, TandemConfig, load_config
 from runtime.errors import OffloadError, PrivacyBlockError
@@ -200,6 +200,51 @@ def test_low_confidence_escalates_and_high_confidence_stays(engine: Engine,
     with make_runtime(engine, gateway.url, gateway.home.credential, threshold=0.0) as rt:
         stay = rt.generate(Q, params=rt.params(max_tokens=8))
     assert stay.source == "local" and ">= threshold 0.00" in stay.reason
+
+
+class _Silent:
+    """The real engine, whose answers come out empty (every token generated, none shown:
+    as when a model's first token is its end-of-text)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.info = engine.info
+
+    def render(self, prompt: Any) -> str:
+        return self._engine.render(prompt)
+
+    def count_tokens(self, text: str) -> int:
+        return self._engine.count_tokens(text)
+
+    def stream(self, prompt: Any, params: Any, cancel: Any = None) -> TokenStream:
+        inner = self._engine.stream(prompt, params, cancel)
+        out = TokenStream(iter(()), cancel)
+
+        def drained() -> Iterator[TokenEvent]:
+            for _ in inner:
+                pass
+            out.finish(inner.finish_reason, inner.usage)
+            yield from ()
+
+        out._events = drained()
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_empty_local_answer_escalates_whatever_its_score(engine: Engine,
+                                                           gateway: RunningGateway) -> None:
+    silent: Any = _Silent(engine)
+    with make_runtime(silent, gateway.url, gateway.home.credential, threshold=0.0) as rt:
+        whole = rt.generate(Q, params=rt.params(max_tokens=8))
+        stream = rt.stream(Q, params=rt.params(max_tokens=8))
+        streamed = "".join(stream)
+    assert (whole.source, whole.text) == ("cloud", ANSWER)
+    assert whole.reason == ("mode prefer-local: the device's answer is empty, escalated to "
+                            "the cloud")
+    assert streamed == ANSWER
+    assert stream.result is not None and stream.result.source == "cloud"
 
 
 def test_streamed_cascade_decides_on_the_first_tokens(engine: Engine,
