@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -58,7 +59,8 @@ class ResultStream(Iterator[str]):
     """Text deltas of an answer as they are produced; `result` is set once exhausted.
 
     `cancel()` (any thread) stops generation after the current token; `close()` releases the
-    engine at once. Iterating to the end, or closing, is required to free the queue slot.
+    engine at once. Iterate to the end or close it to free its queue slot at once; a stream
+    dropped unread gives its slot back when it is garbage-collected.
     """
 
     def __init__(self, cancel: threading.Event, slot: Slot | None = None, *, rid: str = "",
@@ -70,6 +72,8 @@ class ResultStream(Iterator[str]):
         self.context = context
         self.pace_s = pace_s  # see Runtime.stream; also paces a local fallback
         self.result: Result | None = None
+        if slot is not None:  # an unstarted generator has no `finally` to run
+            weakref.finalize(self, slot.release)
 
     def __iter__(self) -> ResultStream:
         return self

@@ -78,6 +78,20 @@ def test_queue_admits_one_running_plus_queue_size(engine: Engine) -> None:
     assert rt.queue_depth == 0
 
 
+def test_streams_dropped_unread_give_their_queue_slots_back(engine: Engine) -> None:
+    import gc
+
+    cfg = load_config(env={}).replace(runtime=RuntimeConfig(queue_size=1,
+                                                            telemetry_path="off"))
+    with Runtime(cfg, engine=engine) as rt:
+        streams = [rt.stream(Q, params=rt.params(max_tokens=2)) for _ in range(2)]
+        assert rt.queue_depth == 2
+        del streams  # never iterated, never closed: no generator `finally` ever runs
+        gc.collect()
+        assert rt.queue_depth == 0  # was 2 for the runtime's life: every request refused
+        assert rt.generate(Q, params=rt.params(max_tokens=2)).text
+
+
 def test_a_queue_holds_one_running_plus_its_size_and_a_slot_frees_once() -> None:
     queue = Admission("the test", 1)
     first, second = queue.admit(), queue.admit()
