@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from kernels import Engine, GenerationParams, Message
+from kernels import Engine, EngineError, GenerationParams, Message
 from kernels.registry import load_engine
 from runtime import routes
 from runtime.cloud import CloudPath
@@ -144,6 +144,11 @@ class Runtime:
         self._chooser = chooser  # multiple choice: loaded on first use unless passed in
         self._owns_chooser = chooser is None  # one passed in belongs to the caller
         self._chooser_lock = threading.Lock()  # one question at a time on its models
+        # the calibration the chooser was (or is being) built with; config swaps check it
+        # under `_swap_lock`, so a swap cannot slip in while the chooser starts loading
+        self._chooser_calibration: str | None = None
+        self._swap_lock = threading.Lock()
+        self._closed = False
         self._choice_queue = Admission("the multiple-choice", config.runtime.queue_size)
 
     @property
@@ -157,23 +162,28 @@ class Runtime:
 
         Settings the runtime reads once, when it starts, cannot change: the model, the
         monitor, the privacy filter and the gateway (`model`, `monitor`, `privacy`,
-        `offload`), the queue sizes, the telemetry database and the bandit's state
-        (`runtime.queue_size`, `runtime.telemetry_path`, `policy.bandit*`), and once the
+        `offload`, and with a gateway configured `runtime.mode` to or from local-only, which
+        starts without a gateway client), the queue sizes, the telemetry database and the
+        bandit's state (`runtime.queue_size`, `runtime.telemetry_path`, `policy.bandit*`),
+        and once the
         multiple-choice models are loaded, `runtime.choice_calibration`; with the bandit on,
         whether a router is configured (its context layout: `policy.router_path` set or
         cleared). A new config that changes any of them raises ValueError naming them,
         rather than being half applied; start a new Runtime for those. A new
         `policy.router_path` is loaded on next use.
         """
-        before, after = _read_at_start(self._config), _read_at_start(new)
-        changed = [k for k in before if before[k] != after[k]]
-        if (self._chooser is not None
-                and new.runtime.choice_calibration != self._config.runtime.choice_calibration):
-            changed.append("runtime.choice_calibration (the chooser is loaded)")
-        if changed:
-            raise ValueError(f"a running Runtime cannot change {', '.join(changed)}: they are "
-                             "read when it starts; start a new Runtime instead")
-        self._config = new
+        with self._swap_lock:
+            before, after = _read_at_start(self._config), _read_at_start(new)
+            changed = [k for k in before if before[k] != after[k]]
+            loaded = self._chooser_calibration
+            if loaded is None and self._chooser is not None:  # passed in: as configured
+                loaded = self._config.runtime.choice_calibration
+            if loaded is not None and new.runtime.choice_calibration != loaded:
+                changed.append("runtime.choice_calibration (the chooser is loaded)")
+            if changed:
+                raise ValueError(f"a running Runtime cannot change {', '.join(changed)}: they "
+                                 "are read when it starts; start a new Runtime instead")
+            self._config = new
 
     def _report_gateway(self, ok: bool, rtt_ms: float | None) -> None:
         self.monitor.report_gateway(ok, rtt_ms)
@@ -207,6 +217,7 @@ class Runtime:
 
     def close(self) -> None:
         """Release what the runtime created (an engine or monitor passed in stays open)."""
+        self._closed = True
         with self._chooser_lock:
             if self._chooser is not None and self._owns_chooser:
                 self._chooser.close()
@@ -313,6 +324,12 @@ class Runtime:
             return Plan("local", "mode local-only: the device answers")
         cloud = self.cloud
         if cloud is None:
+            if mode in ("prefer-cloud", "cloud-only") and self.config.offload.configured:
+                raise ModeError(
+                    f"mode {mode} needs the cloud gateway, and this runtime started in "
+                    "local-only mode, which never connects to it: start the runtime in "
+                    "another runtime.mode (a request can still ask for local-only)"
+                )
             if mode in ("prefer-cloud", "cloud-only"):
                 raise ModeError(
                     f"mode {mode} needs a cloud gateway, and no gateway is configured "
@@ -525,6 +542,9 @@ def _read_at_start(config: TandemConfig) -> dict[str, Any]:
         "model": config.model, "monitor": config.monitor, "privacy": config.privacy,
         "offload": config.offload, "runtime.queue_size": config.runtime.queue_size,
         "runtime.telemetry_path": config.runtime.telemetry_path,
+        # local-only at start builds no gateway client (and the monitor never probes it)
+        "runtime.mode (to or from local-only, with a gateway configured)":
+            config.runtime.mode == "local-only" if config.offload.configured else None,
         "policy.bandit": p.bandit, "policy.bandit_path": p.bandit_path,
         "policy.bandit_alpha": p.bandit_alpha, "policy.bandit_cloud_cost": p.bandit_cloud_cost,
         # The bandit's context layout follows whether a router is configured at start.
@@ -550,11 +570,19 @@ class _LockedChooser:
 
         rt = self._rt
         with rt._choice_queue.admit(), rt._chooser_lock:
+            if rt._closed:  # it would load its models again, hundreds of MB
+                raise EngineError("the runtime is closed")
             if rt._chooser is None:
-                cfg = rt.config.runtime
-                rt._chooser = LocalChooser(cfg.choice_calibration,
-                                           threshold=cfg.choice_threshold,
-                                           threads=rt.config.model.threads)
+                with rt._swap_lock:
+                    config = rt.config
+                    rt._chooser_calibration = config.runtime.choice_calibration
+                try:
+                    rt._chooser = LocalChooser(config.runtime.choice_calibration,
+                                               threshold=config.runtime.choice_threshold,
+                                               threads=config.model.threads)
+                except BaseException:
+                    rt._chooser_calibration = None
+                    raise
             return rt._chooser.choose(question, options)
 
 

@@ -235,3 +235,51 @@ def test_a_full_multiple_choice_queue_is_refused(engine: Engine, chooser: LocalC
         assert [r.option for r in results] == ["blue"]
         assert rt._choice_queue.depth == 0
         assert rt.choose(SKY, SKY_OPTIONS).option == "blue"  # room again
+
+
+def test_a_calibration_swap_is_refused_while_the_chooser_loads(
+    engine: Engine, chooser: LocalChooser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import threading
+
+    import runtime.choice
+
+    loading, release = threading.Event(), threading.Event()
+
+    class SlowChooser:  # the real chooser, handed over once the test lets it finish loading
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            loading.set()
+            release.wait(10)
+
+        def choose(self, question: str, options: Any) -> Any:
+            return chooser.choose(question, options)
+
+        def close(self) -> None:  # the shared fixture's models stay loaded
+            pass
+
+    monkeypatch.setattr(runtime.choice, "LocalChooser", SlowChooser)
+    cfg = load_config(env={}).replace(runtime=RuntimeConfig(
+        mode="local-only", choice_calibration="bundled:arc-light", telemetry_path="off"))
+    with Runtime(cfg, engine=engine) as rt:
+        answer: list[Any] = []
+        worker = threading.Thread(target=lambda: answer.append(rt.choose(SKY, SKY_OPTIONS)))
+        worker.start()
+        assert loading.wait(10)
+        swapped = cfg.replace(runtime=dataclasses.replace(cfg.runtime,
+                                                          choice_calibration="bundled:arc"))
+        with pytest.raises(ValueError, match="runtime.choice_calibration"):
+            rt.config = swapped  # was taken: the config then named a model not loaded
+        release.set()
+        worker.join(10)
+        assert answer and answer[0].option == "blue"
+        assert rt.config.runtime.choice_calibration == "bundled:arc-light"
+
+
+def test_choose_after_close_is_refused(engine: Engine, chooser: LocalChooser) -> None:
+    from kernels import EngineError
+
+    rt = make_runtime(engine, chooser, mode="local-only")
+    rt.close()
+    with pytest.raises(EngineError, match="the runtime is closed"):
+        rt.choose(SKY, SKY_OPTIONS)  # an owned chooser used to load its models again

@@ -17,7 +17,7 @@ from cloud_gateway.fixed_upstream import ANSWER
 from kernels import Engine, Message, TokenEvent, TokenStream
 from runtime.cloud import CloudPath
 from runtime.config import RuntimeConfig, TandemConfig, load_config
-from runtime.errors import OffloadError, PrivacyBlockError
+from runtime.errors import ModeError, OffloadError, PrivacyBlockError
 from runtime.facade import Runtime
 from runtime.offload import OffloadConfig
 from runtime.privacy import PrivacyConfig
@@ -181,6 +181,22 @@ def test_local_only_config_never_connects_to_the_gateway(engine: Engine) -> None
     finally:
         listener.close()
     assert accepted == 0
+
+
+def test_a_runtime_started_local_only_refuses_a_cloud_mode_and_says_why(
+    engine: Engine, gateway: RunningGateway
+) -> None:
+    import dataclasses
+
+    with make_runtime(engine, gateway.url, gateway.home.credential, mode="local-only") as rt:
+        cfg = rt.config
+        with pytest.raises(ValueError, match=r"cannot change runtime\.mode \(to or from "
+                                             r"local-only, with a gateway configured\)"):
+            rt.config = cfg.replace(runtime=dataclasses.replace(cfg.runtime,
+                                                                mode="prefer-cloud"))
+        assert rt.config is cfg  # was taken, and every request then failed
+        with pytest.raises(ModeError, match="this runtime started in local-only mode"):
+            rt.generate(Q, mode="prefer-cloud")  # was: "no gateway is configured" (it is)
 
 
 def test_per_request_local_only_sends_nothing(engine: Engine, echo: Any) -> None:
