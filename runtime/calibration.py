@@ -145,11 +145,10 @@ class CalibratedConfidence:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        n = len(self.features)
-        if not n or any(len(v) != n for v in (self.mean, self.scale, self.coef)):
-            raise CalibrationError("calibration: features, mean, scale and coef differ in length")
-        if any(s <= 0 or not math.isfinite(s) for s in self.scale):
-            raise CalibrationError("calibration: every scale must be a positive finite number")
+        problem = _weights_problem(self.features, self.mean, self.scale, self.coef,
+                                   self.intercept)
+        if problem:
+            raise CalibrationError(f"calibration: {problem}")
 
     def predict(self, features: Mapping[str, float]) -> float:
         """The calibrated probability for one item's named signals."""
@@ -184,20 +183,37 @@ class CalibratedConfidence:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CalibratedConfidence:
+    def from_dict(cls, data: Mapping[str, Any], source: str = "") -> CalibratedConfidence:
+        """Weights from the JSON `save` writes; a `CalibrationError` naming `source` (the
+        file, when there is one) and the field for anything else."""
+        where = f"calibration: {source}: " if source else "calibration: "
         if data.get("format") != FORMAT:
-            raise CalibrationError(f"calibration: format must be {FORMAT!r}")
-        try:
-            return cls(
-                features=tuple(str(f) for f in data["features"]),
-                mean=tuple(float(v) for v in data["mean"]),
-                scale=tuple(float(v) for v in data["scale"]),
-                coef=tuple(float(v) for v in data["coef"]),
-                intercept=float(data["intercept"]),
-                meta=dict(data.get("meta", {})),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CalibrationError(f"calibration: malformed weights ({exc})") from exc
+            raise CalibrationError(f"{where}format must be {FORMAT!r}")
+        missing = [k for k in ("features", "mean", "scale", "coef", "intercept") if k not in data]
+        if missing:
+            raise CalibrationError(f"{where}missing field(s) {', '.join(missing)}")
+        features = data["features"]
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise CalibrationError(f"{where}features must be a list of signal names")
+        vectors: dict[str, tuple[float, ...]] = {}
+        for name in ("mean", "scale", "coef"):
+            values = data[name]
+            if not isinstance(values, list) or not all(_is_number(v) for v in values):
+                raise CalibrationError(f"{where}{name} must be a list of numbers")
+            vectors[name] = tuple(_as_float(v) for v in values)
+        if not _is_number(data["intercept"]):
+            raise CalibrationError(f"{where}intercept must be a number, "
+                                   f"not {json.dumps(data['intercept'])}")
+        intercept = _as_float(data["intercept"])
+        meta = data.get("meta", {})
+        if not isinstance(meta, dict):
+            raise CalibrationError(f"{where}meta must be a JSON object")
+        problem = _weights_problem(tuple(features), vectors["mean"], vectors["scale"],
+                                   vectors["coef"], intercept)
+        if problem:
+            raise CalibrationError(f"{where}{problem}")
+        return cls(features=tuple(features), mean=vectors["mean"], scale=vectors["scale"],
+                   coef=vectors["coef"], intercept=intercept, meta=dict(meta))
 
     @classmethod
     def load(cls, path: str | Path) -> CalibratedConfidence:
@@ -208,7 +224,7 @@ class CalibratedConfidence:
             raise CalibrationError(f"calibration: cannot read {path}: {exc}") from exc
         if not isinstance(data, dict):
             raise CalibrationError(f"calibration: {path} does not hold a JSON object")
-        return cls.from_dict(data)
+        return cls.from_dict(data, source=str(path))
 
 
 def fit(
@@ -239,6 +255,45 @@ def fit(
         intercept=float(model.intercept_[0]),
         meta=dict(meta or {}),
     )
+
+
+def _is_number(value: object) -> bool:
+    # JSON true/false are not weights, though Python counts bool as int
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _as_float(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer too large for a float: not a usable weight
+        return math.inf
+
+
+def _weights_problem(features: tuple[str, ...], mean: tuple[float, ...],
+                     scale: tuple[float, ...], coef: tuple[float, ...],
+                     intercept: float) -> str:
+    """What is wrong with a set of weights, or "" when nothing is: a NaN or infinite weight
+    would make every probability NaN (never below a threshold) or 0 / 1."""
+    n = len(features)
+    if not n:
+        return "features is empty"
+    if not all(features):
+        return "features holds an empty name"
+    twice = sorted({f for f in features if features.count(f) > 1})
+    if twice:
+        return f"features names {', '.join(twice)} more than once"
+    for name, values in (("mean", mean), ("scale", scale), ("coef", coef)):
+        if len(values) != n:
+            return f"{name} has {len(values)} values for {n} features"
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                return f"{name}[{i}] ({features[i]}) must be a finite number, not {v}"
+    for i, s in enumerate(scale):
+        if s <= 0:
+            return f"scale[{i}] ({features[i]}) must be positive, not {s}"
+    if not math.isfinite(intercept):
+        return f"intercept must be a finite number, not {intercept}"
+    return ""
 
 
 def _sigmoid(z: float) -> float:

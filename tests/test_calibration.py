@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,63 @@ def test_peer_signals_need_the_same_options() -> None:
     with pytest.raises(ValueError, match="same options"):
         peer_features(_scores((-1.0, -2.0, -3.0, -4.0)),
                       OptionScores((-1.0, -2.0), (1, 1), (1, 1), (0.0, 0.0), -1.0, 3))
+
+
+_BUNDLED_LIGHT = Path(__file__).resolve().parent.parent / "runtime/data/calibration-arc-light.json"
+
+
+def _bundled_with(tmp_path: Path, field: str, value: object) -> Path:
+    """A copy of the bundled arc-light weights with one field (or `field[0]`) replaced."""
+    data = json.loads(_BUNDLED_LIGHT.read_text())
+    if field.endswith("[0]"):
+        data[field[:-3]][0] = value
+    else:
+        data[field] = value
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))  # writes NaN / Infinity as Python's json reads them
+    return path
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("coef[0]", math.nan, r"coef\[0\] \(p_top\) must be a finite number, not nan"),
+        ("coef[0]", math.inf, r"coef\[0\] \(p_top\) must be a finite number, not inf"),
+        ("mean[0]", -math.inf, r"mean\[0\] \(p_top\) must be a finite number, not -inf"),
+        ("scale[0]", math.nan, r"scale\[0\] \(p_top\) must be a finite number, not nan"),
+        ("coef[0]", 10**400, r"coef\[0\] \(p_top\) must be a finite number, not inf"),
+        ("intercept", math.nan, "intercept must be a finite number, not nan"),
+        ("intercept", True, "intercept must be a number, not true"),
+        ("intercept", "0.1", 'intercept must be a number, not "0.1"'),
+        ("coef[0]", True, "coef must be a list of numbers"),
+        ("mean", {"0.8": 1}, "mean must be a list of numbers"),
+        ("scale", "1.0", "scale must be a list of numbers"),
+        ("features", "p_top", "features must be a list of signal names"),
+        ("features[0]", "margin", "features names margin more than once"),
+        ("features[0]", "", "features holds an empty name"),
+        ("coef", [0.5], "coef has 1 values for 17 features"),
+        ("features", [], "features is empty"),
+        ("meta", ["model"], "meta must be a JSON object"),
+    ],
+)
+def test_malformed_weights_name_the_file_and_the_field(tmp_path: Path, field: str,
+                                                        value: object, message: str) -> None:
+    path = _bundled_with(tmp_path, field, value)
+    with pytest.raises(CalibrationError, match=f"^calibration: {re.escape(str(path))}: {message}"):
+        CalibratedConfidence.load(path)
+
+
+def test_the_bundled_weights_load_and_pass_the_checks() -> None:
+    cal = CalibratedConfidence.load(_BUNDLED_LIGHT)
+    assert len(cal.features) == len(set(cal.features)) == len(cal.coef) == 17
+    assert all(math.isfinite(v) for v in (*cal.mean, *cal.scale, *cal.coef, cal.intercept))
+
+
+def test_weights_built_in_code_are_checked_too() -> None:
+    message = r"^calibration: coef\[1\] \(b\) must be a finite number, not nan"
+    with pytest.raises(CalibrationError, match=message):
+        CalibratedConfidence(("a", "b"), (0.0, 0.0), (1.0, 1.0), (1.0, math.nan), 0.0)
+    with pytest.raises(CalibrationError, match="features names a more than once"):
+        CalibratedConfidence(("a", "a"), (0.0, 0.0), (1.0, 1.0), (1.0, 1.0), 0.0)
+    with pytest.raises(CalibrationError, match="intercept must be a finite number, not inf"):
+        CalibratedConfidence(("a",), (0.0,), (1.0,), (1.0,), math.inf)

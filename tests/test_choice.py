@@ -141,3 +141,16 @@ def test_the_cli_answers_and_refuses(capsys: pytest.CaptureFixture[str]) -> None
     assert "no bundled fit named 'nope'" in capsys.readouterr().err
     assert cli(["choose", "Which?", "a", "b", "--calibration", "/nonexistent.json"]) == 2
     assert "calibration: cannot read /nonexistent.json" in capsys.readouterr().err
+
+
+def test_the_cli_refuses_nan_weights_instead_of_printing_nan(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = CalibratedConfidence.load(BUNDLED_CALIBRATIONS["arc-light"]).to_dict()
+    data["coef"][0] = float("nan")  # json.dumps writes NaN, which json.loads reads back
+    path = tmp_path / "nan.json"
+    path.write_text(json.dumps(data))
+    assert cli(["choose", "Which gas do plants take in?", "oxygen", "carbon dioxide",
+                "--calibration", str(path), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"calibration: {path}: coef[0] (p_top) must be a finite number, not nan" in captured.err
