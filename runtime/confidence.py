@@ -68,6 +68,10 @@ class ConfidenceWeights:
     repeat_ngram: int = 3  # a token completing an n-gram already in the answer: not scored
 
     def __post_init__(self) -> None:
+        for name in ("mean_logprob", "low_fraction", "mean_entropy", "bias"):
+            if not math.isfinite(getattr(self, name)):  # a NaN weight makes every score NaN
+                raise ValueError(f"ConfidenceWeights.{name} must be a finite number, "
+                                 f"not {getattr(self, name)}")
         if not 0 < self.low_floor < 1:
             raise ValueError("ConfidenceWeights.low_floor must be in (0, 1)")
         if self.opening_tokens < 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -129,3 +130,13 @@ def test_weights_reject_nonsense() -> None:
         ConfidenceWeights(forced_entropy=math.nan)
     with pytest.raises(ValueError, match="repeat_ngram"):
         ConfidenceWeights(repeat_ngram=1)
+
+
+@pytest.mark.parametrize("name", ["mean_logprob", "low_fraction", "mean_entropy", "bias"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_weights_of_the_score_must_be_finite(name: str, value: float) -> None:
+    bad: dict[str, Any] = {name: value}
+    with pytest.raises(ValueError, match=f"ConfidenceWeights.{name} must be a finite number"):
+        ConfidenceWeights(**bad)
+    fine: dict[str, Any] = {name: 1.0}
+    assert score(_events([-1.0, -0.5], [1.0, 1.0]), ConfidenceWeights(**fine)).available
