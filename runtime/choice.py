@@ -152,7 +152,7 @@ class LocalChooser:
 
     def choose(self, question: str, options: Sequence[str]) -> Choice:
         """The local answer to `question` among `options`, and P(it is right)."""
-        opts = check_question(question, options)
+        question, opts = check_question(question, options)
         own = self._scorer.score(question, opts)
         signals = mc_features(own, question, opts)
         if self._peer is not None:
@@ -192,8 +192,13 @@ _LETTER_REPLIES = (
 )
 
 
-def check_question(question: str, options: Sequence[str]) -> list[str]:
-    """The options as a list, or ValueError naming what is wrong with the question."""
+def check_question(question: str, options: Sequence[str]) -> tuple[str, list[str]]:
+    """The question and options trimmed of surrounding whitespace, as the device scores them
+    and the cloud reads them (`cloud_prompt`), or ValueError naming what is wrong.
+
+    Options that differ only in surrounding whitespace or case are refused: the device would
+    score them as different answers, and a cloud reply could name one only by its letter.
+    """
     if not isinstance(question, str) or not question.strip():
         raise ValueError("question must be a non-empty string")
     if isinstance(options, str):
@@ -206,7 +211,13 @@ def check_question(question: str, options: Sequence[str]) -> list[str]:
     for i, o in enumerate(opts):
         if not isinstance(o, str) or not o.strip():
             raise ValueError(f"option {i} must be a non-empty string")
-    return opts
+    first: dict[str, int] = {}
+    for i, o in enumerate(opts):
+        j = first.setdefault(o.strip().casefold(), i)
+        if j != i:
+            raise ValueError(f"options {j} and {i} are the same answer ({opts[j]!r} and "
+                             f"{o!r}, ignoring case and surrounding spaces)")
+    return question.strip(), [o.strip() for o in opts]
 
 
 def cloud_prompt(question: str, options: Sequence[str]) -> str:
@@ -272,7 +283,7 @@ def run_choice(rt: Runtime, question: str, options: Sequence[str],
     cloud-only mode, which raises. The question goes through the privacy filter like any
     request; a privacy block keeps it on the device.
     """
-    opts = check_question(question, options)
+    question, opts = check_question(question, options)
     chosen = rt._mode(mode)
     started = time.perf_counter()
     msgs = [Message("user", cloud_prompt(question, opts))]

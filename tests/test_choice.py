@@ -154,3 +154,29 @@ def test_the_cli_refuses_nan_weights_instead_of_printing_nan(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert f"calibration: {path}: coef[0] (p_top) must be a finite number, not nan" in captured.err
+
+
+def test_padded_options_and_question_are_scored_as_the_cloud_reads_them(
+        chooser: LocalChooser) -> None:
+    question, options = "Which gas do plants take in?", ["oxygen", "carbon dioxide"]
+    plain = chooser.choose(question, options)
+    padded = chooser.choose(f"  {question}\n", [" oxygen", "carbon dioxide "])
+    # a trailing space once moved the device to option 0 (p 0.43 instead of 0.53)
+    assert (padded.index, padded.option) == (plain.index, plain.option) == (1, "carbon dioxide")
+    assert padded.p_correct == plain.p_correct
+    assert padded.signals == plain.signals
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [(["Oxygen", "carbon dioxide", "oxygen "],
+      r"options 0 and 2 are the same answer \('Oxygen' and 'oxygen '"),
+     (["a", "b", "B"], r"options 1 and 2 are the same answer \('b' and 'B'")],
+)
+def test_options_that_differ_only_in_case_or_spaces_are_refused(
+        chooser: LocalChooser, capsys: pytest.CaptureFixture[str], options: list[str],
+        message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        chooser.choose("Which gas do plants take in?", options)
+    assert cli(["choose", "Which gas do plants take in?", *options]) == 2  # before any model
+    assert "are the same answer" in capsys.readouterr().err

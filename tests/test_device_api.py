@@ -381,6 +381,7 @@ def test_a_null_signal_is_not_reported_as_accepted(base_url: str) -> None:
     ("/v1/choose", {"question": "2 + 2?", "options": ["4"]}, "options"),
     ("/v1/choose", {"question": "2 + 2?", "options": ["4", " "]}, "options"),
     ("/v1/choose", {"question": " ", "options": ["4", "5"]}, "question"),
+    ("/v1/choose", {"question": "Which?", "options": ["Four", "four "]}, "options"),
 ])
 def test_a_bad_value_names_its_field_in_param(
     base_url: str, path: str, body: dict[str, object], param: str
