@@ -190,6 +190,10 @@ _LETTER_REPLIES = (
     re.compile(r"\b(?:answer|option|choice)(?:\s+is)?[\s:]*\(?([A-Z])\b(?![\w'’])",
                re.IGNORECASE),
 )
+# A statement of the answer ("the answer is B", "Answer: B", "the correct option is B"): it
+# outranks a letter mentioned in passing ("Option A is wrong; the answer is B.").
+_ANSWER_STATEMENT = re.compile(
+    r"\b(?:answer|option|choice)(?:\s+is|\s*:)\s*\(?([A-Z])\b(?![\w'’])", re.IGNORECASE)
 
 
 def check_question(question: str, options: Sequence[str]) -> tuple[str, list[str]]:
@@ -230,11 +234,16 @@ def cloud_prompt(question: str, options: Sequence[str]) -> str:
 def parse_reply(reply: str, options: Sequence[str]) -> int | None:
     """The option a cloud reply names, or None when it names none (or several).
 
-    A letter in range counts when the reply is one ("B", "(B)"), opens with one followed by
-    punctuation ("B. nitrogen") or names one ("The answer is B"); otherwise the reply must
-    contain exactly one option's text.
+    A letter in range counts when the reply is one ("B", "(B)"), states it ("The answer is
+    B", "Answer: B"; the last such statement wins over any other letter), opens with one
+    followed by punctuation ("B. nitrogen") or names one ("option B"); otherwise the reply
+    must contain exactly one option's text.
     """
     text = reply.strip().replace("*", "").replace("`", "").strip()
+    stated = [m.group(1) for m in _ANSWER_STATEMENT.finditer(text)
+              if m.group(1).isupper() and LETTERS.index(m.group(1)) < len(options)]
+    if stated:
+        return LETTERS.index(stated[-1])  # the last statement: a reply may correct itself
     for pattern in _LETTER_REPLIES:
         m = pattern.search(text)
         if m is not None and m.group(1).isupper() and LETTERS.index(m.group(1)) < len(options):

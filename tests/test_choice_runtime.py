@@ -78,6 +78,16 @@ def test_a_cloud_reply_is_read_as_an_option(reply: str, index: int | None) -> No
     assert parse_reply(reply, ["oxygen", "carbon dioxide", "nitrogen", "helium"]) == index
 
 
+@pytest.mark.parametrize(
+    ("reply", "index"),
+    [("Option A is wrong; the answer is B.", 1), ("Not A or D. Answer: C", 2),
+     ("The answer is A. No, wait: the answer is D.", 3), ("Choice A fails, so option is B", 1),
+     ("Option C: the answer is E, so B", 2)],  # E is out of range: no statement counts
+)
+def test_a_stated_answer_outranks_a_letter_named_in_passing(reply: str, index: int) -> None:
+    assert parse_reply(reply, ["oxygen", "carbon dioxide", "nitrogen", "helium"]) == index
+
+
 def test_a_sentence_opening_capital_is_not_a_letter_even_when_in_range() -> None:
     ten = [f"option {n}" for n in range(9)] + ["a dog"]
     assert parse_reply("I am not sure.", ten) is None  # I would be the ninth letter
