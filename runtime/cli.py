@@ -104,6 +104,7 @@ _DELEGATED = {
     "router": "runtime.router.cli",
     "convert": "kernels.convert.cli",
 }
+_EXTRAS = {"router": "router", "convert": "convert"}  # the optional extra each one needs
 _OWN_SETTINGS = {
     "gateway": "it has its own settings (its flags, or TANDEM_GATEWAY_* variables)",
     "router": "give its files as flags (--data, --db, --router, --out)",
@@ -135,7 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"monitor, choose, models), not to `tandem {command}`; {_OWN_SETTINGS[command]}",
                   file=sys.stderr)
             return EXIT_USAGE
-        module = importlib.import_module(_DELEGATED[command])
+        try:
+            module = importlib.import_module(_DELEGATED[command])
+        except ImportError as exc:  # an optional extra (router: scikit-learn) not installed
+            extra = _EXTRAS.get(command)
+            hint = f"; install it with pip install 'tandem-llm[{extra}]'" if extra else ""
+            print(f"tandem {command}: needs a package that is not installed ({exc}){hint}",
+                  file=sys.stderr)
+            return 1
         rc: int = module.main(args_list[i + 1 :])
         return rc
     parser = _parser()

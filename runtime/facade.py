@@ -398,12 +398,15 @@ class Runtime:
             if loaded[2] == _mtime_ns(path):  # the same unusable file
                 return None, loaded[1]
         from runtime.router.base import RouterError
-        from runtime.router.store import load_router
 
         try:
+            from runtime.router.store import load_router
+
             router = load_router(path)
-        except RouterError as exc:
-            problem = f"policy.router_path unusable, routing without it: {exc}"
+        except (RouterError, ImportError) as exc:
+            why = (f"the router needs the router extra (pip install 'tandem-llm[router]'): "
+                   f"{exc}" if isinstance(exc, ImportError) else str(exc))
+            problem = f"policy.router_path unusable, routing without it: {why}"
             log.warning("%s", problem)
             self._router = (path, problem, _mtime_ns(path))
             return None, problem

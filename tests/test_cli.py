@@ -258,3 +258,15 @@ def test_monitor_interval_must_be_positive_seconds(interval: str) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""  # refused before any snapshot
     assert "argument --interval" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_subcommand_whose_extra_is_missing_says_which_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime.cli import main
+
+    monkeypatch.setitem(sys.modules, "runtime.router.cli", None)  # as without scikit-learn
+    assert main(["router", "--help"]) == 1  # was a ModuleNotFoundError traceback
+    err = capsys.readouterr().err
+    assert err.startswith("tandem router: needs a package that is not installed (")
+    assert err.rstrip().endswith("install it with pip install 'tandem-llm[router]'")

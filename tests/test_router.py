@@ -298,3 +298,22 @@ def test_spreadsheet_csv_quirks_are_read(tmp_path: Path) -> None:
     assert data.prompts == ("a\r\nb", "c")
     assert data.groups == ("law", "math")
     assert data.weak.tolist() == [True, False] and data.strong.tolist() == [False, True]
+
+
+def test_a_router_without_its_extra_installed_routes_without_it(
+    trained: LearnedRouter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from runtime.config import load_config
+    from runtime.facade import Runtime
+    from runtime.policy import PolicyConfig
+
+    path = save_router(trained, tmp_path / "router")
+    monkeypatch.setitem(sys.modules, "runtime.router.store", None)  # as without scikit-learn
+    cfg = load_config(env={}).replace(policy=PolicyConfig(router_path=str(path)))
+    with Runtime(cfg) as rt:
+        verdict, problem = rt._router_verdict("Which of these is prime? A. 4 B. 7")
+    assert verdict is None
+    assert problem.startswith("policy.router_path unusable, routing without it: the router "
+                              "needs the router extra (pip install 'tandem-llm[router]')")

