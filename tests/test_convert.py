@@ -100,6 +100,23 @@ def test_cli_reports_bad_input_in_one_line(
     assert exit_info.value.code == 2
 
 
+def test_cli_checks_out_before_converting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "not-there.gguf")  # converting it would fail: it is never tried
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    assert main([missing, "--out", str(full)]) == 2  # was: minutes of converting, then 1
+    assert capsys.readouterr().err == f"tandem convert: {full} exists and is not empty\n"
+    a_file = tmp_path / "model.onnx"
+    a_file.write_text("x")
+    assert main([missing, "--no-cache", "--out", str(a_file)]) == 2  # was a traceback
+    assert capsys.readouterr().err == (f"tandem convert: --out {a_file} is a file, "
+                                       "not a folder\n")
+    assert (full / "keep.txt").read_text() == "mine"
+
+
 def test_progress_prints_each_step_with_its_time() -> None:
     out = io.StringIO()
     progress = TextProgress(out)
@@ -161,4 +178,4 @@ def test_cli_copies_the_converted_model_to_out(
     assert capsys.readouterr().out.strip() == str(out)
     assert json.loads((out / "tandem.json").read_text())["id"] == "smollm2-135m-onnx-int4"
     assert resolve(str(out)).format == "onnx"
-    assert main(["bundled:smollm2-135m", "--out", str(out)]) == 1  # never overwrites
+    assert main(["bundled:smollm2-135m", "--out", str(out)]) == 2  # never overwrites

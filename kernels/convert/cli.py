@@ -62,11 +62,18 @@ def main(argv: list[str]) -> int:
         check_prompt=args.check_prompt,
     )
     progress = TextProgress(sys.stderr)
+    if args.no_cache and args.out is None:
+        print("tandem convert: --no-cache needs --out", file=sys.stderr)
+        return 2
+    if args.out is not None:  # checked before minutes of converting, not after
+        if args.out.exists() and not args.out.is_dir():
+            print(f"tandem convert: --out {args.out} is a file, not a folder", file=sys.stderr)
+            return 2
+        if args.out.is_dir() and any(args.out.iterdir()):
+            print(f"tandem convert: {args.out} exists and is not empty", file=sys.stderr)
+            return 2
     try:
         if args.no_cache:
-            if args.out is None:
-                print("tandem convert: --no-cache needs --out", file=sys.stderr)
-                return 2
             from kernels.registry import resolve
 
             model = resolve(args.model, args.cache_dir)
@@ -75,13 +82,14 @@ def main(argv: list[str]) -> int:
         else:
             path = cached_onnx(args.model, options, cache_dir=args.cache_dir, progress=progress)
             if args.out is not None:
-                if args.out.exists() and any(args.out.iterdir()):
-                    print(f"tandem convert: {args.out} exists and is not empty", file=sys.stderr)
-                    return 1
                 shutil.copytree(path, args.out, dirs_exist_ok=True)
                 path = args.out
     except EngineError as exc:
         print(f"tandem convert: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # an unwritable --out or --cache-dir, a full disk
+        print(f"tandem convert: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
         return 1
     print(path)
     return 0
