@@ -9,7 +9,10 @@ CMAKE_ARGS_LLAMA := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 .PHONY: install run test lint typecheck bench clean
 
 $(STAMP): pyproject.toml Makefile
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# A venv whose creation failed half way (no pip: python3-venv missing) is made again.
+	test -x $(BIN)/pip || { rm -rf $(VENV); $(PY) -m venv $(VENV); }
+	$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Tandem needs Python >= 3.11 in $(VENV): run make clean, then PY=python3.11 make"; exit 1; }
 	$(BIN)/pip install -q --upgrade pip
 	# llama-cpp-python has no wheel on PyPI: a portable build (~5 min once; pip caches the wheel).
 	CMAKE_ARGS="$(CMAKE_ARGS_LLAMA)" $(BIN)/pip install -q llama-cpp-python==0.3.36
