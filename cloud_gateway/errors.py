@@ -190,6 +190,35 @@ class UpstreamError(GatewayError):
         self.upstream_status = upstream_status
 
 
+class UpstreamRefusedRequest(UpstreamError):
+    """The upstream refused the request itself (a prompt over its context, an unknown model):
+    the request is at fault, not the cloud, so the device must not count it as a cloud failure."""
+
+    status = 400
+    code = "invalid_request"
+    type = "invalid_request_error"
+
+
+class UpstreamRateLimited(UpstreamError):
+    """The upstream is over its own rate limit or quota; try again after `retry_after_s`."""
+
+    status = 429
+    code = "upstream_rate_limited"
+    type = "rate_limit_error"
+
+    def __init__(
+        self, message: str, retry_after_s: int, upstream_status: int | None = 429
+    ) -> None:
+        super().__init__(message, upstream_status)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+
+class UpstreamAuthFailed(UpstreamError):
+    """The upstream refused the gateway's API key: the gateway is misconfigured."""
+
+    code = "upstream_auth_failed"
+
+
 class UpstreamTimeout(UpstreamError):
     """The upstream model server did not answer in time."""
 

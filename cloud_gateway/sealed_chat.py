@@ -23,6 +23,7 @@ from cloud_gateway.errors import (
     StoreUnavailable,
     UnsupportedMediaType,
     UpstreamError,
+    UpstreamRateLimited,
 )
 from cloud_gateway.protocol.envelope import (
     REQUEST_CONTENT_TYPE,
@@ -104,6 +105,7 @@ async def sealed_chat(
 async def _complete(state: GatewayState, admitted: Admitted, started: float) -> web.Response:
     tally = _Tally(estimate=_prompt_estimate(admitted.chat.body))
     upstream_started = time.perf_counter()
+    headers = {"Content-Type": RESPONSE_CONTENT_TYPE, "Cache-Control": "no-store"}
     try:
         reply: dict[str, Any] = await state.upstream.complete(admitted.chat.body)
         status, outcome = 200, "ok"
@@ -111,15 +113,19 @@ async def _complete(state: GatewayState, admitted: Admitted, started: float) -> 
         tally.estimate += _answer_estimate(reply)
     except UpstreamError as exc:
         reply, status, outcome = exc.to_body(), exc.status, exc.code
+        headers.update(_error_headers(exc))
     finally:
         state.metrics.upstream_latency.observe(time.perf_counter() - upstream_started)
     body = seal_response(admitted.response_key, json.dumps(reply).encode())
     await _account(state, admitted, tally, outcome, status, started, "complete")
-    return web.Response(
-        body=body,
-        status=status,
-        headers={"Content-Type": RESPONSE_CONTENT_TYPE, "Cache-Control": "no-store"},
-    )
+    return web.Response(body=body, status=status, headers=headers)
+
+
+def _error_headers(exc: UpstreamError) -> dict[str, str]:
+    """Plain headers for an upstream error answer (its body is sealed)."""
+    if isinstance(exc, UpstreamRateLimited):
+        return {"Retry-After": str(exc.retry_after_s)}
+    return {}
 
 
 async def _stream(
@@ -141,6 +147,7 @@ async def _stream(
             first = await anext(chunks, None)
         except UpstreamError as exc:
             first, error, outcome, status = None, exc.to_body()["error"], exc.code, exc.status
+            response.headers.update(_error_headers(exc))
         response.set_status(status)
         await response.prepare(request)
         if error is None:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from cloud_gateway.errors import UpstreamError, UpstreamUnavailable
+from cloud_gateway.errors import UpstreamError, UpstreamRefusedRequest, UpstreamUnavailable
 from kernels.base import Engine, GenerationParams, Message, TokenEvent, generate
 from kernels.errors import ContextOverflowError, EngineError
 
@@ -72,7 +72,9 @@ class EngineUpstream:
                 stop=tuple(request.get("stop", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise UpstreamError(f"the engine cannot take this request: {exc}", 400) from None
+            raise UpstreamRefusedRequest(
+                f"the engine cannot take this request: {exc}", upstream_status=400
+            ) from None
         return messages, params
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +85,7 @@ class EngineUpstream:
             try:
                 gen = await asyncio.to_thread(generate, engine, messages, params)
             except ContextOverflowError as exc:
-                raise UpstreamError(str(exc), upstream_status=400) from None
+                raise UpstreamRefusedRequest(str(exc), upstream_status=400) from None
             except EngineError as exc:
                 raise UpstreamError(f"the embedded engine failed: {exc}") from None
         return {
@@ -133,7 +135,7 @@ class EngineUpstream:
                 first = True
                 while (item := await queue.get()) is not _DONE:
                     if isinstance(item, ContextOverflowError):
-                        raise UpstreamError(str(item), upstream_status=400)
+                        raise UpstreamRefusedRequest(str(item), upstream_status=400)
                     if isinstance(item, Exception):
                         raise UpstreamError(f"the embedded engine failed: {item}")
                     if isinstance(item, TokenEvent):

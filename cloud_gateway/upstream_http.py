@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 
-from cloud_gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from cloud_gateway.errors import (
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRefusedRequest,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+# Upstream statuses that mean "this request is wrong" (bad field, unknown model, too long a
+# prompt): the device's request is refused, the cloud itself is fine.
+_REQUEST_FAULTS = (400, 404, 413, 422)
+_DEFAULT_RETRY_AFTER_S = 1  # an upstream 429 without a usable Retry-After
+_MAX_RETRY_AFTER_S = 3600
 
 
 class HttpUpstream:
@@ -45,6 +61,7 @@ class HttpUpstream:
         )
         self._max_connections = max_connections
         api_key = os.environ.get(api_key_env, "") if api_key_env else ""
+        self._api_key = api_key
         self._headers = {"Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -66,7 +83,7 @@ class HttpUpstream:
             async with self._client().post(f"{self._base}/chat/completions", data=payload) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
-                    raise _upstream_error(resp.status, raw)
+                    raise _upstream_error(resp.status, raw, resp.headers, self._api_key)
         except TimeoutError:
             raise UpstreamTimeout("the upstream did not answer in time") from None
         except aiohttp.ClientError as exc:
@@ -89,7 +106,8 @@ class HttpUpstream:
                 timeout=self._stream_timeout,
             ) as resp:
                 if resp.status >= 400:
-                    raise _upstream_error(resp.status, await resp.read())
+                    raw = await resp.read()
+                    raise _upstream_error(resp.status, raw, resp.headers, self._api_key)
                 async for line in resp.content:
                     line = line.strip()
                     if not line.startswith(b"data:"):
@@ -127,7 +145,18 @@ class HttpUpstream:
             await asyncio.sleep(0)  # let the connector close its sockets
 
 
-def _upstream_error(status: int, raw: bytes) -> UpstreamError:
+def _upstream_error(
+    status: int, raw: bytes, headers: Mapping[str, str], api_key: str
+) -> UpstreamError:
+    """The gateway's error for an upstream error answer: the request's fault (400), the
+    upstream's rate limit (429), a refused API key or anything else (502)."""
+    if status in (401, 403):
+        # Its message may quote part of the key: not passed on.
+        return UpstreamAuthFailed(
+            f"the upstream refused the gateway's API key ({status}); "
+            "check the gateway's upstream_api_key_env",
+            upstream_status=status,
+        )
     message = f"upstream answered {status}"
     try:
         error = json.loads(raw).get("error", {})
@@ -135,4 +164,26 @@ def _upstream_error(status: int, raw: bytes) -> UpstreamError:
             message = f"{message}: {error['message'][:200]}"
     except (ValueError, AttributeError):
         pass
+    if api_key:
+        message = message.replace(api_key, "[redacted]")
+    if status in _REQUEST_FAULTS:
+        return UpstreamRefusedRequest(message, upstream_status=status)
+    if status == 429:
+        return UpstreamRateLimited(message, _retry_after_s(headers.get("Retry-After", "")))
     return UpstreamError(message, upstream_status=status)
+
+
+def _retry_after_s(value: str) -> int:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), bounded."""
+    value = value.strip()
+    seconds: float
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError):
+            seconds = _DEFAULT_RETRY_AFTER_S
+    if not math.isfinite(seconds):
+        seconds = _DEFAULT_RETRY_AFTER_S
+    return int(min(max(math.ceil(seconds), 1), _MAX_RETRY_AFTER_S))

@@ -45,7 +45,14 @@ from runtime.offload_errors import (
     SealedReplyInvalid,
 )
 from runtime.offload_keys import KeyCache, load_credential
-from runtime.offload_reply import CloudReply, FrameReader, KeyRotated, StreamEnd, rejection
+from runtime.offload_reply import (
+    CloudReply,
+    FrameReader,
+    KeyRotated,
+    StreamEnd,
+    rejection,
+    retry_after_s,
+)
 
 __all__ = ["CloudReply", "CloudStream", "OffloadClient", "OffloadConfig"]
 
@@ -379,11 +386,12 @@ class OffloadClient:
                 if ctype not in (RESPONSE_CONTENT_TYPE, STREAM_CONTENT_TYPE):
                     raise rejection(resp)
                 opener = FrameOpener(sealed.response_key)
+                wait = retry_after_s(resp)
                 for data in resp.iter_bytes():
                     if stop.is_set():
                         return
                     for plaintext, final in opener.feed(data):
-                        for item in reader.frame(plaintext, final, resp.status_code):
+                        for item in reader.frame(plaintext, final, resp.status_code, wait):
                             emit(item)
                 opener.close()
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:

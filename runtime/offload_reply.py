@@ -55,17 +55,20 @@ class FrameReader:
         self._finish = ""
         self._usage: dict[str, int] = {}
 
-    def frame(self, plaintext: bytes, final: bool, status: int) -> Iterator[object]:
-        """The items (text deltas, `StreamEnd`, `CloudReply`) one frame yields."""
+    def frame(
+        self, plaintext: bytes, final: bool, status: int, retry_after_s: float | None = None
+    ) -> Iterator[object]:
+        """The items (text deltas, `StreamEnd`, `CloudReply`) one frame yields; `status` and
+        `retry_after_s` are the answer's, for a sealed error (e.g. the upstream's 429)."""
         data = _json_object(plaintext)
         if not self._stream:
             if not final:
                 raise OffloadError("the gateway streamed an answer that was not asked to stream")
-            _raise_error(data, status)
+            _raise_error(data, status, retry_after_s)
             yield self._reply(data)
             return
         if final:
-            _raise_error(data, status if status >= 400 else 502)
+            _raise_error(data, status if status >= 400 else 502, retry_after_s)
             self._usage = _usage(data.get("usage")) or self._usage
             self._timings["total_ms"] = _ms_since(self._started)
             yield StreamEnd(self._model, self._finish, self._usage)
@@ -114,7 +117,7 @@ def _json_object(plaintext: bytes) -> dict[str, Any]:
     return data
 
 
-def _raise_error(data: dict[str, Any], status: int) -> None:
+def _raise_error(data: dict[str, Any], status: int, retry_after_s: float | None) -> None:
     error = data.get("error")
     if error is None:
         return
@@ -122,7 +125,7 @@ def _raise_error(data: dict[str, Any], status: int) -> None:
         code, message = str(error.get("code", "upstream_error")), str(error.get("message", ""))
     else:
         code, message = "upstream_error", str(error)
-    raise GatewayRejected(status, code, message)
+    raise GatewayRejected(status, code, message, retry_after_s=retry_after_s)
 
 
 def _usage(value: object) -> dict[str, int]:
@@ -146,9 +149,13 @@ def rejection(resp: httpx.Response) -> Exception:
         pass
     if resp.status_code == 421 and code == "unknown_key_id":
         return KeyRotated()
+    return GatewayRejected(resp.status_code, code, message, retry_after_s=retry_after_s(resp))
+
+
+def retry_after_s(resp: httpx.Response) -> float | None:
+    """The answer's Retry-After in seconds, None when absent or not a number."""
     retry_after = resp.headers.get("retry-after")
     try:
-        retry_after_s = float(retry_after) if retry_after else None
+        return float(retry_after) if retry_after else None
     except ValueError:
-        retry_after_s = None
-    return GatewayRejected(resp.status_code, code, message, retry_after_s=retry_after_s)
+        return None

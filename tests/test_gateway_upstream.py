@@ -1,0 +1,140 @@
+"""How the gateway reports its upstream's failures, seen by a real device client.
+
+A real gateway on a loopback port in front of the scriptable fake OpenAI server
+(`tests/fake_openai.py`), and the real `OffloadClient` where what the device concludes (a
+refusal, or a cloud failure counted by its circuit breaker) is the point.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from cloud_gateway.protocol import open_response
+from runtime.offload import OffloadClient, OffloadConfig
+from runtime.offload_errors import GatewayRejected
+from tests.conftest_gateway import GatewayFactory, RunningGateway
+from tests.fake_openai import FakeOpenAI, fake_openai
+from tests.test_gateway import CHAT, post, sealed
+
+API_KEY = "sk-test-0123456789abcdef"
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeOpenAI, str]]:
+    with fake_openai() as running:
+        yield running
+
+
+@pytest.fixture
+def gw(
+    fake: tuple[FakeOpenAI, str], start_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> RunningGateway:
+    """A gateway whose upstream is the fake server, holding the API key `API_KEY`."""
+    monkeypatch.setenv("TANDEM_TEST_UPSTREAM_KEY", API_KEY)
+    return start_gateway(upstream_url=fake[1], upstream_api_key_env="TANDEM_TEST_UPSTREAM_KEY")
+
+
+def answer_with(
+    fake: FakeOpenAI, status: int, message: str, headers: dict[str, str] | None = None
+) -> None:
+    """Make the fake upstream answer every chat request with this OpenAI-style error."""
+
+    async def handler(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        error = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
+        return web.json_response(error, status=status, headers=headers)
+
+    fake.generate = handler
+
+
+def device(gw: RunningGateway) -> OffloadClient:
+    """A device whose breaker opens at the first cloud failure, so one miscount shows."""
+    config = OffloadConfig(
+        url=gw.url, credential=gw.home.credential, breaker_failures=1, breaker_reset_s=600
+    )
+    return OffloadClient(config)
+
+
+def ask(client: OffloadClient, stream: bool) -> str:
+    if stream:
+        return "".join(client.stream(CHAT))
+    return client.complete(CHAT).text
+
+
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_refusing_the_request_is_a_400_that_leaves_the_breaker_closed(
+    fake: tuple[FakeOpenAI, str], gw: RunningGateway, status: int, stream: bool
+) -> None:
+    answer_with(fake[0], status, f"The model `nope` does not exist (key {API_KEY})")
+    with device(gw) as client:
+        with pytest.raises(GatewayRejected) as info:
+            ask(client, stream)
+        assert client.breaker.failures == 0
+        assert client.available() == (True, "")
+    rejected = info.value
+    assert (rejected.status, rejected.code) == (400, "invalid_request")
+    assert f"upstream answered {status}: The model `nope` does not exist" in str(rejected)
+    assert API_KEY not in str(rejected) and "[redacted]" in str(rejected)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_429_is_passed_on_with_its_retry_after(
+    fake: tuple[FakeOpenAI, str], gw: RunningGateway, stream: bool
+) -> None:
+    answer_with(fake[0], 429, "Rate limit reached", {"Retry-After": "17"})
+    envelope, key = sealed(gw, {**CHAT, "stream": stream})
+    resp = post(gw, envelope)
+    assert (resp.status_code, resp.headers["Retry-After"]) == (429, "17")
+    assert b"Rate limit" not in resp.content  # the error is sealed like every upstream error
+    if not stream:
+        assert json.loads(open_response(key, resp.content))["error"]["code"] == (
+            "upstream_rate_limited"
+        )
+    with device(gw) as client:
+        with pytest.raises(GatewayRejected) as info:
+            ask(client, stream)
+        assert client.breaker.failures == 0
+        assert client.available() == (True, "")
+    assert (info.value.status, info.value.code) == (429, "upstream_rate_limited")
+    assert info.value.retry_after_s == 17.0
+
+
+def test_an_upstream_429_without_retry_after_still_gets_one(
+    fake: tuple[FakeOpenAI, str], gw: RunningGateway
+) -> None:
+    answer_with(fake[0], 429, "slow down")
+    resp = post(gw, sealed(gw)[0])
+    assert (resp.status_code, resp.headers["Retry-After"]) == (429, "1")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_api_key_is_a_502_that_says_so_without_the_upstream_message(
+    fake: tuple[FakeOpenAI, str], gw: RunningGateway, status: int
+) -> None:
+    answer_with(fake[0], status, f"Incorrect API key provided: {API_KEY[:7]}****cdef")
+    with device(gw) as client:
+        with pytest.raises(GatewayRejected) as info:
+            client.complete(CHAT)
+        assert client.breaker.failures == 1  # the cloud is broken until its operator acts
+    assert (info.value.status, info.value.code) == (502, "upstream_auth_failed")
+    assert "the upstream refused the gateway's API key" in str(info.value)
+    assert "sk-test" not in str(info.value)
+    metrics = httpx.get(gw.url + "/metrics").text
+    assert 'tandem_gateway_requests_total{outcome="upstream_auth_failed"} 1.0' in metrics
+
+
+def test_an_upstream_5xx_still_counts_as_a_cloud_failure(
+    fake: tuple[FakeOpenAI, str], gw: RunningGateway
+) -> None:
+    answer_with(fake[0], 500, "internal error")
+    with device(gw) as client:
+        with pytest.raises(GatewayRejected) as info:
+            client.complete(CHAT)
+        assert client.breaker.failures == 1
+    assert (info.value.status, info.value.code) == (502, "upstream_error")
