@@ -97,7 +97,11 @@ class HttpUpstream:
         return data
 
     async def stream(self, request: dict[str, Any]) -> AsyncGenerator[bytes, None]:
-        """POST a streamed request and yield each SSE `data:` payload until `[DONE]`."""
+        """POST a streamed request and yield each SSE `data:` payload until `[DONE]`.
+
+        A stream that ends before `[DONE]`, an `{"error": ...}` payload and a body that is
+        neither `text/event-stream` nor JSON raise `UpstreamError`; a JSON `chat.completion`
+        (an upstream that ignores `stream`) is yielded as one chunk."""
         body = {**request, "stream": True, "stream_options": {"include_usage": True}}
         try:
             async with self._client().post(
@@ -108,6 +112,17 @@ class HttpUpstream:
                 if resp.status >= 400:
                     raw = await resp.read()
                     raise _upstream_error(resp.status, raw, resp.headers, self._api_key)
+                if resp.content_type == "application/json":
+                    # It ignored stream:true but answered: deliver the answer as one chunk.
+                    raw = await resp.read()
+                    _raise_stream_error(raw, self._api_key)
+                    yield _as_chunk(raw)
+                    return
+                if resp.content_type != "text/event-stream":
+                    raise UpstreamError(
+                        "the upstream answered a stream request with "
+                        f"{resp.content_type or 'no content type'}, not text/event-stream"
+                    )
                 async for line in resp.content:
                     line = line.strip()
                     if not line.startswith(b"data:"):
@@ -115,7 +130,10 @@ class HttpUpstream:
                     data = line[5:].strip()
                     if data == b"[DONE]":
                         return
+                    if b'"error"' in data:  # cheap test first: most chunks are not errors
+                        _raise_stream_error(data, self._api_key)
                     yield data
+                raise UpstreamError("the upstream stream ended before its data: [DONE]")
         except TimeoutError:
             raise UpstreamTimeout("the upstream stream timed out") from None
         except aiohttp.ClientError as exc:
@@ -171,6 +189,42 @@ def _upstream_error(
     if status == 429:
         return UpstreamRateLimited(message, _retry_after_s(headers.get("Retry-After", "")))
     return UpstreamError(message, upstream_status=status)
+
+
+def _raise_stream_error(data: bytes, api_key: str) -> None:
+    """Raise if this payload is an error object (`{"error": ...}`) rather than a chunk."""
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return  # not ours to validate; the device reads what it can
+    if not isinstance(payload, dict) or payload.get("error") is None:
+        return
+    error = payload["error"]
+    detail = error.get("message") if isinstance(error, dict) else error
+    message = f"the upstream stream failed: {str(detail)[:200]}"
+    if api_key:
+        message = message.replace(api_key, "[redacted]")
+    raise UpstreamError(message)
+
+
+def _as_chunk(raw: bytes) -> bytes:
+    """A whole `chat.completion` (JSON bytes) as one `chat.completion.chunk`."""
+    try:
+        data = json.loads(raw)
+        choices = [
+            {
+                "index": c.get("index", 0),
+                "delta": c["message"],
+                "finish_reason": c.get("finish_reason"),
+            }
+            for c in data["choices"]
+        ]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UpstreamError(
+            "the upstream answered a stream request with JSON that is not a chat completion"
+        ) from None
+    chunk = {**data, "object": "chat.completion.chunk", "choices": choices}
+    return json.dumps(chunk).encode()
 
 
 def _retry_after_s(value: str) -> int:

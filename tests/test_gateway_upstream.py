@@ -19,7 +19,7 @@ from cloud_gateway.protocol import open_response
 from runtime.offload import OffloadClient, OffloadConfig
 from runtime.offload_errors import GatewayRejected
 from tests.conftest_gateway import GatewayFactory, RunningGateway
-from tests.fake_openai import FakeOpenAI, fake_openai
+from tests.fake_openai import FakeOpenAI, chat_chunk, fake_openai
 from tests.test_gateway import CHAT, post, sealed
 
 API_KEY = "sk-test-0123456789abcdef"
@@ -138,3 +138,89 @@ def test_an_upstream_5xx_still_counts_as_a_cloud_failure(
             client.complete(CHAT)
         assert client.breaker.failures == 1
     assert (info.value.status, info.value.code) == (502, "upstream_error")
+
+
+def stream_with(fake: FakeOpenAI, chunks: list[dict[str, Any] | str], *, done: bool) -> None:
+    async def handler(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        return await fake.stream(request, chunks, done=done)
+
+    fake.generate = handler
+
+
+def test_a_stream_cut_before_done_is_an_error_not_an_answer(
+    fake: tuple[FakeOpenAI, str], gw: RunningGateway
+) -> None:
+    stream_with(fake[0], [chat_chunk("Hi")], done=False)
+    with device(gw) as client:
+        stream = client.stream(CHAT)
+        assert next(stream) == "Hi"
+        with pytest.raises(GatewayRejected) as info:
+            next(stream)
+        assert client.breaker.failures == 1
+    assert (info.value.status, info.value.code) == (502, "upstream_error")
+    assert "ended before its data: [DONE]" in str(info.value)
+
+
+def test_an_error_payload_mid_stream_is_the_stream_error_not_a_chunk(
+    fake: tuple[FakeOpenAI, str], gw: RunningGateway
+) -> None:
+    error = {"error": {"message": "the model crashed", "type": "server_error", "code": 500}}
+    stream_with(fake[0], [chat_chunk("Hi"), error], done=True)
+    with device(gw) as client:
+        stream = client.stream(CHAT)
+        assert next(stream) == "Hi"
+        with pytest.raises(GatewayRejected) as info:
+            next(stream)
+    assert (info.value.status, info.value.code) == (502, "upstream_error")
+    assert "the upstream stream failed: the model crashed" in str(info.value)
+
+
+def test_an_error_payload_first_gets_its_own_status(
+    fake: tuple[FakeOpenAI, str], gw: RunningGateway
+) -> None:
+    stream_with(fake[0], [{"error": {"message": "out of memory"}}], done=True)
+    envelope, _ = sealed(gw, {**CHAT, "stream": True})
+    assert post(gw, envelope).status_code == 502
+
+
+def test_a_json_answer_to_a_stream_request_is_delivered_as_one_chunk(
+    fake: tuple[FakeOpenAI, str], gw: RunningGateway
+) -> None:
+    completion = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "fake",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello there"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
+
+    async def handler(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        return web.json_response(completion)
+
+    fake[0].generate = handler
+    with device(gw) as client:
+        stream = client.stream(CHAT)
+        assert list(stream) == ["Hello there"]
+    assert (stream.finish_reason, stream.model) == ("stop", "fake")
+    assert stream.usage == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+
+
+def test_a_stream_answered_with_another_content_type_is_an_upstream_error(
+    fake: tuple[FakeOpenAI, str], gw: RunningGateway
+) -> None:
+    async def handler(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        return web.Response(text="<html>login</html>", content_type="text/html")
+
+    fake[0].generate = handler
+    envelope, key = sealed(gw, {**CHAT, "stream": True})
+    resp = post(gw, envelope)
+    assert resp.status_code == 502
+    error = json.loads(open_response(key, resp.content))["error"]
+    assert error["code"] == "upstream_error"
+    assert "text/html, not text/event-stream" in error["message"]
