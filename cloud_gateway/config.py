@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cloud_gateway.errors import ConfigurationError
 
@@ -68,12 +69,27 @@ class GatewayConfig:
                 raise ConfigurationError(f"gateway config {key}={getattr(self, key)!r} is invalid")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError("gateway config redis_url must start with redis://")
+        if self.upstream_url and not _is_http_url(self.upstream_url):
+            # Caught here, not at the first request: every chat would fail until a restart.
+            raise ConfigurationError(
+                f"gateway config upstream_url={self.upstream_url!r} must be an http:// or "
+                "https:// URL with a host, such as http://127.0.0.1:8000/v1"
+            )
 
     @property
     def state_path(self) -> Path:
         if self.state_dir:
             return Path(self.state_dir).expanduser()
         return Path.home() / ".local" / "state" / "tandem" / "gateway"
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def load_gateway_config(

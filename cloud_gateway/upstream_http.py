@@ -142,7 +142,7 @@ class HttpUpstream:
             raise UpstreamError("the upstream sent an invalid stream line") from None
 
     async def ready(self) -> tuple[bool, str]:
-        """GET /models with a short timeout: reachable and accepting our key."""
+        """GET /models with a short timeout: reachable, accepting our key, and answering 2xx."""
         try:
             async with self._client().get(
                 f"{self._base}/models", timeout=aiohttp.ClientTimeout(total=3.0)
@@ -150,8 +150,11 @@ class HttpUpstream:
                 await resp.read()
                 if resp.status in (401, 403):
                     return False, f"upstream rejects the API key ({resp.status})"
-                if resp.status >= 500:
-                    return False, f"upstream answers {resp.status}"
+                if not 200 <= resp.status < 300:
+                    reason = f"upstream answers {resp.status} to GET /models"
+                    if resp.status == 404:  # most often a base URL without its /v1
+                        reason += " (does upstream_url end in /v1?)"
+                    return False, reason
                 return True, ""
         except (TimeoutError, aiohttp.ClientError) as exc:
             return False, f"upstream unreachable: {type(exc).__name__}"

@@ -174,3 +174,22 @@ def test_config_reads_its_environment_and_flags_win() -> None:
         load_gateway_config({"TANDEM_GATEWAY_PORT": "eighty"})
     with pytest.raises(ConfigurationError, match="redis_url"):
         load_gateway_config({"TANDEM_GATEWAY_REDIS_URL": "localhost:6379"})
+
+
+@pytest.mark.parametrize(
+    "url", ["127.0.0.1:8000/v1", "ftp://127.0.0.1/v1", "http:///v1", "http://host:port/v1"]
+)
+def test_an_upstream_url_that_is_not_http_is_refused_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    with pytest.raises(ConfigurationError, match="upstream_url"):
+        load_gateway_config({"TANDEM_GATEWAY_UPSTREAM_URL": url})
+    args = ("serve", "--state-dir", str(tmp_path), "--port", "0", "--upstream-url", url)
+    code, _, err = run(capsys, *args)
+    assert code == 2
+    assert f"upstream_url={url!r} must be an http:// or https:// URL with a host" in err
+
+
+def test_http_and_https_upstream_urls_are_accepted() -> None:
+    for url in ("http://127.0.0.1:8000/v1", "https://api.example.com/v1"):
+        assert load_gateway_config({"TANDEM_GATEWAY_UPSTREAM_URL": url}).upstream_url == url

@@ -224,3 +224,22 @@ def test_a_stream_answered_with_another_content_type_is_an_upstream_error(
     error = json.loads(open_response(key, resp.content))["error"]
     assert error["code"] == "upstream_error"
     assert "text/html, not text/event-stream" in error["message"]
+
+
+def test_readiness_needs_a_2xx_from_the_upstream_models_route(
+    fake: tuple[FakeOpenAI, str], gw: RunningGateway, start_gateway: GatewayFactory
+) -> None:
+    assert httpx.get(gw.url + "/readyz").json() == {"status": "ready"}
+    # The upstream's root rather than its /v1: GET /models and every chat answer 404.
+    root = start_gateway(upstream_url=fake[1].removesuffix("/v1"))
+    not_ready = httpx.get(root.url + "/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.json()["reason"] == (
+        "upstream answers 404 to GET /models (does upstream_url end in /v1?)"
+    )
+    fake[0].models = (418, "text/plain", "teapot")
+    not_ready = httpx.get(gw.url + "/readyz")
+    assert (not_ready.status_code, not_ready.json()["reason"]) == (
+        503,
+        "upstream answers 418 to GET /models",
+    )
