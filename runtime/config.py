@@ -39,14 +39,13 @@ def _check(ok: bool, key: str, message: str) -> None:
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
     spec: str = "bundled:smollm2-135m"  # bundled:NAME, a .gguf path, or an engine-specific spec
-    engine: Literal["auto", "llama.cpp"] = "auto"
-    threads: int = 0  # 0: one per physical core
+    threads: int = 0  # 0: one per CPU this process may use
     context_length: int = 2048
     seed: int = 0
-    cache_dir: str = ""  # where assembled / converted models go; "" = ~/.cache/tandem
+    cache_dir: str = ""  # where assembled / converted models go; "" = $XDG_CACHE_HOME/tandem
 
     def __post_init__(self) -> None:
-        _check(self.threads >= 0, "model.threads", "must be >= 0 (0 = one per core)")
+        _check(self.threads >= 0, "model.threads", "must be >= 0 (0 = one per usable CPU)")
         _check(self.context_length >= 64, "model.context_length", "must be >= 64")
 
 
@@ -123,6 +122,7 @@ class MonitorConfig:
         _check(self.cache_interval_s >= 0, "monitor.cache_interval_s", "must be >= 0")
         _check(self.network_interval_s > 0, "monitor.network_interval_s", "must be > 0")
         _check(self.network_timeout_s > 0, "monitor.network_timeout_s", "must be > 0")
+        _check(self.pushed_ttl_s > 0, "monitor.pushed_ttl_s", "must be > 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +156,7 @@ class TandemConfig:
 
     def __post_init__(self) -> None:
         policy = self.policy
-        if self.runtime.telemetry_path == "off" and (policy.daily_cloud_tokens
+        if self.runtime.telemetry_path.strip().lower() == "off" and (policy.daily_cloud_tokens
                                                      or policy.daily_cloud_cost):
             raise ConfigError("policy.daily_cloud_tokens / daily_cloud_cost are counted from "
                               'telemetry, and runtime.telemetry_path is "off": set a '

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from runtime.cues import CUE_NAMES
 from runtime.errors import OffloadError, PrivacyBlockError, TandemError
 from runtime.monitor.snapshot import Snapshot
 from runtime.router.base import RouterVerdict
@@ -66,6 +67,10 @@ class PolicyConfig:
                      "latency_target_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"policy.{name} must be >= 0")
+        unknown = sorted(set(self.cloud_task_cues) - set(CUE_NAMES))
+        if unknown:  # a cue no prompt can show would never fire
+            raise ValueError(f"policy.cloud_task_cues: unknown cue {', '.join(unknown)} "
+                             f"(known: {', '.join(CUE_NAMES)})")
         if self.daily_cloud_cost > 0 and self.cloud_cost_per_1k_tokens == 0:
             raise ValueError("policy.daily_cloud_cost needs policy.cloud_cost_per_1k_tokens, "
                              "the price it counts cloud tokens at (0: the budget never fills)")

@@ -146,3 +146,21 @@ def test_a_binary_config_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(path, env={})
     assert str(err.value) == f"config file {path} is not valid TOML: not UTF-8 text (byte 0)"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[policy]\ncloud_task_cues = ["coding"]\n',
+         r"policy.cloud_task_cues: unknown cue coding \(known: code, math, translation\)"),
+        ("[monitor]\npushed_ttl_s = -5\n", "monitor.pushed_ttl_s must be > 0"),
+        ('[runtime]\ntelemetry_path = "OFF"\n[policy]\ndaily_cloud_tokens = 10\n',
+         "counted from telemetry"),
+        ('[model]\nengine = "auto"\n', "unknown config key model.engine"),  # never read
+    ],
+)
+def test_settings_that_could_never_take_effect_are_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_toml(tmp_path, text), env={})
