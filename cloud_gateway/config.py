@@ -1,8 +1,8 @@
 """The gateway's own configuration: defaults < `TANDEM_GATEWAY_*` environment < CLI flags.
 
 The gateway does not import the device runtime, so it has its own small loader. Variables
-with the `TANDEM_GATEWAY_` prefix that name no field here are ignored rather than refused:
-the device runtime's `[gateway]` section shares the prefix (e.g. `TANDEM_GATEWAY_URL`).
+with the `TANDEM_GATEWAY_` prefix that name no field here are ignored rather than refused
+(unlike the device's config, which refuses an unknown `TANDEM_<SECTION>_<KEY>`).
 """
 
 from __future__ import annotations
