@@ -89,6 +89,7 @@ class OffloadConfig:
 
 
 _END = object()
+_CANCELLED = object()  # put by `CloudStream.cancel`, from any thread
 _STARTED = object()
 
 
@@ -97,8 +98,10 @@ class CloudStream(Iterator[str]):
     `timings` are set once it is exhausted. `close()` abandons it, read or not (the gateway
     stops, and the call counts neither for nor against the circuit breaker)."""
 
-    def __init__(self, items: Iterator[object], timings: dict[str, float]) -> None:
+    def __init__(self, items: Iterator[object], timings: dict[str, float],
+                 cancel: Callable[[], None] | None = None) -> None:
         self._items = items
+        self._cancel = cancel
         self.timings = timings
         self.usage: dict[str, int] = {}
         self.model = ""
@@ -115,6 +118,13 @@ class CloudStream(Iterator[str]):
             if isinstance(item, StreamEnd):
                 self.usage, self.model = item.usage, item.model
                 self.finish_reason = item.finish_reason
+
+    def cancel(self) -> None:
+        """From any thread: end the stream now, even while the gateway sends nothing (the
+        reading thread's wait ends at once; the call counts neither way for the breaker)."""
+        self.finish_reason = "cancelled"
+        if self._cancel is not None:
+            self._cancel()
 
     def close(self) -> None:
         close = getattr(self._items, "close", None)
@@ -200,7 +210,9 @@ class OffloadClient:
         The deadline covers the whole stream; iteration raises an `OffloadError` on failure.
         """
         timings: dict[str, float] = {}
-        return CloudStream(self._call(request, True, deadline_s, timings), timings)
+        items: queue.Queue[object] = queue.Queue()
+        return CloudStream(self._call(request, True, deadline_s, timings, items), timings,
+                           cancel=lambda: items.put(_CANCELLED))
 
     # --- the call, its deadline, its bookkeeping ----------------------------------------------
 
@@ -216,6 +228,7 @@ class OffloadClient:
         stream: bool,
         deadline_s: float | None,
         timings: dict[str, float],
+        items: queue.Queue[object] | None = None,
     ) -> Iterator[object]:
         if not self.config.configured:
             raise OffloadNotConfigured(
@@ -230,7 +243,7 @@ class OffloadClient:
         budget = deadline_s if deadline_s is not None else self.config.deadline_s
         deadline = time.monotonic() + budget
         body = json.dumps({**request, "stream": stream}).encode()
-        items: queue.Queue[object] = queue.Queue()
+        items = queue.Queue() if items is None else items
         stop = threading.Event()
         worker = threading.Thread(
             target=self._worker,
@@ -268,11 +281,13 @@ class OffloadClient:
                         f"the cloud did not answer within the {budget:.1f} s deadline"
                     ) from None
                 if item is _END:
+                    verdict = True
+                    break
+                if item is _CANCELLED:  # the caller gave up: no verdict on the cloud
                     break
                 if isinstance(item, BaseException):
                     raise item
                 yield item
-            verdict = True
         except (GatewayRejected, CircuitOpen, OffloadNotConfigured) as exc:
             # The gateway answered (it is healthy) but refused, e.g. 429; not a cloud failure.
             verdict = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,23 +36,24 @@ class CancelEvent(threading.Event):
 
     def __init__(self) -> None:
         super().__init__()
-        self._links: list[threading.Event] = []
+        self._links: list[Callable[[], None]] = []
         self._links_lock = threading.Lock()
 
-    def link(self, stop: threading.Event) -> None:
-        """Set `stop` whenever this is set (now, if it already is)."""
+    def link(self, stop: threading.Event | Callable[[], None]) -> None:
+        """Set `stop` (an event), or call it, whenever this is set (now, if it already is)."""
+        act = stop.set if isinstance(stop, threading.Event) else stop
         with self._links_lock:
-            self._links.append(stop)
+            self._links.append(act)
             already = self.is_set()
         if already:
-            stop.set()
+            act()
 
     def set(self) -> None:
         super().set()
         with self._links_lock:
             links = list(self._links)
-        for stop in links:
-            stop.set()
+        for act in links:
+            act()
 
 
 class ResultStream(Iterator[str]):

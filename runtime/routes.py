@@ -16,6 +16,7 @@ from kernels import GenerationParams, Message
 from runtime.confidence import NO_CONFIDENCE, Checkpoint, Confidence
 from runtime.errors import OffloadError
 from runtime.local import LocalRun
+from runtime.request import CancelEvent
 from runtime.result import Result, Timings, Usage
 
 if TYPE_CHECKING:
@@ -189,6 +190,8 @@ def run_cloud(
     first: float | None = None
     try:
         pieces, raw = rt.cloud.stream(plan.prepared)
+        if isinstance(stream._cancel, CancelEvent):  # a cancel ends even a stalled stream
+            stream._cancel.link(raw.cancel)
         try:
             for piece in pieces:
                 if first is None:
@@ -220,7 +223,8 @@ def run_cloud(
                 rt, stream, msgs, mode, params, plan, started, why)
         return
     rt._finish(stream, cloud_result(
-        rt, "".join(emitted), raw.usage, raw.model, raw.finish_reason or "stop",
+        rt, "".join(emitted), raw.usage, raw.model,
+        "cancelled" if stream._cancel.is_set() else raw.finish_reason or "stop",
         {**raw.timings, "first_text_s": (first or time.perf_counter()) - started},
         started, plan.reason, mode, plan, NO_CONFIDENCE,
     ))

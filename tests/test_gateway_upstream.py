@@ -243,3 +243,38 @@ def test_readiness_needs_a_2xx_from_the_upstream_models_route(
         503,
         "upstream answers 418 to GET /models",
     )
+
+
+def test_a_runtime_cancelling_a_cloud_stream_the_upstream_stalls_ends_it_at_once(
+    fake: tuple[FakeOpenAI, str], gw: RunningGateway, engine: Any
+) -> None:
+    import tempfile
+    import threading
+
+    from runtime.config import RuntimeConfig, load_config
+    from runtime.facade import Runtime
+
+    fake[0].generate = fake[0].stall  # one token, then nothing for 60 s
+    cfg = load_config(env={}).replace(
+        runtime=RuntimeConfig(telemetry_path=tempfile.mkdtemp() + "/t.sqlite3"),
+        offload=OffloadConfig(url=gw.url, credential=gw.home.credential, deadline_s=60.0))
+    with Runtime(cfg, engine=engine) as rt:
+        stream = rt.stream([{"role": "user", "content": "Say hi."}], mode="cloud-only")
+        first = threading.Event()
+        pieces: list[str] = []
+
+        def read() -> None:
+            for piece in stream:
+                pieces.append(piece)
+                first.set()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert first.wait(30)
+        stream.cancel()  # waited for the gateway's next chunk: up to the 60 s deadline
+        reader.join(15)
+        assert not reader.is_alive()
+        assert pieces == ["Hi"]
+        assert stream.result is not None
+        assert (stream.result.source, stream.result.finish_reason) == ("cloud", "cancelled")
+        assert rt.cloud is not None and rt.cloud.client.breaker.failures == 0
