@@ -223,6 +223,9 @@ class OnnxEngine:
         text = StopText(params.stop)
         produced = 0
         reason: FinishReason = "length"
+        # The lock guards each step, never a `yield`: a consumer holding a half-read stream
+        # must not block close() or a second stream (a second stream in the same thread
+        # would wait forever); close() between steps makes the next step raise.
         with self._lock:
             if self._og_model is None:
                 raise EngineError("the engine is closed")
@@ -231,28 +234,32 @@ class OnnxEngine:
             except Exception as exc:
                 raise EngineError(f"onnxruntime-genai could not start generating: {exc}") from exc
             detok = self._tokenizer.create_stream()
-            try:
-                while produced < budget:
-                    if stream.cancel_event.is_set():
-                        reason = "cancelled"
-                        break
+        try:
+            while produced < budget:
+                if stream.cancel_event.is_set():
+                    reason = "cancelled"
+                    break
+                with self._lock:
+                    if self._og_model is None:
+                        raise EngineError("the engine is closed")
                     # The logits the next token is drawn from: read before the step takes it.
                     logits = np.asarray(generator.get_logits(), dtype=np.float32).reshape(-1)
                     generator.generate_next_token()
                     token = int(generator.get_next_tokens()[0])
-                    if token in self._eos:
-                        reason = "stop"
-                        break
-                    produced += 1
-                    lse, entropy = step_stats(logits)
-                    logprob = float(logits[token]) - lse
-                    shown = text.add(detok.decode(token))
-                    # one event per token, possibly with empty text, so confidence sees them all
-                    yield TokenEvent(shown, token, logprob, entropy)
-                    if text.stopped:
-                        reason = "stop"
-                        break
-            finally:
+                if token in self._eos:
+                    reason = "stop"
+                    break
+                produced += 1
+                lse, entropy = step_stats(logits)
+                logprob = float(logits[token]) - lse
+                shown = text.add(detok.decode(token))
+                # one event per token, possibly with empty text, so confidence sees them all
+                yield TokenEvent(shown, token, logprob, entropy)
+                if text.stopped:
+                    reason = "stop"
+                    break
+        finally:
+            with self._lock:
                 del generator  # frees the KV cache now, not at the next GC
         rest = text.rest()  # what was held back for a stop string that never completed
         if rest:

@@ -190,3 +190,21 @@ def test_missing_folder_and_non_model_folder_are_clear_errors(tmp_path: Path) ->
         load_engine(str(tmp_path / "nope"))
     with pytest.raises(ModelNotFoundError, match="unsupported model.*genai_config.json"):
         load_engine(str(tmp_path))
+
+
+def test_a_half_read_stream_blocks_neither_a_second_stream_nor_close(onnx_dir: Path) -> None:
+    import threading
+
+    from kernels import EngineError
+
+    eng = OnnxEngine(resolve(str(onnx_dir)), context_length=256)
+    first = eng.stream(QUESTION, GenerationParams(max_tokens=8))
+    next(first)  # the engine's lock used to stay held here, across the yield
+    second = list(eng.stream(QUESTION, GenerationParams(max_tokens=3)))  # hung before
+    assert 1 <= len([e for e in second if e.token_id >= 0]) <= 3
+    closer = threading.Thread(target=eng.close)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive()  # close() waited for the half-read stream before
+    with pytest.raises(EngineError, match="the engine is closed"):
+        list(first)  # its next step finds the model gone
