@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernels.errors import EngineError
+
 PROMPT = "Question: {question}\nAnswer:"
 
 
@@ -84,11 +86,14 @@ class OptionScorer:
         resolved = resolve(model)
         self.model_id = resolved.id
         self.prompt = prompt
-        self._llm = Llama(
-            model_path=str(resolved.path), n_ctx=context_length, logits_all=False,
-            n_threads=threads or default_threads(), n_threads_batch=threads or default_threads(),
-            verbose=False,
-        )
+        try:
+            self._llm = Llama(
+                model_path=str(resolved.path), n_ctx=context_length, logits_all=False,
+                n_threads=threads or default_threads(),
+                n_threads_batch=threads or default_threads(), verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:  # a corrupt or foreign file, as the engine
+            raise EngineError(f"llama.cpp could not load {resolved.path}: {exc}") from exc
         self._null = self._tokens("Answer:")
         self._vocab = self._llm.n_vocab()
         self._logits_ith = llama_get_logits_ith  # read per scored row: bound once

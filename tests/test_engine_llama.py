@@ -251,3 +251,12 @@ def test_an_empty_raw_prompt_is_a_clear_error(engine: Engine) -> None:
     # was a bare AssertionError from llama-cpp-python's sampler
     with pytest.raises(ValueError, match="the prompt is empty"):
         list(engine.stream("", GenerationParams(max_tokens=4)))
+
+
+def test_the_option_scorer_refuses_a_corrupt_model_file_clearly(tmp_path: Path) -> None:
+    from kernels import EngineError
+
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 64)  # the magic, then nothing usable
+    with pytest.raises(EngineError, match="llama.cpp could not load"):
+        OptionScorer(str(bad))  # was llama-cpp-python's bare ValueError
