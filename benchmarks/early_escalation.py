@@ -388,6 +388,10 @@ def run(args: argparse.Namespace, items: list[str], name: str, tag: str) -> dict
     train = [traces[i] for i in order[:half]]
     test = [traces[i] for i in order[half:]]
     ks = [k for k in KS if k < args.max_tokens]  # stopping at max_tokens saves nothing
+    if not any(len(t.running()) >= min(ks) for t in train):
+        raise SystemExit(f"early_escalation: no answer of the selection half reached the first "
+                         f"checkpoint ({min(ks)} tokens): there is nothing to choose margins "
+                         "on (longer answers: other prompts or a larger --max-tokens)")
     rule = choose(train, ks)
     thr = args.threshold
     # Held-out half, measured: full vs early-stopped, back to back, alternating order.

@@ -178,3 +178,25 @@ def test_early_escalation_refuses_too_few_prompts_or_tokens_before_loading_a_mod
         early_escalation.main(["--no-cache", *argv])
     assert exited.value.code == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_early_escalation_says_so_when_no_answer_reaches_the_first_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # four cached answers of two tokens each: no rule can be chosen (was a ValueError)
+    prompts = [f"Question {i}?" for i in range(4)]
+    mine = tmp_path / "mine.txt"
+    mine.write_text("".join(p + "\n" for p in prompts), encoding="utf-8")
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text("".join(
+        early_escalation.Trace(p, (-0.5, -0.4), (1.0, 1.0), (0.1, 0.2), 0.3, (5, 6)).to_json()
+        + "\n" for p in prompts), encoding="utf-8")
+
+    def no_engine(*_: object, **__: object) -> None:
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("kernels.registry.load_engine", no_engine)
+    with pytest.raises(SystemExit, match="no answer of the selection half reached the first "
+                                         r"checkpoint \(4 tokens\)"):
+        early_escalation.main(["--prompts-file", str(mine), "--limit", "4",
+                               "--traces", str(traces)])
