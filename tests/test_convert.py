@@ -179,3 +179,22 @@ def test_cli_copies_the_converted_model_to_out(
     assert json.loads((out / "tandem.json").read_text())["id"] == "smollm2-135m-onnx-int4"
     assert resolve(str(out)).format == "onnx"
     assert main(["bundled:smollm2-135m", "--out", str(out)]) == 2  # never overwrites
+
+
+def test_checking_the_convert_extra_does_not_import_it() -> None:
+    import subprocess
+    import sys
+
+    from kernels.convert.source import ConvertUnavailableError, require_installed
+
+    with pytest.raises(ConvertUnavailableError, match="'no_such_module_x', part of the convert"):
+        require_installed("no_such_module_x")
+    with pytest.raises(ConvertUnavailableError, match="no_such_pkg_x.models.builder"):
+        require_installed("no_such_pkg_x.models.builder")
+    # torch runs in the conversion's child process: checking for it must not load it here
+    probe = ("import sys; from kernels.convert.source import require_installed as r\n"
+             "try:\n    r('torch')\nexcept Exception:\n    pass\n"
+             "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "False"

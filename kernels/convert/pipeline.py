@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from kernels.convert.errors import ConversionError, UnsupportedModelError
 from kernels.convert.progress import Progress, SilentProgress
-from kernels.convert.source import GgufSource, inspect_gguf, require
+from kernels.convert.source import GgufSource, inspect_gguf, require, require_installed
 
 TARGETS: Final = {"onnx-int4": "int4", "onnx-int8": "int8", "onnx-fp32": "fp32"}
 BLOCK_SIZES: Final = (16, 32, 64, 128, 256)
@@ -114,7 +114,8 @@ def convert_gguf(
     try:
         hf, onnx_dir = work / "hf", work / "onnx"
         with step(2, "Dequantising to fp32 safetensors") as s:
-            require("torch"), require("transformers")
+            require_installed("torch")
+            require_installed("transformers")
             _run_child(
                 [sys.executable, "-m", "kernels.convert.dequantise", str(gguf), str(hf)],
                 work / "dequantise.log",
@@ -123,7 +124,7 @@ def convert_gguf(
             s.detail = _mb(_folder_size(hf))
         title = f"Building ONNX ({options.precision}, block {options.block_size}, "
         with step(3, title + f"accuracy {options.accuracy_level})") as s:
-            require("onnxruntime_genai.models.builder")
+            require_installed("onnxruntime_genai.models.builder")
             _run_child(
                 _builder_command(hf, onnx_dir, work / "cache", options),
                 work / "builder.log",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,19 @@ def require(module: str) -> Any:
         raise ConvertUnavailableError(
             f"conversion needs {module!r}, part of the convert extra: {CONVERT_EXTRA}"
         ) from exc
+
+
+def require_installed(module: str) -> None:
+    """Check that a module of the `convert` extra is installed, without importing it (torch
+    and transformers run in a child process: importing them here would cost seconds and
+    hundreds of MB in the caller's, and change how spaCy picks its device)."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ImportError:  # a dotted name whose parent package is missing
+        found = False
+    if not found:
+        raise ConvertUnavailableError(
+            f"conversion needs {module!r}, part of the convert extra: {CONVERT_EXTRA}")
 
 
 def inspect_gguf(path: Path) -> GgufSource:
