@@ -157,7 +157,8 @@ async def _stream(
                     async for chunk in chunks:
                         await _write_chunk(response, sealer, tally, chunk)
             except UpstreamError as exc:  # mid-stream: the trailer says so, sealed
-                error, outcome = exc.to_body()["error"], exc.code
+                # with the status the error would have had (the HTTP one is already 200)
+                error, outcome = {**exc.to_body()["error"], "status": exc.status}, exc.code
             except ConnectionError:  # the device went away: not a failure of ours
                 raise
             except Exception:  # noqa: BLE001 - headers are sent: end the stream properly

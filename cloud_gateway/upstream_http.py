@@ -207,7 +207,12 @@ def _raise_stream_error(data: bytes, api_key: str) -> None:
     message = f"the upstream stream failed: {str(detail)[:200]}"
     if api_key:
         message = message.replace(api_key, "[redacted]")
-    raise UpstreamError(message)
+    # vLLM and others put an HTTP-like status in the payload: a request fault stays one
+    code = error.get("code") if isinstance(error, dict) else None
+    status = int(code) if isinstance(code, int | str) and str(code).isdigit() else None
+    if status in _REQUEST_FAULTS:
+        raise UpstreamRefusedRequest(message, upstream_status=status)
+    raise UpstreamError(message, upstream_status=status)
 
 
 def _as_chunk(raw: bytes) -> bytes:

@@ -68,7 +68,8 @@ class FrameReader:
             yield self._reply(data)
             return
         if final:
-            _raise_error(data, status if status >= 400 else 502, retry_after_s)
+            _raise_error(data, _trailer_status(data) or (status if status >= 400 else 502),
+                         retry_after_s)
             self._usage = _usage(data.get("usage")) or self._usage
             self._timings["total_ms"] = _ms_since(self._started)
             yield StreamEnd(self._model, self._finish, self._usage)
@@ -115,6 +116,13 @@ def _json_object(plaintext: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise OffloadError("the sealed answer is not a JSON object")
     return data
+
+
+def _trailer_status(data: dict[str, Any]) -> int | None:
+    """The status a stream's trailer error carries (an HTTP status, 400..599), if any."""
+    error = data.get("error")
+    status = error.get("status") if isinstance(error, dict) else None
+    return status if isinstance(status, int) and 400 <= status <= 599 else None
 
 
 def _raise_error(data: dict[str, Any], status: int, retry_after_s: float | None) -> None:

@@ -175,6 +175,23 @@ def test_an_error_payload_mid_stream_is_the_stream_error_not_a_chunk(
     assert "the upstream stream failed: the model crashed" in str(info.value)
 
 
+def test_an_error_payload_naming_a_request_fault_mid_stream_is_a_refusal(
+    fake: tuple[FakeOpenAI, str], gw: RunningGateway
+) -> None:
+    # as vLLM sends when the prompt plus max_tokens outgrow its context mid-way
+    error = {"error": {"message": "maximum context length exceeded", "type": "BadRequestError",
+                       "code": 400}}
+    stream_with(fake[0], [chat_chunk("Hi"), error], done=True)
+    with device(gw) as client:
+        stream = client.stream(CHAT)
+        assert next(stream) == "Hi"
+        with pytest.raises(GatewayRejected) as info:
+            next(stream)
+        assert client.breaker.failures == 0  # the request's fault, not the cloud's
+    assert (info.value.status, info.value.code) == (400, "invalid_request")
+    assert "maximum context length exceeded" in str(info.value)
+
+
 def test_an_error_payload_first_gets_its_own_status(
     fake: tuple[FakeOpenAI, str], gw: RunningGateway
 ) -> None:
