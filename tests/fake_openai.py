@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,42 @@ from aiohttp import web
 from tests.conftest_gateway import ThreadedServer
 
 Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class StoppedRead:
+    """What `stop_after_first` saw: the items read, errors raised while reading, whether the
+    first item came, and whether the reader ended within the wait."""
+
+    items: list[Any] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+    got_first: bool = False
+    ended: bool = False
+
+
+def stop_after_first(stream: Iterable[Any], stop: Callable[[], None], *,
+                     first_wait_s: float = 10.0, end_wait_s: float = 10.0) -> StoppedRead:
+    """Read `stream` on a thread; once its first item has come, call `stop` from this thread
+    (as a client that goes away does) and give the reader `end_wait_s` to end. A stalled
+    server keeps a reader that was not really stopped waiting far longer."""
+    seen = StoppedRead()
+    first = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in stream:
+                seen.items.append(item)
+                first.set()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            seen.errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    seen.got_first = first.wait(first_wait_s)
+    stop()
+    reader.join(end_wait_s)
+    seen.ended = not reader.is_alive()
+    return seen
 
 
 def sse(payload: dict[str, Any] | str) -> bytes:

@@ -15,12 +15,11 @@ from kernels import (
     GenerationParams,
     Message,
     ModelNotFoundError,
-    TokenEvent,
     generate,
 )
 from kernels.openai_engine import OpenAIEngine
 from kernels.openai_protocol import entropy_lower_bound
-from tests.fake_openai import Handler, chat_chunk, fake_openai, sse
+from tests.fake_openai import Handler, chat_chunk, fake_openai, sse, stop_after_first
 
 QUESTION = [Message("user", "Name three colours.")]
 
@@ -44,26 +43,11 @@ def test_cancel_from_another_thread_ends_a_stalled_stream() -> None:
         try:
             cancel = threading.Event()
             stream = eng.stream(QUESTION, GenerationParams(max_tokens=50), cancel)
-            seen: list[TokenEvent] = []
-            errors: list[BaseException] = []
-            first = threading.Event()
-
-            def read() -> None:
-                try:
-                    for event in stream:
-                        seen.append(event)
-                        first.set()
-                except BaseException as exc:  # noqa: BLE001 - asserted below
-                    errors.append(exc)
-
-            reader = threading.Thread(target=read)
-            reader.start()
-            assert first.wait(10)  # the one token before the stall
-            cancel.set()  # as the runtime does; the server now sends nothing for 60 s
-            reader.join(10)
-            assert not reader.is_alive()
-            assert errors == []
-            assert [e.text for e in seen] == ["Hi"]
+            # cancel as the runtime does, after the one token before a 60 s stall
+            seen = stop_after_first(stream, cancel.set)
+            assert seen.got_first and seen.ended
+            assert seen.errors == []
+            assert [e.text for e in seen.items] == ["Hi"]
             assert stream.finish_reason == "cancelled"
             assert stream.usage is not None and stream.usage.completion_tokens == 1
             assert fake.disconnected.wait(10)
@@ -77,20 +61,9 @@ def test_close_from_another_thread_ends_a_stalled_stream() -> None:
         eng = OpenAIEngine(url, "fake", top_logprobs=0)
         try:
             stream = eng.stream(QUESTION, GenerationParams(max_tokens=50))
-            done = threading.Event()
-            first = threading.Event()
-
-            def read() -> None:
-                for _ in stream:
-                    first.set()
-                done.set()
-
-            reader = threading.Thread(target=read)
-            reader.start()
-            assert first.wait(10)
-            stream.close()  # was "generator already executing"
-            reader.join(10)
-            assert done.is_set() and stream.finish_reason == "cancelled"
+            seen = stop_after_first(stream, stream.close)  # was "generator already executing"
+            assert seen.got_first and seen.ended and seen.errors == []
+            assert stream.finish_reason == "cancelled"
             assert fake.disconnected.wait(10)
         finally:
             eng.close()
@@ -234,20 +207,8 @@ def test_a_runtime_stream_cancelled_while_the_server_stalls_ends_at_once() -> No
         cfg = load_config(env={}).replace(runtime=RuntimeConfig(telemetry_path="off"))
         with Runtime(cfg, engine=eng) as rt:
             stream = rt.stream(QUESTION, mode="local-only", params=rt.params(max_tokens=50))
-            first = threading.Event()
-            pieces: list[str] = []
-
-            def read() -> None:
-                for piece in stream:
-                    pieces.append(piece)
-                    first.set()
-
-            reader = threading.Thread(target=read)
-            reader.start()
-            assert first.wait(10)
-            stream.cancel()
-            reader.join(10)  # the server sends nothing more for 60 s
-            assert not reader.is_alive()
-            assert pieces == ["Hi"]
+            seen = stop_after_first(stream, stream.cancel)  # then nothing for 60 s
+            assert seen.got_first and seen.ended
+            assert seen.items == ["Hi"]
             assert stream.result is not None and stream.result.finish_reason == "cancelled"
             assert fake.disconnected.wait(10)

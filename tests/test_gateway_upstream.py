@@ -19,7 +19,7 @@ from cloud_gateway.protocol import open_response
 from runtime.offload import OffloadClient, OffloadConfig
 from runtime.offload_errors import GatewayRejected
 from tests.conftest_gateway import GatewayFactory, RunningGateway
-from tests.fake_openai import FakeOpenAI, chat_chunk, fake_openai
+from tests.fake_openai import FakeOpenAI, chat_chunk, fake_openai, stop_after_first
 from tests.test_gateway import CHAT, post, sealed
 
 API_KEY = "sk-test-0123456789abcdef"
@@ -161,18 +161,26 @@ def test_a_stream_cut_before_done_is_an_error_not_an_answer(
     assert "ended before its data: [DONE]" in str(info.value)
 
 
-def test_an_error_payload_mid_stream_is_the_stream_error_not_a_chunk(
-    fake: tuple[FakeOpenAI, str], gw: RunningGateway
-) -> None:
-    error = {"error": {"message": "the model crashed", "type": "server_error", "code": 500}}
-    stream_with(fake[0], [chat_chunk("Hi"), error], done=True)
+def fail_mid_stream(fake: FakeOpenAI, gw: RunningGateway, error: dict[str, Any]
+                    ) -> tuple[GatewayRejected, int]:
+    """Stream one chunk, then the upstream's `error` payload: what the device raises at it,
+    and the failures its circuit breaker then counts."""
+    stream_with(fake, [chat_chunk("Hi"), error], done=True)
     with device(gw) as client:
         stream = client.stream(CHAT)
         assert next(stream) == "Hi"
         with pytest.raises(GatewayRejected) as info:
             next(stream)
-    assert (info.value.status, info.value.code) == (502, "upstream_error")
-    assert "the upstream stream failed: the model crashed" in str(info.value)
+        return info.value, client.breaker.failures
+
+
+def test_an_error_payload_mid_stream_is_the_stream_error_not_a_chunk(
+    fake: tuple[FakeOpenAI, str], gw: RunningGateway
+) -> None:
+    error = {"error": {"message": "the model crashed", "type": "server_error", "code": 500}}
+    rejected, _ = fail_mid_stream(fake[0], gw, error)
+    assert (rejected.status, rejected.code) == (502, "upstream_error")
+    assert "the upstream stream failed: the model crashed" in str(rejected)
 
 
 def test_an_error_payload_naming_a_request_fault_mid_stream_is_a_refusal(
@@ -181,15 +189,10 @@ def test_an_error_payload_naming_a_request_fault_mid_stream_is_a_refusal(
     # as vLLM sends when the prompt plus max_tokens outgrow its context mid-way
     error = {"error": {"message": "maximum context length exceeded", "type": "BadRequestError",
                        "code": 400}}
-    stream_with(fake[0], [chat_chunk("Hi"), error], done=True)
-    with device(gw) as client:
-        stream = client.stream(CHAT)
-        assert next(stream) == "Hi"
-        with pytest.raises(GatewayRejected) as info:
-            next(stream)
-        assert client.breaker.failures == 0  # the request's fault, not the cloud's
-    assert (info.value.status, info.value.code) == (400, "invalid_request")
-    assert "maximum context length exceeded" in str(info.value)
+    rejected, failures = fail_mid_stream(fake[0], gw, error)
+    assert failures == 0  # the request's fault, not the cloud's
+    assert (rejected.status, rejected.code) == (400, "invalid_request")
+    assert "maximum context length exceeded" in str(rejected)
 
 
 def test_an_error_payload_first_gets_its_own_status(
@@ -266,7 +269,6 @@ def test_a_runtime_cancelling_a_cloud_stream_the_upstream_stalls_ends_it_at_once
     fake: tuple[FakeOpenAI, str], gw: RunningGateway, engine: Any
 ) -> None:
     import tempfile
-    import threading
 
     from runtime.config import RuntimeConfig, load_config
     from runtime.facade import Runtime
@@ -277,21 +279,10 @@ def test_a_runtime_cancelling_a_cloud_stream_the_upstream_stalls_ends_it_at_once
         offload=OffloadConfig(url=gw.url, credential=gw.home.credential, deadline_s=60.0))
     with Runtime(cfg, engine=engine) as rt:
         stream = rt.stream([{"role": "user", "content": "Say hi."}], mode="cloud-only")
-        first = threading.Event()
-        pieces: list[str] = []
-
-        def read() -> None:
-            for piece in stream:
-                pieces.append(piece)
-                first.set()
-
-        reader = threading.Thread(target=read)
-        reader.start()
-        assert first.wait(30)
-        stream.cancel()  # waited for the gateway's next chunk: up to the 60 s deadline
-        reader.join(15)
-        assert not reader.is_alive()
-        assert pieces == ["Hi"]
+        # the cancel waited for the gateway's next chunk: up to the 60 s deadline
+        seen = stop_after_first(stream, stream.cancel, first_wait_s=30, end_wait_s=15)
+        assert seen.got_first and seen.ended
+        assert seen.items == ["Hi"]
         assert stream.result is not None
         assert (stream.result.source, stream.result.finish_reason) == ("cloud", "cancelled")
         assert rt.cloud is not None and rt.cloud.client.breaker.failures == 0
