@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from runtime.cli import positive_seconds
+
 OUT_DIR = Path(__file__).resolve().parent / "out"
 
 
@@ -62,15 +64,7 @@ def at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
-def seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, not {text}")
-    return value
+seconds = positive_seconds  # an argparse type: a finite number of seconds > 0
 
 
 def _fmt(value: Any) -> str:

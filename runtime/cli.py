@@ -35,13 +35,14 @@ _USAGE_ERRORS = (
 )
 
 
-def _positive_seconds(text: str) -> float:
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0 (also the benchmarks' `seconds`)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {text}")
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, not {text}")
     return value
 
 
@@ -72,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     mon = sub.add_parser("monitor", help="a live view of the device's resources")
     mon.add_argument("--once", action="store_true", help="print one snapshot and exit")
     mon.add_argument("--json", action="store_true", help="JSON instead of text")
-    mon.add_argument("--interval", type=_positive_seconds, default=1.0, metavar="SECONDS",
+    mon.add_argument("--interval", type=positive_seconds, default=1.0, metavar="SECONDS",
                      help="between snapshots (> 0; default 1)")
 
     choose = sub.add_parser(
