@@ -16,22 +16,16 @@ import pytest
 
 from cloud_gateway.fixed_upstream import ANSWER
 from cloud_gateway.protocol import (
-    REQUEST_CONTENT_TYPE,
-    DeviceCredential,
     open_response,
-    seal_request,
-    verify_keys_document,
 )
 from tests.conftest_gateway import (
     REPO,
     GatewayFactory,
     GatewayHome,
-    RunningGateway,
     free_port,
     start_redis,
 )
-
-CHAT = {"model": "fixed", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+from tests.test_gateway import post, sealed
 
 
 @pytest.fixture
@@ -41,28 +35,6 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     yield proc, url
     proc.kill()
     proc.wait(timeout=10)
-
-
-def sealed(gw: RunningGateway, chat: dict[str, object] = CHAT) -> tuple[bytes, bytes]:
-    cred = DeviceCredential.parse(gw.home.credential)
-    (key,) = verify_keys_document(httpx.get(gw.url + "/v1/keys").json(), cred.identity_key())
-    s = seal_request(
-        json.dumps(chat).encode(),
-        kem=key.kem,
-        key_id=key.key_id,
-        gateway_key=key.public_key,
-        device_id=cred.device_id,
-        device_key=cred.signing_key(),
-    )
-    return s.envelope, s.response_key
-
-
-def post(gw: RunningGateway, body: bytes) -> httpx.Response:
-    return httpx.post(
-        gw.url + "/v1/sealed/chat/completions",
-        content=body,
-        headers={"Content-Type": REQUEST_CONTENT_TYPE},
-    )
 
 
 def test_with_redis_down_requests_get_503_and_the_gateway_is_not_ready(
