@@ -266,7 +266,7 @@ async def feedback(request: web.Request) -> web.Response:
         raise ApiError(404, str(exc), "answer_not_found", "id") from None
     except ModeError as exc:
         raise ApiError(409, str(exc), "telemetry_off") from None
-    except ValueError as exc:  # a note over Runtime.feedback's limit
+    except ValueError as exc:  # a note over telemetry.MAX_NOTE
         raise ApiError(400, str(exc), "invalid_value", "note") from None
     return web.json_response({"id": answer_id, "recorded": True})
 

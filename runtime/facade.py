@@ -64,7 +64,6 @@ if TYPE_CHECKING:
     from runtime.router.learned import LearnedRouter
 
 log = logging.getLogger("tandem.runtime")
-MAX_NOTE = 1000  # characters of a feedback note
 
 MessagesLike = Sequence[Message | Mapping[str, Any]]
 
@@ -324,14 +323,12 @@ class Runtime:
             return Plan("local", "mode local-only: the device answers")
         cloud = self.cloud
         if cloud is None:
-            if mode in ("prefer-cloud", "cloud-only") and self.config.offload.configured:
+            if mode in ("prefer-cloud", "cloud-only"):
                 raise ModeError(
                     f"mode {mode} needs the cloud gateway, and this runtime started in "
                     "local-only mode, which never connects to it: start the runtime in "
                     "another runtime.mode (a request can still ask for local-only)"
-                )
-            if mode in ("prefer-cloud", "cloud-only"):
-                raise ModeError(
+                    if self.config.offload.configured else
                     f"mode {mode} needs a cloud gateway, and no gateway is configured "
                     "(set [offload] url and credential, or TANDEM_OFFLOAD_URL and "
                     "TANDEM_OFFLOAD_CREDENTIAL)"
@@ -441,13 +438,12 @@ class Runtime:
         the arm that actually answered (the answer's `source`), on the context its decision
         recorded. Only an answer's first verdict teaches the bandit (a LinUCB update cannot
         be taken back); answers planned without the bandit teach it nothing. A later
-        verdict replaces the stored one. `note` holds at most `MAX_NOTE` characters.
+        verdict replaces the stored one. A note over `telemetry.MAX_NOTE` characters is a
+        ValueError.
         """
         if self.telemetry is None:
             raise ModeError('telemetry is off (runtime.telemetry_path = "off"): '
                             "feedback cannot be recorded")
-        if len(note) > MAX_NOTE:  # refused, not cut: nothing the user wrote is lost silently
-            raise ValueError(f"note is {len(note)} characters; at most {MAX_NOTE}")
         with self._feedback_lock:
             before = self.telemetry.answer(answer_id)
             self.telemetry.feedback(answer_id, good, note)

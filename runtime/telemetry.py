@@ -52,6 +52,9 @@ CREATE INDEX IF NOT EXISTS answers_ts ON answers (ts, source);
 """
 
 
+MAX_NOTE = 1000  # characters of a feedback note
+
+
 class FeedbackError(TandemError):
     """Feedback names an answer this device does not know."""
 
@@ -156,10 +159,12 @@ class Telemetry:
 
     def feedback(self, answer_id: str, good: bool, note: str = "") -> None:
         """Record a user's verdict on an answer (`good`: it was good enough)."""
+        if len(note) > MAX_NOTE:  # refused, not cut: nothing the user wrote is lost silently
+            raise ValueError(f"note is {len(note)} characters; at most {MAX_NOTE}")
         with self._lock:
             cur = self._db.execute(
                 "UPDATE answers SET feedback = ?, feedback_ts = ?, feedback_note = ? "
-                "WHERE id = ?", (1 if good else 0, time.time(), note[:1000], answer_id))
+                "WHERE id = ?", (1 if good else 0, time.time(), note, answer_id))
         if cur.rowcount == 0:
             raise FeedbackError(f"no answer with id {answer_id!r} on this device")
 
