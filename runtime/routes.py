@@ -29,17 +29,18 @@ def run_local(
     rt: Runtime, stream: ResultStream, slot: Slot, local: LocalRun, mode: Mode, plan: Plan,
     started: float,
 ) -> Iterator[str]:
+    def answered() -> Result:
+        return local.result(plan.reason, mode, started, rt.monitor.snapshot(), plan.prepared)
+
     try:
         yield from local.pieces()
     except GeneratorExit:
-        _closed_early(rt, stream, lambda: local.result(
-            plan.reason, mode, started, rt.monitor.snapshot(), plan.prepared))
+        _closed_early(rt, stream, answered)
         raise
     finally:
         local.close()
         slot.release()
-    rt._finish(stream, local.result(plan.reason, mode, started, rt.monitor.snapshot(),
-                                      plan.prepared))
+    rt._finish(stream, answered())
 
 
 def run_cascade(
@@ -134,16 +135,14 @@ def run_cascade_stream(
         local.close()
         slot.release()
     conf = local.confidence
-    empty = not decided and not local.cancelled and not "".join(held).strip()
-    if not empty and (decided or local.cancelled_by_user
-                      or not (conf.available and conf.score < threshold)):
+    if not decided and not local.cancelled and not "".join(held).strip():
+        why = "the device's answer is empty"
+        yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why)
+        return
+    if decided or local.cancelled_by_user or not (conf.available and conf.score < threshold):
         if not decided and held:
             yield "".join(held)
         rt._finish(stream, kept())
-        return
-    if empty:
-        why = "the device's answer is empty"
-        yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why)
         return
     why = (f"local confidence {conf.score:.2f} over the first {local.tokens} tokens "
            f"< threshold {threshold:.2f}")
@@ -188,6 +187,13 @@ def run_cloud(
     assert rt.cloud is not None and plan.prepared is not None
     emitted: list[str] = []
     first: float | None = None
+
+    def answered(finish: str) -> Result:  # the cloud's answer so far (`raw` is set by then)
+        return cloud_result(
+            rt, "".join(emitted), raw.usage, raw.model, finish,
+            {**raw.timings, "first_text_s": (first or time.perf_counter()) - started},
+            started, plan.reason, mode, plan, NO_CONFIDENCE)
+
     try:
         pieces, raw = rt.cloud.stream(plan.prepared)
         if isinstance(stream._cancel, CancelEvent):  # a cancel ends even a stalled stream
@@ -201,10 +207,7 @@ def run_cloud(
                 if stream._cancel.is_set():
                     break
         except GeneratorExit:  # the tokens the cloud sent so far still count
-            _closed_early(rt, stream, lambda: cloud_result(
-                rt, "".join(emitted), raw.usage, raw.model, "cancelled",
-                {**raw.timings, "first_text_s": (first or time.perf_counter()) - started},
-                started, plan.reason, mode, plan, NO_CONFIDENCE))
+            _closed_early(rt, stream, lambda: answered("cancelled"))
             raise
         finally:
             close = getattr(pieces, "close", None)
@@ -222,12 +225,8 @@ def run_cloud(
             yield from local_after_cloud_failure(
                 rt, stream, msgs, mode, params, plan, started, why)
         return
-    rt._finish(stream, cloud_result(
-        rt, "".join(emitted), raw.usage, raw.model,
-        "cancelled" if stream._cancel.is_set() else raw.finish_reason or "stop",
-        {**raw.timings, "first_text_s": (first or time.perf_counter()) - started},
-        started, plan.reason, mode, plan, NO_CONFIDENCE,
-    ))
+    rt._finish(stream, answered(
+        "cancelled" if stream._cancel.is_set() else raw.finish_reason or "stop"))
 
 
 def local_after_cloud_failure(
