@@ -26,6 +26,7 @@ from runtime.errors import ConfigError
 from runtime.offload import OffloadConfig
 from runtime.policy import PolicyConfig
 from runtime.privacy.policy import PrivacyConfig
+from runtime.telemetry import is_off as telemetry_is_off
 
 Mode = Literal["local-only", "prefer-local", "prefer-cloud", "cloud-only"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -156,7 +157,7 @@ class TandemConfig:
 
     def __post_init__(self) -> None:
         policy = self.policy
-        if self.runtime.telemetry_path.strip().lower() == "off" and (policy.daily_cloud_tokens
+        if telemetry_is_off(self.runtime.telemetry_path) and (policy.daily_cloud_tokens
                                                      or policy.daily_cloud_cost):
             raise ConfigError("policy.daily_cloud_tokens / daily_cloud_cost are counted from "
                               'telemetry, and runtime.telemetry_path is "off": set a '

@@ -55,6 +55,11 @@ CREATE INDEX IF NOT EXISTS answers_ts ON answers (ts, source);
 MAX_NOTE = 1000  # characters of a feedback note
 
 
+def is_off(setting: str) -> bool:
+    """Whether a `runtime.telemetry_path` setting turns telemetry off ("off", any case)."""
+    return setting.strip().lower() == "off"
+
+
 class FeedbackError(TandemError):
     """Feedback names an answer this device does not know."""
 
@@ -111,7 +116,7 @@ class Telemetry:
     @classmethod
     def from_setting(cls, setting: str) -> Telemetry | None:
         """`""` = the default path, `"off"` = no telemetry, else a file path."""
-        if setting.strip().lower() == "off":
+        if is_off(setting):
             return None
         try:
             return cls(setting or default_path())

@@ -132,9 +132,10 @@ def _training_data(args: argparse.Namespace) -> RoutingData | None:
 def _configured_telemetry() -> str | None:
     """The database the runtime writes (its `runtime.telemetry_path`; None: the default)."""
     from runtime.config import load_config
+    from runtime.telemetry import is_off
 
     setting = load_config().runtime.telemetry_path
-    if setting.strip().lower() == "off":
+    if is_off(setting):
         raise TelemetryDataError('runtime.telemetry_path is "off": there is no telemetry to '
                                  "train on (name a database with --db)")
     return setting or None
