@@ -121,11 +121,12 @@ class Featurizer:
         """
         words = self._words.transform(prompts)
         chars = self._chars.transform(prompts)
-        word_idf = _idf(words)
+        word_df = _document_frequency(words)
+        word_idf = _idf_of(word_df, len(prompts))
         # Each training prompt's cues see its words as a new prompt's would: IDF from the
         # *other* training prompts, a word only it holds counting as unseen.
         dense = dense_cues(prompts, self._unigrams.transform(prompts), word_idf,
-                           training_df=_document_frequency(words))
+                           training_df=word_df)
         std = dense.std(axis=0)
         e_mean, e_std = np.zeros(0), np.zeros(0)
         if self.spec.embedding:
@@ -187,9 +188,13 @@ def _document_frequency(counts: sparse.csr_matrix) -> FloatArray:
 
 
 def _idf(counts: sparse.csr_matrix) -> FloatArray:
+    """Smoothed IDF of these rows' columns (`_idf_of`)."""
+    return _idf_of(_document_frequency(counts), counts.shape[0])
+
+
+def _idf_of(df: FloatArray, n: int) -> FloatArray:
     """Smoothed IDF, as scikit-learn's TfidfTransformer: ln((1+n)/(1+df)) + 1."""
-    n = counts.shape[0]
-    idf: FloatArray = np.log((1.0 + n) / (1.0 + _document_frequency(counts))) + 1.0
+    idf: FloatArray = np.log((1.0 + n) / (1.0 + df)) + 1.0
     return idf
 
 
@@ -221,10 +226,9 @@ def dense_cues(
         buckets = counts.indices[lo:hi]
         if training_df is None:
             known = np.where(seen[buckets], word_idf[buckets], _UNSEEN_IDF)
-        else:  # ln((1 + (n-1)) / (1 + (df-1))) + 1 over the n - 1 others
-            others = training_df[buckets] - 1.0
-            known = np.where(others > 0, np.log(n / np.maximum(others + 1.0, 1.0)) + 1.0,
-                             _UNSEEN_IDF)
+        else:  # over the n - 1 others: ln((1 + (n-1)) / (1 + (df-1))) + 1 = ln(n/df) + 1
+            df = training_df[buckets]  # >= 1: this prompt holds each of its words
+            known = np.where(df > 1, np.log(n / df) + 1.0, _UNSEEN_IDF)
         idf = np.repeat(known, counts.data[lo:hi].astype(np.int64))
         if idf.size == 0:
             idf = np.zeros(1)
