@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -13,12 +14,31 @@ from typing import Any
 
 from runtime.cli import positive_seconds
 
-OUT_DIR = Path(__file__).resolve().parent / "out"
+OUT_ENV = "TANDEM_BENCH_OUT"
+_PACKAGE = Path(__file__).resolve().parent  # this `benchmarks` package's folder
+
+
+def out_dir() -> Path:
+    """Where the benchmarks write charts, fitted weights and trace caches.
+
+    `$TANDEM_BENCH_OUT` when set; else `benchmarks/out` in a writable source checkout (this
+    package beside a `pyproject.toml`); else `benchmarks-out` in the current directory: an
+    installed package's folder is site-packages, often read-only and never the place for
+    results.
+    """
+    env = os.environ.get(OUT_ENV, "").strip()
+    if env:
+        return Path(env).expanduser().resolve()
+    if (_PACKAGE.parent / "pyproject.toml").is_file() and os.access(_PACKAGE, os.W_OK):
+        return _PACKAGE / "out"
+    return Path.cwd() / "benchmarks-out"
 
 
 def out_path(name: str) -> Path:
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    return OUT_DIR / name
+    """`name` inside `out_dir()`, which is created if need be."""
+    folder = out_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
 
 
 def median(values: Sequence[float]) -> float:

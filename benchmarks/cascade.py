@@ -17,8 +17,9 @@ sets a cloud assumed always right (labelled `cloud: assumed-correct`).
     python -m benchmarks.cascade --format arc --limit 500 --json
     python -m benchmarks.cascade --format mmlu --dataset PATH --limit 500 --json
 
-Writes the weights fitted on all scored items to `benchmarks/out/calibration-<format>.json`
-(load with `CalibratedConfidence.load`) and the curve to `benchmarks/out/cascade-<format>.png`.
+Writes the weights fitted on all scored items to `calibration-<format>.json` (load with
+`CalibratedConfidence.load`) and the curve to `cascade-<format>.png`, in the output folder
+(`benchmarks._report.out_dir`: `benchmarks/out/` in a source checkout).
 """
 
 from __future__ import annotations

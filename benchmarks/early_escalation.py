@@ -20,9 +20,10 @@ measure: the share of the escalated requests' local *decode* time (first token t
 saved. Prompt evaluation, which an early stop cannot save, is left out of it; the share of
 whole request time is reported beside it (`early_saved_fraction_end_to_end`).
 
-Per-token ids, log-probs, entropies and times are cached (`--traces`, JSONL under
-benchmarks/out/) so the score can be revisited without re-generating; greedy decoding makes
-the cached decisions those of a fresh run, and the A/B timing is always measured live.
+Per-token ids, log-probs, entropies and times are cached (`--traces`, JSONL in the output
+folder, `benchmarks._report.out_dir`: `benchmarks/out/` in a source checkout) so the score can
+be revisited without re-generating; greedy decoding makes the cached decisions those of a
+fresh run, and the A/B timing is always measured live.
 
 Also reported: what relaxing "the same decisions" would buy (single checkpoints, held out),
 and the ceiling of this family of rules — the narrowest margins that keep every answer the
@@ -487,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=at_least(0), default=1,
                         help="0 = the engine default")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--traces", default="", help="trace cache file name in benchmarks/out")
+    parser.add_argument("--traces", default="", help="trace cache file name in the output folder")
     parser.add_argument("--no-cache", action="store_true", help="generate every trace afresh")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

@@ -11,7 +11,8 @@ Speed, per engine x model: time to first token, decode tokens/s and peak RSS. Ea
 runs in its own worker process (so its peak RSS is its own), the workers take turns prompt by
 prompt (interleaved, so load on the machine hits all alike), and ratios are to llama.cpp in
 the same run. The OpenAI-server engine talks to llama-cpp-python's server on a loopback port;
-its RSS is the server's. Prints a table, writes benchmarks/out/engines.png, and ends stdout
+its RSS is the server's. Prints a table, writes engines.png to the output folder
+(`benchmarks._report.out_dir`: `benchmarks/out/` in a source checkout), and ends stdout
 with one JSON object whose last key, "results", lists {engine, model, decode_tok_s, ttft_ms,
 rss_mb}.
 """
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._report import at_least, strict_json
+from benchmarks._report import at_least, out_path, strict_json
 from kernels import Engine, GenerationParams, Message, generate
 
 PARITY_PROMPTS = (
@@ -49,7 +50,6 @@ SPEED_PROMPTS = (
     "Explain how a bicycle works.",
     "Describe your ideal holiday in detail.",
 )
-OUT = Path(__file__).parent / "out"
 
 
 def parity(reference: Engine, other: Engine, max_tokens: int = 32) -> dict[str, Any]:
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in results
         if r["model"] in base and r["engine"] != "llama.cpp"
     ]
-    png = OUT / "engines.png"
+    png = out_path("engines.png")
     chart(results, png)
 
     print(f"{'engine':<20}{'model':<15}{'decode tok/s':>13}{'TTFT ms':>10}{'RSS MB':>9}")
