@@ -50,10 +50,18 @@ def client_for(gw: RunningGateway, credential: str | None = None, **kw: object) 
     return OffloadClient(OffloadConfig(url=gw.url, credential=cred, **kw))  # type: ignore[arg-type]
 
 
-def sealed(gw: RunningGateway, chat: dict[str, object] = CHAT, **kw: object) -> tuple[bytes, bytes]:
-    """A sealed envelope for the gateway's current key; (envelope, response key)."""
-    cred = DeviceCredential.parse(kw.pop("credential", gw.home.credential))  # type: ignore[arg-type]
-    doc = httpx.get(gw.url + "/v1/keys").json()
+def _url(gw: RunningGateway | str) -> str:
+    return gw if isinstance(gw, str) else gw.url
+
+
+def sealed(
+    gw: RunningGateway | str, chat: dict[str, object] = CHAT, **kw: object
+) -> tuple[bytes, bytes]:
+    """A sealed envelope for the gateway's current key; (envelope, response key). `gw` may be
+    a gateway process's base URL, with the device's `credential=` given."""
+    home_credential = "" if isinstance(gw, str) else gw.home.credential
+    cred = DeviceCredential.parse(kw.pop("credential", home_credential))  # type: ignore[arg-type]
+    doc = httpx.get(_url(gw) + "/v1/keys").json()
     (key,) = verify_keys_document(doc, cred.identity_key())
     s = seal_request(
         json.dumps(chat).encode(),
@@ -88,9 +96,11 @@ def device_meta(**fields: Any) -> bytes:
     return json.dumps({**meta, **fields}).encode()
 
 
-def post(gw: RunningGateway, body: bytes, ctype: str = REQUEST_CONTENT_TYPE) -> httpx.Response:
+def post(
+    gw: RunningGateway | str, body: bytes, ctype: str = REQUEST_CONTENT_TYPE
+) -> httpx.Response:
     return httpx.post(
-        gw.url + "/v1/sealed/chat/completions", content=body, headers={"Content-Type": ctype}
+        _url(gw) + "/v1/sealed/chat/completions", content=body, headers={"Content-Type": ctype}
     )
 
 

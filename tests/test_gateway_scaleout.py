@@ -4,24 +4,15 @@ replicas), and two usage stores on one SQLite file (totals add up)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from redis import Redis
 
-from cloud_gateway.protocol import (
-    REQUEST_CONTENT_TYPE,
-    DeviceCredential,
-    seal_request,
-    verify_keys_document,
-)
 from cloud_gateway.usage_sqlite import SqliteUsageStore
 from tests.conftest_gateway import GatewayHome, spawn_gateway, wait_for_fresh_minute
-
-CHAT = {"model": "fixed", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+from tests.test_gateway import post, sealed
 
 
 @pytest.fixture
@@ -48,34 +39,13 @@ def replicas(
                 proc.stderr.close()
 
 
-def _seal(url: str, credential: str) -> bytes:
-    cred = DeviceCredential.parse(credential)
-    (key,) = verify_keys_document(httpx.get(url + "/v1/keys").json(), cred.identity_key())
-    return seal_request(
-        json.dumps(CHAT).encode(),
-        kem=key.kem,
-        key_id=key.key_id,
-        gateway_key=key.public_key,
-        device_id=cred.device_id,
-        device_key=cred.signing_key(),
-    ).envelope
-
-
-def _post(url: str, envelope: bytes) -> httpx.Response:
-    return httpx.post(
-        url + "/v1/sealed/chat/completions",
-        content=envelope,
-        headers={"Content-Type": REQUEST_CONTENT_TYPE},
-    )
-
-
 def test_envelope_replayed_to_another_replica_is_rejected(
     replicas: tuple[str, str], gateway_home: GatewayHome
 ) -> None:
     a, b = replicas
-    envelope = _seal(a, gateway_home.credential)
-    assert _post(a, envelope).status_code == 200
-    replay = _post(b, envelope)
+    envelope, _ = sealed(a, credential=gateway_home.credential)
+    assert post(a, envelope).status_code == 200
+    replay = post(b, envelope)
     assert replay.status_code == 409
     assert replay.json()["error"]["code"] == "replayed_nonce"
 
@@ -85,7 +55,7 @@ def test_rate_limit_is_shared_by_the_replicas(
 ) -> None:
     a, b = replicas
     cred = gateway_home.credential
-    statuses = [_post(url, _seal(url, cred)).status_code for url in (a, b, a, b)]
+    statuses = [post(url, sealed(url, credential=cred)[0]).status_code for url in (a, b, a, b)]
     assert statuses == [200, 200, 200, 429]  # 3 per minute in total, not per replica
 
 
