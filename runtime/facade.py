@@ -92,6 +92,18 @@ def _last_user_text(messages: Sequence[Message]) -> str:
     return next((m.content for m in reversed(messages) if m.role == "user"), "")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _LoadedRouter:
+    """The router file last tried (`policy.router_path`): the router it holds, or, when it
+    could not be loaded, why not and the file's mtime then (a file replaced since is tried
+    again)."""
+
+    path: str
+    router: LearnedRouter | None = None
+    problem: str = ""
+    mtime_ns: int | None = None
+
+
 class Runtime:
     """The device side of Tandem."""
 
@@ -127,9 +139,7 @@ class Runtime:
             cloud = CloudPath(client, config.privacy)
         self.cloud = cloud
         self.telemetry = Telemetry.from_setting(config.runtime.telemetry_path)
-        # (its path, the router) — or, when that file could not be loaded, (its path, why,
-        # the file's mtime): a file replaced since is tried again
-        self._router: tuple[str, LearnedRouter] | tuple[str, str, int | None] | None = None
+        self._router: _LoadedRouter | None = None  # loaded on first use
         self._speed: dict[str, float] = {}
         # Loaded at start, so an unusable state file is reported (and set aside) at once.
         self._online: OnlineRouter | None = None
@@ -389,11 +399,11 @@ class Runtime:
         if not (policy.use_router and path):
             return None, ""
         loaded = self._router
-        if loaded is not None and loaded[0] == path:
-            if len(loaded) == 2:
-                return loaded[1].verdict(prompt), ""
-            if loaded[2] == _mtime_ns(path):  # the same unusable file
-                return None, loaded[1]
+        if loaded is not None and loaded.path == path:
+            if loaded.router is not None:
+                return loaded.router.verdict(prompt), ""
+            if loaded.mtime_ns == _mtime_ns(path):  # the same unusable file
+                return None, loaded.problem
         from runtime.router.base import RouterError
 
         try:
@@ -405,9 +415,9 @@ class Runtime:
                    f"{exc}" if isinstance(exc, ImportError) else str(exc))
             problem = f"policy.router_path unusable, routing without it: {why}"
             log.warning("%s", problem)
-            self._router = (path, problem, _mtime_ns(path))
+            self._router = _LoadedRouter(path, problem=problem, mtime_ns=_mtime_ns(path))
             return None, problem
-        self._router = (path, router)
+        self._router = _LoadedRouter(path, router)
         return router.verdict(prompt), ""
 
     def _budget_used(self) -> BudgetState:

@@ -209,6 +209,32 @@ def test_a_running_runtime_loads_a_new_router_file_on_next_use(
         assert second.score == pytest.approx(first.score)  # same model, new threshold
 
 
+def test_an_unusable_router_file_is_read_once_until_it_is_replaced(
+    trained: LearnedRouter, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+
+    from runtime.config import load_config
+    from runtime.facade import Runtime
+    from runtime.policy import PolicyConfig
+
+    path = tmp_path / "router.npz"
+    path.write_text("prompt,weak,strong\n")  # a CSV where the router file should be
+    cfg = load_config(env={}).replace(policy=PolicyConfig(router_path=str(path)))
+    prompt = "Which of the following is a prime number? A. 4 B. 6 C. 7 D. 9"
+    with Runtime(cfg) as rt, caplog.at_level("WARNING", logger="tandem.runtime"):
+        first = rt._router_verdict(prompt)
+        again = rt._router_verdict(prompt)
+        before = path.stat().st_mtime_ns
+        save_router(trained.with_threshold(-10.0), path)  # all to the cloud
+        os.utime(path, ns=(before + 10**9, before + 10**9))  # a later mtime, however coarse
+        replaced, problem = rt._router_verdict(prompt)
+    assert first[0] is None and "not an .npz archive" in first[1]
+    assert again == first
+    assert [r.getMessage() for r in caplog.records] == [first[1]]  # read and logged once
+    assert replaced is not None and replaced.wants_cloud and problem == ""
+
+
 def test_stem_words_have_columns_of_their_own() -> None:
     spec = FeatureSpec(word_bits=12, char_bits=12, stem_bits=12)
     prompts = ["Which gas do plants absorb?\nA. oxygen\nB. carbon dioxide\nAnswer:",
