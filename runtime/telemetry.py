@@ -23,6 +23,13 @@ from runtime.result import Result
 if TYPE_CHECKING:
     from runtime.choice import ChoiceResult
 
+# `day` is the answer's local date (YYYY-MM-DD) in the time zone it was written in. Tandem
+# itself does not read it: the daily budget counts by `ts` from the current local midnight
+# (`cloud_tokens_today`), right even after a change of time zone. It is kept, still written:
+# every existing file has it NOT NULL, so a writer must fill it there anyway, and leaving it
+# out of new files only would mean two layouts and files an earlier Tandem cannot write to;
+# it also serves whoever reads the file by hand (`GROUP BY day`). Its index is gone — nothing
+# queries by day — and is dropped from older files (an index holds no data of its own).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
     id TEXT PRIMARY KEY,
@@ -47,7 +54,7 @@ CREATE TABLE IF NOT EXISTS answers (
     feedback_ts REAL,
     feedback_note TEXT
 );
-CREATE INDEX IF NOT EXISTS answers_day ON answers (day, source);
+DROP INDEX IF EXISTS answers_day;
 CREATE INDEX IF NOT EXISTS answers_ts ON answers (ts, source);
 """
 
@@ -209,7 +216,7 @@ class Telemetry:
 
 
 def _day(ts: float) -> str:
-    """The local date of `ts` (the `day` column; the budget reads `ts`)."""
+    """The local date of `ts` (the `day` column, kept for readers of the file; see SCHEMA)."""
     return time.strftime("%Y-%m-%d", time.localtime(ts))
 
 

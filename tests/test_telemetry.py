@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -140,3 +142,67 @@ def test_a_stream_closed_early_is_logged_like_a_cancelled_one(engine: Engine,
     again = rt.telemetry.answer(stream.id)
     assert again is not None and again["feedback"] == 1
     rt.close()
+
+
+# The answers table and indexes as Tandem 0.1.0 created them (before answers_day was dropped).
+OLD_SCHEMA = """
+CREATE TABLE answers (
+    id TEXT PRIMARY KEY, ts REAL NOT NULL, day TEXT NOT NULL, mode TEXT NOT NULL,
+    source TEXT NOT NULL, reason TEXT NOT NULL, prompt TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, confidence REAL,
+    mean_logprob REAL, min_logprob REAL, mean_entropy REAL, ttft_ms REAL, total_ms REAL,
+    tokens_per_s REAL, finish_reason TEXT, decision TEXT, feedback INTEGER, feedback_ts REAL,
+    feedback_note TEXT
+);
+CREATE INDEX answers_day ON answers (day, source);
+CREATE INDEX answers_ts ON answers (ts, source);
+"""
+
+
+def _indexes(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {n for (n,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
+
+
+def _insert(tel: Telemetry, answer_id: str, source: str, tokens: int) -> None:
+    tel._insert(decision=None, id=answer_id, mode="prefer-local", source=source, reason="test",
+                prompt="p", prompt_tokens=tokens, completion_tokens=1)
+
+
+def test_a_new_database_has_the_day_column_but_no_index_on_it(tmp_path: Path) -> None:
+    path = tmp_path / "t.sqlite3"
+    tel = Telemetry(path)
+    _insert(tel, "a", "cloud", 4)
+    row = tel.answer("a")
+    tel.close()
+    assert row is not None and row["day"] == time.strftime("%Y-%m-%d", time.localtime(row["ts"]))
+    assert _indexes(path) == {"answers_ts"}
+
+
+def test_an_old_database_keeps_its_rows_and_loses_only_the_unused_index(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    now = time.time()
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_SCHEMA)
+        db.execute("INSERT INTO answers (id, ts, day, mode, source, reason, prompt, "
+                   "prompt_tokens, completion_tokens, feedback) "
+                   "VALUES ('old', ?, '2026-11-27', 'prefer-local', 'local', 'r', 'Old?', 3, 2, 1)",
+                   (now,))
+    db.close()
+    assert _indexes(path) == {"answers_day", "answers_ts"}
+    reader = Telemetry(path, read_only=True)  # router train --from-telemetry, before any write
+    assert [(r.prompt, r.weak) for r in reader.training_rows()] == [("Old?", 1)]
+    reader.close()
+    tel = Telemetry(path)
+    _insert(tel, "new", "cloud", 10)
+    old, new = tel.answer("old"), tel.answer("new")
+    assert old is not None and new is not None
+    assert (old["day"], old["prompt"], old["feedback"]) == ("2026-11-27", "Old?", 1)
+    assert new["day"] == time.strftime("%Y-%m-%d", time.localtime(new["ts"]))  # NOT NULL: filled
+    assert tel.cloud_tokens_today() == 11
+    tel.close()
+    assert _indexes(path) == {"answers_ts"}
+    again = Telemetry(path)  # opening it again changes nothing more
+    assert again.answer("old") == old
+    again.close()
