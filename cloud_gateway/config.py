@@ -27,7 +27,9 @@ class GatewayConfig:
 
     host: str = "127.0.0.1"
     port: int = 8089
-    state_dir: str = ""  # keys/, devices.sqlite3, usage.sqlite3; "" = ~/.local/state/tandem/gateway
+    # keys/, devices.sqlite3, usage.sqlite3; "" = $XDG_STATE_HOME/tandem/gateway
+    # ($XDG_STATE_HOME unset or empty: ~/.local/state), like the device's state files
+    state_dir: str = ""
     # Upstream: "" = the embedded engine from `kernels` (engine_spec); else an OpenAI-compatible
     # base URL such as http://127.0.0.1:8000/v1 (vLLM, llama.cpp server, a hosted API).
     upstream_url: str = ""
@@ -80,7 +82,8 @@ class GatewayConfig:
     def state_path(self) -> Path:
         if self.state_dir:
             return Path(self.state_dir).expanduser()
-        return Path.home() / ".local" / "state" / "tandem" / "gateway"
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "tandem" / "gateway"
 
 
 def _is_http_url(url: str) -> bool:

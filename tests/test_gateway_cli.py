@@ -193,3 +193,15 @@ def test_an_upstream_url_that_is_not_http_is_refused_at_start(
 def test_http_and_https_upstream_urls_are_accepted() -> None:
     for url in ("http://127.0.0.1:8000/v1", "https://api.example.com/v1"):
         assert load_gateway_config({"TANDEM_GATEWAY_UPSTREAM_URL": url}).upstream_url == url
+
+
+def test_the_default_state_dir_follows_xdg_state_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert GatewayConfig().state_path == tmp_path / "xdg" / "tandem" / "gateway"
+    monkeypatch.setenv("XDG_STATE_HOME", "")  # empty counts as unset, as for the device
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    home = tmp_path / "home"
+    assert GatewayConfig().state_path == home / ".local" / "state" / "tandem" / "gateway"
+    assert GatewayConfig(state_dir=str(tmp_path / "s")).state_path == tmp_path / "s"
