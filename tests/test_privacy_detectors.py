@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 import pytest
 
-from runtime.privacy import PrivacyConfig, PrivacyFilter, Span
+from runtime.privacy import PrivacyConfig, PrivacyFilter, Span, Vault
 from runtime.privacy.phones import PhoneDetector
 
 
@@ -62,6 +65,110 @@ def test_a_card_followed_by_expiry_or_cvv_is_still_a_card(
 )
 def test_card_numbers_failing_luhn_are_not_cards(privacy: PrivacyFilter, text: str) -> None:
     assert "CARD" not in labels(privacy, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        (
+            "My card is 4111 1111 1111 1111 exp 09/27 CVV 123, charge it.",
+            "My card is <CARD_1> exp <CARD_EXPIRY_1> CVV <CARD_CVV_1>, charge it.",
+        ),
+        (
+            "Card: 4111111111111111, expiry 09/2027, security code 123",
+            "Card: <CARD_1>, expiry <CARD_EXPIRY_1>, security code <CARD_CVV_1>",
+        ),
+        ("Visa 4111-1111-1111-1111 12/26 987", "Visa <CARD_1> <CARD_EXPIRY_1> <CARD_CVV_1>"),
+        ("card 5555 5555 5555 4444 05/27", "card <CARD_1> <CARD_EXPIRY_1>"),
+        ("amex 378282246310005 1234 11/28", "amex <CARD_1> <CARD_CVV_1> <CARD_EXPIRY_1>"),
+        ("pay 4111 1111 1111 1111; 10/28; 321", "pay <CARD_1>; <CARD_EXPIRY_1>; <CARD_CVV_1>"),
+        ("4111 1111 1111 1111\n12/26\n987", "<CARD_1>\n<CARD_EXPIRY_1>\n<CARD_CVV_1>"),
+        ("4111 1111 1111 1111 exp 09/27 123", "<CARD_1> exp <CARD_EXPIRY_1> <CARD_CVV_1>"),
+        ("4111 1111 1111 1111 and it expires 09/27", "<CARD_1> and it expires <CARD_EXPIRY_1>"),
+        ("Exp/CVV: 09/27 123", "Exp/CVV: <CARD_EXPIRY_1> <CARD_CVV_1>"),
+        ("expiry 09/27, cvv 123", "expiry <CARD_EXPIRY_1>, cvv <CARD_CVV_1>"),
+        ("my CVV2 is 1234.", "my CVV2 is <CARD_CVV_1>."),
+        ("CVV/CVC: 321", "CVV/CVC: <CARD_CVV_1>"),
+        ("Amex CID 1234", "Amex CID <CARD_CVV_1>"),
+        ("the card verification code is 456", "the card verification code is <CARD_CVV_1>"),
+        ("card expiration date (MM/YY): 09/27", "card expiration date (MM/YY): <CARD_EXPIRY_1>"),
+        ("visa valid thru 11/2029", "visa valid thru <CARD_EXPIRY_1>"),
+        ("debit card good thru 03-28", "debit card good thru <CARD_EXPIRY_1>"),
+        ("my card exp. Sep '27", "my card exp. <CARD_EXPIRY_1>"),
+        ("credit card expires September 2027", "credit card expires <CARD_EXPIRY_1>"),
+        ("card expired on 2027-09", "card expired on <CARD_EXPIRY_1>"),
+        (
+            "card 4111 1111 1111 1111 12/26 987, again 4111 1111 1111 1111 12/26 987",
+            "card <CARD_1> <CARD_EXPIRY_1> <CARD_CVV_1>, again <CARD_1> <CARD_EXPIRY_1> "
+            "<CARD_CVV_1>",
+        ),
+    ],
+)
+def test_card_security_data_is_redacted_and_restored(
+    privacy: PrivacyFilter, text: str, redacted: str
+) -> None:
+    vault = Vault()
+    red = privacy.redact(text, vault)
+    assert red.text == redacted
+    assert dict(red.counts) == Counter(re.findall(r"<([A-Z_]+)_\d+>", redacted))
+    assert privacy.restore(red.text, vault).text == text
+
+
+def test_card_security_data_through_redact_messages() -> None:
+    privacy = PrivacyFilter.from_config(PrivacyConfig())  # the default filter, spaCy and all
+    vault = Vault()
+    text = "My card is 4111 1111 1111 1111 exp 09/27 CVV 123, charge it."
+    red = privacy.redact_messages([{"role": "user", "content": text}], vault)
+    sent = red.messages[0]["content"]
+    assert sent == "My card is <CARD_1> exp <CARD_EXPIRY_1> CVV <CARD_CVV_1>, charge it."
+    assert red.to_dict() == {
+        "counts": {"CARD": 1, "CARD_CVV": 1, "CARD_EXPIRY": 1},
+        "blocked": None,
+    }
+    answer = "Charged <CARD_1> (expires <CARD_EXPIRY_1>); I never store <card_cvv_1>."
+    assert privacy.restore(answer, vault).text == (
+        "Charged 4111 1111 1111 1111 (expires 09/27); I never store 123."
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version 1.2/3",
+        "on 09/27 we meet",
+        "score 123",
+        "room 987",
+        "at 10:30, or 10:30:15",
+        "add 3/4 cup and 1/2 spoon",
+        "ratio 12/26 987",  # the form printed after a card number, with no card number
+        "card 4111 1111 1111 1112 12/26 987",  # fails Luhn: no card, so no card data either
+        "my card 4111 1111 1111 1111 arrives 09/27",  # a date, not next to the number
+        "the CVV has 3 or 4 digits",
+        "CVV 12 or CVV 12345",
+        "expected 09/27, experience 10/20",
+        "the coupon expires 12/31",  # a labelled expiry in a text about no card
+        "milk exp 5/20",
+        "my subscription expires 5/20, how many days left?",
+        "gain exp 1000 per level",
+        "exp(1/2)",
+        "card exp 13/27 or 00/27",  # no such month
+    ],
+)
+def test_numbers_that_are_not_card_security_data(privacy: PrivacyFilter, text: str) -> None:
+    assert not labels(privacy, text) & {"CARD_CVV", "CARD_EXPIRY"}
+    assert privacy.redact(text, Vault()).text == text.replace("4111 1111 1111 1111", "<CARD_1>")
+
+
+def test_a_full_date_after_an_expiry_word_stays_a_date(privacy: PrivacyFilter) -> None:
+    assert found(privacy, "card expires 09/27/2024") == [("09/27/2024", "DATE")]
+    assert found(privacy, "card expires March 30, 2026") == [("March 30, 2026", "DATE")]
+
+
+def test_card_expiry_is_card_data_even_with_dates_left_alone() -> None:
+    no_dates = PrivacyFilter.from_config(PrivacyConfig(ner="none", dates=False))
+    assert no_dates.redact("card 4111 1111 1111 1111 12/26 987", Vault()).text == (
+        "card <CARD_1> <CARD_EXPIRY_1> <CARD_CVV_1>"
+    )
 
 
 @pytest.mark.parametrize(

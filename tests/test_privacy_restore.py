@@ -18,7 +18,8 @@ PIECES = (
     "Maria Schmidt", "maria@example.com", "4111 1111 1111 1111", "<PERSON_1>", "[email 2]",
     "PERSON_3", "<RAW_1>", "+41 44 668 18 00", "10.0.0.1", " ", "<", ">", "_", "1", "KaR",
     "password: hunter22", "24 Clarke Avenue", "\n", "person_1", "Email_1", "PERSON1", "\\<",
-    "\\>", "&lt;", "&gt;", "&", "\\",
+    "\\>", "&lt;", "&gt;", "&", "\\", " 12/26 987", "exp 09/27", "CVV 123", "<CARD_CVV_1>",
+    "CARD_EXPIRY_1",
 )  # fmt: skip
 TEXT = (
     "Hi, I'm Maria Schmidt (maria.schmidt@example.com, +44 20 7946 0958). "
@@ -204,6 +205,28 @@ def test_drop_allow_and_block_actions() -> None:
     assert "4111" not in blocked.text
     with pytest.raises(PrivacyBlockError, match="contains CARD"):
         blocked.raise_if_blocked()
+
+
+@pytest.mark.parametrize(
+    ("config", "redacted", "blocked"),
+    [
+        ({}, "card <CARD_1> <CARD_EXPIRY_1> <CARD_CVV_1>", None),
+        ({"drop_types": ("CARD_CVV",)}, "card <CARD_1> <CARD_EXPIRY_1> [CARD_CVV]", None),
+        ({"allow_types": ("CARD_EXPIRY",)}, "card <CARD_1> 12/26 <CARD_CVV_1>", None),
+        (
+            {"block_types": ("CARD_CVV",)},
+            "card <CARD_1> <CARD_EXPIRY_1> <CARD_CVV_1>",
+            "contains CARD_CVV",
+        ),
+        ({"allow_types": ("CARD",)}, "card 4111 1111 1111 1111 <CARD_EXPIRY_1> <CARD_CVV_1>", None),
+    ],
+)
+def test_card_security_types_have_their_own_actions(
+    config: dict[str, tuple[str, ...]], redacted: str, blocked: str | None
+) -> None:
+    privacy = PrivacyFilter.from_config(PrivacyConfig(ner="none", **config))  # type: ignore[arg-type]
+    red = privacy.redact("card 4111 1111 1111 1111 12/26 987", Vault())
+    assert (red.text, red.blocked) == (redacted, blocked)
 
 
 def test_stay_local_categories_and_keywords_keep_the_request_local() -> None:

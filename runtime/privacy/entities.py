@@ -12,6 +12,8 @@ PERSON = "PERSON"
 EMAIL = "EMAIL"
 PHONE = "PHONE"
 CARD = "CARD"
+CARD_CVV = "CARD_CVV"  # the card's verification value (CVV/CVC/CID): never to leave as is
+CARD_EXPIRY = "CARD_EXPIRY"  # a card's expiry date (MM/YY), labelled or printed after the number
 IBAN = "IBAN"
 SSN = "SSN"
 NATIONAL_ID = "NATIONAL_ID"
@@ -25,16 +27,19 @@ ORG = "ORG"
 RAW = "RAW"  # text that already looked like a placeholder in the input (kept reversible)
 
 ENTITY_TYPES: tuple[str, ...] = (
-    PERSON, EMAIL, PHONE, CARD, IBAN, SSN, NATIONAL_ID, IP, URL, DATE, SECRET, ADDRESS,
-    LOCATION, ORG,
+    PERSON, EMAIL, PHONE, CARD, CARD_CVV, CARD_EXPIRY, IBAN, SSN, NATIONAL_ID, IP, URL, DATE,
+    SECRET, ADDRESS, LOCATION, ORG,
 )  # fmt: skip
-STRUCTURED_TYPES: frozenset[str] = frozenset({EMAIL, PHONE, CARD, IBAN, SSN, NATIONAL_ID, IP})
+STRUCTURED_TYPES: frozenset[str] = frozenset(
+    {EMAIL, PHONE, CARD, CARD_CVV, CARD_EXPIRY, IBAN, SSN, NATIONAL_ID, IP}
+)
 
 # When two detections overlap, the higher rank wins (then the longer one): validated
 # structured values beat pattern guesses, which beat name heuristics.
 _RANK: dict[str, int] = {
-    RAW: 100, SECRET: 90, EMAIL: 85, URL: 80, IBAN: 75, CARD: 70, SSN: 65, NATIONAL_ID: 60,
-    IP: 55, DATE: 50, ADDRESS: 47, PHONE: 45, PERSON: 25, ORG: 20, LOCATION: 15,
+    RAW: 100, SECRET: 90, EMAIL: 85, URL: 80, IBAN: 75, CARD: 70, CARD_CVV: 68, CARD_EXPIRY: 67,
+    SSN: 65, NATIONAL_ID: 60, IP: 55, DATE: 50, ADDRESS: 47, PHONE: 45, PERSON: 25, ORG: 20,
+    LOCATION: 15,
 }  # fmt: skip
 
 

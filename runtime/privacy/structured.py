@@ -1,8 +1,8 @@
 """Structured personal data: found by pattern, kept only if a validator agrees.
 
-E-mail addresses, URLs and domains, IP addresses, card numbers (Luhn), IBANs and national
-identifiers (`python-stdnum` checksums), and full dates. Phone numbers live in `phones`,
-credentials in `credentials`.
+E-mail addresses, URLs and domains, IP addresses, card numbers (Luhn) and their security
+data (CVV, expiry), IBANs and national identifiers (`python-stdnum` checksums), and full
+dates. Phone numbers live in `phones`, credentials in `credentials`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,19 @@ from stdnum.pl import pesel
 from stdnum.se import personnummer
 from stdnum.us import ssn as us_ssn
 
-from runtime.privacy.entities import CARD, DATE, EMAIL, IBAN, IP, NATIONAL_ID, SSN, URL, Span
+from runtime.privacy.entities import (
+    CARD,
+    CARD_CVV,
+    CARD_EXPIRY,
+    DATE,
+    EMAIL,
+    IBAN,
+    IP,
+    NATIONAL_ID,
+    SSN,
+    URL,
+    Span,
+)
 
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}(?![\w-])")
 _URL = re.compile(r"(?i)\b(?:https?://|ftp://|www\.)[^\s<>\"'`]+")
@@ -79,6 +91,51 @@ _DATES = (
     ),
     re.compile(rf"(?i)\b\d{{1,2}}(?:st|nd|rd|th)?(?: of)? {_MONTHS},? (?:19|20)\d\d\b"),
     re.compile(rf"(?i)\b{_MONTHS} \d{{1,2}}(?:st|nd|rd|th)?,? (?:19|20)\d\d\b"),
+)
+
+# A card's security data (PCI DSS: the CVV must never be sent; the expiry next to a card
+# number is card data too). Anywhere in the text after a label ("CVV 123", "exp 09/27",
+# "Exp/CVV: 09/27 123"); right after a card number also unlabelled, as cards print it
+# ("4111 ... 1111 12/26 987": a month/year, then maybe the CVV; or the CVV, then the date).
+# A labelled expiry counts only in a text about a card (a card number, a card word or a CVV
+# label in it): "the coupon expires 12/31" and "milk exp 5/20" are not card data.
+_CVV_LABEL = (
+    r"(?:cvv2?|cvc2?|cvn2?|cav2|cvd|csc|cid|(?:card\s+)?security\s+code|"
+    r"(?:card\s+)?verification\s+value|card\s+verification(?:\s+(?:code|number))?)"
+)
+_EXPIRY_LABEL = (
+    r"(?:exp(?:iry|iration|ire[sd]?|iring)?\b\.?(?:\s*date\b)?|"
+    r"(?:valid|good)\s+(?:thru|through)\b)(?:\s*\(\s*mm\s*/\s*yy(?:yy)?\s*\))?"
+)
+# Between a label and its value: "is", "no.", "on", a colon, a dash ... Repeats are bounded,
+# so that no run of labels or joining words costs more than linear time.
+_CVV_JOIN = r"(?:\s*(?:[:=#-]|(?:is|code|number|no|nr)\b\.?)){0,3}\s*"
+_EXPIRY_JOIN = r"(?:\s*(?:[:=#-]|(?:is|on|in|of|date)\b)){0,3}\s*"
+_MONTH_NUMBER = r"(?:0?[1-9]|1[0-2])"
+_MONTH_YEAR = rf"{_MONTH_NUMBER}\s?[/-]\s?(?:20)?\d\d"  # 09/27, 9/2027, 09-27, 09 / 27
+_EXPIRY_VALUE = (
+    rf"(?:{_MONTH_YEAR}|20\d\d[/-]{_MONTH_NUMBER}|"  # 2027-09
+    rf"{_MONTHS}\s*(?:'\d\d|20\d\d))"  # Sep 2027, September '27
+    r"(?!\d|[/.-]\d)"  # not the start of a full date (09/27/2024) or a longer number
+)
+_CVV_VALUE = r"\d{3,4}(?!\d|[/.,:-]\d)"
+# The lookaheads on the labels' first letters only make the scan ~3x faster.
+_CVV = re.compile(
+    rf"(?i)(?=[cvs])\b{_CVV_LABEL}(?:\s*/\s*{_CVV_LABEL}){{0,2}}\b{_CVV_JOIN}(?P<cvv>{_CVV_VALUE})"
+)
+_EXPIRY = re.compile(
+    rf"(?i)(?=[evg])\b{_EXPIRY_LABEL}(?:\s*(?:/|&|and)\s*(?P<both>{_CVV_LABEL})\b)?{_EXPIRY_JOIN}"
+    rf"(?P<exp>{_EXPIRY_VALUE})(?(both)[\s,;|/]{{1,3}}(?P<cvv>{_CVV_VALUE}))?"
+)
+_CARD_CUE = re.compile(
+    rf"(?i)\b(?:cards?|visa|master\s?card|amex|american\s+express|maestro|credit|debit|"
+    rf"{_CVV_LABEL})\b"
+)
+_SEP = r"[\s,;|]{1,3}"
+_AFTER_CARD = re.compile(
+    rf"(?i){_SEP}(?:{_EXPIRY_LABEL}{_EXPIRY_JOIN})?(?P<exp>{_MONTH_YEAR})(?!\d|[/.-]\d)"
+    rf"(?:{_SEP}(?:{_CVV_LABEL}\b{_CVV_JOIN})?(?P<cvv>{_CVV_VALUE}))?"
+    rf"|{_SEP}(?P<cvv_first>{_CVV_VALUE}){_SEP}(?P<exp_last>{_MONTH_YEAR})(?!\d|[/.-]\d)"
 )
 
 # Document numbers without a checksum: only after the document's name.
@@ -193,7 +250,32 @@ def _cards(text: str) -> Iterator[Span]:
                 break
             if len(digits) <= 19 and len(set(digits)) > 1 and luhn.is_valid(digits):
                 yield Span(m.start(), end, CARD, "luhn")
+                yield from _after_card(text, end)
                 break
+
+
+def _after_card(text: str, end: int) -> Iterator[Span]:
+    """The expiry and CVV printed right after a card number that ends at `end`."""
+    m = _AFTER_CARD.match(text, end)
+    if m is None:
+        return
+    for group, value in m.groupdict().items():
+        if value is not None:
+            label = CARD_EXPIRY if group.startswith("exp") else CARD_CVV
+            yield Span(m.start(group), m.end(group), label, "after-card")
+
+
+def _card_security(text: str) -> Iterator[Span]:
+    """Labelled CVVs anywhere in `text`, and labelled expiry dates if it is about a card."""
+    for m in _CVV.finditer(text):
+        yield Span(m.start("cvv"), m.end("cvv"), CARD_CVV, "cvv")
+    expiries = list(_EXPIRY.finditer(text))
+    if not expiries or not (_CARD_CUE.search(text) or any(s.label == CARD for s in _cards(text))):
+        return
+    for m in expiries:
+        yield Span(m.start("exp"), m.end("exp"), CARD_EXPIRY, "expiry")
+        if m.group("cvv") is not None:
+            yield Span(m.start("cvv"), m.end("cvv"), CARD_CVV, "cvv")
 
 
 def _ibans(text: str) -> Iterator[Span]:
@@ -243,11 +325,13 @@ def _dates(text: str) -> Iterator[Span]:
 
 
 class StructuredDetector:
-    """E-mail, URL/domain, IP, card, IBAN, SSN, national ID and date detection."""
+    """E-mail, URL/domain, IP, card (and its CVV and expiry), IBAN, SSN, national ID and date
+    detection. Card expiry dates are card data, found whatever `dates` says."""
 
     def __init__(self, *, dates: bool = True) -> None:
         self._finders: list[Callable[[str], Iterator[Span]]] = [
-            _emails, _urls, _ips, _cards, _ibans, _ssns, _national_ids, _documents,
+            _emails, _urls, _ips, _cards, _card_security, _ibans, _ssns, _national_ids,
+            _documents,
         ]  # fmt: skip
         if dates:
             self._finders.append(_dates)
