@@ -41,10 +41,11 @@ from runtime.privacy.filter import structured_detectors
 DATA = Path(__file__).parent / "data" / "pii"
 DEFAULT_DATASET = DATA / "synth_dataset_v2.json"
 STRUCTURED = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS")
-# Our labels -> the dataset's entity types.
+# Our labels -> the dataset's entity types (presidio has none for a CVV: CARD_CVV stays).
 TO_DATASET = {
     "PERSON": "PERSON", "EMAIL": "EMAIL_ADDRESS", "PHONE": "PHONE_NUMBER",
-    "CARD": "CREDIT_CARD", "IBAN": "IBAN_CODE", "SSN": "US_SSN", "NATIONAL_ID": "NATIONAL_ID",
+    "CARD": "CREDIT_CARD", "CARD_EXPIRY": "DATE_TIME", "IBAN": "IBAN_CODE", "SSN": "US_SSN",
+    "NATIONAL_ID": "NATIONAL_ID",
     "IP": "IP_ADDRESS", "URL": "DOMAIN_NAME", "DATE": "DATE_TIME", "ADDRESS": "STREET_ADDRESS",
     "LOCATION": "GPE", "ORG": "ORGANIZATION", "SECRET": "SECRET",
 }  # fmt: skip
