@@ -113,7 +113,7 @@ def _state_context(
         redis: Redis | None = None
         nonces: NonceStore
         usage: UsageStore
-        flusher: asyncio.Task[None] | None = None
+        sqlite_usage: SqliteUsageStore | None = None
         if config.redis_url:
             redis = Redis.from_url(config.redis_url)
             try:
@@ -125,9 +125,10 @@ def _state_context(
         else:
             sqlite_usage = SqliteUsageStore(state_dir / "usage.sqlite3", config.usage_flush_s)
             nonces, usage = MemoryNonceStore(), sqlite_usage
-            flusher = asyncio.create_task(_flush_every(sqlite_usage, config.usage_flush_s))
         registry = DeviceRegistry(state_dir / "devices.sqlite3")
         limiter = RateLimiter(usage, config.requests_per_minute, config.tokens_per_day)
+        app[METRICS_KEY].uncharged_tokens.set_function(lambda: limiter.uncharged_tokens)
+        upkeep = asyncio.create_task(_usage_upkeep(limiter, sqlite_usage, config.usage_flush_s))
         upstream = given if given is not None else _build_upstream(config, engine)
         app[STATE_KEY] = GatewayState(
             config=config,
@@ -149,12 +150,12 @@ def _state_context(
         try:
             yield
         finally:
-            if flusher is not None:
-                flusher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await flusher
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
             if given is None:
                 await upstream.close()
+            await limiter.close()  # charges the store refused: a last try, then the log
             await usage.close()
             await nonces.close()
             registry.close()
@@ -164,10 +165,18 @@ def _state_context(
     return context
 
 
-async def _flush_every(store: SqliteUsageStore, interval_s: float) -> None:
+async def _usage_upkeep(
+    limiter: RateLimiter, sqlite_usage: SqliteUsageStore | None, interval_s: float
+) -> None:
+    """Every `interval_s`: write SQLite usage, and apply charges the store refused before."""
     while True:
         await asyncio.sleep(interval_s)
-        store.flush()
+        try:
+            if sqlite_usage is not None:
+                sqlite_usage.flush()
+            await limiter.apply_uncharged()
+        except Exception:  # noqa: BLE001 - logged; the next round tries again
+            logging.getLogger(LOGGER_NAME).exception("usage upkeep failed")
 
 
 @web.middleware

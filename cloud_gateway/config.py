@@ -48,7 +48,9 @@ class GatewayConfig:
     requests_per_minute: int = 120  # per device; 0 = unlimited
     tokens_per_day: int = 1_000_000  # per device, UTC day; 0 = unlimited
     device_cache_s: float = 1.0  # a revocation takes effect within this
-    usage_flush_s: float = 1.0  # SQLite usage is written at most this often (and at shutdown)
+    # SQLite usage is written at most this often (and at shutdown); charges the usage store
+    # could not take (Redis down) are retried this often
+    usage_flush_s: float = 1.0
     log_level: str = "info"
 
     def __post_init__(self) -> None:

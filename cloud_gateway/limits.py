@@ -3,17 +3,33 @@
 Counting lives behind `UsageStore` (SQLite for one gateway, Redis for replicas); the policy
 (what is over the limit and for how long) lives here. Windows are fixed: a minute bucket for
 requests and a UTC-day bucket for tokens, so `Retry-After` is the time to the next bucket.
+
+A finished request is charged even when the store cannot take the charge at that moment
+(Redis unreachable): the charge is kept here, summed per device and day, and applied to the
+day it was incurred at the next store call that works (before the next admission or charge,
+every `usage_flush_s` from the app, and once more at shutdown). A kept charge that was sent
+once is re-sent under its own id, which the store applies at most once, so a reply lost with
+the connection cannot charge it twice.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
+import time
+import uuid
+from dataclasses import dataclass
 from typing import Protocol
 
-from cloud_gateway.errors import RateLimited
+from cloud_gateway.errors import RateLimited, StoreUnavailable
+from cloud_gateway.logs import LOGGER_NAME
 
 MINUTE = 60
 DAY = 86_400
+MAX_UNCHARGED = 100_000  # (device, day) charges kept while the store is down; more are dropped
+
+log = logging.getLogger(LOGGER_NAME)
 
 
 class UsageStore(Protocol):
@@ -23,24 +39,54 @@ class UsageStore(Protocol):
         """Count one request; return (requests in this minute including it, tokens today)."""
         ...
 
-    async def add_tokens(self, device: str, day: int, tokens: int) -> None:
-        """Add the tokens a finished request used."""
+    async def add_tokens(
+        self, device: str, day: int, tokens: int, charge_id: str | None = None
+    ) -> None:
+        """Add the tokens a finished request used to `day`; a `charge_id` already applied
+        is not applied again (a charge re-sent after a failure)."""
         ...
 
     async def close(self) -> None: ...
 
 
+@dataclass(slots=True)
+class _Charge:
+    device: str
+    day: int
+    tokens: int
+
+
 class RateLimiter:
     """Raises `RateLimited` (429 + Retry-After) when a device is over a limit; 0 = unlimited."""
 
-    def __init__(self, store: UsageStore, requests_per_minute: int, tokens_per_day: int) -> None:
+    def __init__(
+        self,
+        store: UsageStore,
+        requests_per_minute: int,
+        tokens_per_day: int,
+        *,
+        max_uncharged: int = MAX_UNCHARGED,
+    ) -> None:
         self.store = store
         self.requests_per_minute = requests_per_minute
         self.tokens_per_day = tokens_per_day
+        self._max_uncharged = max_uncharged
+        # Charges the store refused: never sent (summed per device and day), and sent once
+        # or more under an id (kept as they were sent, since the store may hold them already).
+        self._unsent: dict[tuple[str, int], int] = {}
+        self._sent: dict[str, _Charge] = {}
+        self._uncharged = 0  # their tokens
+        self._applying = asyncio.Lock()
+
+    @property
+    def uncharged_tokens(self) -> int:
+        """Tokens used but not yet charged to the store (it was unavailable)."""
+        return self._uncharged
 
     async def admit(self, device: str, now: float) -> None:
         """Count this request against the device's limits, or raise `RateLimited`."""
         minute, day = int(now // MINUTE), int(now // DAY)
+        await self.apply_uncharged()  # first, so that the quota below counts them
         requests, tokens = await self.store.count_request(device, minute, day)
         if self.tokens_per_day and tokens >= self.tokens_per_day:
             raise RateLimited(
@@ -55,7 +101,87 @@ class RateLimiter:
                 limit="requests_per_minute",
             )
 
-    async def record(self, device: str, tokens: int, now: float) -> None:
-        """Charge the tokens of a finished request to today's quota."""
-        if tokens > 0:
-            await self.store.add_tokens(device, int(now // DAY), tokens)
+    async def record(self, device: str, tokens: int, now: float) -> bool:
+        """Charge the tokens of a finished request to the quota of `now`'s day. True if the
+        store took the charge; False if it is kept to be applied later (store unavailable)."""
+        if tokens <= 0:
+            return True
+        day = int(now // DAY)
+        if await self.apply_uncharged():
+            try:
+                await self.store.add_tokens(device, day, tokens)
+                return True
+            except StoreUnavailable:
+                pass
+        self._keep(device, day, tokens)
+        return False
+
+    def _keep(self, device: str, day: int, tokens: int) -> None:
+        key = (device, day)
+        if key not in self._unsent and len(self._unsent) + len(self._sent) >= self._max_uncharged:
+            log.error(
+                "usage dropped",
+                extra={"fields": {"device": device, "day": _date(day), "tokens": tokens,
+                                  "reason": f"{self._max_uncharged} charges already kept"}},
+            )
+            return
+        self._unsent[key] = self._unsent.get(key, 0) + tokens
+        self._uncharged += tokens
+        log.warning(
+            "usage charge deferred",
+            extra={"fields": {"device": device, "day": _date(day), "tokens": tokens,
+                              "uncharged_tokens": self.uncharged_tokens}},
+        )
+
+    async def apply_uncharged(self) -> bool:
+        """Apply the kept charges, each to its own day. False if the store failed again
+        (what is left stays kept); True otherwise, also when another call is applying."""
+        if (not self._unsent and not self._sent) or self._applying.locked():
+            return True
+        async with self._applying:
+            applied = 0
+            # Charges already sent once go first: a store still down fails on one of them,
+            # so retries do not split the summed, unsent ones into ever more ids.
+            while self._sent or self._unsent:
+                if self._sent:
+                    charge_id = next(iter(self._sent))
+                    charge = self._sent[charge_id]
+                else:
+                    (device, day), tokens = next(iter(self._unsent.items()))
+                    del self._unsent[(device, day)]
+                    charge_id, charge = uuid.uuid4().hex, _Charge(device, day, tokens)
+                    self._sent[charge_id] = charge
+                try:
+                    await self.store.add_tokens(
+                        charge.device, charge.day, charge.tokens, charge_id=charge_id
+                    )
+                except StoreUnavailable:
+                    if applied:
+                        log.info("deferred usage charged", extra={"fields": {"tokens": applied}})
+                    return False
+                del self._sent[charge_id]
+                self._uncharged -= charge.tokens
+                applied += charge.tokens
+            log.info("deferred usage charged", extra={"fields": {"tokens": applied}})
+            return True
+
+    async def close(self) -> None:
+        """At shutdown: try the kept charges once more and log those still not charged."""
+        if await self.apply_uncharged():
+            return
+        left = [*((d, day, t) for (d, day), t in self._unsent.items()),
+                *((c.device, c.day, c.tokens) for c in self._sent.values())]
+        for device, day, tokens in left:
+            log.warning(
+                "usage not charged",
+                extra={"fields": {"device": device, "day": _date(day), "tokens": tokens}},
+            )
+        log.error(
+            "usage not charged at shutdown",
+            extra={"fields": {"charges": len(left), "tokens": sum(t for _, _, t in left)}},
+        )
+
+
+def _date(day: int) -> str:
+    """A UTC day number as YYYY-MM-DD, for logs."""
+    return time.strftime("%Y-%m-%d", time.gmtime(day * DAY))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -20,6 +20,7 @@ class GatewayMetrics:
     tokens: Counter  # labels: kind (prompt, completion)
     rejections: Counter  # labels: code (malformed_envelope, replayed_nonce, ...)
     rate_limited: Counter  # labels: limit (requests_per_minute, tokens_per_day)
+    uncharged_tokens: Gauge  # tokens served but not yet charged (the usage store was down)
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
@@ -66,6 +67,12 @@ def create_metrics() -> GatewayMetrics:
             "tandem_gateway_rate_limited",
             "Requests refused by a rate limit or quota",
             ["limit"],
+            registry=registry,
+        ),
+        uncharged_tokens=Gauge(
+            "tandem_gateway_uncharged_tokens",
+            "Tokens served but not yet charged to a device's quota (the usage store was "
+            "unavailable); charged when it is back",
             registry=registry,
         ),
     )

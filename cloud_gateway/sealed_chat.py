@@ -20,7 +20,6 @@ from cloud_gateway.admission import Admitted
 from cloud_gateway.errors import (
     GatewayError,
     PayloadTooLarge,
-    StoreUnavailable,
     UnsupportedMediaType,
     UpstreamError,
     UpstreamRateLimited,
@@ -198,14 +197,8 @@ async def _account(
     started: float,
     kind: str,
 ) -> None:
-    now = time.time()
-    try:
-        await state.limiter.record(admitted.device_id, tally.total, now)
-    except StoreUnavailable:  # the answer is already computed: deliver it uncharged
-        state.log.warning(
-            "usage not recorded",
-            extra={"fields": {"device": admitted.device_id, "tokens": tally.total}},
-        )
+    # A store that cannot take the charge now (Redis down) gets it later: the limiter keeps it.
+    await state.limiter.record(admitted.device_id, tally.total, time.time())
     metrics = state.metrics
     metrics.requests.labels(outcome).inc()
     elapsed = time.perf_counter() - started

@@ -1,7 +1,9 @@
 """Usage counters in Redis: limits shared by every gateway replica.
 
 Keys: `tandem:rpm:{device}:{minute}` (expires after 2 minutes), `tandem:tok:{device}:{day}`
-and `tandem:req:{device}:{day}` (expire after 2 days). Durability is Redis's (RDB/AOF).
+and `tandem:req:{device}:{day}` (expire after 2 days), and `tandem:charge:{id}` (2 days) for
+each charge re-sent after Redis failed, so that it is added once however often it is sent.
+Durability is Redis's (RDB/AOF).
 """
 
 from __future__ import annotations
@@ -13,6 +15,16 @@ from cloud_gateway.errors import StoreUnavailable
 
 _MINUTE_TTL = 120
 _DAY_TTL = 2 * 86_400
+
+# KEYS: the token counter, the charge's marker; ARGV: tokens, TTL. Atomic: the marker is set
+# if and only if the tokens are added.
+_ADD_ONCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+  redis.call('INCRBY', KEYS[1], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
 
 
 class RedisUsageStore:
@@ -39,9 +51,18 @@ class RedisUsageStore:
             raise StoreUnavailable("the rate-limit store is unreachable; retry later") from exc
         return int(requests), int(tokens or 0)
 
-    async def add_tokens(self, device: str, day: int, tokens: int) -> None:
-        """Add a finished request's tokens to today's shared total."""
+    async def add_tokens(
+        self, device: str, day: int, tokens: int, charge_id: str | None = None
+    ) -> None:
+        """Add a finished request's tokens to the day's shared total (once per `charge_id`)."""
         key = f"{self._prefix}tok:{device}:{day}"
+        if charge_id is not None:
+            marker = f"{self._prefix}charge:{charge_id}"
+            try:
+                await self._redis.eval(_ADD_ONCE, 2, key, marker, tokens, _DAY_TTL)
+            except RedisError as exc:
+                raise StoreUnavailable("the rate-limit store is unreachable") from exc
+            return
         pipe = self._redis.pipeline(transaction=False)
         pipe.incrby(key, tokens)
         pipe.expire(key, _DAY_TTL)

@@ -66,8 +66,11 @@ class SqliteUsageStore:
         self._maybe_flush()
         return count, totals[1]
 
-    async def add_tokens(self, device: str, day: int, tokens: int) -> None:
-        """Add a finished request's tokens to today's total."""
+    async def add_tokens(
+        self, device: str, day: int, tokens: int, charge_id: str | None = None
+    ) -> None:
+        """Add a finished request's tokens to the day's total. (This store never raises
+        `StoreUnavailable`, so no charge is re-sent to it: `charge_id` is not needed.)"""
         self._day(device, day)[1] += tokens
         self._pending.setdefault((device, day), [0, 0])[1] += tokens
         self._maybe_flush()

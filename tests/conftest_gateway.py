@@ -185,12 +185,13 @@ def gateway(start_gateway: GatewayFactory) -> RunningGateway:
     return start_gateway()
 
 
-def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A real redis-server on a free port, saving nothing; (process, URL). Stop it yourself."""
+def start_redis(folder: Path, port: int = 0) -> tuple[subprocess.Popen[bytes], str]:
+    """A real redis-server on `port` (0: a free one), saving nothing; (process, URL). Stop it
+    yourself. Started again on the port of one stopped, it is that Redis back, emptied."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (CI installs it with apt)")
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             binary,

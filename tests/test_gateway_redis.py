@@ -1,31 +1,40 @@
-"""The gateway when its Redis goes away: 503 store_unavailable, not ready, and a clear exit."""
+"""The gateway when its Redis goes away: 503 store_unavailable, not ready, a clear exit, and
+usage charged once Redis is back (never twice)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from cloud_gateway.fixed_upstream import ANSWER
+from cloud_gateway.limits import DAY, RateLimiter
 from cloud_gateway.protocol import (
     open_response,
 )
+from cloud_gateway.usage_redis import RedisUsageStore
 from tests.conftest_gateway import (
     REPO,
     GatewayFactory,
     GatewayHome,
+    RunningGateway,
     free_port,
     start_redis,
 )
-from tests.test_gateway import post, sealed
+from tests.test_gateway import _Records, post, sealed
 
 
 @pytest.fixture
@@ -131,3 +140,200 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(gateway_home: GatewayHome) -
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith(f"tandem gateway: cannot listen on 127.0.0.1:{port}: ")
     assert done.stderr.endswith("address already in use\n")
+
+
+class _Flapping:
+    """A Redis of the test's own on a fixed port, which the test stops and starts again
+    (empty: it saves nothing, like a Redis that lost its data)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self.proc, self.url = start_redis(folder)
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def start(self) -> None:
+        self.proc, _ = start_redis(self._folder, port=self.port)
+
+    def tokens(self, device: str, *days: int) -> int:
+        with Redis.from_url(self.url) as redis:
+            return sum(int(redis.get(f"tandem:tok:{device}:{d}") or 0) for d in set(days))
+
+
+@pytest.fixture
+def flapping(tmp_path: Path) -> Iterator[_Flapping]:
+    redis = _Flapping(tmp_path)
+    yield redis
+    redis.stop()
+
+
+class _UpstreamThatStopsRedisOnce:
+    """Answers 12 tokens like `_UpstreamThatOutlivesRedis`, stopping `redis` during the
+    answer it is asked to (after admission, before the charge)."""
+
+    def __init__(self, redis: _Flapping) -> None:
+        self._redis = redis
+        self.stop_redis = False
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.stop_redis:
+            self.stop_redis = False
+            self._redis.stop()
+        message = {"role": "assistant", "content": ANSWER}
+        usage = {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}
+        return {"object": "chat.completion", "choices": [{"message": message}], "usage": usage}
+
+    async def stream(self, request: dict[str, Any]) -> Any:
+        raise NotImplementedError
+        yield b""
+
+    async def ready(self) -> tuple[bool, str]:
+        return True, ""
+
+    async def close(self) -> None:
+        pass
+
+
+def _uncharged(gw: RunningGateway) -> float:
+    for line in httpx.get(gw.url + "/metrics").text.splitlines():
+        if line.startswith("tandem_gateway_uncharged_tokens "):
+            return float(line.split()[1])
+    raise AssertionError("no tandem_gateway_uncharged_tokens metric")
+
+
+def _today() -> int:
+    return int(time.time() // DAY)
+
+
+def test_usage_that_redis_missed_is_charged_once_at_the_next_request(
+    start_gateway: GatewayFactory, flapping: _Flapping
+) -> None:
+    upstream = _UpstreamThatStopsRedisOnce(flapping)
+    # No periodic retry here (an hour): the next request is what applies the kept charge.
+    gw = start_gateway(redis_url=flapping.url, upstream=upstream, usage_flush_s=3600.0)
+    first_day = _today()
+    upstream.stop_redis = True
+    envelope, key = sealed(gw)
+    resp = post(gw, envelope)
+    assert resp.status_code == 200  # delivered, though its 12 tokens could not be charged
+    assert json.loads(open_response(key, resp.content))["choices"][0]["message"]["content"]
+    assert _uncharged(gw) == 12.0
+    flapping.start()  # back, empty
+    assert post(gw, sealed(gw)[0]).status_code == 200
+    assert flapping.tokens("phone", first_day, _today()) == 24  # the kept 12 once, then 12
+    assert _uncharged(gw) == 0.0
+
+
+def test_usage_that_redis_missed_is_charged_by_the_periodic_retry(
+    start_gateway: GatewayFactory, flapping: _Flapping
+) -> None:
+    upstream = _UpstreamThatStopsRedisOnce(flapping)
+    gw = start_gateway(redis_url=flapping.url, upstream=upstream, usage_flush_s=0.1)
+    first_day = _today()
+    upstream.stop_redis = True
+    assert post(gw, sealed(gw)[0]).status_code == 200
+    flapping.start()
+    charged = 0
+    for _ in range(600):  # no request: the retry every usage_flush_s applies it
+        charged = flapping.tokens("phone", first_day, _today())
+        if charged:
+            break
+        time.sleep(0.05)
+    assert charged == 12
+    assert post(gw, sealed(gw)[0]).status_code == 200
+    assert flapping.tokens("phone", first_day, _today()) == 24
+    assert _uncharged(gw) == 0.0
+
+
+def test_charges_kept_while_redis_is_down_go_to_their_own_day_summed(
+    flapping: _Flapping,
+) -> None:
+    yesterday, today = 20_000, 20_001  # day numbers: `now` is given, not read
+
+    async def run() -> tuple[bool, ...]:
+        redis = AsyncRedis.from_url(flapping.url)
+        limiter = RateLimiter(RedisUsageStore(redis), 0, 0)
+        try:
+            flapping.stop()
+            kept = (
+                await limiter.record("phone", 5, yesterday * DAY + 100),
+                await limiter.record("phone", 7, yesterday * DAY + 86_000),
+                await limiter.record("tablet", 4, today * DAY + 10),
+            )
+            assert limiter.uncharged_tokens == 16
+            flapping.start()
+            charged = await limiter.record("phone", 3, today * DAY + 20)
+            assert limiter.uncharged_tokens == 0
+            return (*kept, charged)
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(run()) == (False, False, False, True)
+    assert flapping.tokens("phone", yesterday) == 12
+    assert flapping.tokens("phone", today) == 3
+    assert flapping.tokens("tablet", today) == 4
+
+
+def test_a_charge_sent_again_under_its_id_is_added_once(redis_url: str) -> None:
+    async def run() -> None:
+        redis = AsyncRedis.from_url(redis_url)
+        store = RedisUsageStore(redis, prefix="tandem-once:")
+        try:
+            for _ in range(3):  # as if each reply had been lost with the connection
+                await store.add_tokens("phone", 7, 21, charge_id="c-1")
+            await store.add_tokens("phone", 7, 2, charge_id="c-2")
+        finally:
+            await redis.aclose()
+
+    asyncio.run(run())
+    with Redis.from_url(redis_url) as redis:
+        assert int(redis.get("tandem-once:tok:phone:7") or 0) == 23
+        assert 0 < redis.ttl("tandem-once:tok:phone:7") <= 2 * DAY
+
+
+def test_kept_charges_are_bounded_and_what_is_dropped_is_logged(flapping: _Flapping) -> None:
+    logger, handler = logging.getLogger("tandem.gateway"), _Records()
+    logger.addHandler(handler)
+
+    async def run() -> int:
+        redis = AsyncRedis.from_url(flapping.url)
+        limiter = RateLimiter(RedisUsageStore(redis), 0, 0, max_uncharged=2)
+        try:
+            flapping.stop()
+            await limiter.record("phone", 5, 100.0)
+            await limiter.record("tablet", 7, 100.0)
+            await limiter.record("tablet", 1, 200.0)  # the same device and day: summed
+            await limiter.record("watch", 3, 100.0)  # a third (device, day): no room
+            return limiter.uncharged_tokens
+        finally:
+            await redis.aclose()
+
+    try:
+        assert asyncio.run(run()) == 13
+    finally:
+        logger.removeHandler(handler)
+    dropped = [r for r in handler.records if r.getMessage() == "usage dropped"]
+    assert [(r.fields["device"], r.fields["tokens"]) for r in dropped] == [("watch", 3)]  # type: ignore[attr-defined]
+
+
+def test_usage_still_uncharged_at_shutdown_is_logged_with_its_totals(
+    start_gateway: GatewayFactory, flapping: _Flapping
+) -> None:
+    upstream = _UpstreamThatStopsRedisOnce(flapping)
+    gw = start_gateway(redis_url=flapping.url, upstream=upstream, usage_flush_s=3600.0)
+    upstream.stop_redis = True
+    assert post(gw, sealed(gw)[0]).status_code == 200
+    logger, handler = logging.getLogger("tandem.gateway"), _Records()
+    logger.addHandler(handler)
+    try:
+        gw.server.stop()  # Redis is still down: the last try fails too
+    finally:
+        logger.removeHandler(handler)
+    left = {r.getMessage(): r.fields for r in handler.records}  # type: ignore[attr-defined]
+    assert left["usage not charged"]["device"] == "phone"
+    assert left["usage not charged"]["tokens"] == 12
+    assert left["usage not charged"]["day"] == time.strftime("%Y-%m-%d", time.gmtime())
+    assert left["usage not charged at shutdown"] == {"charges": 1, "tokens": 12}
