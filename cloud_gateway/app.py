@@ -5,6 +5,8 @@ Routes:
 - `GET /v1/keys`: the current HPKE public keys, signed by the gateway identity.
 - `GET /healthz` (alive), `GET /readyz` (a current key, the upstream and Redis reachable),
   `GET /metrics` (Prometheus).
+
+Run it with `RUN_OPTIONS` (`web.run_app(app, **RUN_OPTIONS)`, or `web.AppRunner`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Final, TypedDict
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -40,6 +43,16 @@ from cloud_gateway.usage_sqlite import SqliteUsageStore
 from kernels.base import Engine
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RunOptions(TypedDict):
+    handler_cancellation: bool
+
+
+# How the app must be served. aiohttp >= 3.9 cancels the handler of a client that disconnects
+# only when asked: without it, a device that leaves while the upstream is silent leaves the
+# upstream request running (and charged) until it answers or times out.
+RUN_OPTIONS: Final[RunOptions] = {"handler_cancellation": True}
 
 
 @dataclass(frozen=True, slots=True)

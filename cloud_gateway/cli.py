@@ -161,7 +161,7 @@ def _enroll_to_file(
 def _serve(config: GatewayConfig) -> int:
     from aiohttp import web
 
-    from cloud_gateway.app import create_app
+    from cloud_gateway.app import RUN_OPTIONS, create_app
     from cloud_gateway.keys import KeyRing
     from cloud_gateway.logs import configure_logging
 
@@ -183,7 +183,12 @@ def _serve(config: GatewayConfig) -> int:
     )
     try:
         web.run_app(
-            create_app(config), host=config.host, port=config.port, access_log=None, print=None
+            create_app(config),
+            host=config.host,
+            port=config.port,
+            access_log=None,
+            print=None,
+            **RUN_OPTIONS,
         )
     except OSError as exc:  # binding the port; Redis failures arrive as ConfigurationError
         where, reason = f"{config.host}:{config.port}", exc.strerror or exc

@@ -3,14 +3,21 @@
 Errors before admission are plain JSON 4xx (the gateway may not hold a response key yet);
 errors after admission (the upstream failed) are sealed, because an upstream error message
 can quote the request.
+
+A device that disconnects cancels its handler (the app runs with `handler_cancellation`,
+`app.RUN_OPTIONS`), also while the upstream is silent: the cancellation closes the upstream
+request at once, and the request is still charged for what it used and logged with outcome
+`client_disconnected`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -98,10 +105,23 @@ async def sealed_chat(
     admitted = await state.admission.admit(envelope, time.time())
     if admitted.chat.stream:
         return await _stream(request, state, admitted, started)
-    return await _complete(state, admitted, started)
+    return await _complete(request, state, admitted, started)
 
 
-async def _complete(state: GatewayState, admitted: Admitted, started: float) -> web.Response:
+# Logged as the status of a request whose device left before any answer was sent (nginx's
+# "client closed request"; nothing is sent with it).
+_CLIENT_CLOSED = 499
+
+
+def _cancelled_outcome(request: web.Request) -> str:
+    """Why a handler is being cancelled: its device left, or the server is shutting down."""
+    transport = request.transport
+    return "client_disconnected" if transport is None or transport.is_closing() else "cancelled"
+
+
+async def _complete(
+    request: web.Request, state: GatewayState, admitted: Admitted, started: float
+) -> web.Response:
     tally = _Tally(estimate=_prompt_estimate(admitted.chat.body))
     upstream_started = time.perf_counter()
     headers = {"Content-Type": RESPONSE_CONTENT_TYPE, "Cache-Control": "no-store"}
@@ -113,6 +133,12 @@ async def _complete(state: GatewayState, admitted: Admitted, started: float) -> 
     except UpstreamError as exc:
         reply, status, outcome = exc.to_body(), exc.status, exc.code
         headers.update(_error_headers(exc))
+    except asyncio.CancelledError:
+        # Raised inside the upstream call, which closed its connection on the way out. The
+        # upstream read the prompt: the prompt's estimate is charged.
+        outcome = _cancelled_outcome(request)
+        await _account(state, admitted, tally, outcome, _CLIENT_CLOSED, started, "complete")
+        raise
     finally:
         state.metrics.upstream_latency.observe(time.perf_counter() - upstream_started)
     body = seal_response(admitted.response_key, json.dumps(reply).encode())
@@ -167,9 +193,16 @@ async def _stream(
         await response.write(sealer.seal(json.dumps(trailer).encode(), final=True))
         await response.write_eof()
     except ConnectionError:
-        # Seen at the first write after the device left; closing `chunks` (finally) ends the
-        # upstream request, so the model stops generating for nobody.
+        # Seen at a write after the device left; closing `chunks` (finally) ends the upstream
+        # request, so the model stops generating for nobody.
         outcome = "client_disconnected"
+    except asyncio.CancelledError:
+        # The device left while the upstream was silent (before its first chunk, or between
+        # two): the cancellation ended the upstream request where it waited.
+        outcome = _cancelled_outcome(request)
+        if not response.prepared:
+            status = _CLIENT_CLOSED
+        raise
     finally:
         await chunks.aclose()
         state.metrics.upstream_latency.observe(time.perf_counter() - upstream_started)
@@ -189,6 +222,36 @@ async def _write_chunk(
 
 
 async def _account(
+    state: GatewayState,
+    admitted: Admitted,
+    tally: _Tally,
+    outcome: str,
+    status: int,
+    started: float,
+    kind: str,
+) -> None:
+    """Charge and log a request that reached the upstream, even if the device leaves now."""
+    await _to_the_end(_charge_and_log(state, admitted, tally, outcome, status, started, kind))
+
+
+async def _to_the_end(work: Awaitable[None]) -> None:
+    """Await `work` to its end even if this handler is cancelled meanwhile (its device left),
+    then pass the cancellation on: a charge is not dropped half-way."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():  # the work itself was cancelled (the loop is ending)
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
+
+
+async def _charge_and_log(
     state: GatewayState,
     admitted: Admitted,
     tally: _Tally,

@@ -78,12 +78,27 @@ class EngineUpstream:
         return messages, params
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Generate the whole answer in a worker thread; return a `chat.completion`."""
+        """Generate the whole answer in a worker thread; return a `chat.completion`.
+        Cancelled (the device left), it stops decoding after the current token."""
         engine = await self._get_engine()
         messages, params = self._prompt_and_params(request)
         async with self._turn:
+            cancel = threading.Event()
+            decoding = asyncio.ensure_future(
+                asyncio.to_thread(generate, engine, messages, params, cancel)
+            )
             try:
-                gen = await asyncio.to_thread(generate, engine, messages, params)
+                gen = await asyncio.shield(decoding)
+            except asyncio.CancelledError:
+                # The device left: stop decoding, and keep the engine (this lock) until the
+                # thread has let go of it, or the next request would decode on it meanwhile.
+                cancel.set()
+                while not decoding.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait({decoding})
+                if not decoding.cancelled():
+                    decoding.exception()  # retrieved: nobody wants it now
+                raise
             except ContextOverflowError as exc:
                 raise UpstreamRefusedRequest(str(exc), upstream_status=400) from None
             except EngineError as exc:

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from cloud_gateway.app import create_app
+from cloud_gateway.app import RUN_OPTIONS, create_app
 from cloud_gateway.config import GatewayConfig
 from cloud_gateway.devices import DeviceRegistry
 from cloud_gateway.fixed_upstream import create_fixed_upstream_app
@@ -50,8 +50,9 @@ class ThreadedServer:
     Tests are synchronous (the offload client is), so the server must not share their thread.
     """
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, *, handler_cancellation: bool = False) -> None:
         self._app = app
+        self._handler_cancellation = handler_cancellation
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -67,7 +68,12 @@ class ThreadedServer:
         return self
 
     async def _start(self) -> None:
-        self._runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(
+            self._app,
+            access_log=None,
+            shutdown_timeout=0.5,
+            handler_cancellation=self._handler_cancellation,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -170,7 +176,8 @@ def start_gateway(gateway_home: GatewayHome, fixed_upstream: str) -> Iterator[Ga
             state_dir=str(gateway_home.state_dir), upstream_url=fixed_upstream, port=0
         )
         config = replace(base, **overrides)  # type: ignore[arg-type]
-        server = ThreadedServer(create_app(config, engine=engine, upstream=upstream)).start()
+        app = create_app(config, engine=engine, upstream=upstream)
+        server = ThreadedServer(app, **RUN_OPTIONS).start()  # served as `serve` serves it
         started.append(server)
         return RunningGateway(server.url, config, gateway_home, server)
 

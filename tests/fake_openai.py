@@ -83,6 +83,7 @@ class FakeOpenAI:
         self.models: tuple[int, str, str] = (
             200, "application/json", json.dumps({"data": [{"id": "fake"}]}))
         self.generate: Handler = self.well_formed
+        self.generating = threading.Event()  # a generation request arrived
         self.disconnected = threading.Event()  # a client dropped a generating connection
 
     async def well_formed(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
@@ -107,13 +108,23 @@ class FakeOpenAI:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(sse(chat_chunk("Hi")))
-        for _ in range(600):
+        await self._until_gone(request, 60.0)
+        return response
+
+    async def hold(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        """Answer nothing (not even headers) for 60 s unless the client goes away first, as a
+        model working on a long non-streamed answer; then a 504."""
+        await self._until_gone(request, 60.0)
+        return web.json_response({"error": {"message": "held too long"}}, status=504)
+
+    async def _until_gone(self, request: web.Request, seconds: float) -> None:
+        """Wait `seconds`, or until the client closes the connection (then `disconnected`)."""
+        for _ in range(int(seconds * 10)):
             transport = request.transport
             if transport is None or transport.is_closing():
                 self.disconnected.set()
-                break
+                return
             await asyncio.sleep(0.1)
-        return response
 
     def app(self) -> web.Application:
         async def models(request: web.Request) -> web.Response:
@@ -121,7 +132,9 @@ class FakeOpenAI:
             return web.Response(status=status, content_type=content_type, text=text)
 
         async def generate(request: web.Request) -> web.StreamResponse:
-            return await self.generate(request, await request.json())
+            body = await request.json()
+            self.generating.set()
+            return await self.generate(request, body)
 
         app = web.Application()
         app.router.add_get("/v1/models", models)

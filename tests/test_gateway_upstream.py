@@ -8,19 +8,28 @@ refusal, or a cloud failure counted by its circuit breaker) is the point.
 from __future__ import annotations
 
 import json
+import logging
+import socket
+import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from aiohttp import web
 
-from cloud_gateway.protocol import open_response
+from cloud_gateway.limits import DAY
+from cloud_gateway.protocol import REQUEST_CONTENT_TYPE, open_response
+from cloud_gateway.usage_sqlite import SqliteUsageStore
+from kernels.base import GenerationParams, ModelInfo, Prompt, TokenEvent, TokenStream, Usage
 from runtime.offload import OffloadClient, OffloadConfig
 from runtime.offload_errors import GatewayRejected
-from tests.conftest_gateway import GatewayFactory, RunningGateway
+from tests.conftest_gateway import GatewayFactory, GatewayHome, RunningGateway, spawn_gateway
 from tests.fake_openai import FakeOpenAI, chat_chunk, fake_openai, stop_after_first
-from tests.test_gateway import CHAT, post, sealed
+from tests.test_gateway import CHAT, _Records, post, sealed
 
 API_KEY = "sk-test-0123456789abcdef"
 
@@ -286,3 +295,162 @@ def test_a_runtime_cancelling_a_cloud_stream_the_upstream_stalls_ends_it_at_once
         assert stream.result is not None
         assert (stream.result.source, stream.result.finish_reason) == ("cloud", "cancelled")
         assert rt.cloud is not None and rt.cloud.client.breaker.failures == 0
+
+
+def _metric(url: str, line: str) -> bool:
+    """Whether the gateway's /metrics shows `line`, within a generous wait."""
+    for _ in range(600):
+        if line in httpx.get(url + "/metrics").text.splitlines():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _tokens_charged(home: GatewayHome) -> int:
+    """Tokens charged to "phone" today (or yesterday, for a test that spans midnight), as
+    the gateway's SQLite usage file holds them once it has shut down."""
+    store = SqliteUsageStore(home.state_dir / "usage.sqlite3")
+    today = int(time.time() // DAY)
+    try:
+        return sum(store.totals("phone", day)[1] for day in (today - 1, today))
+    finally:
+        store.flush()
+        store._db.close()
+
+
+def test_a_device_leaving_while_the_upstream_stalls_mid_stream_closes_the_upstream_request(
+    fake: tuple[FakeOpenAI, str], gw: RunningGateway
+) -> None:
+    fake[0].generate = fake[0].stall  # one chunk, then silence for 60 s (the timeout is 120 s)
+    logger, handler = logging.getLogger("tandem.gateway"), _Records()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        envelope, _ = sealed(gw, {**CHAT, "stream": True})
+        headers = {"Content-Type": REQUEST_CONTENT_TYPE}
+        url = gw.url + "/v1/sealed/chat/completions"
+        with httpx.stream("POST", url, content=envelope, headers=headers) as resp:
+            assert resp.status_code == 200
+            next(resp.iter_raw())  # the first sealed chunk, then hang up while nothing comes
+        # The gateway has nothing to write, so only its handler's cancellation can tell it.
+        assert fake[0].disconnected.wait(30), "the upstream request was left running"
+        served: list[logging.LogRecord] = []
+        for _ in range(600):
+            served = [r for r in handler.records if r.getMessage() == "served"]
+            if served:
+                break
+            time.sleep(0.05)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert [(r.fields["outcome"], r.fields["status"]) for r in served] == [  # type: ignore[attr-defined]
+        ("client_disconnected", 200)
+    ]
+    assert _metric(gw.url, 'tandem_gateway_requests_total{outcome="client_disconnected"} 1.0')
+    gw.server.stop()
+    assert _tokens_charged(gw.home) == 2  # no usage came: "hi" (1 token) + the one chunk
+
+
+def _post_then_hang_up(url: str, envelope: bytes, until: threading.Event) -> None:
+    """POST `envelope` as a device would, then close the connection once `until` is set
+    (without reading anything)."""
+    port = urlsplit(url).port
+    assert port is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/sealed/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
+            + f"Content-Type: {REQUEST_CONTENT_TYPE}\r\n".encode()
+            + f"Content-Length: {len(envelope)}\r\n\r\n".encode()
+            + envelope
+        )
+        assert until.wait(30), "the request did not reach the upstream"
+
+
+def test_a_device_leaving_a_served_gateway_while_the_upstream_thinks_closes_the_upstream_request(
+    fake: tuple[FakeOpenAI, str], gateway_home: GatewayHome
+) -> None:
+    # The gateway as `tandem gateway serve` runs it (its own process), a non-streamed request,
+    # and an upstream that sends nothing at all until the gateway lets go.
+    fake[0].generate = fake[0].hold
+    proc, url = spawn_gateway(gateway_home.state_dir, fake[1])
+    try:
+        gw = RunningGateway(url, None, gateway_home, None)  # type: ignore[arg-type]
+        _post_then_hang_up(url, sealed(gw)[0], fake[0].generating)
+        assert fake[0].disconnected.wait(30), "the upstream request was left running"
+        assert _metric(url, 'tandem_gateway_requests_total{outcome="client_disconnected"} 1.0')
+    finally:
+        proc.terminate()  # a clean shutdown: usage is flushed
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stderr:
+            proc.stderr.close()
+    assert _tokens_charged(gateway_home) == 1  # the prompt's estimate: "hi" is 1 token
+
+
+class _EngineThatThinks:
+    """An embedded engine whose first answer never comes unless it is cancelled (60 s);
+    later ones come at once. It counts the decodes that ran at the same time."""
+
+    info = ModelInfo("thinker", "", "scripted", 2048, chat=True, has_logprobs=False)
+
+    def __init__(self) -> None:
+        self.started = threading.Event()  # the first decode began
+        self.cancelled = threading.Event()  # and was told to stop
+        self._lock = threading.Lock()
+        self._calls = self._active = 0
+        self.most_at_once = 0
+
+    def render(self, prompt: Prompt) -> str:
+        return str(prompt)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(
+        self, prompt: Prompt, params: GenerationParams, cancel: threading.Event | None = None
+    ) -> TokenStream:
+        with self._lock:
+            self._calls += 1
+            first = self._calls == 1
+            self._active += 1
+            self.most_at_once = max(self.most_at_once, self._active)
+        stop = cancel if cancel is not None else threading.Event()
+
+        def events() -> Iterator[TokenEvent]:
+            try:
+                if first:
+                    self.started.set()
+                    if stop.wait(60):
+                        self.cancelled.set()
+                        tokens.finish("cancelled", Usage(1, 0))
+                        return
+                yield TokenEvent("Hi", 1, float("nan"), float("nan"))
+                tokens.finish("stop", Usage(1, 1))
+            finally:
+                with self._lock:
+                    self._active -= 1
+
+        tokens = TokenStream(events(), stop)
+        return tokens
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_device_leaving_while_the_embedded_engine_decodes_stops_it_and_frees_it(
+    start_gateway: GatewayFactory,
+) -> None:
+    engine = _EngineThatThinks()
+    gw = start_gateway(upstream_url="", engine=engine)  # type: ignore[arg-type]
+    _post_then_hang_up(gw.url, sealed(gw)[0], engine.started)
+    assert engine.cancelled.wait(30), "the engine went on decoding for nobody"
+    envelope, key = sealed(gw)
+    resp = post(gw, envelope)  # waits for the engine: the first decode has let go of it
+    assert resp.status_code == 200
+    assert json.loads(open_response(key, resp.content))["choices"][0]["message"]["content"] == "Hi"
+    assert engine.most_at_once == 1
+    assert _metric(gw.url, 'tandem_gateway_requests_total{outcome="client_disconnected"} 1.0')
