@@ -36,6 +36,7 @@ from runtime.local import LocalRun
 from runtime.monitor import Monitor
 from runtime.monitor.snapshot import Snapshot
 from runtime.offload import OffloadClient
+from runtime.offload_keys import default_state_path as default_keys_state_path
 from runtime.policy import (
     BudgetState,
     LatencyEstimates,
@@ -135,6 +136,7 @@ class Runtime:
                 config.offload,
                 on_outcome=self._report_gateway,
                 network_state=lambda: self.monitor.snapshot().network,
+                keys_state_path=default_keys_state_path(),
             )
             cloud = CloudPath(client, config.privacy)
         self.cloud = cloud

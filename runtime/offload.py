@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -137,7 +138,8 @@ class OffloadClient:
 
     `on_outcome(ok, rtt_ms)` is told about every call that reached a verdict on the network
     (feed it to `Monitor.report_gateway`); `network_state()` lets the monitor veto calls
-    when it knows the device is offline.
+    when it knows the device is offline. `keys_state_path` keeps the newest keys list seen
+    per gateway across restarts (`offload_keys.default_state_path()`; None: in memory).
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class OffloadClient:
         on_outcome: Callable[[bool, float | None], None] | None = None,
         network_state: Callable[[], NetworkState | None] | None = None,
         transport: httpx.BaseTransport | None = None,
+        keys_state_path: Path | None = None,
     ) -> None:
         self.config = config
         self._on_outcome = on_outcome
@@ -156,7 +159,8 @@ class OffloadClient:
         self._signing_key = self._credential.signing_key() if self._credential else None
         self._url = config.url.rstrip("/") + "/v1/sealed/chat/completions"
         self._keys = (
-            KeyCache(config.url, self._credential, config.kem, config.keys_ttl_s)
+            KeyCache(config.url, self._credential, config.kem, config.keys_ttl_s,
+                     state_path=keys_state_path)
             if self._credential
             else None
         )

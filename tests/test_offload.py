@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -16,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloud_gateway.fixed_upstream import ANSWER
 from cloud_gateway.keys import list_keys, load_identity
 from cloud_gateway.protocol import DeviceCredential, PublishedKey, sign_keys_document
+from cloud_gateway.protocol.codec import b64e
 from kernels.base import Engine, GenerationParams, Message, generate
 from runtime.errors import OffloadError
 from runtime.monitor.snapshot import NetworkState
@@ -28,7 +32,7 @@ from runtime.offload_errors import (
     OffloadTimeout,
     SealedReplyInvalid,
 )
-from runtime.offload_keys import KeyCache
+from runtime.offload_keys import KeyCache, default_state_path
 from tests.conftest_gateway import (
     GatewayHome,
     RunningGateway,
@@ -273,6 +277,158 @@ def test_replayed_keys_documents_cannot_bring_back_a_retired_key(gateway_home: G
                 assert info.value.code == "stale_keys"
     finally:
         relay.stop()
+
+
+class _KeysRelay:
+    """A relay serving, in turn, keys documents the gateway signed: the current key now, and
+    a key since retired in a document `rolled_back_s` older (still fresh enough to pass the
+    age check)."""
+
+    def __init__(self, home: GatewayHome) -> None:
+        identity = load_identity(home.state_dir)
+        (self.current,) = (k.published for k in list_keys(home.state_dir))
+        self.retired = PublishedKey("retired-1", "x25519", self.current.public_key, 2**40)
+        self.now = int(time.time())
+        self.served: list[dict[str, object]] = []
+        self._identity = identity
+
+        async def keys(request: web.Request) -> web.Response:
+            return web.json_response(self.served.pop(0))
+
+        app = web.Application()
+        app.router.add_get("/v1/keys", keys)
+        self.server = ThreadedServer(app).start()
+
+    def serve(self, *, rolled_back_s: int = 0) -> None:
+        key = self.retired if rolled_back_s else self.current
+        self.served.append(
+            sign_keys_document((key,), self._identity, issued_at=self.now - rolled_back_s)
+        )
+
+    def fetch(self, cache: KeyCache) -> PublishedKey:
+        with httpx.Client() as http:
+            return cache.current(http, httpx.Timeout(5.0))
+
+
+@pytest.fixture
+def keys_relay(gateway_home: GatewayHome) -> Iterator[_KeysRelay]:
+    relay = _KeysRelay(gateway_home)
+    yield relay
+    relay.server.stop()
+
+
+def _cache(relay: _KeysRelay, home: GatewayHome, state: Path | None) -> KeyCache:
+    credential = DeviceCredential.parse(home.credential)
+    return KeyCache(relay.server.url, credential, "x25519", ttl_s=0.0, state_path=state)
+
+
+def test_a_keys_list_replayed_after_a_restart_is_still_refused(
+    keys_relay: _KeysRelay, gateway_home: GatewayHome, tmp_path: Path
+) -> None:
+    state = tmp_path / "state" / "gateway_keys.json"
+    keys_relay.serve()
+    assert keys_relay.fetch(_cache(keys_relay, gateway_home, state)) == keys_relay.current
+    identity = b64e(DeviceCredential.parse(gateway_home.credential).gateway_identity)
+    stored = json.loads(state.read_text())
+    assert stored == {"version": 1, "newest_issued_at": {identity: keys_relay.now}}
+    # "Restarted": a new cache on the same state file is served a list 30 s older.
+    keys_relay.serve(rolled_back_s=30)
+    with pytest.raises(GatewayRejected, match="older than one already accepted") as info:
+        keys_relay.fetch(_cache(keys_relay, gateway_home, state))
+    assert info.value.code == "stale_keys"
+    # Without a state file (a library cache) only this process's memory holds the rule.
+    keys_relay.serve(rolled_back_s=30)
+    assert keys_relay.fetch(_cache(keys_relay, gateway_home, None)).key_id == "retired-1"
+
+
+def test_the_state_file_keeps_the_newest_list_of_each_gateway(
+    keys_relay: _KeysRelay, gateway_home: GatewayHome, tmp_path: Path
+) -> None:
+    state = tmp_path / "gateway_keys.json"
+    other = b64e(bytes(range(32)))
+    state.write_text(json.dumps(
+        {"version": 1, "newest_issued_at": {other: keys_relay.now + 100, "gone": 1}}
+    ))
+    # Another gateway's newer list does not hold this one back.
+    keys_relay.serve(rolled_back_s=30)
+    older = _cache(keys_relay, gateway_home, state)
+    assert keys_relay.fetch(older).key_id == "retired-1"
+    keys_relay.serve()
+    newer = _cache(keys_relay, gateway_home, state)
+    assert keys_relay.fetch(newer).key_id == keys_relay.current.key_id
+    # The cache that saw only the older list saves it again: the newer one stays.
+    keys_relay.serve(rolled_back_s=10)
+    assert keys_relay.fetch(older).key_id == "retired-1"
+    identity = b64e(DeviceCredential.parse(gateway_home.credential).gateway_identity)
+    stored = json.loads(state.read_text())["newest_issued_at"]
+    # An entry too old to refuse anything ("gone") is dropped.
+    assert stored == {other: keys_relay.now + 100, identity: keys_relay.now}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"[1, 2]", b'{"version": 1, "newest_issued_at": {"x": "soon"}}',
+     b"\xff\xfe{", None],
+    ids=["not-json", "a-list", "wrong-type", "not-utf8", "a-directory"],
+)
+def test_an_unusable_keys_state_file_is_a_warning_not_a_stop(
+    keys_relay: _KeysRelay,
+    gateway_home: GatewayHome,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    content: bytes | None,
+) -> None:
+    state = tmp_path / "gateway_keys.json"
+    if content is None:
+        state.mkdir()
+    else:
+        state.write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="tandem.offload"):
+        cache = _cache(keys_relay, gateway_home, state)
+        keys_relay.serve()
+        assert keys_relay.fetch(cache).key_id == keys_relay.current.key_id
+    assert "gateway keys state" in caplog.text and str(state) in caplog.text
+    if content is not None:  # replaced by a good one
+        assert json.loads(state.read_text())["version"] == 1
+        keys_relay.serve(rolled_back_s=30)
+        with pytest.raises(GatewayRejected, match="older than one already accepted"):
+            keys_relay.fetch(_cache(keys_relay, gateway_home, state))
+
+
+def test_a_stored_list_from_the_future_is_ignored_rather_than_refusing_every_list(
+    keys_relay: _KeysRelay, gateway_home: GatewayHome, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state = tmp_path / "gateway_keys.json"
+    identity = b64e(DeviceCredential.parse(gateway_home.credential).gateway_identity)
+    a_year = 365 * 86_400
+    state.write_text(json.dumps(
+        {"version": 1, "newest_issued_at": {identity: keys_relay.now + a_year}}
+    ))
+    with caplog.at_level(logging.WARNING, logger="tandem.offload"):
+        cache = _cache(keys_relay, gateway_home, state)
+    assert "from the future" in caplog.text
+    keys_relay.serve()
+    assert keys_relay.fetch(cache).key_id == keys_relay.current.key_id
+
+
+def test_the_runtime_keeps_the_newest_keys_list_in_its_state_directory(
+    gateway: RunningGateway,
+) -> None:
+    from runtime.config import load_config
+    from runtime.facade import Runtime
+
+    assert default_state_path() == (
+        Path(os.environ["XDG_STATE_HOME"]) / "tandem" / "gateway_keys.json"
+    )
+    cfg = load_config(env={}).replace(
+        offload=OffloadConfig(url=gateway.url, credential=gateway.home.credential))
+    identity = b64e(DeviceCredential.parse(gateway.home.credential).gateway_identity)
+    with Runtime(cfg) as rt:  # the model is loaded on first local use: never, here
+        assert rt.cloud is not None
+        assert rt.cloud.client.complete(CHAT).text == ANSWER
+    stored = json.loads(default_state_path().read_text())["newest_issued_at"]
+    assert time.time() - 600 < stored[identity] <= time.time()
 
 
 def test_a_stream_closed_before_iterating_releases_the_half_open_trial(
