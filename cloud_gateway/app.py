@@ -128,7 +128,11 @@ def _state_context(
         usage: UsageStore
         sqlite_usage: SqliteUsageStore | None = None
         if config.redis_url:
-            redis = Redis.from_url(config.redis_url)
+            redis = Redis.from_url(
+                config.redis_url,
+                socket_timeout=config.redis_timeout_s,
+                socket_connect_timeout=config.redis_timeout_s,
+            )
             try:
                 await redis.ping()  # fail at startup, not on the first request
             except RedisError as exc:

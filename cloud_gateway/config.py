@@ -42,6 +42,10 @@ class GatewayConfig:
     engine_threads: int = 0
     engine_context_length: int = 2048
     redis_url: str = ""  # "" = in-process replay cache and SQLite usage; redis://... = shared
+    # One Redis command (or connect) that takes longer fails: a Redis that stops answering
+    # without refusing connections is then a 503, as a Redis that is down, not a hung request.
+    # A `socket_timeout` in redis_url's query wins.
+    redis_timeout_s: float = 2.0
     clock_window_s: float = 60.0  # accepted |gateway clock - envelope timestamp|
     max_body_bytes: int = 1_048_576
     max_tokens_cap: int = 4096  # a request's max_tokens is clamped to this
@@ -66,6 +70,7 @@ class GatewayConfig:
             "tokens_per_day": self.tokens_per_day >= 0,
             "device_cache_s": self.device_cache_s >= 0,
             "usage_flush_s": self.usage_flush_s > 0,
+            "redis_timeout_s": self.redis_timeout_s > 0,
             "log_level": self.log_level.lower() in ("debug", "info", "warning", "error"),
         }
         for key, ok in checks.items():

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,11 +21,12 @@ import pytest
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from cloud_gateway.app import STATE_KEY
+from cloud_gateway.config import GatewayConfig
+from cloud_gateway.errors import ConfigurationError
 from cloud_gateway.fixed_upstream import ANSWER
 from cloud_gateway.limits import DAY, RateLimiter
-from cloud_gateway.protocol import (
-    open_response,
-)
+from cloud_gateway.protocol import REQUEST_CONTENT_TYPE, open_response
 from cloud_gateway.usage_redis import RedisUsageStore
 from tests.conftest_gateway import (
     REPO,
@@ -61,6 +63,47 @@ def test_with_redis_down_requests_get_503_and_the_gateway_is_not_ready(
     ready = httpx.get(gw.url + "/readyz")
     assert ready.status_code == 503
     assert ready.json()["reason"].startswith("redis unreachable")
+
+
+def test_a_redis_that_stops_answering_is_a_503_not_a_hung_request(
+    start_gateway: GatewayFactory, own_redis: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    proc, url = own_redis
+    gw = start_gateway(redis_url=url, redis_timeout_s=0.5)
+    assert post(gw, sealed(gw)[0]).status_code == 200
+    proc.send_signal(signal.SIGSTOP)  # connections still accepted, nothing answered
+    try:
+        # Without a socket timeout this waited on Redis for good (here: until httpx gave up).
+        resp = httpx.post(gw.url + "/v1/sealed/chat/completions", content=sealed(gw)[0],
+                          headers={"Content-Type": REQUEST_CONTENT_TYPE}, timeout=60)
+        assert resp.status_code == 503
+        assert resp.json()["error"]["code"] == "store_unavailable"
+        ready = httpx.get(gw.url + "/readyz", timeout=60)
+        assert ready.status_code == 503
+        assert ready.json()["reason"] == "redis unreachable: TimeoutError"
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    assert post(gw, sealed(gw)[0]).status_code == 200  # and back when Redis answers again
+
+
+def test_the_redis_client_times_out_as_configured_and_the_url_can_say_otherwise(
+    start_gateway: GatewayFactory, redis_url: str
+) -> None:
+    # redis-py's own default (5 s in the installed 8.1; no limit in older releases) must not
+    # decide how long a request waits on a silent Redis.
+    for url, expected in ((redis_url, 0.75), (redis_url + "?socket_timeout=3", 3.0)):
+        gw = start_gateway(redis_url=url, redis_timeout_s=0.75)
+        client = gw.server._app[STATE_KEY].redis
+        assert client is not None
+        kwargs = client.connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] == expected
+        assert kwargs["socket_connect_timeout"] == 0.75
+
+
+def test_the_redis_timeout_must_be_positive() -> None:
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigurationError, match="redis_timeout_s"):
+            GatewayConfig(redis_timeout_s=bad)
 
 
 class _UpstreamThatOutlivesRedis:
