@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Final, TypedDict
 
 from aiohttp import web
 
@@ -46,6 +46,17 @@ RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 # Generations block a thread each while they wait for the engine: a pool of their own
 # (queue size + headroom) keeps them from starving the loop's default executor.
 EXECUTOR: web.AppKey[ThreadPoolExecutor] = web.AppKey("executor", ThreadPoolExecutor)
+
+
+class RunOptions(TypedDict):
+    handler_cancellation: bool
+
+
+# How the app must be served (`web.run_app(app, **RUN_OPTIONS)` or `web.AppRunner`). aiohttp
+# >= 3.9 cancels the handler of a client that disconnects only when asked: without it, a client
+# that leaves a non-streamed answer keeps the engine generating it to the end.
+RUN_OPTIONS: Final[RunOptions] = {"handler_cancellation": True}
+
 
 class _NonFinite(ValueError):
     """NaN, Infinity or a number too large for a float: Python's json accepts them, JSON not."""

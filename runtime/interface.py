@@ -101,7 +101,7 @@ def serve(config: TandemConfig) -> None:
     """
     from aiohttp import web
 
-    from runtime.api import create_app
+    from runtime.api import RUN_OPTIONS, create_app
 
     mode = config.runtime.mode
     if mode in ("prefer-cloud", "cloud-only") and not config.offload.configured:
@@ -118,7 +118,7 @@ def serve(config: TandemConfig) -> None:
             port = sockets[0].getsockname()[1]
             print(f"tandem: serving {rt.engine.info.id} on http://{s.host}:{port}",
                   file=sys.stderr)
-            web.run_app(app, sock=sockets, print=None)
+            web.run_app(app, sock=sockets, print=None, **RUN_OPTIONS)
     finally:
         for sock in sockets:
             sock.close()

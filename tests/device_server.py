@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 from aiohttp import web
 
-from runtime.api import create_app
+from runtime.api import RUN_OPTIONS, create_app
 from runtime.facade import Runtime
 
 
@@ -22,11 +22,12 @@ def free_port() -> int:
 
 @contextmanager
 def serve_in_thread(runtime: Runtime) -> Iterator[str]:
-    """Serve `create_app(runtime)` on 127.0.0.1; yields the base URL."""
+    """Serve `create_app(runtime)` on 127.0.0.1, as `tandem serve` serves it; yields the base
+    URL."""
     port = free_port()
     loop = asyncio.new_event_loop()
     ready = threading.Event()
-    runner = web.AppRunner(create_app(runtime))
+    runner = web.AppRunner(create_app(runtime), **RUN_OPTIONS)
 
     def run() -> None:
         asyncio.set_event_loop(loop)

@@ -215,6 +215,38 @@ def test_client_disconnect_cancels_generation_and_frees_the_engine(
     assert ok.usage is not None and ok.usage.completion_tokens <= 3
 
 
+def test_client_disconnect_cancels_a_non_streamed_generation_too(
+    runtime: Runtime, base_url: str, client: openai.OpenAI
+) -> None:
+    results: list[Result] = []
+    done = threading.Event()
+
+    def listen(result: Result) -> None:
+        results.append(result)
+        done.set()
+
+    runtime.listeners.append(listen)
+    u = urlparse(base_url)
+    body = json.dumps({"model": "tandem", "messages": STORY, "max_tokens": 1000}).encode()
+    with socket.create_connection((u.hostname, u.port), timeout=60) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        deadline = time.monotonic() + 60
+        while not runtime.queue_depth and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert runtime.queue_depth == 1, "the generation never started"
+    # The handler used to go on waiting for the whole answer: aiohttp cancels it on a
+    # disconnect only when served with handler_cancellation.
+    assert done.wait(60), "the abandoned generation never finished"
+    assert results[0].finish_reason == "cancelled"
+    assert results[0].usage.completion_tokens < 1000
+    ok = client.chat.completions.create(model="tandem", messages=HELLO, max_tokens=3)  # type: ignore[arg-type]
+    assert ok.usage is not None and ok.usage.completion_tokens <= 3
+
+
 def test_full_queue_answers_429_with_retry_after(engine: Engine) -> None:
     rt = _runtime(engine, queue_size=0)  # one running, none waiting
     with serve_in_thread(rt) as url:
