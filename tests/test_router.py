@@ -13,7 +13,13 @@ from runtime.router.bandit import LinUcbBandit
 from runtime.router.base import RouterDataError, RouterFileError
 from runtime.router.calibration import calibrate, cloud_fraction, threshold_for_fraction
 from runtime.router.data import RoutingData, load_routing_data
-from runtime.router.features import DENSE_NAMES, FeatureSpec, Featurizer
+from runtime.router.features import (
+    DENSE_NAMES,
+    OPTION_CUE_NAMES,
+    FeatureSpec,
+    Featurizer,
+    option_overlap_cues,
+)
 from runtime.router.learned import LearnedRouter, TrainParams
 from runtime.router.metrics import oracle_scores, routing_curve
 from runtime.router.online import OnlineRouter
@@ -242,7 +248,8 @@ def test_stem_words_have_columns_of_their_own() -> None:
                "Name the gas plants release.\nA. oxygen\nB. photosynthesis\nAnswer:"]
     featurizer = Featurizer(spec).fit(prompts)
     x = featurizer.transform(prompts).toarray()
-    assert x.shape == (3, featurizer.dimension) == (3, 3 * 2**12 + len(DENSE_NAMES))
+    cues = len(DENSE_NAMES) + len(OPTION_CUE_NAMES)
+    assert x.shape == (3, featurizer.dimension) == (3, 3 * 2**12 + cues)
     stems = x[:, 2 * 2**12: 3 * 2**12]
     bucket = HashingVectorizer(n_features=2**12, alternate_sign=False, norm=None,
                                token_pattern=r"(?u)\b\w+\b").transform(["photosynthesis"])
@@ -295,6 +302,39 @@ def test_training_cues_count_a_word_no_other_prompt_holds_as_unseen() -> None:
     # zeta: unseen among the others (12); beta in the first two: ln(3/2) + 1 over 2 others
     raw_max = state.dense_mean[idf_max]
     assert raw_max == pytest.approx((2 * (np.log(3 / 2) + 1) + 12.0) / 3)
+
+
+def test_option_overlap_cues_read_the_options_against_each_other_and_the_question() -> None:
+    prompt = ("Which law says that force equals mass times acceleration?\n"
+              "A. Newton's second law\nB. Newton's third law\nC. Hooke's law\nD. 42\nAnswer:")
+    cues = dict(zip(OPTION_CUE_NAMES, option_overlap_cues(prompt), strict=True))
+    # word sets: {newton, s, second, law}, {newton, s, third, law}, {hooke, s, law}, {42}
+    pairs = [3 / 5, 2 / 5, 0.0, 2 / 5, 0.0, 0.0]
+    assert cues["option_overlap_mean"] == pytest.approx(np.mean(pairs))
+    assert cues["option_overlap_max"] == pytest.approx(3 / 5)
+    shared = [1 / 4, 1 / 4, 1 / 3, 0.0]  # the question holds "law" ("Answer:" is not an option's)
+    assert cues["stem_option_overlap_mean"] == pytest.approx(np.mean(shared))
+    assert cues["stem_option_overlap_max"] == pytest.approx(1 / 3)
+    assert cues["stem_option_overlap_std"] == pytest.approx(np.std(shared))
+    assert cues["numeric_option_share"] == pytest.approx(1 / 4)
+    assert option_overlap_cues("Tell me a joke about cats.") == (0.0,) * len(OPTION_CUE_NAMES)
+
+
+def test_router_files_without_option_cues_still_load_and_score(
+    mmlu: RoutingData, tmp_path: Path
+) -> None:
+    old = TrainParams(features=FeatureSpec(word_bits=12, char_bits=12, stem_bits=12,
+                                           option_cues=False))
+    train = mmlu.subset(range(800))
+    router = LearnedRouter.train(train.prompts, train.weak, train.strong, old)
+    assert router.features is not None and router.features.dense_mean.size == len(DENSE_NAMES)
+    path = save_router(router, tmp_path / "no-option-cues")
+    probe = mmlu.subset(range(900, 1000)).prompts
+    assert np.allclose(load_router(path).score(probe), router.score(probe), atol=1e-6)
+    # Headers written before the cues existed have no option_cues: thirteen cues.
+    header = {k: v for k, v in old.features.to_dict().items() if k != "option_cues"}
+    assert FeatureSpec.from_dict(header).option_cues is False
+    assert FeatureSpec().cue_names == DENSE_NAMES + OPTION_CUE_NAMES
 
 
 @pytest.mark.parametrize(

@@ -122,7 +122,7 @@ def test_stacked_file_round_trips_and_falls_back_with_its_own_threshold(
     with np.load(path, allow_pickle=False) as npz:
         header = json.loads(str(npz["header"]))
         assert npz["knn_vectors"].dtype == np.float16 and "knn_gains" not in npz.files
-    assert header["version"] == 5
+    assert header["version"] == 6
     assert header["neighbours"] == {"kind": "stack", "model": MODEL_ID, "ks": [10, 30, 100]}
     loaded = load_router(path, encoder=vectors)
     assert isinstance(loaded.neighbours, NeighbourStack)

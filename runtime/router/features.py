@@ -31,6 +31,20 @@ DENSE_NAMES: tuple[str, ...] = (
     "idf_p50", "log_words", "digit_share", "option_digit_share", "lines", "option_len_cv",
     "log_option_len",
 )
+# How the options relate to each other and to the question, by their words: options that
+# share most words (fine distinctions), a question whose words one option repeats, numbers
+# as options. Since router format 6 (`FeatureSpec.option_cues`).
+OPTION_CUE_NAMES: tuple[str, ...] = (
+    "option_overlap_mean", "option_overlap_max", "stem_option_overlap_mean",
+    "stem_option_overlap_max", "stem_option_overlap_std", "numeric_option_share",
+)
+_WORD = re.compile(r"\w+")
+_STOP_WORDS = frozenset((
+    "the", "a", "an", "of", "to", "in", "and", "or", "is", "are", "be", "for", "on", "by",
+    "with", "as", "at", "that", "this", "which", "it", "from",
+))
+_NUMERIC_OPTION = re.compile(r"[-+$€£]?[\d.,/%\s^*()x-]+")
+_ANSWER_CUE = "Answer:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +62,13 @@ class FeatureSpec:
     dense_weight: float = 0.15  # scale of the standardised cues against unit-norm TF-IDF rows
     embedding: str = ""  # sentence-embedding model whose vectors are appended ("" = none)
     embedding_weight: float = 0.0  # scale of the standardised embedding block
+    # The OPTION_CUE_NAMES cues beside DENSE_NAMES (False: router files before format 6).
+    option_cues: bool = True
+
+    @property
+    def cue_names(self) -> tuple[str, ...]:
+        """The dense cues' names, in their columns' order."""
+        return DENSE_NAMES + (OPTION_CUE_NAMES if self.option_cues else ())
 
     @property
     def hashed_columns(self) -> int:
@@ -69,6 +90,7 @@ class FeatureSpec:
             dense_weight=float(data["dense_weight"]),
             embedding=str(data.get("embedding", "")),
             embedding_weight=float(data.get("embedding_weight", 0.0)),
+            option_cues=bool(data.get("option_cues", False)),
         )
 
 
@@ -112,7 +134,7 @@ class Featurizer:
 
     @property
     def dimension(self) -> int:
-        return self.spec.hashed_columns + len(DENSE_NAMES)
+        return self.spec.hashed_columns + len(self.spec.cue_names)
 
     def fit(self, prompts: Sequence[str], embeddings: FloatArray | None = None) -> Featurizer:
         """Learn IDF weights and cue statistics from `prompts` (the training set only).
@@ -126,7 +148,7 @@ class Featurizer:
         # Each training prompt's cues see its words as a new prompt's would: IDF from the
         # *other* training prompts, a word only it holds counting as unseen.
         dense = dense_cues(prompts, self._unigrams.transform(prompts), word_idf,
-                           training_df=word_df)
+                           training_df=word_df, option_cues=self.spec.option_cues)
         std = dense.std(axis=0)
         e_mean, e_std = np.zeros(0), np.zeros(0)
         if self.spec.embedding:
@@ -156,7 +178,8 @@ class Featurizer:
         st = self.state
         words = _tfidf(self._words.transform(prompts), st.word_idf)
         chars = _tfidf(self._chars.transform(prompts), st.char_idf)
-        dense = dense_cues(prompts, self._unigrams.transform(prompts), st.word_idf)
+        dense = dense_cues(prompts, self._unigrams.transform(prompts), st.word_idf,
+                           option_cues=self.spec.option_cues)
         dense = (dense - st.dense_mean) / st.dense_std * self.spec.dense_weight
         blocks = [words, chars]
         if self._stems:
@@ -209,9 +232,10 @@ def _tfidf(counts: sparse.csr_matrix, idf: FloatArray) -> sparse.csr_matrix:
 
 def dense_cues(
     prompts: Sequence[str], unigrams: sparse.csr_matrix, word_idf: FloatArray,
-    training_df: FloatArray | None = None,
+    training_df: FloatArray | None = None, option_cues: bool = True,
 ) -> npt.NDArray[np.float64]:
-    """The difficulty cues of `DENSE_NAMES`, one row per prompt (unstandardised).
+    """The difficulty cues of `DENSE_NAMES` (and, with `option_cues`, `OPTION_CUE_NAMES`),
+    one row per prompt (unstandardised).
 
     With `training_df` (document frequencies over these very prompts, the training set),
     each prompt's word IDFs are those of the other prompts, leave-one-out: a word no other
@@ -251,4 +275,31 @@ def dense_cues(
             float(np.std(lengths)) / (mean_len + 1.0),
             math.log1p(mean_len),
         )
-    return rows
+    if not option_cues:
+        return rows
+    return np.hstack([rows, np.array([option_overlap_cues(p) for p in prompts])
+                      .reshape(len(prompts), len(OPTION_CUE_NAMES))])
+
+
+def option_overlap_cues(prompt: str) -> tuple[float, ...]:
+    """`OPTION_CUE_NAMES` of one prompt (all 0 when it has no options block): the Jaccard
+    overlap of the options' word sets, pairwise (mean, max); the share of each option's
+    words the question holds (mean, max, std); the share of options that are numbers."""
+    question = stem(prompt)
+    options = [o.strip() for o in _OPTION_SPLIT.split(prompt[len(question):])[1:]]
+    if options and options[-1].endswith(_ANSWER_CUE):  # the prompt's closing "Answer:"
+        options[-1] = options[-1].removesuffix(_ANSWER_CUE).strip()
+    if not options:
+        return (0.0,) * len(OPTION_CUE_NAMES)
+    asked = _content_words(question)
+    words = [_content_words(o) for o in options]
+    pairs = [len(a & b) / len(a | b) if a | b else 0.0
+             for i, a in enumerate(words) for b in words[i + 1:]] or [0.0]
+    shared = [len(asked & w) / max(1, len(w)) for w in words]
+    numeric = sum(bool(_NUMERIC_OPTION.fullmatch(o)) for o in options) / len(options)
+    return (float(np.mean(pairs)), float(np.max(pairs)), float(np.mean(shared)),
+            float(np.max(shared)), float(np.std(shared)), numeric)
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP_WORDS}

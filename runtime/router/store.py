@@ -24,9 +24,10 @@ FORMAT = "tandem-router"
 # 2 added the optional embedding block and its n-gram fallback model; 3 the optional
 # neighbour vote (training vectors and gains) and the fallback threshold; 4 the neighbour
 # stacker (training vectors and outcomes, the stacker's scaling and weights); 5 the stem
-# word block (its IDF; `features.stem_bits` in the header).
-VERSION = 5
-READS = (1, 2, 3, 4, 5)
+# word block (its IDF; `features.stem_bits` in the header); 6 the option-overlap cues
+# (`features.option_cues`: six more dense columns).
+VERSION = 6
+READS = (1, 2, 3, 4, 5, 6)
 log = logging.getLogger("tandem.router")
 
 
