@@ -3,7 +3,8 @@
 1. read the GGUF's metadata (architecture, tokenizer facts) and hash it;
 2. dequantise it to an fp32 safetensors folder with transformers (the builder takes only
    fp16/fp32 weights);
-3. run the onnxruntime-genai model builder (`-p int4 -e cpu`, block size, accuracy level);
+3. run the onnxruntime-genai model builder (`-p int4 -e cpu`, block size, accuracy level)
+   through `kernels.convert.build`, which adapts the one config layout it misreads;
 4. export `tokenizer.json` for token counting with `tokenizers`, and write `tandem.json`;
 5. run a check prompt through the new model with `OnnxEngine`.
 
@@ -202,7 +203,7 @@ class _Step:
 
 def _builder_command(hf: Path, out: Path, cache: Path, options: ConvertOptions) -> list[str]:
     return [
-        sys.executable, "-m", "onnxruntime_genai.models.builder",
+        sys.executable, "-m", "kernels.convert.build",  # the builder, with its config shims
         "-i", str(hf), "-o", str(out), "-p", options.precision, "-e", "cpu", "-c", str(cache),
         "--extra_options",
         f"block_size={options.block_size}",
