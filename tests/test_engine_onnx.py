@@ -208,3 +208,58 @@ def test_a_half_read_stream_blocks_neither_a_second_stream_nor_close(onnx_dir: P
     assert not closer.is_alive()  # close() waited for the half-read stream before
     with pytest.raises(EngineError, match="the engine is closed"):
         list(first)  # its next step finds the model gone
+
+
+# -- Gemma 3 270M (base, Q4_K_M), converted through the builder's RoPE shim -------------------
+
+
+@pytest.fixture(scope="module")
+def gemma_dir() -> Path:
+    """Gemma 3 270M as int4 ONNX: converted from the bundled GGUF once per machine (~2 min)."""
+    from kernels.convert import ConvertUnavailableError, cached_onnx
+
+    try:
+        return cached_onnx("bundled:gemma3-270m")
+    except ConvertUnavailableError as exc:
+        pytest.skip(f"no converted model and no convert extra to make one: {exc}")
+
+
+def test_converted_gemma3_is_a_base_model_with_its_bos_and_window(gemma_dir: Path) -> None:
+    manifest = json.loads((gemma_dir / MANIFEST).read_text())
+    assert manifest["id"] == "gemma3-270m-onnx-int4" and manifest["chat"] is False
+    assert manifest["add_bos"] is True and manifest["source"]["architecture"] == "gemma3"
+    assert manifest["check"]["tokens"] >= 1 and manifest["check"]["mean_logprob"] <= 0
+    genai = json.loads((gemma_dir / "genai_config.json").read_text())["model"]
+    assert genai["type"] == "gemma3_text" and genai["vocab_size"] == 262144
+    assert sliding_window(genai) == 512
+    # five sliding layers, then a global one
+    assert genai["decoder"]["sliding_window"]["layers"] == [i for i in range(18) if i % 6 != 5]
+
+
+def test_gemma3_tokens_are_llama_cpps_bos_included(gemma_dir: Path) -> None:
+    onnx = OnnxEngine(resolve(str(gemma_dir)), context_length=1024)
+    gguf = load_engine("bundled:gemma3-270m", context_length=1024)
+    try:
+        assert not onnx.info.chat and onnx.render(QUESTION) == gguf.render(QUESTION)
+        for text in ("The capital of France is", "def fibonacci(n):\n    return",
+                     "日本語 ünïcode 🙂", onnx.render(QUESTION)):
+            ids = onnx.tokenize(text)
+            assert ids[0] == 2 and ids.count(2) == 1  # <bos>, once
+            assert ids == gguf.tokenize(text)  # type: ignore[attr-defined]
+    finally:
+        onnx.close()
+        gguf.close()
+
+
+def test_gemma3_generates_past_its_sliding_window(gemma_dir: Path) -> None:
+    onnx = OnnxEngine(resolve(str(gemma_dir)), context_length=2048)
+    try:
+        prompt = " ".join(f"Box {i} is on shelf {i % 7}." for i in range(100)) + " Box 3 is on"
+        assert onnx.count_tokens(prompt) > 700  # the 512-token window is exceeded
+        gen = generate(onnx, prompt, GenerationParams(max_tokens=6))
+        assert len(gen.tokens) == 6 and gen.text.strip()
+        assert all(-50 < t.logprob <= 0 and math.isfinite(t.entropy) for t in gen.tokens)
+        short = generate(onnx, "Water boils at", GenerationParams(max_tokens=4))
+        assert short.text.strip()  # max_length is kept at the window, not 4 + 4 tokens
+    finally:
+        onnx.close()
