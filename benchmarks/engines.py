@@ -2,10 +2,11 @@
 
     python -m benchmarks.engines --json
 
-Parity (SmolLM2-135M, GGUF Q4_1 vs the int4 ONNX converted from it, greedy, fixed prompts):
-token agreement (the share of each answer generated before the two first differ; the
-quantisations differ, so equality is not expected) and the correlation of the two engines'
-confidence scores (`runtime.confidence.score`) over the prompts.
+Parity (each bundled model's GGUF vs the int4 ONNX converted from it: SmolLM2-135M Q4_1 and
+Gemma 3 270M Q4_K_M; greedy, fixed prompts): token agreement (the share of each answer
+generated before the two first differ; the quantisations differ, so equality is not expected)
+and the correlation of the two engines' confidence scores (`runtime.confidence.score`) over the
+prompts.
 
 Speed, per engine x model: time to first token, decode tokens/s and peak RSS. Each engine
 runs in its own worker process (so its peak RSS is its own), the workers take turns prompt by
@@ -45,6 +46,8 @@ PARITY_PROMPTS = (
     "Describe a cat in five words.",
     "Why is the sky blue?",
 )
+# The bundled models converted to int4 ONNX and compared with their GGUF.
+ONNX_MODELS = ("smollm2-135m", "gemma3-270m")
 SPEED_PROMPTS = (
     "Write a short story about a lighthouse keeper.",
     "Explain how a bicycle works.",
@@ -195,7 +198,8 @@ def _start_server(gguf: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("llama-cpp-python's server did not start")
 
 
-def speed(rounds: int, max_tokens: int, onnx_dir: Path | None) -> list[dict[str, Any]]:
+def speed(rounds: int, max_tokens: int, onnx_dirs: dict[str, Path]) -> list[dict[str, Any]]:
+    """`onnx_dirs`: the converted ONNX folder of each bundled model ("smollm2-135m", ...)."""
     from kernels.registry import resolve
 
     smol = resolve("bundled:smollm2-135m").path
@@ -203,11 +207,15 @@ def speed(rounds: int, max_tokens: int, onnx_dir: Path | None) -> list[dict[str,
     workers: list[Worker] = []
     try:
         workers.append(Worker("llama.cpp", "smollm2-135m", "bundled:smollm2-135m", max_tokens))
-        if onnx_dir is not None:
-            workers.append(Worker("onnxruntime-genai", "smollm2-135m", str(onnx_dir), max_tokens))
+        if "smollm2-135m" in onnx_dirs:
+            workers.append(Worker("onnxruntime-genai", "smollm2-135m",
+                                  str(onnx_dirs["smollm2-135m"]), max_tokens))  # fmt: skip
         workers.append(Worker("openai-server", "smollm2-135m", f"openai:{url}#m", max_tokens,
                               rss_pid=server.pid))  # fmt: skip
         workers.append(Worker("llama.cpp", "gemma3-270m", "bundled:gemma3-270m", max_tokens))
+        if "gemma3-270m" in onnx_dirs:
+            workers.append(Worker("onnxruntime-genai", "gemma3-270m",
+                                  str(onnx_dirs["gemma3-270m"]), max_tokens))  # fmt: skip
         for _ in range(rounds):
             for index in range(len(SPEED_PROMPTS)):
                 for w in workers:  # interleaved: every engine sees the same machine load
@@ -259,24 +267,25 @@ def main(argv: list[str] | None = None) -> int:
     from kernels.convert import ConvertUnavailableError, TextProgress, cached_onnx
     from kernels.registry import load_engine
 
-    onnx_dir: Path | None
-    try:
-        onnx_dir = cached_onnx("bundled:smollm2-135m", progress=TextProgress())
-    except ConvertUnavailableError as exc:
-        print(f"ONNX engine skipped: {exc}", file=sys.stderr)
-        onnx_dir = None
+    onnx_dirs: dict[str, Path] = {}
+    for model in ONNX_MODELS:
+        try:
+            onnx_dirs[model] = cached_onnx(f"bundled:{model}", progress=TextProgress())
+        except ConvertUnavailableError as exc:
+            print(f"ONNX engine skipped: {exc}", file=sys.stderr)
+            break
 
-    parity_result: dict[str, Any] | None = None
-    if onnx_dir is not None:
-        reference = load_engine("bundled:smollm2-135m", context_length=1024)
+    parities: dict[str, dict[str, Any]] = {}
+    for model, onnx_dir in onnx_dirs.items():
+        reference = load_engine(f"bundled:{model}", context_length=1024)
         other = load_engine(str(onnx_dir), context_length=1024)
         try:
-            parity_result = parity(reference, other)
+            parities[model] = parity(reference, other)
         finally:
             reference.close()
             other.close()
 
-    results = speed(args.rounds, args.max_tokens, onnx_dir)
+    results = speed(args.rounds, args.max_tokens, onnx_dirs)
     base = {r["model"]: r for r in results if r["engine"] == "llama.cpp"}
     ratios = [
         {
@@ -299,18 +308,19 @@ def main(argv: list[str] | None = None) -> int:
     for q in ratios:
         print(f"{q['engine']} / llama.cpp ({q['model']}): decode x{q['decode_vs_llama_cpp']}, "
               f"TTFT x{q['ttft_vs_llama_cpp']}, RSS x{q['rss_vs_llama_cpp']}")  # fmt: skip
-    if parity_result:
-        print(f"parity SmolLM2 GGUF vs ONNX int4: token agreement "
-              f"{parity_result['token_agreement']:.2f}, exact {parity_result['exact_matches']}/"
-              f"{parity_result['prompts']}, confidence correlation "
-              f"{parity_result['confidence_correlation']:.2f}")  # fmt: skip
+    for model, result in parities.items():
+        print(f"parity {model} GGUF vs ONNX int4: token agreement "
+              f"{result['token_agreement']:.2f}, exact {result['exact_matches']}/"
+              f"{result['prompts']}, confidence correlation "
+              f"{result['confidence_correlation']:.2f}")  # fmt: skip
     print(f"chart: {png}")
     if args.json:
         report = {
             "benchmark": "engines",
             "rounds": args.rounds,
             "max_tokens": args.max_tokens,
-            "parity": parity_result,
+            "parity": parities.get("smollm2-135m"),  # kept under its old key
+            "parity_gemma3": parities.get("gemma3-270m"),
             "ratios": ratios,
             "chart": str(png),
             "results": [
