@@ -12,9 +12,14 @@ otherwise per process: use Redis to share them exactly).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from pathlib import Path
+
+from cloud_gateway.logs import LOGGER_NAME
+
+log = logging.getLogger(LOGGER_NAME)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -30,9 +35,10 @@ CREATE TABLE IF NOT EXISTS usage (
 class SqliteUsageStore:
     """The default `UsageStore`: counters in memory, daily totals flushed to SQLite."""
 
-    def __init__(self, path: Path, flush_s: float = 1.0) -> None:
+    def __init__(self, path: Path, flush_s: float = 1.0, busy_timeout_s: float = 10.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        # How long a flush waits for another gateway's write lock on the same file.
+        self._db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
@@ -76,17 +82,25 @@ class SqliteUsageStore:
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:
+        """Flush if it is time. A request is counted in memory whatever happens: a flush that
+        fails (the file locked by another gateway for longer than the busy timeout, a full
+        disk) is logged and its increments wait for the next one, not turned into a 500."""
         if time.monotonic() - self._flushed_at >= self._flush_s:
-            self.flush()
+            try:
+                self.flush()
+            except sqlite3.Error as exc:
+                log.warning("usage flush failed, kept for the next one",
+                            extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
 
     def flush(self) -> None:
-        """Write the changed daily totals now."""
+        """Write the changed daily totals now. On failure the increments stay pending (kept
+        for the next flush) and the error is raised."""
         self._flushed_at = time.monotonic()
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
-        self._db.execute("BEGIN IMMEDIATE")
         try:
+            self._db.execute("BEGIN IMMEDIATE")  # inside: a locked file must not lose them
             self._db.executemany(
                 "INSERT INTO usage (device, day, requests, tokens) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (device, day) DO UPDATE SET requests = requests + excluded.requests,"
@@ -99,13 +113,14 @@ class SqliteUsageStore:
                 ).fetchone()
                 if (d, day) in self._days:
                     self._days[(d, day)] = [row[0], row[1]]
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             for key, (r, t) in pending.items():  # keep them for the next flush
                 again = self._pending.setdefault(key, [0, 0])
                 again[0], again[1] = again[0] + r, again[1] + t
             raise
-        self._db.execute("COMMIT")
 
     def totals(self, device: str, day: int) -> tuple[int, int]:
         """(requests, tokens) of a device on a day, as this store counts them."""

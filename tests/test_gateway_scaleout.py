@@ -4,12 +4,15 @@ replicas), and two usage stores on one SQLite file (totals add up)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from redis import Redis
 
+from cloud_gateway.logs import LOGGER_NAME
 from cloud_gateway.usage_sqlite import SqliteUsageStore
 from tests.conftest_gateway import GatewayHome, spawn_gateway, wait_for_fresh_minute
 from tests.test_gateway import post, sealed
@@ -81,3 +84,28 @@ def test_two_gateways_sharing_usage_sqlite_add_up_instead_of_overwriting(tmp_pat
     third = SqliteUsageStore(path)
     assert third.totals("phone", 7) == (2, 52)
     asyncio.run(third.close())
+
+
+def test_a_usage_file_locked_by_another_gateway_loses_no_count_and_fails_no_request(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "usage.sqlite3"
+    store = SqliteUsageStore(path, flush_s=0.0, busy_timeout_s=0.05)  # flush on every call
+    other = sqlite3.connect(path, isolation_level=None)
+
+    async def use() -> None:
+        other.execute("BEGIN EXCLUSIVE")  # another gateway holding the write lock
+        # Both used to raise sqlite3.OperationalError (a 500), and the first flush's
+        # increments, taken out of pending before BEGIN failed, were lost for good.
+        assert await store.count_request("phone", 0, 7) == (1, 0)
+        await store.add_tokens("phone", 7, 5)
+        other.execute("ROLLBACK")
+        await store.add_tokens("phone", 7, 2)  # flushes all three increments
+        await store.close()
+
+    with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
+        asyncio.run(use())
+    failed = "usage flush failed, kept for the next one"
+    assert [r.getMessage() for r in caplog.records] == [failed, failed]
+    assert other.execute("SELECT requests, tokens FROM usage").fetchall() == [(1, 7)]
+    other.close()
