@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +39,17 @@ from tests.conftest_gateway import (
 from tests.test_gateway import _Records, post, sealed
 
 
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.wait(timeout=10)
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A Redis of this test's own, which the test may stop."""
     proc, url = start_redis(tmp_path)
     yield proc, url
-    proc.kill()
-    proc.wait(timeout=10)
+    _kill(proc)
 
 
 def test_with_redis_down_requests_get_503_and_the_gateway_is_not_ready(
@@ -55,8 +59,7 @@ def test_with_redis_down_requests_get_503_and_the_gateway_is_not_ready(
     gw = start_gateway(redis_url=url)
     assert post(gw, sealed(gw)[0]).status_code == 200
     assert httpx.get(gw.url + "/readyz").json() == {"status": "ready"}
-    proc.kill()
-    proc.wait(timeout=10)
+    _kill(proc)
     resp = post(gw, sealed(gw)[0])
     assert resp.status_code == 503
     assert resp.json()["error"]["code"] == "store_unavailable"
@@ -106,15 +109,18 @@ def test_the_redis_timeout_must_be_positive() -> None:
             GatewayConfig(redis_timeout_s=bad)
 
 
-class _UpstreamThatOutlivesRedis:
-    """Answers like the fixed upstream, but Redis dies while it works (after admission)."""
+class _UpstreamThatStopsRedis:
+    """Answers 12 tokens like the fixed upstream. With `stop_redis` set, its next answer
+    first calls `stop` on Redis (after admission, before the charge) and clears the flag."""
 
-    def __init__(self, redis: subprocess.Popen[bytes]) -> None:
-        self._redis = redis
+    def __init__(self, stop: Callable[[], object]) -> None:
+        self._stop = stop
+        self.stop_redis = False
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
-        self._redis.kill()
-        self._redis.wait(timeout=10)
+        if self.stop_redis:
+            self.stop_redis = False
+            self._stop()
         message = {"role": "assistant", "content": ANSWER}
         usage = {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}
         return {"object": "chat.completion", "choices": [{"message": message}], "usage": usage}
@@ -134,7 +140,9 @@ def test_an_answer_is_delivered_even_if_its_usage_cannot_be_recorded(
     start_gateway: GatewayFactory, own_redis: tuple[subprocess.Popen[bytes], str]
 ) -> None:
     proc, url = own_redis
-    gw = start_gateway(redis_url=url, upstream=_UpstreamThatOutlivesRedis(proc))
+    upstream = _UpstreamThatStopsRedis(lambda: _kill(proc))
+    upstream.stop_redis = True
+    gw = start_gateway(redis_url=url, upstream=upstream)
     envelope, key = sealed(gw)
     resp = post(gw, envelope)
     assert resp.status_code == 200
@@ -195,8 +203,7 @@ class _Flapping:
         self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
 
     def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=10)
+        _kill(self.proc)
 
     def start(self) -> None:
         self.proc, _ = start_redis(self._folder, port=self.port)
@@ -213,33 +220,6 @@ def flapping(tmp_path: Path) -> Iterator[_Flapping]:
     redis.stop()
 
 
-class _UpstreamThatStopsRedisOnce:
-    """Answers 12 tokens like `_UpstreamThatOutlivesRedis`, stopping `redis` during the
-    answer it is asked to (after admission, before the charge)."""
-
-    def __init__(self, redis: _Flapping) -> None:
-        self._redis = redis
-        self.stop_redis = False
-
-    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
-        if self.stop_redis:
-            self.stop_redis = False
-            self._redis.stop()
-        message = {"role": "assistant", "content": ANSWER}
-        usage = {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}
-        return {"object": "chat.completion", "choices": [{"message": message}], "usage": usage}
-
-    async def stream(self, request: dict[str, Any]) -> Any:
-        raise NotImplementedError
-        yield b""
-
-    async def ready(self) -> tuple[bool, str]:
-        return True, ""
-
-    async def close(self) -> None:
-        pass
-
-
 def _uncharged(gw: RunningGateway) -> float:
     for line in httpx.get(gw.url + "/metrics").text.splitlines():
         if line.startswith("tandem_gateway_uncharged_tokens "):
@@ -254,7 +234,7 @@ def _today() -> int:
 def test_usage_that_redis_missed_is_charged_once_at_the_next_request(
     start_gateway: GatewayFactory, flapping: _Flapping
 ) -> None:
-    upstream = _UpstreamThatStopsRedisOnce(flapping)
+    upstream = _UpstreamThatStopsRedis(flapping.stop)
     # No periodic retry here (an hour): the next request is what applies the kept charge.
     gw = start_gateway(redis_url=flapping.url, upstream=upstream, usage_flush_s=3600.0)
     first_day = _today()
@@ -273,7 +253,7 @@ def test_usage_that_redis_missed_is_charged_once_at_the_next_request(
 def test_usage_that_redis_missed_is_charged_by_the_periodic_retry(
     start_gateway: GatewayFactory, flapping: _Flapping
 ) -> None:
-    upstream = _UpstreamThatStopsRedisOnce(flapping)
+    upstream = _UpstreamThatStopsRedis(flapping.stop)
     gw = start_gateway(redis_url=flapping.url, upstream=upstream, usage_flush_s=0.1)
     first_day = _today()
     upstream.stop_redis = True
@@ -365,7 +345,7 @@ def test_kept_charges_are_bounded_and_what_is_dropped_is_logged(flapping: _Flapp
 def test_usage_still_uncharged_at_shutdown_is_logged_with_its_totals(
     start_gateway: GatewayFactory, flapping: _Flapping
 ) -> None:
-    upstream = _UpstreamThatStopsRedisOnce(flapping)
+    upstream = _UpstreamThatStopsRedis(flapping.stop)
     gw = start_gateway(redis_url=flapping.url, upstream=upstream, usage_flush_s=3600.0)
     upstream.stop_redis = True
     assert post(gw, sealed(gw)[0]).status_code == 200
