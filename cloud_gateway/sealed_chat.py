@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 from aiohttp import web
 
@@ -221,6 +222,32 @@ async def _write_chunk(
     await response.write(sealer.seal(chunk))
 
 
+P = ParamSpec("P")
+
+
+def _runs_to_the_end(fn: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
+    """Make `fn` run to its end even if the calling handler is cancelled meanwhile (its
+    device left), then pass the cancellation on: a charge is not dropped half-way."""
+
+    @functools.wraps(fn)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        task = asyncio.ensure_future(fn(*args, **kwargs))
+        cancelled = False
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.cancelled():  # the work itself was cancelled (the loop is ending)
+                    raise
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+        task.result()
+
+    return run
+
+
+@_runs_to_the_end
 async def _account(
     state: GatewayState,
     admitted: Admitted,
@@ -231,35 +258,6 @@ async def _account(
     kind: str,
 ) -> None:
     """Charge and log a request that reached the upstream, even if the device leaves now."""
-    await _to_the_end(_charge_and_log(state, admitted, tally, outcome, status, started, kind))
-
-
-async def _to_the_end(work: Awaitable[None]) -> None:
-    """Await `work` to its end even if this handler is cancelled meanwhile (its device left),
-    then pass the cancellation on: a charge is not dropped half-way."""
-    task = asyncio.ensure_future(work)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.cancelled():  # the work itself was cancelled (the loop is ending)
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    task.result()
-
-
-async def _charge_and_log(
-    state: GatewayState,
-    admitted: Admitted,
-    tally: _Tally,
-    outcome: str,
-    status: int,
-    started: float,
-    kind: str,
-) -> None:
     # A store that cannot take the charge now (Redis down) gets it later: the limiter keeps it.
     await state.limiter.record(admitted.device_id, tally.total, time.time())
     metrics = state.metrics
