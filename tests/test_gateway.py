@@ -6,11 +6,13 @@ the embedded-engine tests, which use the real bundled model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import struct
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -305,21 +307,51 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
+@contextlib.contextmanager
+def gateway_log(level: int | None = logging.DEBUG) -> Iterator[list[logging.LogRecord]]:
+    """The records the gateway logs inside the block (from `level` up; None: the logger's
+    own level is left as it is)."""
+    logger, handler = logging.getLogger("tandem.gateway"), _Records()
+    before = logger.level
+    logger.addHandler(handler)
+    if level is not None:
+        logger.setLevel(level)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
+
+
+def hang_up_after_first_chunk(gw: RunningGateway, body: dict[str, Any]) -> None:
+    """Stream `body` through `gw`, read the first sealed chunk, then close the connection."""
+    envelope, _ = sealed(gw, {**body, "stream": True})
+    headers = {"Content-Type": REQUEST_CONTENT_TYPE}
+    url = gw.url + "/v1/sealed/chat/completions"
+    with httpx.stream("POST", url, content=envelope, headers=headers) as resp:
+        assert resp.status_code == 200
+        next(resp.iter_raw())
+
+
+def served_records(records: list[logging.LogRecord], polls: int) -> list[logging.LogRecord]:
+    """The "served" records, polled every 0.05 s up to `polls` times until there is one."""
+    served: list[logging.LogRecord] = []
+    for _ in range(polls):
+        served = [r for r in records if r.getMessage() == "served"]
+        if served:
+            break
+        time.sleep(0.05)
+    return served
+
+
 def test_logs_carry_no_request_or_answer_content(gateway: RunningGateway) -> None:
     secret = "my-card-is-4111-1111-1111-1111"
-    logger, handler = logging.getLogger("tandem.gateway"), _Records()
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    with gateway_log() as records:
         with client_for(gateway) as client:
             client.complete({**CHAT, "messages": [{"role": "user", "content": secret}]})
             list(client.stream({**CHAT, "messages": [{"role": "user", "content": secret}]}))
         post(gateway, b"junk")
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    lines = [JsonFormatter().format(r) for r in handler.records]
+    lines = [JsonFormatter().format(r) for r in records]
     assert len(lines) >= 3
     served = [json.loads(line) for line in lines if '"served"' in line]
     assert {s["outcome"] for s in served} == {"ok"} and served[0]["device"] == "phone"
@@ -511,28 +543,12 @@ def test_a_stream_may_outlast_the_upstream_timeout_while_chunks_keep_coming(
 def test_a_device_leaving_mid_stream_is_logged_as_a_disconnect_not_an_error(
     gateway: RunningGateway,
 ) -> None:
-    logger, handler = logging.getLogger("tandem.gateway"), _Records()
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        envelope, _ = sealed(gateway, {**CHAT, "model": "slow", "stream": True})
-        headers = {"Content-Type": REQUEST_CONTENT_TYPE}
-        url = gateway.url + "/v1/sealed/chat/completions"
-        with httpx.stream("POST", url, content=envelope, headers=headers) as resp:
-            assert resp.status_code == 200
-            next(resp.iter_raw())  # the first sealed chunk, then hang up
-        served: list[logging.LogRecord] = []
-        for _ in range(200):  # the gateway notices at its next write (0.2 s later)
-            served = [r for r in handler.records if r.getMessage() == "served"]
-            if served:
-                break
-            time.sleep(0.05)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    with gateway_log() as records:
+        hang_up_after_first_chunk(gateway, {**CHAT, "model": "slow"})
+        # the gateway notices at its next write (0.2 s later)
+        served = served_records(records, polls=200)
     assert [r.fields["outcome"] for r in served] == ["client_disconnected"]  # type: ignore[attr-defined]
-    assert [r.getMessage() for r in handler.records if r.levelno >= logging.WARNING] == []
+    assert [r.getMessage() for r in records if r.levelno >= logging.WARNING] == []
     metrics = httpx.get(gateway.url + "/metrics").text
     assert 'tandem_gateway_requests_total{outcome="client_disconnected"} 1.0' in metrics
 

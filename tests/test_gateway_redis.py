@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import socket
@@ -36,7 +35,7 @@ from tests.conftest_gateway import (
     free_port,
     start_redis,
 )
-from tests.test_gateway import _Records, post, sealed
+from tests.test_gateway import gateway_log, post, sealed
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -318,9 +317,6 @@ def test_a_charge_sent_again_under_its_id_is_added_once(redis_url: str) -> None:
 
 
 def test_kept_charges_are_bounded_and_what_is_dropped_is_logged(flapping: _Flapping) -> None:
-    logger, handler = logging.getLogger("tandem.gateway"), _Records()
-    logger.addHandler(handler)
-
     async def run() -> int:
         redis = AsyncRedis.from_url(flapping.url)
         limiter = RateLimiter(RedisUsageStore(redis), 0, 0, max_uncharged=2)
@@ -334,11 +330,9 @@ def test_kept_charges_are_bounded_and_what_is_dropped_is_logged(flapping: _Flapp
         finally:
             await redis.aclose()
 
-    try:
+    with gateway_log(level=None) as records:
         assert asyncio.run(run()) == 13
-    finally:
-        logger.removeHandler(handler)
-    dropped = [r for r in handler.records if r.getMessage() == "usage dropped"]
+    dropped = [r for r in records if r.getMessage() == "usage dropped"]
     assert [(r.fields["device"], r.fields["tokens"]) for r in dropped] == [("watch", 3)]  # type: ignore[attr-defined]
 
 
@@ -349,13 +343,9 @@ def test_usage_still_uncharged_at_shutdown_is_logged_with_its_totals(
     gw = start_gateway(redis_url=flapping.url, upstream=upstream, usage_flush_s=3600.0)
     upstream.stop_redis = True
     assert post(gw, sealed(gw)[0]).status_code == 200
-    logger, handler = logging.getLogger("tandem.gateway"), _Records()
-    logger.addHandler(handler)
-    try:
+    with gateway_log(level=None) as records:
         gw.server.stop()  # Redis is still down: the last try fails too
-    finally:
-        logger.removeHandler(handler)
-    left = {r.getMessage(): r.fields for r in handler.records}  # type: ignore[attr-defined]
+    left = {r.getMessage(): r.fields for r in records}  # type: ignore[attr-defined]
     assert left["usage not charged"]["device"] == "phone"
     assert left["usage not charged"]["tokens"] == 12
     assert left["usage not charged"]["day"] == time.strftime("%Y-%m-%d", time.gmtime())

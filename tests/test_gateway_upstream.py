@@ -8,7 +8,6 @@ refusal, or a cloud failure counted by its circuit breaker) is the point.
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import subprocess
 import threading
@@ -29,7 +28,14 @@ from runtime.offload import OffloadClient, OffloadConfig
 from runtime.offload_errors import GatewayRejected
 from tests.conftest_gateway import GatewayFactory, GatewayHome, RunningGateway, spawn_gateway
 from tests.fake_openai import FakeOpenAI, chat_chunk, fake_openai, stop_after_first
-from tests.test_gateway import CHAT, _Records, post, sealed
+from tests.test_gateway import (
+    CHAT,
+    gateway_log,
+    hang_up_after_first_chunk,
+    post,
+    sealed,
+    served_records,
+)
 
 API_KEY = "sk-test-0123456789abcdef"
 
@@ -322,28 +328,11 @@ def test_a_device_leaving_while_the_upstream_stalls_mid_stream_closes_the_upstre
     fake: tuple[FakeOpenAI, str], gw: RunningGateway
 ) -> None:
     fake[0].generate = fake[0].stall  # one chunk, then silence for 60 s (the timeout is 120 s)
-    logger, handler = logging.getLogger("tandem.gateway"), _Records()
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        envelope, _ = sealed(gw, {**CHAT, "stream": True})
-        headers = {"Content-Type": REQUEST_CONTENT_TYPE}
-        url = gw.url + "/v1/sealed/chat/completions"
-        with httpx.stream("POST", url, content=envelope, headers=headers) as resp:
-            assert resp.status_code == 200
-            next(resp.iter_raw())  # the first sealed chunk, then hang up while nothing comes
+    with gateway_log() as records:
+        hang_up_after_first_chunk(gw, CHAT)  # while nothing comes after the first chunk
         # The gateway has nothing to write, so only its handler's cancellation can tell it.
         assert fake[0].disconnected.wait(30), "the upstream request was left running"
-        served: list[logging.LogRecord] = []
-        for _ in range(600):
-            served = [r for r in handler.records if r.getMessage() == "served"]
-            if served:
-                break
-            time.sleep(0.05)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+        served = served_records(records, polls=600)
     assert [(r.fields["outcome"], r.fields["status"]) for r in served] == [  # type: ignore[attr-defined]
         ("client_disconnected", 200)
     ]
