@@ -33,15 +33,21 @@ og = pytest.importorskip("onnxruntime_genai", reason="needs onnxruntime-genai==0
 QUESTION = [Message("user", "Name three colours.")]
 
 
-@pytest.fixture(scope="module")
-def onnx_dir() -> Path:
-    """SmolLM2-135M as int4 ONNX: converted from the bundled GGUF once per machine."""
+def _converted(spec: str) -> Path:
+    """`spec` as int4 ONNX, converted from its bundled GGUF once per machine (skip if that
+    cannot be done here)."""
     from kernels.convert import ConvertUnavailableError, cached_onnx
 
     try:
-        return cached_onnx("bundled:smollm2-135m")
+        return cached_onnx(spec)
     except ConvertUnavailableError as exc:
         pytest.skip(f"no converted model and no convert extra to make one: {exc}")
+
+
+@pytest.fixture(scope="module")
+def onnx_dir() -> Path:
+    """SmolLM2-135M as int4 ONNX."""
+    return _converted("bundled:smollm2-135m")
 
 
 @pytest.fixture(scope="module")
@@ -216,13 +222,8 @@ def test_a_half_read_stream_blocks_neither_a_second_stream_nor_close(onnx_dir: P
 
 @pytest.fixture(scope="module")
 def gemma_dir() -> Path:
-    """Gemma 3 270M as int4 ONNX: converted from the bundled GGUF once per machine (~2 min)."""
-    from kernels.convert import ConvertUnavailableError, cached_onnx
-
-    try:
-        return cached_onnx("bundled:gemma3-270m")
-    except ConvertUnavailableError as exc:
-        pytest.skip(f"no converted model and no convert extra to make one: {exc}")
+    """Gemma 3 270M as int4 ONNX (~2 min to convert)."""
+    return _converted("bundled:gemma3-270m")
 
 
 def test_converted_gemma3_is_a_base_model_with_its_bos_and_window(gemma_dir: Path) -> None:

@@ -3,7 +3,9 @@ streams abandoned early or stalled, and servers that answer with malformed outpu
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,54 +21,58 @@ from kernels import (
 )
 from kernels.openai_engine import OpenAIEngine
 from kernels.openai_protocol import entropy_lower_bound
-from tests.fake_openai import Handler, chat_chunk, fake_openai, sse, stop_after_first
+from tests.fake_openai import (
+    FakeOpenAI,
+    Handler,
+    chat_chunk,
+    fake_openai,
+    sse,
+    stop_after_first,
+)
 
 QUESTION = [Message("user", "Name three colours.")]
 
 
-def test_a_stream_closed_before_its_first_token_drops_the_connection() -> None:
+@contextlib.contextmanager
+def _stalled_engine() -> Iterator[tuple[FakeOpenAI, OpenAIEngine]]:
+    """An engine on a server that sends one token, then nothing for 60 s; closed after."""
     with fake_openai() as (fake, url):
         fake.generate = fake.stall
         eng = OpenAIEngine(url, "fake", top_logprobs=0)
         try:
-            stream = eng.stream(QUESTION, GenerationParams(max_tokens=50))  # sent now
-            stream.close()  # never iterated: the server must still be told to stop
-            assert fake.disconnected.wait(10)
+            yield fake, eng
         finally:
             eng.close()
+
+
+def test_a_stream_closed_before_its_first_token_drops_the_connection() -> None:
+    with _stalled_engine() as (fake, eng):
+        stream = eng.stream(QUESTION, GenerationParams(max_tokens=50))  # sent now
+        stream.close()  # never iterated: the server must still be told to stop
+        assert fake.disconnected.wait(10)
 
 
 def test_cancel_from_another_thread_ends_a_stalled_stream() -> None:
-    with fake_openai() as (fake, url):
-        fake.generate = fake.stall
-        eng = OpenAIEngine(url, "fake", top_logprobs=0)
-        try:
-            cancel = threading.Event()
-            stream = eng.stream(QUESTION, GenerationParams(max_tokens=50), cancel)
-            # cancel as the runtime does, after the one token before a 60 s stall
-            seen = stop_after_first(stream, cancel.set)
-            assert seen.got_first and seen.ended
-            assert seen.errors == []
-            assert [e.text for e in seen.items] == ["Hi"]
-            assert stream.finish_reason == "cancelled"
-            assert stream.usage is not None and stream.usage.completion_tokens == 1
-            assert fake.disconnected.wait(10)
-        finally:
-            eng.close()
+    with _stalled_engine() as (fake, eng):
+        cancel = threading.Event()
+        stream = eng.stream(QUESTION, GenerationParams(max_tokens=50), cancel)
+        # cancel as the runtime does, after the one token before a 60 s stall
+        seen = stop_after_first(stream, cancel.set)
+        assert seen.got_first and seen.ended
+        assert seen.errors == []
+        assert [e.text for e in seen.items] == ["Hi"]
+        assert stream.finish_reason == "cancelled"
+        assert stream.usage is not None and stream.usage.completion_tokens == 1
+        assert fake.disconnected.wait(10)
 
 
 def test_close_from_another_thread_ends_a_stalled_stream() -> None:
-    with fake_openai() as (fake, url):
-        fake.generate = fake.stall
-        eng = OpenAIEngine(url, "fake", top_logprobs=0)
-        try:
-            stream = eng.stream(QUESTION, GenerationParams(max_tokens=50))
-            seen = stop_after_first(stream, stream.close)  # was "generator already executing"
-            assert seen.got_first and seen.ended and seen.errors == []
-            assert stream.finish_reason == "cancelled"
-            assert fake.disconnected.wait(10)
-        finally:
-            eng.close()
+    with _stalled_engine() as (fake, eng):
+        stream = eng.stream(QUESTION, GenerationParams(max_tokens=50))
+        seen = stop_after_first(stream, stream.close)  # was "generator already executing"
+        assert seen.got_first and seen.ended and seen.errors == []
+        assert stream.finish_reason == "cancelled"
+        assert fake.disconnected.wait(10)
 
 
 MALFORMED_CHUNKS = [
