@@ -12,10 +12,8 @@ when it grows and read at start, so a list replayed right after a restart is ref
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -31,6 +29,7 @@ from cloud_gateway.protocol import (
     read_keys_document,
 )
 from cloud_gateway.protocol.codec import b64e
+from runtime.atomic import atomic_file
 from runtime.offload_errors import GatewayRejected, GatewayUnreachable, OffloadNotConfigured
 from runtime.telemetry import default_path as telemetry_path
 
@@ -174,7 +173,6 @@ def _load(path: Path, gateway: str) -> int | None:
 def _save(path: Path, gateway: str, issued_at: int) -> None:
     """Store `issued_at` as `gateway`'s newest (atomically: a new file renamed over the old),
     keeping the newer of it and what the file holds; a failure is a warning."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         try:
             stored = _read_state(path)
@@ -184,14 +182,8 @@ def _save(path: Path, gateway: str, issued_at: int) -> None:
         oldest_useful = time.time() - KEYS_MAX_AGE_S
         stored = {g: t for g, t in stored.items() if t >= oldest_useful}
         stored[gateway] = max(issued_at, stored.get(gateway, issued_at))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", encoding="utf-8") as fh:
+        with atomic_file(path, "w", encoding="utf-8") as fh:
             json.dump({"version": _STATE_VERSION, "newest_issued_at": stored}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
         log.warning("cannot save the gateway keys state %s (the rule holds until this "
                     "process ends): %s", path, exc)
-        with contextlib.suppress(OSError):
-            tmp.unlink()

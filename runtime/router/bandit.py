@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -119,7 +119,7 @@ class LinUcbBandit:
         self._b = self._b + delta.rewards
         self.updates += delta.updates
 
-    def save(self, file: str | Path | BinaryIO, **extra: npt.NDArray[Any]) -> None:
+    def save(self, file: str | Path | IO[bytes], **extra: npt.NDArray[Any]) -> None:
         """Persist the learned state (plain arrays, no pickle), plus any `extra` arrays."""
         c = self.config
         arrays: dict[str, Any] = {

@@ -38,7 +38,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.atomic import atomic_file
 from runtime.cues import CUE_NAMES
 from runtime.router.bandit import ARMS, Arm, BanditConfig, LinUcbBandit, cost_aware_reward
 from runtime.router.base import RouterFileError, RouterVerdict, read_npz
@@ -282,22 +282,10 @@ class OnlineRouter:
             return None
 
     def _write_locked(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                    suffix=".npz")
-        os.close(fd)
-        tmp = Path(name)
-        try:
-            # LinUcbBandit.save owns the array layout; the context names go into the same
-            # file so that it describes itself.
-            with tmp.open("wb") as fh:
-                self.bandit.save(fh, features=np.array(self.features))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        # LinUcbBandit.save owns the array layout; the context names go into the same file
+        # so that it describes itself.
+        with atomic_file(self.path) as fh:
+            self.bandit.save(fh, features=np.array(self.features))
 
 
 _Signature = tuple[int, int, int] | None
