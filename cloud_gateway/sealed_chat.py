@@ -38,6 +38,7 @@ from cloud_gateway.protocol.envelope import (
     STREAM_CONTENT_TYPE,
 )
 from cloud_gateway.protocol.frames import FrameSealer, seal_response
+from cloud_gateway.tasks import finish_then_cancel
 
 if TYPE_CHECKING:
     from cloud_gateway.app import GatewayState
@@ -231,18 +232,7 @@ def _runs_to_the_end(fn: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[
 
     @functools.wraps(fn)
     async def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        task = asyncio.ensure_future(fn(*args, **kwargs))
-        cancelled = False
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                if task.cancelled():  # the work itself was cancelled (the loop is ending)
-                    raise
-                cancelled = True
-        if cancelled:
-            raise asyncio.CancelledError
-        task.result()
+        await finish_then_cancel(asyncio.ensure_future(fn(*args, **kwargs)))
 
     return run
 

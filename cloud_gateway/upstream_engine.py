@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from cloud_gateway.errors import UpstreamError, UpstreamRefusedRequest, UpstreamUnavailable
+from cloud_gateway.tasks import finish_then_cancel
 from kernels.base import Engine, GenerationParams, Message, TokenEvent, generate
 from kernels.errors import ContextOverflowError, EngineError
 
@@ -88,17 +89,9 @@ class EngineUpstream:
                 asyncio.to_thread(generate, engine, messages, params, cancel)
             )
             try:
-                gen = await asyncio.shield(decoding)
-            except asyncio.CancelledError:
                 # The device left: stop decoding, and keep the engine (this lock) until the
                 # thread has let go of it, or the next request would decode on it meanwhile.
-                cancel.set()
-                while not decoding.done():
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await asyncio.wait({decoding})
-                if not decoding.cancelled():
-                    decoding.exception()  # retrieved: nobody wants it now
-                raise
+                gen = await finish_then_cancel(decoding, on_cancel=cancel.set)
             except ContextOverflowError as exc:
                 raise UpstreamRefusedRequest(str(exc), upstream_status=400) from None
             except EngineError as exc:
