@@ -18,6 +18,7 @@ from runtime.router.features import (
     OPTION_CUE_NAMES,
     FeatureSpec,
     Featurizer,
+    dense_cues,
     option_overlap_cues,
 )
 from runtime.router.learned import LearnedRouter, TrainParams
@@ -307,7 +308,9 @@ def test_training_cues_count_a_word_no_other_prompt_holds_as_unseen() -> None:
 def test_option_overlap_cues_read_the_options_against_each_other_and_the_question() -> None:
     prompt = ("Which law says that force equals mass times acceleration?\n"
               "A. Newton's second law\nB. Newton's third law\nC. Hooke's law\nD. 42\nAnswer:")
-    cues = dict(zip(OPTION_CUE_NAMES, option_overlap_cues(prompt), strict=True))
+    unigrams = HashingVectorizer(n_features=2**12, alternate_sign=False, norm=None)
+    row = dense_cues([prompt], unigrams.transform([prompt]), np.ones(2**12))[0]
+    cues = dict(zip(OPTION_CUE_NAMES, row[len(DENSE_NAMES):], strict=True))
     # word sets: {newton, s, second, law}, {newton, s, third, law}, {hooke, s, law}, {42}
     pairs = [3 / 5, 2 / 5, 0.0, 2 / 5, 0.0, 0.0]
     assert cues["option_overlap_mean"] == pytest.approx(np.mean(pairs))
@@ -317,7 +320,7 @@ def test_option_overlap_cues_read_the_options_against_each_other_and_the_questio
     assert cues["stem_option_overlap_max"] == pytest.approx(1 / 3)
     assert cues["stem_option_overlap_std"] == pytest.approx(np.std(shared))
     assert cues["numeric_option_share"] == pytest.approx(1 / 4)
-    assert option_overlap_cues("Tell me a joke about cats.") == (0.0,) * len(OPTION_CUE_NAMES)
+    assert option_overlap_cues("Tell me a joke about cats.", []) == (0.0,) * len(OPTION_CUE_NAMES)
 
 
 def test_router_files_without_option_cues_still_load_and_score(

@@ -241,7 +241,8 @@ def dense_cues(
     each prompt's word IDFs are those of the other prompts, leave-one-out: a word no other
     prompt holds is unseen, as it would be for a new prompt.
     """
-    rows = np.zeros((len(prompts), len(DENSE_NAMES)))
+    names = DENSE_NAMES + (OPTION_CUE_NAMES if option_cues else ())
+    rows = np.zeros((len(prompts), len(names)))
     counts = unigrams.tocsr()
     seen = word_idf < word_idf.max()  # buckets that occurred in the training prompts
     n = len(prompts)
@@ -258,9 +259,10 @@ def dense_cues(
             idf = np.zeros(1)
         question = stem(prompt)
         options = prompt[len(question):]
-        lengths = [len(o) for o in _OPTION_SPLIT.split(options)[1:]] or [0]
+        parts = _OPTION_SPLIT.split(options)[1:]
+        lengths = [len(o) for o in parts] or [0]
         mean_len = float(np.mean(lengths))
-        rows[i] = (
+        rows[i, : len(DENSE_NAMES)] = (
             math.log1p(len(prompt)),
             math.log1p(len(question)),
             math.log1p(len(options)),
@@ -275,18 +277,17 @@ def dense_cues(
             float(np.std(lengths)) / (mean_len + 1.0),
             math.log1p(mean_len),
         )
-    if not option_cues:
-        return rows
-    return np.hstack([rows, np.array([option_overlap_cues(p) for p in prompts])
-                      .reshape(len(prompts), len(OPTION_CUE_NAMES))])
+        if option_cues:
+            rows[i, len(DENSE_NAMES):] = option_overlap_cues(question, parts)
+    return rows
 
 
-def option_overlap_cues(prompt: str) -> tuple[float, ...]:
-    """`OPTION_CUE_NAMES` of one prompt (all 0 when it has no options block): the Jaccard
-    overlap of the options' word sets, pairwise (mean, max); the share of each option's
-    words the question holds (mean, max, std); the share of options that are numbers."""
-    question = stem(prompt)
-    options = [o.strip() for o in _OPTION_SPLIT.split(prompt[len(question):])[1:]]
+def option_overlap_cues(question: str, parts: Sequence[str]) -> tuple[float, ...]:
+    """`OPTION_CUE_NAMES` of a prompt's `question` (its stem) and its options block split at
+    the option letters (`parts`; none: all 0): the Jaccard overlap of the options' word sets,
+    pairwise (mean, max); the share of each option's words the question holds (mean, max,
+    std); the share of options that are numbers."""
+    options = [o.strip() for o in parts]
     if options and options[-1].endswith(_ANSWER_CUE):  # the prompt's closing "Answer:"
         options[-1] = options[-1].removesuffix(_ANSWER_CUE).strip()
     if not options:
