@@ -8,17 +8,26 @@ so a relay replaying an old list cannot bring back a retired key.
 With a state file (the runtime's: `default_state_path()`), "the newest list accepted" outlives
 the process: the file holds the newest `issued_at` per gateway identity, written atomically
 when it grows and read at start, so a list replayed right after a restart is refused too.
+Several processes may share the file (a CLI run beside `tandem serve`): each read-merge-write
+holds an advisory lock on `gateway_keys.json.lock`, so no process drops another's entry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: one process per state file
+    fcntl = None  # type: ignore[assignment]
 
 from cloud_gateway.protocol import (
     KEYS_MAX_AGE_S,
@@ -174,16 +183,33 @@ def _save(path: Path, gateway: str, issued_at: int) -> None:
     """Store `issued_at` as `gateway`'s newest (atomically: a new file renamed over the old),
     keeping the newer of it and what the file holds; a failure is a warning."""
     try:
-        try:
-            stored = _read_state(path)
-        except ValueError:
-            stored = {}  # unusable (warned at start): replaced
-        # A list older than KEYS_MAX_AGE_S is refused anyway: such entries restrict nothing.
-        oldest_useful = time.time() - KEYS_MAX_AGE_S
-        stored = {g: t for g, t in stored.items() if t >= oldest_useful}
-        stored[gateway] = max(issued_at, stored.get(gateway, issued_at))
-        with atomic_file(path, "w", encoding="utf-8") as fh:
-            json.dump({"version": _STATE_VERSION, "newest_issued_at": stored}, fh)
+        with _exclusive(path):
+            _merge_into(path, gateway, issued_at)
     except OSError as exc:
         log.warning("cannot save the gateway keys state %s (the rule holds until this "
                     "process ends): %s", path, exc)
+
+
+def _merge_into(path: Path, gateway: str, issued_at: int) -> None:
+    """Read the state file, keep `gateway`'s newer entry and the others' useful ones, and
+    write it back whole (the caller holds the lock)."""
+    try:
+        stored = _read_state(path)
+    except ValueError:
+        stored = {}  # unusable (warned at start): replaced
+    # A list older than KEYS_MAX_AGE_S is refused anyway: such entries restrict nothing.
+    oldest_useful = time.time() - KEYS_MAX_AGE_S
+    stored = {g: t for g, t in stored.items() if t >= oldest_useful}
+    stored[gateway] = max(issued_at, stored.get(gateway, issued_at))
+    with atomic_file(path, "w", encoding="utf-8") as fh:
+        json.dump({"version": _STATE_VERSION, "newest_issued_at": stored}, fh)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold the advisory lock of `path` (on `path.lock`, which is never renamed over)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+b") as fh:
+        if fcntl is not None:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+        yield

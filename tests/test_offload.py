@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from cloud_gateway.keys import list_keys, load_identity
 from cloud_gateway.protocol import DeviceCredential, PublishedKey, sign_keys_document
 from cloud_gateway.protocol.codec import b64e
 from kernels.base import Engine, GenerationParams, Message, generate
+from runtime import offload_keys
 from runtime.errors import OffloadError
 from runtime.monitor.snapshot import NetworkState
 from runtime.offload import OffloadClient, OffloadConfig
@@ -363,6 +365,29 @@ def test_the_state_file_keeps_the_newest_list_of_each_gateway(
     stored = json.loads(state.read_text())["newest_issued_at"]
     # An entry too old to refuse anything ("gone") is dropped.
     assert stored == {other: keys_relay.now + 100, identity: keys_relay.now}
+
+
+def test_processes_sharing_the_keys_state_file_keep_each_others_entries(tmp_path: Path) -> None:
+    # Each writer stands for a process (a CLI run beside `tandem serve`): its own open file,
+    # so only the file lock orders their read-merge-writes; without it, most entries of a
+    # run are lost to a writer that read the file before another's rename.
+    state = tmp_path / "gateway_keys.json"
+    now, writers, rounds = int(time.time()), 6, 25
+    start = threading.Barrier(writers)
+
+    def write(g: int) -> None:
+        start.wait()
+        for r in range(rounds):
+            offload_keys._save(state, f"gateway-{g}", now + r)
+
+    threads = [threading.Thread(target=write, args=(g,)) for g in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stored = json.loads(state.read_text())["newest_issued_at"]
+    assert stored == {f"gateway-{g}": now + rounds - 1 for g in range(writers)}
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
 @pytest.mark.parametrize(
