@@ -23,7 +23,9 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from cloud_gateway import charge_journal
 from cloud_gateway.admission import Admission
+from cloud_gateway.charge_journal import ChargeJournal
 from cloud_gateway.config import GatewayConfig
 from cloud_gateway.devices import DeviceDirectory, DeviceRegistry
 from cloud_gateway.errors import ConfigurationError, GatewayError, PayloadTooLarge, RateLimited
@@ -143,7 +145,9 @@ def _state_context(
             sqlite_usage = SqliteUsageStore(state_dir / "usage.sqlite3", config.usage_flush_s)
             nonces, usage = MemoryNonceStore(), sqlite_usage
         registry = DeviceRegistry(state_dir / "devices.sqlite3")
-        limiter = RateLimiter(usage, config.requests_per_minute, config.tokens_per_day)
+        journal = ChargeJournal(state_dir / "uncharged") if charge_journal.available() else None
+        limiter = RateLimiter(usage, config.requests_per_minute, config.tokens_per_day,
+                              journal=journal)
         app[METRICS_KEY].uncharged_tokens.set_function(lambda: limiter.uncharged_tokens)
         upkeep = asyncio.create_task(_usage_upkeep(limiter, sqlite_usage, config.usage_flush_s))
         upstream = given if given is not None else _build_upstream(config, engine)
@@ -185,13 +189,15 @@ def _state_context(
 async def _usage_upkeep(
     limiter: RateLimiter, sqlite_usage: SqliteUsageStore | None, interval_s: float
 ) -> None:
-    """Every `interval_s`: write SQLite usage, and apply charges the store refused before."""
+    """Every `interval_s`: write SQLite usage, apply charges the store refused before, and
+    save those still kept to the journal."""
     while True:
         await asyncio.sleep(interval_s)
         try:
             if sqlite_usage is not None:
                 sqlite_usage.flush()
             await limiter.apply_uncharged()
+            limiter.persist()  # what is still kept, on disk: a crash now loses none of it
         except Exception:  # noqa: BLE001 - logged; the next round tries again
             logging.getLogger(LOGGER_NAME).exception("usage upkeep failed")
 

@@ -9,7 +9,9 @@ A finished request is charged even when the store cannot take the charge at that
 day it was incurred at the next store call that works (before the next admission or charge,
 every `usage_flush_s` from the app, and once more at shutdown). A kept charge that was sent
 once is re-sent under its own id, which the store applies at most once, so a reply lost with
-the connection cannot charge it twice.
+the connection cannot charge it twice. With a `ChargeJournal` the kept charges are also on
+disk (written at each upkeep round and at shutdown): a gateway that stops, or dies, with
+charges still kept leaves them to the next one started on the same state folder.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Protocol
 
+from cloud_gateway.charge_journal import ChargeJournal, Kept
 from cloud_gateway.errors import RateLimited, StoreUnavailable
 from cloud_gateway.logs import LOGGER_NAME
 
@@ -49,13 +51,6 @@ class UsageStore(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass(slots=True)
-class _Charge:
-    device: str
-    day: int
-    tokens: int
-
-
 class RateLimiter:
     """Raises `RateLimited` (429 + Retry-After) when a device is over a limit; 0 = unlimited."""
 
@@ -66,6 +61,7 @@ class RateLimiter:
         tokens_per_day: int,
         *,
         max_uncharged: int = MAX_UNCHARGED,
+        journal: ChargeJournal | None = None,
     ) -> None:
         self.store = store
         self.requests_per_minute = requests_per_minute
@@ -74,9 +70,17 @@ class RateLimiter:
         # Charges the store refused: never sent (summed per device and day), and sent once
         # or more under an id (kept as they were sent, since the store may hold them already).
         self._unsent: dict[tuple[str, int], int] = {}
-        self._sent: dict[str, _Charge] = {}
+        self._sent: dict[str, Kept] = {}
         self._uncharged = 0  # their tokens
         self._applying = asyncio.Lock()
+        self._journal = journal
+        self._dirty = False  # kept charges changed since the journal was written
+        if journal is not None:  # charges left by gateways gone: ours now
+            claimed = journal.claim()
+            self._sent.update(claimed)
+            self._uncharged += sum(c.tokens for c in claimed.values())
+            self._dirty = bool(claimed)
+            self.persist()
 
     @property
     def uncharged_tokens(self) -> int:
@@ -127,6 +131,7 @@ class RateLimiter:
             return
         self._unsent[key] = self._unsent.get(key, 0) + tokens
         self._uncharged += tokens
+        self._dirty = True
         log.warning(
             "usage charge deferred",
             extra={"fields": {"device": device, "day": _date(day), "tokens": tokens,
@@ -149,8 +154,9 @@ class RateLimiter:
                 else:
                     (device, day), tokens = next(iter(self._unsent.items()))
                     del self._unsent[(device, day)]
-                    charge_id, charge = uuid.uuid4().hex, _Charge(device, day, tokens)
+                    charge_id, charge = uuid.uuid4().hex, Kept(device, day, tokens)
                     self._sent[charge_id] = charge
+                    self._dirty = True
                 try:
                     await self.store.add_tokens(
                         charge.device, charge.day, charge.tokens, charge_id=charge_id
@@ -160,14 +166,31 @@ class RateLimiter:
                         log.info("deferred usage charged", extra={"fields": {"tokens": applied}})
                     return False
                 del self._sent[charge_id]
+                self._dirty = True
                 self._uncharged -= charge.tokens
                 applied += charge.tokens
             log.info("deferred usage charged", extra={"fields": {"tokens": applied}})
             return True
 
+    def persist(self) -> None:
+        """Write the kept charges to the journal if they changed (no journal: nothing)."""
+        if self._journal is None or not self._dirty:
+            return
+        try:
+            self._journal.write(self._unsent, self._sent)
+            self._dirty = False
+        except OSError as exc:
+            log.error("kept usage not saved",
+                      extra={"fields": {"path": str(self._journal.path), "error": str(exc)}})
+
     async def close(self) -> None:
-        """At shutdown: try the kept charges once more and log those still not charged."""
-        if await self.apply_uncharged():
+        """At shutdown: try the kept charges once more, save those still not charged to the
+        journal (for the next gateway on this state folder), and log them."""
+        charged = await self.apply_uncharged()
+        if self._journal is not None:
+            self.persist()
+            self._journal.close()
+        if charged:
             return
         left = [*((d, day, t) for (d, day), t in self._unsent.items()),
                 *((c.device, c.day, c.tokens) for c in self._sent.values())]
@@ -176,9 +199,12 @@ class RateLimiter:
                 "usage not charged",
                 extra={"fields": {"device": device, "day": _date(day), "tokens": tokens}},
             )
+        kept_in = (str(self._journal.path) if self._journal is not None and not self._dirty
+                   else None)  # None: lost with this process
         log.error(
             "usage not charged at shutdown",
-            extra={"fields": {"charges": len(left), "tokens": sum(t for _, _, t in left)}},
+            extra={"fields": {"charges": len(left), "tokens": sum(t for _, _, t in left),
+                              "kept_in": kept_in}},
         )
 
 

@@ -21,6 +21,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from cloud_gateway.app import STATE_KEY
+from cloud_gateway.charge_journal import ChargeJournal
 from cloud_gateway.config import GatewayConfig
 from cloud_gateway.errors import ConfigurationError
 from cloud_gateway.fixed_upstream import ANSWER
@@ -336,11 +337,12 @@ def test_kept_charges_are_bounded_and_what_is_dropped_is_logged(flapping: _Flapp
     assert [(r.fields["device"], r.fields["tokens"]) for r in dropped] == [("watch", 3)]  # type: ignore[attr-defined]
 
 
-def test_usage_still_uncharged_at_shutdown_is_logged_with_its_totals(
+def test_usage_uncharged_at_shutdown_is_logged_and_charged_by_the_next_gateway(
     start_gateway: GatewayFactory, flapping: _Flapping
 ) -> None:
     upstream = _UpstreamThatStopsRedis(flapping.stop)
     gw = start_gateway(redis_url=flapping.url, upstream=upstream, usage_flush_s=3600.0)
+    first_day = _today()
     upstream.stop_redis = True
     assert post(gw, sealed(gw)[0]).status_code == 200
     with gateway_log(level=None) as records:
@@ -349,4 +351,102 @@ def test_usage_still_uncharged_at_shutdown_is_logged_with_its_totals(
     assert left["usage not charged"]["device"] == "phone"
     assert left["usage not charged"]["tokens"] == 12
     assert left["usage not charged"]["day"] == time.strftime("%Y-%m-%d", time.gmtime())
+    kept = Path(left["usage not charged at shutdown"].pop("kept_in"))
     assert left["usage not charged at shutdown"] == {"charges": 1, "tokens": 12}
+    assert kept.parent == gw.home.state_dir / "uncharged" and kept.exists()
+    # The next gateway on this state folder takes the charge over and applies it, once.
+    flapping.start()
+    with gateway_log(level=None) as records:
+        gw2 = start_gateway(redis_url=flapping.url, usage_flush_s=0.1)
+    claimed = [r.fields for r in records if r.getMessage() == "kept usage claimed"]  # type: ignore[attr-defined]
+    assert [(c["path"], c["tokens"]) for c in claimed] == [(str(kept), 12)]
+    assert not kept.exists()  # now in the new gateway's own file, until charged
+    for _ in range(600):
+        if _uncharged(gw2) == 0.0:
+            break
+        time.sleep(0.05)
+    assert flapping.tokens("phone", first_day, _today()) == 12
+    assert list((gw.home.state_dir / "uncharged").glob("*.json")) == []
+    gw2.server.stop()
+    assert flapping.tokens("phone", first_day, _today()) == 12
+
+
+def test_charges_kept_by_a_gateway_that_died_are_charged_once_by_the_next(
+    flapping: _Flapping, tmp_path: Path
+) -> None:
+    folder = tmp_path / "uncharged"
+    today = _today()
+
+    async def died() -> None:  # keeps two charges, saves them (an upkeep round), then dies
+        redis = AsyncRedis.from_url(flapping.url)
+        journal = ChargeJournal(folder)
+        limiter = RateLimiter(RedisUsageStore(redis), 0, 0, journal=journal)
+        flapping.stop()
+        await limiter.record("phone", 5, today * DAY + 10)
+        assert not await limiter.apply_uncharged()  # sends it once under an id: fails
+        await limiter.record("tablet", 7, today * DAY + 20)
+        limiter.persist()
+        journal._lock.close()  # what the kernel does for a killed process: no clean-up
+        await redis.aclose()
+
+    async def next_two() -> tuple[int, int]:
+        redis = AsyncRedis.from_url(flapping.url)
+        first = RateLimiter(RedisUsageStore(redis), 0, 0, journal=ChargeJournal(folder))
+        second = RateLimiter(RedisUsageStore(redis), 0, 0, journal=ChargeJournal(folder))
+        taken = first.uncharged_tokens, second.uncharged_tokens
+        await first.close()
+        await second.close()
+        await redis.aclose()
+        return taken
+
+    asyncio.run(died())
+    assert len(list(folder.glob("*.json"))) == 1
+    flapping.start()
+    assert asyncio.run(next_two()) == (12, 0)  # claimed by one of them only
+    assert flapping.tokens("phone", today) == 5
+    assert flapping.tokens("tablet", today) == 7
+    assert list(folder.iterdir()) == []
+    assert list(folder.iterdir()) == []
+
+
+def test_a_claimed_file_left_by_a_crash_while_claiming_is_charged_once(
+    flapping: _Flapping, tmp_path: Path
+) -> None:
+    # A gateway claimed a dead one's file, wrote the charges to its own file and died before
+    # deleting the claimed one: both files hold the charges, under the same ids.
+    folder = tmp_path / "uncharged"
+    folder.mkdir()
+    today = _today()
+    dead = {"version": 1, "unsent": [["phone", today, 5]], "sent": [["c-9", "tablet", today, 7]]}
+    (folder / "a.json").write_text(json.dumps(dead))
+    claimer = ChargeJournal(folder)
+    charges = claimer.claim()
+    (folder / "b.json").write_text(json.dumps(
+        {"version": 1, "unsent": [], "sent": [[i, *c] for i, c in charges.items()]}))
+    claimer.close()  # and dies: a.json stays
+
+    async def charge() -> None:
+        redis = AsyncRedis.from_url(flapping.url)
+        limiter = RateLimiter(RedisUsageStore(redis), 0, 0, journal=ChargeJournal(folder))
+        assert limiter.uncharged_tokens == 12  # both files' charges, under the same two ids
+        await limiter.close()
+        await redis.aclose()
+
+    asyncio.run(charge())
+    assert flapping.tokens("phone", today) == 5
+    assert flapping.tokens("tablet", today) == 7
+    assert list(folder.iterdir()) == []
+
+
+def test_an_unreadable_kept_usage_file_is_logged_and_left_for_an_operator(tmp_path: Path) -> None:
+    folder = tmp_path / "uncharged"
+    folder.mkdir()
+    (folder / "broken.json").write_text('{"version": 1, "unsent": [["phone"]]}')
+    journal = ChargeJournal(folder)
+    with gateway_log(level=None) as records:
+        assert journal.claim() == {}
+    [error] = [r for r in records if r.getMessage() == "kept usage file unreadable"]
+    assert error.fields["path"] == str(folder / "broken.json")  # type: ignore[attr-defined]
+    journal.write({}, {})
+    journal.close()
+    assert sorted(p.name for p in folder.iterdir()) == ["broken.json", "broken.lock"]
