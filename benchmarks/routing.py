@@ -30,7 +30,7 @@ logistic model) and the outcomes of the 10/30/100 nearest training prompts in
 all-MiniLM-L6-v2 embedding space, combined by a stacker fitted on out-of-fold LR
 probabilities (`runtime.router.blend`). `hashed_lr` alone is
 reported beside it, and is ours with `--no-embed` or without the extra. Vectors are cached
-under ~/.cache/tandem/embeddings, keyed by the prompts (a cold cache costs ~25 min of CPU
+under ~/.cache/tandem/embeddings, keyed by the prompts (a cold cache costs ~11 min of CPU
 here). `--embed-lr` adds `hashed_emb_lr` (the embedding appended to the LR features), which
 lost to `hashed_lr` on the seed-0 development splits.
 The design (features, C, dense-cue weight, the stacker and its inputs) was chosen on seed 0
