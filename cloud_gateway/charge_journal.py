@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,7 @@ except ImportError:  # pragma: no cover - not POSIX
 log = logging.getLogger(LOGGER_NAME)
 
 _VERSION = 1
+STALE_LOCK_S = 60.0  # a lock file without charges, free and this old, is a crash's leftover
 
 
 class Kept(NamedTuple):
@@ -96,7 +98,26 @@ class ChargeJournal:
             log.warning("kept usage claimed",
                         extra={"fields": {"path": str(path), "charges": len(found),
                                           "tokens": sum(c.tokens for c in found.values())}})
+        self._remove_stale_locks()
         return charges
+
+    def _remove_stale_locks(self) -> None:
+        """Delete the lock files that processes gone left without charges (a crash).
+
+        Only files older than `STALE_LOCK_S` whose lock is free: a process that has just
+        opened its lock file may not have locked it yet."""
+        for path in self.folder.glob("*.lock"):
+            if path.stem == self.id or path.with_suffix(".json").exists():
+                continue
+            try:
+                if time.time() - path.stat().st_mtime < STALE_LOCK_S:
+                    continue
+                with open(path, "a+b") as fh:
+                    assert fcntl is not None
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    path.unlink()
+            except (BlockingIOError, FileNotFoundError):  # alive, or removed just now
+                continue
 
     def write(self, unsent: Mapping[tuple[str, int], int], sent: Mapping[str, Kept]) -> None:
         """Store these kept charges as this process's (no file when there are none), then

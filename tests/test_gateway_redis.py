@@ -21,7 +21,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from cloud_gateway.app import STATE_KEY
-from cloud_gateway.charge_journal import ChargeJournal
+from cloud_gateway.charge_journal import STALE_LOCK_S, ChargeJournal
 from cloud_gateway.config import GatewayConfig
 from cloud_gateway.errors import ConfigurationError
 from cloud_gateway.fixed_upstream import ANSWER
@@ -450,3 +450,23 @@ def test_an_unreadable_kept_usage_file_is_logged_and_left_for_an_operator(tmp_pa
     journal.write({}, {})
     journal.close()
     assert sorted(p.name for p in folder.iterdir()) == ["broken.json", "broken.lock"]
+
+
+def test_lock_files_left_by_crashed_gateways_are_removed_but_a_live_ones_stays(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "uncharged"
+    alive = ChargeJournal(folder)  # another gateway, running for a while
+    old = time.time() - 2 * STALE_LOCK_S
+    crashed, young = folder / "crashed.lock", folder / "young.lock"
+    crashed.touch()
+    young.touch()  # just opened by a gateway starting now, maybe not locked yet
+    for path in (crashed, Path(alive._lock.name)):
+        os.utime(path, (old, old))
+    journal = ChargeJournal(folder)
+    assert journal.claim() == {}
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"{alive.id}.lock", f"{journal.id}.lock", "young.lock"])
+    journal.close()
+    alive.close()
+    assert [p.name for p in folder.iterdir()] == ["young.lock"]
