@@ -14,20 +14,13 @@ holds an advisory lock on `gateway_keys.json.lock`, so no process drops another'
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: one process per state file
-    fcntl = None  # type: ignore[assignment]
 
 from cloud_gateway.protocol import (
     KEYS_MAX_AGE_S,
@@ -38,7 +31,7 @@ from cloud_gateway.protocol import (
     read_keys_document,
 )
 from cloud_gateway.protocol.codec import b64e
-from runtime.atomic import atomic_file
+from runtime.atomic import atomic_file, exclusive_lock
 from runtime.offload_errors import GatewayRejected, GatewayUnreachable, OffloadNotConfigured
 from runtime.telemetry import default_path as telemetry_path
 
@@ -183,7 +176,7 @@ def _save(path: Path, gateway: str, issued_at: int) -> None:
     """Store `issued_at` as `gateway`'s newest (atomically: a new file renamed over the old),
     keeping the newer of it and what the file holds; a failure is a warning."""
     try:
-        with _exclusive(path):
+        with exclusive_lock(path):
             _merge_into(path, gateway, issued_at)
     except OSError as exc:
         log.warning("cannot save the gateway keys state %s (the rule holds until this "
@@ -203,13 +196,3 @@ def _merge_into(path: Path, gateway: str, issued_at: int) -> None:
     stored[gateway] = max(issued_at, stored.get(gateway, issued_at))
     with atomic_file(path, "w", encoding="utf-8") as fh:
         json.dump({"version": _STATE_VERSION, "newest_issued_at": stored}, fh)
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold the advisory lock of `path` (on `path.lock`, which is never renamed over)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a+b") as fh:
-        if fcntl is not None:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # released when the file is closed
-        yield

@@ -33,21 +33,19 @@ is POSIX `flock`; elsewhere, one process per state file.)
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runtime.atomic import atomic_file
+from runtime.atomic import atomic_file, exclusive_lock
 from runtime.cues import CUE_NAMES
 from runtime.router.bandit import ARMS, Arm, BanditConfig, LinUcbBandit, cost_aware_reward
 from runtime.router.base import RouterFileError, RouterVerdict, read_npz
@@ -258,7 +256,7 @@ class OnlineRouter:
     def _sync_locked(self, *, write: bool) -> None:
         """The state becomes the file's plus what this process learned and did not save;
         with `write`, that is saved. The caller holds `self._lock`."""
-        with _exclusive(self.path):
+        with exclusive_lock(self.path):
             seen = _signature(self.path)
             disk = self._read_file() if seen is not None else None
             if disk is not None:
@@ -298,24 +296,6 @@ def _signature(path: Path) -> _Signature:
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `<path>.lock` across processes (POSIX `flock`;
-    a no-op where there is none)."""
-    if sys.platform == "win32":
-        yield
-        return
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.with_name(f"{path.name}.lock").open("ab") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _set_aside(path: Path, exc: RouterFileError, then: str) -> None:
