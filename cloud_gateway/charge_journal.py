@@ -75,12 +75,8 @@ class ChargeJournal:
             stem = path.stem
             if stem == self.id or any(p == path for p, _ in self._claimed):
                 continue
-            lock = _lock_file(self.folder / f"{stem}.lock")
-            try:
-                assert fcntl is not None
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # its process is alive
-                lock.close()
+            lock = _try_lock(self.folder / f"{stem}.lock")
+            if lock is None:  # its process is alive
                 continue
             try:
                 found = _read(path, stem)
@@ -112,12 +108,12 @@ class ChargeJournal:
             try:
                 if time.time() - path.stat().st_mtime < STALE_LOCK_S:
                     continue
-                with open(path, "a+b") as fh:
-                    assert fcntl is not None
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    path.unlink()
-            except (BlockingIOError, FileNotFoundError):  # alive, or removed just now
+            except FileNotFoundError:  # removed just now
                 continue
+            lock = _try_lock(path)
+            if lock is not None:  # free: its process is gone
+                path.unlink(missing_ok=True)
+                lock.close()
 
     def write(self, unsent: Mapping[tuple[str, int], int], sent: Mapping[str, Kept]) -> None:
         """Store these kept charges as this process's (no file when there are none), then
@@ -152,6 +148,18 @@ class ChargeJournal:
 
 def _lock_file(path: Path) -> IO[bytes]:
     return open(path, "a+b")  # noqa: SIM115 - held open: the lock lives as long as the file
+
+
+def _try_lock(path: Path) -> IO[bytes] | None:
+    """`path` opened and locked, or None when another process holds its lock."""
+    lock = _lock_file(path)
+    try:
+        assert fcntl is not None
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
 
 
 def _read(path: Path, stem: str) -> dict[str, Kept]:

@@ -187,8 +187,8 @@ class RateLimiter:
         """At shutdown: try the kept charges once more, save those still not charged to the
         journal (for the next gateway on this state folder), and log them."""
         charged = await self.apply_uncharged()
+        self.persist()
         if self._journal is not None:
-            self.persist()
             self._journal.close()
         if charged:
             return
