@@ -84,6 +84,9 @@ def test_card_numbers_failing_luhn_are_not_cards(privacy: PrivacyFilter, text: s
         ("pay 4111 1111 1111 1111; 10/28; 321", "pay <CARD_1>; <CARD_EXPIRY_1>; <CARD_CVV_1>"),
         ("4111 1111 1111 1111\n12/26\n987", "<CARD_1>\n<CARD_EXPIRY_1>\n<CARD_CVV_1>"),
         ("4111 1111 1111 1111 exp 09/27 123", "<CARD_1> exp <CARD_EXPIRY_1> <CARD_CVV_1>"),
+        ("card 4111 1111 1111 1111 737", "card <CARD_1> <CARD_CVV_1>"),
+        ("4111111111111111, 0737. Thanks", "<CARD_1>, <CARD_CVV_1>. Thanks"),
+        ("amex 378282246310005 1234\nplease", "amex <CARD_1> <CARD_CVV_1>\nplease"),
         ("4111 1111 1111 1111 and it expires 09/27", "<CARD_1> and it expires <CARD_EXPIRY_1>"),
         ("Exp/CVV: 09/27 123", "Exp/CVV: <CARD_EXPIRY_1> <CARD_CVV_1>"),
         ("expiry 09/27, cvv 123", "expiry <CARD_EXPIRY_1>, cvv <CARD_CVV_1>"),
@@ -152,6 +155,10 @@ def test_card_security_data_through_redact_messages() -> None:
         "gain exp 1000 per level",
         "exp(1/2)",
         "card exp 13/27 or 00/27",  # no such month
+        "charge 4111 1111 1111 1111 120 EUR",  # an amount after the number, not its CVV
+        "card 4111 1111 1111 1111 100 dollars, 5 %",
+        "card 4111 1111 1111 1111 50% off",
+        "card 4111 1111 1111 1111 or 41 1111",  # a 2-digit group is no CVV
     ],
 )
 def test_numbers_that_are_not_card_security_data(privacy: PrivacyFilter, text: str) -> None:

@@ -96,7 +96,8 @@ _DATES = (
 # A card's security data (PCI DSS: the CVV must never be sent; the expiry next to a card
 # number is card data too). Anywhere in the text after a label ("CVV 123", "exp 09/27",
 # "Exp/CVV: 09/27 123"); right after a card number also unlabelled, as cards print it
-# ("4111 ... 1111 12/26 987": a month/year, then maybe the CVV; or the CVV, then the date).
+# ("4111 ... 1111 12/26 987": a month/year, then maybe the CVV; or the CVV, then the date;
+# or the CVV alone, "4111 ... 1111 987").
 # A labelled expiry counts only in a text about a card (a card number, a card word or a CVV
 # label in it): "the coupon expires 12/31" and "milk exp 5/20" are not card data.
 _CVV_LABEL = (
@@ -132,10 +133,14 @@ _CARD_CUE = re.compile(
     rf"{_CVV_LABEL})\b"
 )
 _SEP = r"[\s,;|]{1,3}"
+_CURRENCY = r"(?i:eur|usd|gbp|chf|jpy|cad|aud|euros?|dollars?|pounds?|bucks|cents?)"
 _AFTER_CARD = re.compile(
     rf"(?i){_SEP}(?:{_EXPIRY_LABEL}{_EXPIRY_JOIN})?(?P<exp>{_MONTH_YEAR})(?!\d|[/.-]\d)"
     rf"(?:{_SEP}(?:{_CVV_LABEL}\b{_CVV_JOIN})?(?P<cvv>{_CVV_VALUE}))?"
     rf"|{_SEP}(?P<cvv_first>{_CVV_VALUE}){_SEP}(?P<exp_last>{_MONTH_YEAR})(?!\d|[/.-]\d)"
+    # A CVV alone ("4111 ... 1111 737"): not an amount ("250 EUR") nor the start of a
+    # longer run of digit groups (a phone number: "555 123 4567").
+    rf"|{_SEP}(?P<cvv_alone>{_CVV_VALUE})(?![\s,;|]*\d)(?!\s*(?:{_CURRENCY})\b|\s*%)"
 )
 
 # Document numbers without a checksum: only after the document's name.
