@@ -166,6 +166,15 @@ def test_numbers_that_are_not_card_security_data(privacy: PrivacyFilter, text: s
     assert privacy.redact(text, Vault()).text == text.replace("4111 1111 1111 1111", "<CARD_1>")
 
 
+@pytest.mark.parametrize(
+    "text", ["card 4111 1111 1111 1111 415 555 0199", "card 4111 1111 1111 1111 (212) 555-0199"]
+)
+def test_digit_groups_after_a_card_that_start_a_longer_number_are_no_cvv(
+    privacy: PrivacyFilter, text: str
+) -> None:
+    assert "CARD_CVV" not in labels(privacy, text)
+
+
 def test_a_full_date_after_an_expiry_word_stays_a_date(privacy: PrivacyFilter) -> None:
     assert found(privacy, "card expires 09/27/2024") == [("09/27/2024", "DATE")]
     assert found(privacy, "card expires March 30, 2026") == [("March 30, 2026", "DATE")]
