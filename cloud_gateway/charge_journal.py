@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, NamedTuple
 
+from cloud_gateway.files import replace_file
 from cloud_gateway.logs import LOGGER_NAME
 
 try:
@@ -125,7 +125,7 @@ class ChargeJournal:
                 "sent": [[cid, c.device, c.day, c.tokens] for cid, c in sent.items()],
             }).encode()
             if data != self._written:
-                _replace(self.path, data)
+                replace_file(self.path, data)
                 self._written = data
         elif self._written is not None:
             self.path.unlink(missing_ok=True)
@@ -174,17 +174,3 @@ def _read(path: Path, stem: str) -> dict[str, Kept]:
     for cid, device, day, tokens in data["sent"]:
         out[str(cid)] = Kept(str(device), int(day), int(tokens))
     return out
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Write `path` whole: a file beside it, flushed to disk, renamed over it."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

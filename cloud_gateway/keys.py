@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import secrets
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_gateway.errors import ConfigurationError
+from cloud_gateway.files import create_file, replace_file
 from cloud_gateway.logs import LOGGER_NAME
 from cloud_gateway.protocol.codec import b64d, b64e
 from cloud_gateway.protocol.envelope import KEY_ID_RE
@@ -61,18 +61,14 @@ def keys_dir(state_dir: Path) -> Path:
 
 
 def write_secret(path: Path, data: bytes) -> None:
-    """Create `path` with mode 0600 (never overwrite an existing secret)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    """Create `path` with mode 0600, whole or not at all (`FileExistsError` if it exists: a
+    secret is never overwritten)."""
+    create_file(path, data, mode=0o600)
 
 
 def _write_public(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)  # atomic: a running gateway never reads half a file
+    # Whole: a running gateway never reads half a file, nor a crash leaves one.
+    replace_file(path, (json.dumps(record, indent=2) + "\n").encode(), mode=0o644)
 
 
 def load_identity(state_dir: Path, *, create: bool = True) -> Ed25519PrivateKey:
