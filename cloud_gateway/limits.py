@@ -7,9 +7,10 @@ requests and a UTC-day bucket for tokens, so `Retry-After` is the time to the ne
 A finished request is charged even when the store cannot take the charge at that moment
 (Redis unreachable): the charge is kept here, summed per device and day, and applied to the
 day it was incurred at the next store call that works (before the next admission or charge,
-every `usage_flush_s` from the app, and once more at shutdown). A kept charge that was sent
-once is re-sent under its own id, which the store applies at most once, so a reply lost with
-the connection cannot charge it twice. With a `ChargeJournal` the kept charges are also on
+every `usage_flush_s` from the app, and once more at shutdown). A charge is sent under an
+id of its own, first attempt included, and a charge that was sent is re-sent under that id,
+which the store applies at most once, so a reply lost with the connection cannot charge it
+twice. With a `ChargeJournal` the kept charges are also on
 disk (written at each upkeep round and at shutdown): a gateway that stops, or dies, with
 charges still kept leaves them to the next one started on the same state folder.
 """
@@ -42,10 +43,13 @@ class UsageStore(Protocol):
         ...
 
     async def add_tokens(
-        self, device: str, day: int, tokens: int, charge_id: str | None = None
+        self, device: str, day: int, tokens: int, charge_id: str | None = None,
+        *, first_attempt: bool = False,
     ) -> None:
         """Add the tokens a finished request used to `day`; a `charge_id` already applied
-        is not applied again (a charge re-sent after a failure)."""
+        is not applied again (a charge re-sent after a failure whose reply may have been
+        lost). A store that raises `StoreUnavailable` must honour ids on a `first_attempt`
+        too, for as long as a failed charge may wait to be re-sent."""
         ...
 
     async def close(self) -> None: ...
@@ -112,24 +116,36 @@ class RateLimiter:
             return True
         day = int(now // DAY)
         if await self.apply_uncharged():
+            # Sent under an id: if the reply is lost with the connection, the store may
+            # have added it, and the charge is re-sent under the same id (added once).
+            charge_id = uuid.uuid4().hex
             try:
-                await self.store.add_tokens(device, day, tokens)
+                await self.store.add_tokens(
+                    device, day, tokens, charge_id=charge_id, first_attempt=True
+                )
                 return True
             except StoreUnavailable:
-                pass
+                self._keep(device, day, tokens, charge_id)
+                return False
         self._keep(device, day, tokens)
         return False
 
-    def _keep(self, device: str, day: int, tokens: int) -> None:
+    def _keep(self, device: str, day: int, tokens: int, charge_id: str | None = None) -> None:
+        """Keep a charge the store did not take: summed with the device's day if it was never
+        sent, as it was sent (under `charge_id`) if it was."""
         key = (device, day)
-        if key not in self._unsent and len(self._unsent) + len(self._sent) >= self._max_uncharged:
+        new_entry = charge_id is not None or key not in self._unsent
+        if new_entry and len(self._unsent) + len(self._sent) >= self._max_uncharged:
             log.error(
                 "usage dropped",
                 extra={"fields": {"device": device, "day": _date(day), "tokens": tokens,
                                   "reason": f"{self._max_uncharged} charges already kept"}},
             )
             return
-        self._unsent[key] = self._unsent.get(key, 0) + tokens
+        if charge_id is None:
+            self._unsent[key] = self._unsent.get(key, 0) + tokens
+        else:
+            self._sent[charge_id] = Kept(device, day, tokens)
         self._uncharged += tokens
         self._dirty = True
         log.warning(

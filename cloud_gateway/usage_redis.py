@@ -1,9 +1,10 @@
 """Usage counters in Redis: limits shared by every gateway replica.
 
 Keys: `tandem:rpm:{device}:{minute}` (expires after 2 minutes), `tandem:tok:{device}:{day}`
-and `tandem:req:{device}:{day}` (expire after 2 days), and `tandem:charge:{id}` (2 days) for
-each charge re-sent after Redis failed, so that it is added once however often it is sent.
-Durability is Redis's (RDB/AOF).
+and `tandem:req:{device}:{day}` (expire after 2 days), and `tandem:charge:{id}`, the marker
+that makes a charge count once however often it is sent: kept an hour after a charge's first
+attempt (its reply may be lost with the connection, and the charge is then sent again under
+the same id), 2 days after a re-sent one. Durability is Redis's (RDB/AOF).
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from cloud_gateway.errors import StoreUnavailable
 
 _MINUTE_TTL = 120
 _DAY_TTL = 2 * 86_400
+# How long a first attempt's marker lives: a reply lost in a Redis outage shorter than this
+# is charged once when the charge is sent again. One small key per request for an hour.
+FIRST_ATTEMPT_TTL = 3_600
 
-# KEYS: the token counter, the charge's marker; ARGV: tokens, TTL. Atomic: the marker is set
-# if and only if the tokens are added.
+# KEYS: the token counter, the charge's marker; ARGV: tokens, the marker's TTL, the counter's
+# TTL. Atomic: the marker is set if and only if the tokens are added.
 _ADD_ONCE = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
   redis.call('INCRBY', KEYS[1], ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
 return 0
 """
@@ -33,6 +37,7 @@ class RedisUsageStore:
     def __init__(self, redis: Redis, prefix: str = "tandem:") -> None:
         self._redis = redis
         self._prefix = prefix
+        self._add_once = redis.register_script(_ADD_ONCE)  # EVALSHA: the script sent once
 
     async def count_request(self, device: str, minute: int, day: int) -> tuple[int, int]:
         """Count one request; return (requests this minute across replicas, tokens today)."""
@@ -52,22 +57,25 @@ class RedisUsageStore:
         return int(requests), int(tokens or 0)
 
     async def add_tokens(
-        self, device: str, day: int, tokens: int, charge_id: str | None = None
+        self, device: str, day: int, tokens: int, charge_id: str | None = None,
+        *, first_attempt: bool = False,
     ) -> None:
-        """Add a finished request's tokens to the day's shared total (once per `charge_id`)."""
+        """Add a finished request's tokens to the day's shared total, once per `charge_id`
+        (for an hour after a `first_attempt`, for 2 days after a re-sent charge)."""
         key = f"{self._prefix}tok:{device}:{day}"
-        if charge_id is not None:
-            marker = f"{self._prefix}charge:{charge_id}"
+        if charge_id is None:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.incrby(key, tokens)
+            pipe.expire(key, _DAY_TTL)
             try:
-                await self._redis.eval(_ADD_ONCE, 2, key, marker, tokens, _DAY_TTL)
+                await pipe.execute()
             except RedisError as exc:
                 raise StoreUnavailable("the rate-limit store is unreachable") from exc
             return
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.incrby(key, tokens)
-        pipe.expire(key, _DAY_TTL)
+        marker = f"{self._prefix}charge:{charge_id}"
+        ttl = FIRST_ATTEMPT_TTL if first_attempt else _DAY_TTL
         try:
-            await pipe.execute()
+            await self._add_once(keys=[key, marker], args=[tokens, ttl, _DAY_TTL])
         except RedisError as exc:
             raise StoreUnavailable("the rate-limit store is unreachable") from exc
 

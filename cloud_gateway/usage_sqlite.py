@@ -73,7 +73,8 @@ class SqliteUsageStore:
         return count, totals[1]
 
     async def add_tokens(
-        self, device: str, day: int, tokens: int, charge_id: str | None = None
+        self, device: str, day: int, tokens: int, charge_id: str | None = None,
+        *, first_attempt: bool = False,
     ) -> None:
         """Add a finished request's tokens to the day's total. (This store never raises
         `StoreUnavailable`, so no charge is re-sent to it: `charge_id` is not needed.)"""

@@ -23,11 +23,11 @@ from redis.asyncio import Redis as AsyncRedis
 from cloud_gateway.app import STATE_KEY
 from cloud_gateway.charge_journal import STALE_LOCK_S, ChargeJournal
 from cloud_gateway.config import GatewayConfig
-from cloud_gateway.errors import ConfigurationError
+from cloud_gateway.errors import ConfigurationError, StoreUnavailable
 from cloud_gateway.fixed_upstream import ANSWER
 from cloud_gateway.limits import DAY, RateLimiter
 from cloud_gateway.protocol import REQUEST_CONTENT_TYPE, open_response
-from cloud_gateway.usage_redis import RedisUsageStore
+from cloud_gateway.usage_redis import FIRST_ATTEMPT_TTL, RedisUsageStore
 from tests.conftest_gateway import (
     REPO,
     GatewayFactory,
@@ -315,6 +315,62 @@ def test_a_charge_sent_again_under_its_id_is_added_once(redis_url: str) -> None:
     with Redis.from_url(redis_url) as redis:
         assert int(redis.get("tandem-once:tok:phone:7") or 0) == 23
         assert 0 < redis.ttl("tandem-once:tok:phone:7") <= 2 * DAY
+
+
+class _RepliesLost(RedisUsageStore):
+    """Redis takes the charge, and the reply is lost: the connection dropped after the
+    command went out (simulated here, after the real command ran)."""
+
+    def __init__(self, redis: AsyncRedis, prefix: str, times: int) -> None:
+        super().__init__(redis, prefix=prefix)
+        self.lost = times
+
+    async def add_tokens(self, *args: Any, **kwargs: Any) -> None:
+        await super().add_tokens(*args, **kwargs)
+        if self.lost:
+            self.lost -= 1
+            raise StoreUnavailable("the rate-limit store is unreachable")
+
+
+def test_a_charge_whose_first_reply_is_lost_is_added_once(redis_url: str) -> None:
+    async def run() -> tuple[bool, int]:
+        redis = AsyncRedis.from_url(redis_url)
+        limiter = RateLimiter(_RepliesLost(redis, "tandem-lost:", times=2), 0, 0)
+        try:
+            charged = await limiter.record("phone", 9, 3 * DAY + 10)  # first reply lost
+            assert limiter.uncharged_tokens == 9
+            assert not await limiter.apply_uncharged()  # the re-sent one's reply lost too
+            assert await limiter.apply_uncharged()
+            return charged, limiter.uncharged_tokens
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(run()) == (False, 0)
+    with Redis.from_url(redis_url) as redis:
+        assert int(redis.get("tandem-lost:tok:phone:3") or 0) == 9  # sent 3 times, added once
+        markers = list(redis.scan_iter("tandem-lost:charge:*"))
+        assert len(markers) == 1
+        # Set by the first attempt, for an hour: re-sending it does not extend it.
+        assert 3_500 < redis.ttl(markers[0]) <= FIRST_ATTEMPT_TTL
+
+
+def test_every_charge_counts_once_with_a_marker_of_an_hour(redis_url: str) -> None:
+    async def run() -> None:
+        redis = AsyncRedis.from_url(redis_url)
+        limiter = RateLimiter(RedisUsageStore(redis, prefix="tandem-mark:"), 0, 0)
+        try:
+            assert await limiter.record("phone", 4, 5 * DAY)
+            assert await limiter.record("phone", 6, 5 * DAY)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(run())
+    with Redis.from_url(redis_url) as redis:
+        assert int(redis.get("tandem-mark:tok:phone:5") or 0) == 10
+        assert 0 < redis.ttl("tandem-mark:tok:phone:5") <= 2 * DAY
+        ttls = [redis.ttl(k) for k in redis.scan_iter("tandem-mark:charge:*")]
+        assert len(ttls) == 2
+        assert all(3_500 < t <= FIRST_ATTEMPT_TTL for t in ttls)
 
 
 def test_kept_charges_are_bounded_and_what_is_dropped_is_logged(flapping: _Flapping) -> None:
