@@ -9,8 +9,8 @@ A finished request is charged even when the store cannot take the charge at that
 day it was incurred at the next store call that works (before the next admission or charge,
 every `usage_flush_s` from the app, and once more at shutdown). A charge is sent under an
 id of its own, first attempt included, and a charge that was sent is re-sent under that id,
-which the store applies at most once, so a reply lost with the connection cannot charge it
-twice. With a `ChargeJournal` the kept charges are also on
+which the store applies at most once (Redis: if re-sent within an hour of the first attempt),
+so a reply lost with the connection does not charge it twice. With a `ChargeJournal` the kept charges are also on
 disk (written at each upkeep round and at shutdown): a gateway that stops, or dies, with
 charges still kept leaves them to the next one started on the same state folder.
 """
