@@ -85,6 +85,20 @@ def test_card_numbers_failing_luhn_are_not_cards(privacy: PrivacyFilter, text: s
         ("4111 1111 1111 1111\n12/26\n987", "<CARD_1>\n<CARD_EXPIRY_1>\n<CARD_CVV_1>"),
         ("4111 1111 1111 1111 exp 09/27 123", "<CARD_1> exp <CARD_EXPIRY_1> <CARD_CVV_1>"),
         ("card 4111 1111 1111 1111 737", "card <CARD_1> <CARD_CVV_1>"),
+        ("card 4111111111111111 cvv123", "card <CARD_1> cvv<CARD_CVV_1>"),
+        (
+            "cc 4111111111111111 exp0927 cvc2 321",
+            "cc <CARD_1> exp<CARD_EXPIRY_1> cvc2 <CARD_CVV_1>",
+        ),
+        ("card 4111111111111111 expiry 0927", "card <CARD_1> expiry <CARD_EXPIRY_1>"),
+        ("visa exp 092027", "visa exp <CARD_EXPIRY_1>"),
+        ("security code on the back: 123", "security code on the back: <CARD_CVV_1>"),
+        ("CVV on the back of the card: 987", "CVV on the back of the card: <CARD_CVV_1>"),
+        (
+            "my visa is 4111 1111 1111 1111 and the 3 digits on the back are 123",
+            "my visa is <CARD_1> and the 3 digits on the back are <CARD_CVV_1>",
+        ),
+        ("debit card, code on the back is 4321", "debit card, code on the back is <CARD_CVV_1>"),
         ("4111111111111111, 0737. Thanks", "<CARD_1>, <CARD_CVV_1>. Thanks"),
         ("amex 378282246310005 1234\nplease", "amex <CARD_1> <CARD_CVV_1>\nplease"),
         ("4111 1111 1111 1111 and it expires 09/27", "<CARD_1> and it expires <CARD_EXPIRY_1>"),
@@ -159,6 +173,10 @@ def test_card_security_data_through_redact_messages() -> None:
         "card 4111 1111 1111 1111 100 dollars, 5 %",
         "card 4111 1111 1111 1111 50% off",
         "card 4111 1111 1111 1111 or 41 1111",  # a 2-digit group is no CVV
+        "the numbers on the back are 1234",  # "on the back" in a text about no card
+        "expiry 1225 days",  # compact month-year only in a text about a card
+        "card expires 2027",  # a year alone is no expiry
+        "discover 8 new recipes",
     ],
 )
 def test_numbers_that_are_not_card_security_data(privacy: PrivacyFilter, text: str) -> None:
@@ -345,6 +363,9 @@ def test_dates_can_be_left_alone() -> None:
         "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
         "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFU",
         "password: hunter22",
+        "my PIN is 0000",
+        "pin code: 482913",
+        "passcode 123456",
         "OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstuvwxyz123456",
         "q8Xz2LmN4vB7rT1yW9kP3sD6fG0hJ5cV",
     ],
@@ -365,6 +386,9 @@ def test_private_key_block_is_one_secret(privacy: PrivacyFilter) -> None:
         "id 123e4567-e89b-12d3-a456-426614174000",
         "ThisIsAVeryLongCamelCaseIdentifierName",
         "the password is in the drawer",
+        "GPIO pin 13 and pin 2",
+        "pins 1234",
+        "pin 12/2026",
     ],
 )
 def test_hashes_uuids_and_words_are_not_secrets(privacy: PrivacyFilter, text: str) -> None:

@@ -1,4 +1,5 @@
-"""Secrets: private keys, API keys and tokens, by their published shapes and by entropy."""
+"""Secrets: private keys, API keys and tokens, by their published shapes and by entropy;
+passwords and PINs after the word that names them."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ _ASSIGNED = re.compile(
     r"refresh_token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|auth)"
     r"[\"']?\s*(?:[:=]|is)\s*[\"']?(?P<value>[^\s\"',;]{6,})"
 )
+# A PIN or passcode: digits after the word ("PIN 4821", "pin code: 0000", "passcode is 123456").
+_PIN = re.compile(
+    r"(?i)\b(?:pin|passcode)(?:\s*(?:code|number|no\.?|#))?\s*(?:[:=]|is\b|was\b)?\s*"
+    r"(?P<value>\d{4,8})(?!\d|[/.,:-]\d)"
+)
 _TOKEN = re.compile(r"(?<![\w+/=-])[A-Za-z0-9+/_=-]{24,}(?![\w+/=-])")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
@@ -55,13 +61,15 @@ def _looks_random(token: str) -> bool:
 
 
 class SecretDetector:
-    """Private keys, API keys, tokens and assigned passwords."""
+    """Private keys, API keys, tokens, assigned passwords and PINs."""
 
     def detect(self, text: str) -> list[Span]:
         """Spans of `text` that are credentials."""
         spans = [Span(m.start(), m.end(), SECRET, "known-shape") for m in _KNOWN.finditer(text)]
         for m in _ASSIGNED.finditer(text):
             spans.append(Span(m.start("value"), m.end("value"), SECRET, "assigned"))
+        for m in _PIN.finditer(text):
+            spans.append(Span(m.start("value"), m.end("value"), SECRET, "pin"))
         for m in _TOKEN.finditer(text):
             if _looks_random(m.group()):
                 spans.append(Span(m.start(), m.end(), SECRET, "entropy"))

@@ -110,12 +110,14 @@ _EXPIRY_LABEL = (
 )
 # Between a label and its value: "is", "no.", "on", a colon, a dash ... Repeats are bounded,
 # so that no run of labels or joining words costs more than linear time.
-_CVV_JOIN = r"(?:\s*(?:[:=#-]|(?:is|code|number|no|nr)\b\.?)){0,3}\s*"
+_BACK = r"(?:on|at)\s+the\s+back(?:\s+of\s+(?:the|my|your)\s+card)?"
+_CVV_JOIN = rf"(?:\s*(?:[:=#-]|(?:is|code|number|no|nr)\b\.?|{_BACK}\b)){{0,3}}\s*"
 _EXPIRY_JOIN = r"(?:\s*(?:[:=#-]|(?:is|on|in|of|date)\b)){0,3}\s*"
 _MONTH_NUMBER = r"(?:0?[1-9]|1[0-2])"
 _MONTH_YEAR = rf"{_MONTH_NUMBER}\s?[/-]\s?(?:20)?\d\d"  # 09/27, 9/2027, 09-27, 09 / 27
 _EXPIRY_VALUE = (
     rf"(?:{_MONTH_YEAR}|20\d\d[/-]{_MONTH_NUMBER}|"  # 2027-09
+    r"(?:0[1-9]|1[0-2])(?:20)?\d\d|"  # 0927, 092027: only after a label
     rf"{_MONTHS}\s*(?:'\d\d|20\d\d))"  # Sep 2027, September '27
     r"(?!\d|[/.-]\d)"  # not the start of a full date (09/27/2024) or a longer number
 )
@@ -123,9 +125,16 @@ _CVV_VALUE = r"\d{3,4}(?!\d|[/.,:-]\d)"
 # The lookaheads on the labels' first letters only make the scan ~3x faster.
 _CVV = re.compile(
     rf"(?i)(?=[cvs])\b{_CVV_LABEL}(?:\s*/\s*{_CVV_LABEL}){{0,2}}\b{_CVV_JOIN}(?P<cvv>{_CVV_VALUE})"
+    rf"|(?i:\b(?:cvv|cvc|cvn)2?)(?P<glued>{_CVV_VALUE})"  # cvv123: typed without a space
+)
+# "the 3 digits on the back are 123", "code on the back: 123": a CVV in a text about a card.
+_CVV_BACK = re.compile(
+    rf"(?i)\b(?:(?:3|4|three|four)[-\s]?digits?(?:\s+(?:code|number))?|code|numbers?)\s+{_BACK}"
+    rf"(?:\s*(?:[:=-]|is\b|are\b))?\s*(?P<cvv>{_CVV_VALUE})"
 )
 _EXPIRY = re.compile(
-    rf"(?i)(?=[evg])\b{_EXPIRY_LABEL}(?:\s*(?:/|&|and)\s*(?P<both>{_CVV_LABEL})\b)?{_EXPIRY_JOIN}"
+    rf"(?i)(?=[evg])\b(?:{_EXPIRY_LABEL}|exp(?=\d))"  # exp0927: typed without a space
+    rf"(?:\s*(?:/|&|and)\s*(?P<both>{_CVV_LABEL})\b)?{_EXPIRY_JOIN}"
     rf"(?P<exp>{_EXPIRY_VALUE})(?(both)[\s,;|/]{{1,3}}(?P<cvv>{_CVV_VALUE}))?"
 )
 _CARD_CUE = re.compile(
@@ -271,12 +280,19 @@ def _after_card(text: str, end: int) -> Iterator[Span]:
 
 
 def _card_security(text: str) -> Iterator[Span]:
-    """Labelled CVVs anywhere in `text`, and labelled expiry dates if it is about a card."""
+    """Labelled CVVs anywhere in `text`; labelled expiry dates, and the digits said to be "on
+    the back", if it is about a card."""
     for m in _CVV.finditer(text):
-        yield Span(m.start("cvv"), m.end("cvv"), CARD_CVV, "cvv")
+        group = "cvv" if m.group("cvv") is not None else "glued"
+        yield Span(m.start(group), m.end(group), CARD_CVV, "cvv")
     expiries = list(_EXPIRY.finditer(text))
-    if not expiries or not (_CARD_CUE.search(text) or any(s.label == CARD for s in _cards(text))):
+    backs = list(_CVV_BACK.finditer(text))
+    if not (expiries or backs) or not (
+        _CARD_CUE.search(text) or any(s.label == CARD for s in _cards(text))
+    ):
         return
+    for m in backs:
+        yield Span(m.start("cvv"), m.end("cvv"), CARD_CVV, "cvv")
     for m in expiries:
         yield Span(m.start("exp"), m.end("exp"), CARD_EXPIRY, "expiry")
         if m.group("cvv") is not None:
