@@ -341,6 +341,40 @@ def test_emails_urls_and_domains(privacy: PrivacyFilter) -> None:
 @pytest.mark.parametrize(
     ("text", "value"),
     [
+        ("email me at jane.doe [at] example [dot] com", "jane.doe [at] example [dot] com"),
+        ("write to j.doe (at) example.org please", "j.doe (at) example.org"),
+        ("jane dot doe at gmail dot com", "jane dot doe at gmail dot com"),
+        ("Jane DOT Doe AT Example DOT com", "Jane DOT Doe AT Example DOT com"),
+        ("mail jdoe42 at example dot org", "jdoe42 at example dot org"),
+        ("sam at gmail dot com, thanks", "sam at gmail dot com"),
+        ("or john@example dot com", "john@example dot com"),
+    ],
+)
+def test_spelled_out_emails(privacy: PrivacyFilter, text: str, value: str) -> None:
+    assert found(privacy, text) == [(value, "EMAIL")]
+    vault = Vault()
+    red = privacy.redact(text, vault)
+    assert red.text == text.replace(value, "<EMAIL_1>")
+    assert privacy.restore(red.text, vault).text == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "look at this dot com bubble",  # a bare " at " needs an address-like name
+        "we met at home dot",
+        "I was at work. Is it ok",
+        "prices at amazon dot com",
+        "at the end of the day",
+    ],
+)
+def test_prose_with_at_and_dot_is_no_email(privacy: PrivacyFilter, text: str) -> None:
+    assert "EMAIL" not in labels(privacy, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
         ("born on 21/07/1990", "21/07/1990"),
         ("born March 3, 1990", "March 3, 1990"),
         ("DOB 3rd of March 1990", "3rd of March 1990"),
@@ -364,6 +398,8 @@ def test_dates_can_be_left_alone() -> None:
         "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFU",
         "password: hunter22",
         "my PIN is 0000",
+        "user id jdoe42 password Tr0ub4dor&3",
+        "pwd s3cr3t!!",
         "pin code: 482913",
         "passcode 123456",
         "OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstuvwxyz123456",
@@ -387,6 +423,8 @@ def test_private_key_block_is_one_secret(privacy: PrivacyFilter) -> None:
         "ThisIsAVeryLongCamelCaseIdentifierName",
         "the password is in the drawer",
         "GPIO pin 13 and pin 2",
+        "password reset link",
+        "the password field is empty",
         "pins 1234",
         "pin 12/2026",
     ],

@@ -30,6 +30,10 @@ _ASSIGNED = re.compile(
     r"(?i)\b(?:password|passwd|pwd|passphrase|secret|client_secret|token|access_token|"
     r"refresh_token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|auth)"
     r"[\"']?\s*(?:[:=]|is)\s*[\"']?(?P<value>[^\s\"',;]{6,})"
+    # With no colon or "is" ("password Tr0ub4dor&3"): a value that mixes letters with digits
+    # or symbols, not a word ("password reset").
+    r"|\b(?:password|passwd|pwd|passphrase)\s+"
+    r"(?P<bare>(?=[^\s\"',;]*[A-Za-z])(?=[^\s\"',;]*[\d!#$%&*?@^~])[^\s\"',;]{6,})"
 )
 # A PIN or passcode: digits after the word ("PIN 4821", "pin code: 0000", "passcode is 123456").
 _PIN = re.compile(
@@ -67,7 +71,8 @@ class SecretDetector:
         """Spans of `text` that are credentials."""
         spans = [Span(m.start(), m.end(), SECRET, "known-shape") for m in _KNOWN.finditer(text)]
         for m in _ASSIGNED.finditer(text):
-            spans.append(Span(m.start("value"), m.end("value"), SECRET, "assigned"))
+            group = "value" if m.group("value") is not None else "bare"
+            spans.append(Span(m.start(group), m.end(group), SECRET, "assigned"))
         for m in _PIN.finditer(text):
             spans.append(Span(m.start("value"), m.end("value"), SECRET, "pin"))
         for m in _TOKEN.finditer(text):

@@ -56,6 +56,26 @@ _DOMAIN = re.compile(
     rf"(?i)(?<![\w@.-])(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)+(?:{_TLDS})(?![\w-])"
     r"(?:/[^\s<>\"'`]*)?"
 )
+# An address spelled out against scrapers: "jane.doe [at] example [dot] com", "jane dot doe
+# at gmail dot com", "j.doe (at) example.org". A bare " at " counts only when the name looks
+# like an address's (a dot, digit, underscore, plus or a spelled dot in it) or the domain is a
+# mail provider's, since "look at this dot com" is prose.
+_SPELLED_DOT = r"(?:\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+|\.)"
+# Found from its "at" (rarer than words, so the scan stays cheap): the name before it, the
+# domain after it.
+_SPELLED_AT = re.compile(r"(?i)[\[({<]\s*at\s*[\])}>]|@|(?P<word_at>(?<=\s)at(?=\s))")
+_LOCAL_BEFORE = re.compile(
+    rf"(?i)(?<![\w.+-])(?P<local>[\w+-]+(?:{_SPELLED_DOT}[\w+-]+){{0,4}})\s*\Z"
+)
+_DOMAIN_AFTER = re.compile(
+    rf"(?i)\s*(?P<domain>[\w-]+(?:{_SPELLED_DOT}[\w-]+){{0,3}}?{_SPELLED_DOT}(?:{_TLDS}))"
+    r"(?![\w-])"
+)
+_ADDRESS_LIKE = re.compile(r"(?i)[._+\d]|\sdot\s|[\[({<]")
+_MAIL_PROVIDER = re.compile(
+    r"(?i)(?:gmail|googlemail|yahoo|hotmail|outlook|live|icloud|aol|proton(?:mail)?|gmx|"
+    r"yandex|zoho|fastmail|mail|web|hey|tutanota)(?:\s*[\[({<]\s*dot|\s+dot\s|\.)"
+)
 _TRAILING = ".,;:!?)]}'\""
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?(?![\d]|\.\d)")
 _IPV6 = re.compile(r"(?i)(?<![\w:])(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?:/\d{1,3})?(?![\w:])")
@@ -216,6 +236,22 @@ def _strip_trailing(text: str, start: int, end: int) -> int:
 def _emails(text: str) -> Iterator[Span]:
     for m in _EMAIL.finditer(text):
         yield Span(m.start(), m.end(), EMAIL, "email")
+    for at in _SPELLED_AT.finditer(text):
+        domain = _DOMAIN_AFTER.match(text, at.end())  # first: rarely there in prose
+        if domain is None:
+            continue
+        local = _LOCAL_BEFORE.search(text, max(0, at.start() - 100), at.start())
+        if local is None:
+            continue
+        value = text[local.start("local") : domain.end()]
+        if "@" in value and "dot" not in value.casefold():
+            continue  # a plain address: found above
+        if at.group("word_at") and not (
+            _ADDRESS_LIKE.search(local.group("local"))
+            or _MAIL_PROVIDER.match(domain.group("domain"))
+        ):
+            continue  # "look at this dot com": a bare " at " needs an address-like name
+        yield Span(local.start("local"), domain.end(), EMAIL, "spelled-email")
 
 
 def _urls(text: str) -> Iterator[Span]:
