@@ -253,6 +253,29 @@ def test_national_identifiers_with_valid_checksums(privacy: PrivacyFilter, text:
     assert labels(privacy, text) == {"NATIONAL_ID"}
 
 
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("my username is jdoe_1984.", "jdoe_1984"),
+        ("my login is alice.w99", "alice.w99"),
+        ("user id jdoe42", "jdoe42"),
+        ("my handle is @jdoe42", "@jdoe42"),
+        ("my license plate is 7ABC123", "7ABC123"),
+        ("VIN 1HGCM82633A004352", "1HGCM82633A004352"),
+        ("medical record number 00123456", "00123456"),
+    ],
+)
+def test_account_names_plates_and_records_after_their_word(
+    privacy: PrivacyFilter, text: str, value: str
+) -> None:
+    assert found(privacy, text) == [(value, "NATIONAL_ID")]
+
+
+@pytest.mark.parametrize("text", ["the login page", "handle 3 cases", "my username is jdoe"])
+def test_words_after_an_account_word_need_a_digit(privacy: PrivacyFilter, text: str) -> None:
+    assert labels(privacy, text) == set()
+
+
 def test_checksum_ids_that_look_like_any_number_need_a_cue(privacy: PrivacyFilter) -> None:
     # 111222333 passes the Dutch BSN check; without a cue it is just a number.
     assert "NATIONAL_ID" not in labels(privacy, "we shipped 111222333 units")
@@ -398,7 +421,7 @@ def test_dates_can_be_left_alone() -> None:
         "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFU",
         "password: hunter22",
         "my PIN is 0000",
-        "user id jdoe42 password Tr0ub4dor&3",
+        "wifi password Tr0ub4dor&3 please",
         "pwd s3cr3t!!",
         "pin code: 482913",
         "passcode 123456",

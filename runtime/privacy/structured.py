@@ -174,10 +174,11 @@ _AFTER_CARD = re.compile(
 
 # Document numbers without a checksum: only after the document's name.
 _DOCUMENT = re.compile(
-    r"(?i)\b(?:driver'?s?\s+licen[cs]e|driving\s+licen[cs]e|licen[cs]e|passport|id\s+card|"
-    r"identity\s+card|membership|policy|account|customer|patient|employee|student)"
+    r"(?i)\b(?:driver'?s?\s+licen[cs]e|driving\s+licen[cs]e|licen[cs]e\s+plate|number\s+plate|"
+    r"licen[cs]e|passport|id\s+card|identity\s+card|membership|policy|account|customer|"
+    r"patient|employee|student|medical\s+record|mrn|vin|user\s*name|user\s+id|login|handle)"
     r"(?:\s+(?:number|no\.?|nr\.?|#|id))?\s*(?:is|:|=)?\s*"
-    r"(?P<value>(?=[A-Z0-9-]*\d)[A-Z0-9][A-Z0-9-]{4,19})\b"
+    r"(?P<value>@?(?=[\w.-]*\d)[A-Z0-9][\w.-]{4,19})\b"
 )
 _ID_CUE = re.compile(
     r"(?i)\b(?:id|identity|identification|national|personal|pesel|cpr|bsn|nir|"
