@@ -10,9 +10,10 @@ day it was incurred at the next store call that works (before the next admission
 every `usage_flush_s` from the app, and once more at shutdown). A charge is sent under an
 id of its own, first attempt included, and a charge that was sent is re-sent under that id,
 which the store applies at most once (Redis: if re-sent within an hour of the first attempt),
-so a reply lost with the connection does not charge it twice. With a `ChargeJournal` the kept charges are also on
-disk (written at each upkeep round and at shutdown): a gateway that stops, or dies, with
-charges still kept leaves them to the next one started on the same state folder.
+so a reply lost with the connection does not charge it twice. With a `ChargeJournal` the
+kept charges are also on disk (written at each upkeep round and at shutdown): a gateway that
+stops, or dies, with charges still kept leaves them to the next one started on the same
+state folder.
 """
 
 from __future__ import annotations
