@@ -28,6 +28,8 @@ def people(names: NameDetector, text: str) -> list[str]:
         ("Dear Szabina, thanks for the files.", ["Szabina"]),
         ("I'd like to add my daughter Aniela as a beneficiary", ["Aniela"]),
         ("billing address: patricia desrosiers", ["patricia desrosiers"]),
+        ("email john baker about it", ["john baker"]),  # a surname that is also a word
+        ("my name is grace", ["grace"]),
         ("Krisztián Szöllösy listed his top 20 songs", ["Krisztián Szöllösy"]),
         ('"Stop," said Hakuba.', ["Hakuba"]),
         # a capitalised word before the title does not hide the name after it
@@ -50,6 +52,13 @@ def test_names_from_lists_and_cues(names: NameDetector, text: str, expected: lis
         "We flew to Norway last summer.",
         "Hello, how are you?",
         "the will was read on friday",
+        # lower case: a first name before a frequent English word is a phrase, not a person
+        "is there a grace period on the loan?",
+        "set max speed to 5",
+        "pat dry the fish",
+        "amber alert issued",
+        "look at this dot com bubble",
+        "GRACE PERIOD ENDS TODAY",
     ],
 )
 def test_common_words_and_places_are_not_people(names: NameDetector, text: str) -> None:
@@ -108,3 +117,13 @@ def test_street_addresses_grow_into_their_postal_block(
 )
 def test_everyday_phrases_are_not_addresses(addresses: AddressDetector, text: str) -> None:
     assert places(addresses, text) == []
+
+
+def test_the_english_word_list_holds_no_name() -> None:
+    from runtime.privacy.gazetteer import load
+
+    lists = load()
+    assert {"period", "speed", "chorus", "com"} <= lists.english
+    assert not lists.english & (lists.first | lists.last)
+    assert len(lists.english) > 30_000
+

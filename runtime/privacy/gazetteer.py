@@ -1,9 +1,12 @@
 """Name lists for the person detector: first names, surnames, and common English words.
 
-The lists ship in `runtime/privacy/data/` (about 400 KB, gzip). They were extracted from
-the person, lorem and address providers of Faker (MIT licence, ~90 locales), which keeps
-well-curated name lists per country; `python -m runtime.privacy.gazetteer --rebuild`
-regenerates them from the installed Faker. Faker itself is not needed at run time.
+The lists ship in `runtime/privacy/data/` (about 500 KB, gzip). The names, common words and
+places were extracted from the person, lorem and address providers of Faker (MIT licence, ~90
+locales), which keeps well-curated name lists per country; `python -m
+runtime.privacy.gazetteer --rebuild` regenerates them from the installed Faker. The frequent
+English words that are no one's name come from wordfreq's English list (data CC BY-SA 4.0);
+`--rebuild-english` regenerates them from the installed wordfreq. Neither is needed at run
+time.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ FIRST_NAMES = DATA_DIR / "first_names.txt.gz"
 LAST_NAMES = DATA_DIR / "last_names.txt.gz"
 COMMON_WORDS = DATA_DIR / "common_words.txt.gz"
 PLACES = DATA_DIR / "places.txt.gz"
+ENGLISH_WORDS = DATA_DIR / "english_words.txt.gz"
 
 # Words that are never a name on their own in English text, on top of Faker's list of
 # ~1000 common English words: function words, greetings, calendar words, titles.
@@ -60,6 +64,7 @@ class NameLists:
     last: frozenset[str]
     common: frozenset[str]
     places: frozenset[str] = frozenset()
+    english: frozenset[str] = frozenset()
 
     def is_name(self, word: str) -> bool:
         key = fold(word)
@@ -73,6 +78,10 @@ class NameLists:
 
     def is_place(self, phrase: str) -> bool:
         return fold(phrase) in self.places
+
+    def is_english(self, word: str) -> bool:
+        """A frequent English word that the name lists do not hold ("period", "speed")."""
+        return fold(word) in self.english
 
 
 def words(text: str) -> frozenset[str]:
@@ -92,12 +101,14 @@ def _read(path: Path) -> frozenset[str]:
 
 @functools.cache
 def load() -> NameLists:
-    """The shipped lists, read once per process (~60k names, ~10 MB of Python strings)."""
+    """The shipped lists, read once per process (~60k names and ~33k English words, ~15 MB
+    of Python strings)."""
     return NameLists(
         first=_read(FIRST_NAMES),
         last=_read(LAST_NAMES),
         common=_read(COMMON_WORDS) | words(_EXTRA_COMMON),
         places=_read(PLACES),
+        english=_read(ENGLISH_WORDS),
     )
 
 
@@ -131,26 +142,50 @@ def _faker_names() -> tuple[set[str], set[str], set[str], set[str]]:
 def rebuild() -> None:
     """Regenerate the shipped lists from the installed Faker."""
     first, last, common, places = _faker_names()
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
     lists = ((FIRST_NAMES, first), (LAST_NAMES, last), (COMMON_WORDS, common), (PLACES, places))
     for path, words in lists:
-        # mtime=0 keeps the files byte-identical across rebuilds.
-        with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
-            fh.write(("\n".join(sorted(words)) + "\n").encode("utf-8"))
-        print(f"{path.name}: {len(words)} entries")
+        _write(path, words)
+
+
+ENGLISH_TOP = 40_000  # wordfreq's most frequent English words, before the names are taken out
+
+
+def rebuild_english() -> None:
+    """Regenerate the frequent English words from the installed wordfreq (dev-time only):
+    its top `ENGLISH_TOP` English words, alphabetic, 3 letters or more, without any word of
+    the shipped name lists (so "smith" and "grace" stay names)."""
+    wordfreq = importlib.import_module("wordfreq")
+    first, last = _read(FIRST_NAMES), _read(LAST_NAMES)
+    top = (fold(w) for w in wordfreq.top_n_list("en", ENGLISH_TOP))
+    _write(ENGLISH_WORDS, {w for w in top if w.isalpha() and len(w) >= 3} - first - last)
+
+
+def _write(path: Path, words: set[str] | frozenset[str]) -> None:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    # mtime=0 keeps the files byte-identical across rebuilds.
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
+        fh.write(("\n".join(sorted(words)) + "\n").encode("utf-8"))
+    print(f"{path.name}: {len(words)} entries")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--rebuild", action="store_true", help="regenerate from Faker")
+    parser.add_argument(
+        "--rebuild-english", action="store_true",
+        help="regenerate the English words from wordfreq (after --rebuild if both)",
+    )
     args = parser.parse_args()
     if args.rebuild:
         rebuild()
-    else:
+    if args.rebuild_english:
+        rebuild_english()
+    if not (args.rebuild or args.rebuild_english):
         lists = load()
         print(
             f"{len(lists.first)} first names, {len(lists.last)} surnames, "
-            f"{len(lists.common)} common words, {len(lists.places)} places"
+            f"{len(lists.common)} common words, {len(lists.places)} places, "
+            f"{len(lists.english)} English words"
         )
 
 

@@ -196,8 +196,10 @@ class NameDetector:
             key = fold(tok.word)
             if key in NOT_NAMES or lists.is_common(tok.word) or len(tok.word) < 3:
                 break
-            if not lists.is_name(tok.word) and not (len(run) == 1 and lists.is_first(head.word)):
-                break
+            if not lists.is_name(tok.word) and not (
+                len(run) == 1 and lists.is_first(head.word) and not lists.is_english(tok.word)
+            ):
+                break  # "patricia desrosiers", not "grace period" nor "max speed"
             run.append(tok)
         return run
 
