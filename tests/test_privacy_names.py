@@ -30,6 +30,7 @@ def people(names: NameDetector, text: str) -> list[str]:
         ("billing address: patricia desrosiers", ["patricia desrosiers"]),
         ("email john baker about it", ["john baker"]),  # a surname that is also a word
         ("my name is grace", ["grace"]),
+        ("Lois Lane met Glenn Close", ["Lois Lane", "Glenn Close"]),  # first name + suffix
         ("Krisztián Szöllösy listed his top 20 songs", ["Krisztián Szöllösy"]),
         ('"Stop," said Hakuba.', ["Hakuba"]),
         # a capitalised word before the title does not hide the name after it
@@ -59,6 +60,9 @@ def test_names_from_lists_and_cues(names: NameDetector, text: str, expected: lis
         "amber alert issued",
         "look at this dot com bubble",
         "GRACE PERIOD ENDS TODAY",
+        # a street's name, whose suffix is also a surname
+        "I walked down Main Street yesterday",
+        "we shop on Oxford Street",
     ],
 )
 def test_common_words_and_places_are_not_people(names: NameDetector, text: str) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from runtime.privacy.entities import LOCATION, ORG, PERSON, Span
 from runtime.privacy.gazetteer import NameLists, fold, load, words
+from runtime.privacy.street_words import STRONG_SUFFIX
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*\.?")
 _PARTICLES = words(
@@ -97,6 +98,9 @@ _COMPANY = words(
     holdings partners associates software technologies systems labs bank
     """
 )
+# Words that end a street's name ("Main Street"); run through `_judge` alone, the suffix
+# (also a surname) was taken for a person.
+_STREET_ENDS = STRONG_SUFFIX - {"st", "str", "dr", "u", "utca", "pl", "ct", "ln", "rd"}
 _SENTENCE_END = re.compile(r"(?:^|[.!?;\n]|[.!?][\"”')\]]|\n\s*[>?#*-]+)\s*$")
 
 
@@ -208,6 +212,12 @@ class NameDetector:
         for k in range(len(run)):  # "Visit New Zealand": a place, whatever precedes it
             if lists.is_place(" ".join(t.word for t in run[k:])):
                 return Span(run[k].start, run[-1].end, LOCATION, "places")
+        if (
+            len(run) > 1
+            and fold(run[-1].word) in _STREET_ENDS
+            and not lists.is_first(run[0].word)
+        ):
+            return None  # "Main Street", "Baker Street": a street; "Lois Lane" is a person
         # Leading/trailing function words and plain common words ("Call", "Thanks") are
         # context, not part of the name.
         while run and (fold(run[0].word) in NOT_NAMES or _plain_word(lists, run[0].word)):
