@@ -144,8 +144,8 @@ _EXPIRY_VALUE = (
 _CVV_VALUE = r"\d{3,4}(?!\d|[/.,:-]\d)"
 # The lookaheads on the labels' first letters only make the scan ~3x faster.
 _CVV = re.compile(
-    rf"(?i)(?=[cvs])\b{_CVV_LABEL}(?:\s*/\s*{_CVV_LABEL}){{0,2}}\b{_CVV_JOIN}(?P<cvv>{_CVV_VALUE})"
-    rf"|(?i:\b(?:cvv|cvc|cvn)2?)(?P<glued>{_CVV_VALUE})"  # cvv123: typed without a space
+    rf"(?i)(?=[cvs])(?:\b{_CVV_LABEL}(?:\s*/\s*{_CVV_LABEL}){{0,2}}\b{_CVV_JOIN}"
+    rf"(?P<cvv>{_CVV_VALUE})|\b(?:cvv|cvc|cvn)2?(?P<glued>{_CVV_VALUE}))"  # cvv123, unspaced
 )
 # "the 3 digits on the back are 123", "code on the back: 123": a CVV in a text about a card.
 _CVV_BACK = re.compile(
