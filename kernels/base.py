@@ -26,16 +26,38 @@ class Message:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Message:
+        """A turn in OpenAI's shape: `content` a string or a list of text parts
+        (`{"type": "text", "text": ...}`, joined by newlines); role `developer` is OpenAI's
+        newer name for `system`."""
         role = data.get("role")
-        content = data.get("content")
+        if role == "developer":
+            role = "system"
         if role not in ("system", "user", "assistant"):
             raise ValueError(f"message role must be system, user or assistant, not {role!r}")
-        if not isinstance(content, str):
-            raise ValueError("message content must be a string")
-        return cls(role=role, content=content)
+        return cls(role=role, content=_content(data.get("content")))
 
     def to_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
+
+
+def _content(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list) or not content:
+        raise ValueError("message content must be a string or a non-empty list of text parts")
+    texts = []
+    for i, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text":
+            raise ValueError(
+                f"message content part {i} is {kind!r}: only text parts are supported"
+                if kind is not None else f"message content part {i} must be an object with a type"
+            )
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise ValueError(f"message content part {i} must have a string text")
+        texts.append(text)
+    return "\n".join(texts)
 
 
 @dataclass(frozen=True, slots=True)

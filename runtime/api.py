@@ -111,6 +111,40 @@ def _mode_and_source(
     return None, None  # the server's default mode
 
 
+# OpenAI request fields whose asked-for behaviour this API does not provide: a request that
+# sets one to anything but its default is refused (400 `unsupported_value`, `param` naming
+# it) instead of being answered as if it had not been set. The default values pass, since
+# clients send them unasked.
+_UNSUPPORTED: Final = (
+    ("n", lambda v: v in (None, 1), "one choice is generated per request: n must be 1"),
+    ("logprobs", lambda v: v in (None, False),
+     "token log-probabilities are not returned (the tandem object carries the answer's "
+     "confidence)"),
+    ("top_logprobs", lambda v: v in (None, 0), "token log-probabilities are not returned"),
+    ("tools", lambda v: v in (None, []), "tools are not supported: no tool calls are made"),
+    ("functions", lambda v: v in (None, []), "functions are not supported: no calls are made"),
+    ("tool_choice", lambda v: v in (None, "none", "auto"), "tool calls are not supported"),
+    ("function_call", lambda v: v in (None, "none", "auto"), "function calls are not supported"),
+    ("response_format", lambda v: v is None or v == {"type": "text"},
+     "only text answers are supported (response_format type text)"),
+    ("frequency_penalty", lambda v: v in (None, 0), "frequency_penalty is not supported"),
+    ("presence_penalty", lambda v: v in (None, 0), "presence_penalty is not supported"),
+    ("logit_bias", lambda v: v in (None, {}), "logit_bias is not supported"),
+)
+
+
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    for key, allowed, why in _UNSUPPORTED:
+        value = body.get(key)
+        try:
+            ok = allowed(value)
+        except TypeError:  # an unhashable or odd value: not the default
+            ok = False
+        if not ok or (isinstance(value, bool) and key not in ("logprobs",)):
+            raise ApiError(400, f"{why} (got {key} = {json.dumps(value)[:60]})",
+                           "unsupported_value", key)
+
+
 def parse_chat_request(
     body: dict[str, Any], runtime: Runtime, served: set[str]
 ) -> tuple[list[Any], GenerationParams, str | None, bool]:
@@ -124,6 +158,7 @@ def parse_chat_request(
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty list", "invalid_value", "messages")
+    _refuse_unsupported(body)
     stop = body.get("stop")
     if stop is not None and not (
         isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))

@@ -155,6 +155,63 @@ def test_bad_requests_get_openai_error_bodies_and_the_server_keeps_serving(
     assert ok.choices[0].message.content is not None
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("n", 2), ("n", True), ("logprobs", True), ("top_logprobs", 3),
+    ("tools", [{"type": "function", "function": {"name": "f"}}]),
+    ("tool_choice", "required"), ("functions", [{"name": "f"}]),
+    ("response_format", {"type": "json_object"}), ("frequency_penalty", 0.5),
+    ("presence_penalty", -1), ("logit_bias", {"42": 5}),
+])
+def test_openai_fields_asking_for_what_is_not_provided_are_refused(
+    base_url: str, field: str, value: object
+) -> None:
+    r = httpx.post(f"{base_url}/v1/chat/completions",
+                   json={"messages": HELLO, "max_tokens": 2, field: value}, timeout=60)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"], err["type"]) == (
+        "unsupported_value", field, "invalid_request_error")
+    assert field in err["message"]
+
+
+def test_openai_fields_at_their_defaults_and_text_content_parts_are_accepted(
+    client: openai.OpenAI,
+) -> None:
+    plain = client.chat.completions.create(
+        model="tandem", max_tokens=6,
+        messages=[{"role": "system", "content": "Be brief."},
+                  {"role": "user", "content": "Say\nhello"}],
+    )
+    parts = client.chat.completions.create(
+        model="tandem", max_tokens=6, n=1, logprobs=False, tools=[], frequency_penalty=0,
+        presence_penalty=0, response_format={"type": "text"},
+        messages=[{"role": "developer", "content": "Be brief."},
+                  {"role": "user", "content": [{"type": "text", "text": "Say"},
+                                               {"type": "text", "text": "hello"}]}],
+    )
+    assert parts.choices[0].message.content == plain.choices[0].message.content
+    assert parts.usage is not None and plain.usage is not None
+    assert parts.usage.prompt_tokens == plain.usage.prompt_tokens
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ([{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}],
+     "part 0 is 'image_url': only text parts are supported"),
+    ([], "a string or a non-empty list of text parts"),
+    ([{"type": "text", "text": 3}], "part 0 must have a string text"),
+    (["hi"], "part 0 must be an object with a type"),
+])
+def test_content_parts_other_than_text_are_400_naming_messages(
+    base_url: str, content: object, message: str
+) -> None:
+    r = httpx.post(f"{base_url}/v1/chat/completions",
+                   json={"messages": [{"role": "user", "content": content}]}, timeout=60)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == ("invalid_value", "messages")
+    assert message in err["message"]
+
+
 def test_oversized_body_is_413(engine: Engine) -> None:
     rt = _runtime(engine, max_body=2048)
     with serve_in_thread(rt) as url:
