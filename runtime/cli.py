@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--max-tokens", type=int, metavar="N")
 
     ask = sub.add_parser("ask", help="answer one prompt (streams to the terminal)")
-    ask.add_argument("prompt")
+    ask.add_argument("prompt", help='the prompt; "-" reads it from standard input')
     ask.add_argument("--system", help="a system message")
     ask.add_argument("--json", action="store_true", help="print the whole Result as JSON")
     model_flags(ask)
@@ -210,10 +210,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         interface.serve(config)
         return EXIT_OK
     if args.command == "ask":
+        prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+        if not prompt.strip():  # an unset shell variable, an empty file: not a question
+            raise ValueError("the prompt is empty" + (" (standard input)" if args.prompt == "-"
+                                                      else ""))
         messages = []
         if args.system:
             messages.append({"role": "system", "content": args.system})
-        messages.append({"role": "user", "content": args.prompt})
+        messages.append({"role": "user", "content": prompt})
         with interface.open_runtime(config) as rt:
             stream = rt.stream(messages, mode=args.mode)
             if args.json:

@@ -42,6 +42,26 @@ def test_ask_streams_text_and_describes_the_answer_on_stderr() -> None:
     assert "[local]" in proc.stderr and "confidence" in proc.stderr
 
 
+def test_ask_reads_the_prompt_from_stdin_with_a_dash() -> None:
+    direct = tandem("ask", "Say hi.", "--max-tokens", "5", "--mode", "local-only", "--json")
+    piped = tandem("ask", "-", "--max-tokens", "5", "--mode", "local-only", "--json",
+                   stdin="Say hi.")
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["text"] == json.loads(direct.stdout)["text"]
+
+
+@pytest.mark.parametrize(("args", "stdin", "message"), [
+    (("ask", ""), None, "tandem: the prompt is empty\n"),
+    (("ask", "  \n"), None, "tandem: the prompt is empty\n"),
+    (("ask", "-"), "", "tandem: the prompt is empty (standard input)\n"),
+])
+def test_an_empty_prompt_is_a_usage_error(
+    args: tuple[str, ...], stdin: str | None, message: str
+) -> None:
+    proc = tandem(*args, stdin=stdin)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", message)
+
+
 def test_chat_keeps_history_until_an_empty_line() -> None:
     proc = tandem("chat", "--max-tokens", "4", stdin="Hello\nAnd again\n\n")
     assert proc.returncode == 0, proc.stderr
