@@ -68,6 +68,7 @@ class RuntimeConfig:
     confidence_threshold: float = 0.5  # prefer-local escalates below this score
     queue_size: int = 16  # requests waiting for the one local engine
     telemetry_path: str = ""  # "" = ~/.local/state/tandem/telemetry.sqlite3; "off" = none
+    telemetry_keep_days: float = 0.0  # answers older than this are deleted; 0 = keep all
     stream_decide_tokens: int = 16  # a streamed prefer-local answer is judged on this many
     send_draft: bool = False  # an escalated request carries the local draft to refine
     # A whole-answer (non-streamed) prefer-local cascade stops decoding and escalates at the
@@ -91,6 +92,8 @@ class RuntimeConfig:
         _check(0 <= self.confidence_threshold <= 1, "runtime.confidence_threshold",
                "must be in [0, 1]")
         _check(self.queue_size >= 0, "runtime.queue_size", "must be >= 0")
+        _check(math.isfinite(self.telemetry_keep_days) and self.telemetry_keep_days >= 0,
+               "runtime.telemetry_keep_days", "must be a number of days >= 0 (0 = keep all)")
         _check(self.stream_decide_tokens >= 1, "runtime.stream_decide_tokens", "must be >= 1")
         _check(0 <= self.choice_threshold <= 1, "runtime.choice_threshold", "must be in [0, 1]")
         rule = None

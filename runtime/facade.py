@@ -140,7 +140,8 @@ class Runtime:
             )
             cloud = CloudPath(client, config.privacy)
         self.cloud = cloud
-        self.telemetry = Telemetry.from_setting(config.runtime.telemetry_path)
+        self.telemetry = Telemetry.from_setting(config.runtime.telemetry_path,
+                                                config.runtime.telemetry_keep_days)
         self._router: _LoadedRouter | None = None  # loaded on first use
         self._speed: dict[str, float] = {}
         # Loaded at start, so an unusable state file is reported (and set aside) at once.
@@ -175,7 +176,8 @@ class Runtime:
         monitor, the privacy filter and the gateway (`model`, `monitor`, `privacy`,
         `offload`, and with a gateway configured `runtime.mode` to or from local-only, which
         starts without a gateway client), the queue sizes, the telemetry database and the
-        bandit's state (`runtime.queue_size`, `runtime.telemetry_path`, `policy.bandit*`),
+        bandit's state (`runtime.queue_size`, `runtime.telemetry_path` and `_keep_days`,
+        `policy.bandit*`),
         and once the
         multiple-choice models are loaded, `runtime.choice_calibration`; with the bandit on,
         whether a router is configured (its context layout: `policy.router_path` set or
@@ -553,6 +555,7 @@ def _read_at_start(config: TandemConfig) -> dict[str, Any]:
         "model": config.model, "monitor": config.monitor, "privacy": config.privacy,
         "offload": config.offload, "runtime.queue_size": config.runtime.queue_size,
         "runtime.telemetry_path": config.runtime.telemetry_path,
+        "runtime.telemetry_keep_days": config.runtime.telemetry_keep_days,
         # local-only at start builds no gateway client (and the monitor never probes it)
         "runtime.mode (to or from local-only, with a gateway configured)":
             config.runtime.mode == "local-only" if config.offload.configured else None,

@@ -9,6 +9,7 @@ a router can be trained on them locally.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -60,6 +61,7 @@ CREATE INDEX IF NOT EXISTS answers_ts ON answers (ts, source);
 
 
 MAX_NOTE = 1000  # characters of a feedback note
+_PRUNE_EVERY_S = 3600.0  # with a retention set, old answers are deleted at most this often
 
 
 def is_off(setting: str) -> bool:
@@ -94,10 +96,20 @@ def default_path() -> Path:
 class Telemetry:
     """Thread-safe; one connection guarded by a lock (writes are a few per answer)."""
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, read_only: bool = False, keep_days: float = 0.0
+    ) -> None:
         """Open (or create) the database at `path`; `read_only` opens an existing one
-        without creating or changing anything, and checks it holds Tandem's answers."""
+        without creating or changing anything, and checks it holds Tandem's answers.
+
+        `keep_days` > 0: answers older than that many days are deleted (prompts, verdicts
+        and all), now and then at most once an hour as answers are recorded; their bytes are
+        overwritten in the file (SQLite `secure_delete`). 0 keeps every answer."""
+        if not (math.isfinite(keep_days) and keep_days >= 0):
+            raise ValueError(f"keep_days must be a number >= 0, not {keep_days!r}")
         self.path = Path(path)
+        self.keep_days = keep_days
+        self._pruned_at = -math.inf
         db: sqlite3.Connection | None = None
         try:
             if read_only:
@@ -111,6 +123,8 @@ class Telemetry:
                 # In WAL mode NORMAL never corrupts the file; a power cut may lose the last
                 # few records. FULL would fsync every answer (~4 ms here), on the reply's path.
                 db.execute("PRAGMA synchronous=NORMAL")
+                if keep_days:
+                    db.execute("PRAGMA secure_delete=ON")  # pruned prompts leave no trace
                 db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             if db is not None:
@@ -119,16 +133,29 @@ class Telemetry:
                                  f"{exc}") from exc
         self._db = db
         self._lock = threading.Lock()
+        if keep_days and not read_only:
+            self.prune()
 
     @classmethod
-    def from_setting(cls, setting: str) -> Telemetry | None:
+    def from_setting(cls, setting: str, keep_days: float = 0.0) -> Telemetry | None:
         """`""` = the default path, `"off"` = no telemetry, else a file path."""
         if is_off(setting):
             return None
         try:
-            return cls(setting or default_path())
+            return cls(setting or default_path(), keep_days=keep_days)
         except TelemetryError as exc:
             raise ConfigError(f"runtime.telemetry_path: {exc}") from exc
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete the answers older than `keep_days` (none when it is 0); how many went."""
+        if not self.keep_days:
+            return 0
+        now = time.time() if now is None else now
+        with self._lock:
+            self._pruned_at = now
+            cur = self._db.execute("DELETE FROM answers WHERE ts < ?",
+                                   (now - self.keep_days * 86_400,))
+        return cur.rowcount
 
     def close(self) -> None:
         with self._lock:
@@ -168,6 +195,8 @@ class Telemetry:
             self._db.execute(
                 f"INSERT OR REPLACE INTO answers ({names}) "
                 f"VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+        if self.keep_days and now - self._pruned_at >= _PRUNE_EVERY_S:
+            self.prune(now)
 
     def feedback(self, answer_id: str, good: bool, note: str = "") -> None:
         """Record a user's verdict on an answer (`good`: it was good enough)."""

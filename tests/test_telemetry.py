@@ -11,6 +11,7 @@ import pytest
 
 from kernels import Engine
 from runtime.config import RuntimeConfig, load_config
+from runtime.errors import ConfigError
 from runtime.facade import Runtime
 from runtime.telemetry import FeedbackError, Telemetry
 from tests.device_server import serve_in_thread
@@ -206,3 +207,55 @@ def test_an_old_database_keeps_its_rows_and_loses_only_the_unused_index(tmp_path
     again = Telemetry(path)  # opening it again changes nothing more
     assert again.answer("old") == old
     again.close()
+
+
+def _answer_at(tel: Telemetry, answer_id: str, ts: float,
+               monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.telemetry as telemetry_module
+
+    monkeypatch.setattr(telemetry_module.time, "time", lambda: ts)
+    tel._insert(decision=None, id=answer_id, mode="prefer-local", source="local",
+                reason="test", prompt=f"my secret {answer_id}", prompt_tokens=3,
+                completion_tokens=1)
+    monkeypatch.undo()
+
+
+def test_answers_older_than_keep_days_are_deleted_with_their_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "t.sqlite3"
+    now = time.time()
+    tel = Telemetry(path)  # keep_days 0: everything stays
+    _answer_at(tel, "old", now - 40 * 86_400, monkeypatch)
+    _answer_at(tel, "judged-old", now - 31 * 86_400, monkeypatch)
+    _answer_at(tel, "recent", now - 29 * 86_400, monkeypatch)
+    tel.feedback("judged-old", True)
+    assert tel.prune() == 0
+    tel.close()
+
+    tel = Telemetry(path, keep_days=30)  # pruned when opened
+    assert tel.answer("old") is None and tel.answer("judged-old") is None
+    assert tel.answer("recent") is not None
+    # Later writes prune too, at most once an hour: an answer that ages past the limit goes
+    # with the first write an hour or more after the last pruning.
+    _answer_at(tel, "new", now + 1_800, monkeypatch)
+    assert tel.answer("recent") is not None
+    _answer_at(tel, "newer", now + 2 * 86_400, monkeypatch)
+    assert tel.answer("recent") is None
+    assert {tel.answer(i) is not None for i in ("new", "newer")} == {True}
+    tel.close()
+    # Nor are the prompts left in the file's free pages (secure_delete; this machine's SQLite
+    # has it on by default, the pragma sets it where a build does not).
+    wal = path.with_name(path.name + "-wal")
+    raw = path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    assert b"my secret old" not in raw and b"my secret recent" not in raw
+
+
+def test_keep_days_must_be_a_number_of_days(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="keep_days must be a number >= 0"):
+        Telemetry(tmp_path / "t.sqlite3", keep_days=-1)
+    with pytest.raises(ConfigError, match="runtime.telemetry_keep_days must be"):
+        load_config(env={"TANDEM_RUNTIME_TELEMETRY_KEEP_DAYS": "-3"})
+    assert load_config(env={"TANDEM_RUNTIME_TELEMETRY_KEEP_DAYS": "90"}) \
+        .runtime.telemetry_keep_days == 90
+
