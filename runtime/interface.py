@@ -58,12 +58,18 @@ def list_models(config: TandemConfig) -> list[dict[str, str]]:
     return rows
 
 
+_FIRST_CPU_WINDOW_S = 0.5
+
+
 def monitor(config: TandemConfig, *, once: bool, as_json: bool, interval: float) -> int:
     from runtime.monitor import Monitor, render_snapshot
 
     url = config.offload.url if config.runtime.mode != "local-only" else ""
     mon = Monitor.from_config(config.monitor, gateway_url=url or None)
     try:
+        # CPU use is measured between two readings: the first snapshot would cover the few
+        # microseconds since the monitor started, and show 0 %.
+        time.sleep(_FIRST_CPU_WINDOW_S)
         while True:
             snap = mon.snapshot(max_age_s=0)
             if as_json:

@@ -110,6 +110,31 @@ def test_monitor_once_json() -> None:
     assert snap["cpu"]["count"] >= 1 and snap["memory"]["total_bytes"] > 0
 
 
+def test_monitor_once_measures_cpu_over_a_real_window(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The kernel counts CPU time in ticks (10 ms here), so two readings a few microseconds
+    # apart, the monitor's start and its first snapshot, see no tick and report 0 % whatever
+    # the load (a third of `monitor --once` runs did, a core busy beside them). Modelled
+    # here deterministically: a reading less than 0.1 s after the previous one sees 0 %.
+    import psutil
+
+    from runtime import interface
+    from runtime.config import load_config
+
+    last = [-1.0]
+
+    def cpu_percent(percpu: bool = False, interval: float | None = None) -> list[float]:
+        now = time.monotonic()
+        busy = 0.0 if now - last[0] < 0.1 else 100.0
+        last[0] = now
+        return [busy, busy]
+
+    monkeypatch.setattr(psutil, "cpu_percent", cpu_percent)
+    assert interface.monitor(load_config(env={}), once=True, as_json=True, interval=1.0) == 0
+    assert json.loads(capsys.readouterr().out)["cpu"]["per_core"] == [100.0, 100.0]
+
+
 def test_models_lists_the_bundled_models() -> None:
     proc = tandem("models")
     assert proc.returncode == 0, proc.stderr
