@@ -115,34 +115,33 @@ def _mode_and_source(
 # sets one to anything but its default is refused (400 `unsupported_value`, `param` naming
 # it) instead of being answered as if it had not been set. The default values pass, since
 # clients send them unasked.
-_UNSUPPORTED: Final = (
-    ("n", lambda v: v in (None, 1), "one choice is generated per request: n must be 1"),
-    ("logprobs", lambda v: v in (None, False),
+_UNSUPPORTED: Final[tuple[tuple[str, tuple[object, ...], str], ...]] = (
+    # (field, the values that ask for nothing more, why another value is refused)
+    ("n", (1,), "one choice is generated per request: n must be 1"),
+    ("logprobs", (False,),
      "token log-probabilities are not returned (the tandem object carries the answer's "
      "confidence)"),
-    ("top_logprobs", lambda v: v in (None, 0), "token log-probabilities are not returned"),
-    ("tools", lambda v: v in (None, []), "tools are not supported: no tool calls are made"),
-    ("functions", lambda v: v in (None, []), "functions are not supported: no calls are made"),
-    ("tool_choice", lambda v: v in (None, "none", "auto"), "tool calls are not supported"),
-    ("function_call", lambda v: v in (None, "none", "auto"), "function calls are not supported"),
-    ("response_format", lambda v: v is None or v == {"type": "text"},
+    ("top_logprobs", (0,), "token log-probabilities are not returned"),
+    ("tools", ([],), "tools are not supported: no tool calls are made"),
+    ("functions", ([],), "functions are not supported: no calls are made"),
+    ("tool_choice", ("none", "auto"), "tool calls are not supported"),
+    ("function_call", ("none", "auto"), "function calls are not supported"),
+    ("response_format", ({"type": "text"},),
      "only text answers are supported (response_format type text)"),
-    ("frequency_penalty", lambda v: v in (None, 0), "frequency_penalty is not supported"),
-    ("presence_penalty", lambda v: v in (None, 0), "presence_penalty is not supported"),
-    ("logit_bias", lambda v: v in (None, {}), "logit_bias is not supported"),
+    ("frequency_penalty", (0, 0.0), "frequency_penalty is not supported"),
+    ("presence_penalty", (0, 0.0), "presence_penalty is not supported"),
+    ("logit_bias", ({},), "logit_bias is not supported"),
 )
 
 
 def _refuse_unsupported(body: dict[str, Any]) -> None:
-    for key, allowed, why in _UNSUPPORTED:
+    for key, defaults, why in _UNSUPPORTED:
         value = body.get(key)
-        try:
-            ok = allowed(value)
-        except TypeError:  # an unhashable or odd value: not the default
-            ok = False
-        if not ok or (isinstance(value, bool) and key not in ("logprobs",)):
-            raise ApiError(400, f"{why} (got {key} = {json.dumps(value)[:60]})",
-                           "unsupported_value", key)
+        # Same type and value (so true is not the 1 of n, nor 1.0 an integer's place).
+        if value is None or any(type(value) is type(d) and value == d for d in defaults):
+            continue
+        raise ApiError(400, f"{why} (got {key} = {json.dumps(value)[:60]})",
+                       "unsupported_value", key)
 
 
 def parse_chat_request(
