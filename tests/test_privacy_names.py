@@ -100,6 +100,9 @@ def places(addresses: AddressDetector, text: str) -> list[str]:
         ("PSC 3294, Box 9168\nAPO AA 61487", ["PSC 3294, Box 9168\nAPO AA 61487"]),
         ("my zip code is 90010-170", ["90010-170"]),
         ("He lives at Pagari 18 now", ["Pagari 18"]),
+        # a unit written before the street belongs to the address
+        ("Flat 3, 12 High Street, Oxford OX1 4AA", ["Flat 3, 12 High Street, Oxford OX1 4AA"]),
+        ("Room 12, 10 Downing St, London", ["Room 12, 10 Downing St, London"]),
     ],
 )
 def test_street_addresses_grow_into_their_postal_block(

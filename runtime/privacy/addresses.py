@@ -125,6 +125,7 @@ _POSTCODE_CUE = re.compile(
     r"(?i)\b(?:zip\s+code|postal\s+code|post\s+code|postcode|zip)\s*(?:is\s+|:\s*)?"
 )
 _POSTCODE = re.compile(POSTCODE)
+_UNIT_BEFORE = re.compile(rf"(?i)\b{UNIT_WORD}[ \t]*#?[ \t]*\d{{1,5}}[A-Za-z]?[ \t]*,?[ \t]*\Z")
 
 
 class AddressDetector:
@@ -164,7 +165,7 @@ class AddressDetector:
         blocks = merge_adjacent(_union(cores), text, joiners=" \t,\n")
         return [
             Span(
-                s.start,
+                _unit_before(text, s.start),
                 grow(text, s.start, s.end, bool(_STRONG.search(text, s.start, s.end))),
                 ADDRESS,
                 s.source,
@@ -214,6 +215,14 @@ class AddressDetector:
                 caseless = _lowercase_line(text, start) or bool(_COMPOUND_END.search(name[-1]))
                 if (m.group("town")[0].isupper() and not text[start].islower()) or caseless:
                     yield Span(start, m.end(), ADDRESS, "coded")
+
+
+def _unit_before(text: str, start: int) -> int:
+    """Where an address that begins at `start` begins with the unit written just before it
+    ("Flat 3, 12 High Street"): a unit word is ambiguous alone ("a flat 3 % fee"), not
+    there."""
+    m = _UNIT_BEFORE.search(text, max(0, start - 40), start)
+    return m.start() if m else start
 
 
 def _unit_streets(text: str) -> Iterator[re.Match[str]]:
