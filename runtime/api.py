@@ -118,10 +118,7 @@ def _mode_and_source(
 _UNSUPPORTED: Final[tuple[tuple[str, tuple[object, ...], str], ...]] = (
     # (field, the values that ask for nothing more, why another value is refused)
     ("n", (1,), "one choice is generated per request: n must be 1"),
-    ("logprobs", (False,),
-     "token log-probabilities are not returned (the tandem object carries the answer's "
-     "confidence)"),
-    ("top_logprobs", (0,), "token log-probabilities are not returned"),
+    ("top_logprobs", (0,), "alternative tokens' log-probabilities are not returned"),
     ("tools", ([],), "tools are not supported: no tool calls are made"),
     ("functions", ([],), "functions are not supported: no calls are made"),
     ("tool_choice", ("none", "auto"), "tool calls are not supported"),
@@ -191,6 +188,10 @@ def parse_chat_request(
     if mode is not None and not isinstance(mode, str):
         raise ApiError(400, "tandem.mode must be a string", "invalid_value", "tandem.mode")
     stream = _opt(body, "stream", bool)
+    if _opt(body, "logprobs", bool) and stream:
+        raise ApiError(400, "logprobs are returned for a whole answer only, not streamed "
+                       "(got logprobs = true with stream = true)", "unsupported_value",
+                       "logprobs")
     return messages, params, mode, bool(stream)
 
 
@@ -231,7 +232,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body
         raise map_runtime_error(exc, mode_param) from exc
     cid = rid or f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    return web.json_response(completion_body(result, cid, created, model))
+    return web.json_response(completion_body(result, cid, created, model,
+                                             logprobs=bool(body.get("logprobs"))))
 
 
 def _served_names(runtime: Runtime) -> list[str]:

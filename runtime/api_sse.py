@@ -23,7 +23,10 @@ from runtime.facade import ResultStream
 from runtime.result import Result
 
 
-def completion_body(result: Result, cid: str, created: int, model: str) -> dict[str, Any]:
+def completion_body(result: Result, cid: str, created: int, model: str,
+                    logprobs: bool = False) -> dict[str, Any]:
+    """The chat.completion body; `logprobs`: with the answer's token log-probabilities in
+    OpenAI's shape (null where there are none: a cloud answer)."""
     return {
         "id": cid,
         "object": "chat.completion",
@@ -34,12 +37,22 @@ def completion_body(result: Result, cid: str, created: int, model: str) -> dict[
                 "index": 0,
                 "message": {"role": "assistant", "content": result.text},
                 "finish_reason": _finish(result),
-                "logprobs": None,
+                "logprobs": _logprobs(result) if logprobs else None,
             }
         ],
         "usage": result.usage.to_dict(),
         "tandem": result.tandem(),
     }
+
+
+def _logprobs(result: Result) -> dict[str, Any] | None:
+    tokens = result.token_logprobs
+    if tokens is None or any(lp != lp for _, lp in tokens):  # NaN: not known, not JSON
+        return None
+    return {"content": [
+        {"token": text, "logprob": lp, "bytes": list(text.encode()), "top_logprobs": []}
+        for text, lp in tokens
+    ]}
 
 
 def _finish(result: Result) -> str:

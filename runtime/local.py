@@ -35,6 +35,7 @@ class LocalRun:
         self._prefix = prefix
         self._running = RunningConfidence()
         self._parts: list[str] = []
+        self._logprobs: list[tuple[str, float]] = []
         self._got_engine = self._first = self._done = 0.0
 
     @classmethod
@@ -88,6 +89,11 @@ class LocalRun:
             self._got_engine = time.perf_counter()
             for event in self._tokens:
                 self._running.add(event)
+                if event.token_id >= 0 or not self._logprobs:
+                    self._logprobs.append((event.text, event.logprob))
+                else:  # text held back for a stop string, flushed with no model step
+                    text, logprob = self._logprobs[-1]
+                    self._logprobs[-1] = (text + event.text, logprob)
                 if self._user_cancel.is_set():
                     self._stop.set()
                 if event.text:
@@ -133,4 +139,6 @@ class LocalRun:
             mode=mode,
             # nothing left the device; report the privacy verdict only when it decided that
             redactions=dict(prepared.redactions) if blocked and prepared else {},
+            token_logprobs=(tuple(self._logprobs)
+                            if self._runtime.engine.info.has_logprobs else None),
         )

@@ -51,6 +51,9 @@ class Result:
     redactions: dict[str, Any] = field(default_factory=dict)  # {counts: {TYPE: n}, blocked}
     decision: dict[str, Any] | None = None  # the policy's decision with its trace of rules
     id: str = ""  # the answer's id (the API's response id; feedback refers to it)
+    # A local answer's tokens: (the text emitted at that step, its natural-log probability
+    # under the model), in order; None for a cloud answer or an engine without log-probs.
+    token_logprobs: tuple[tuple[str, float], ...] | None = None
 
     def tandem(self) -> dict[str, Any]:
         """The `tandem` object carried by API responses."""

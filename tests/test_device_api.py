@@ -156,7 +156,7 @@ def test_bad_requests_get_openai_error_bodies_and_the_server_keeps_serving(
 
 
 @pytest.mark.parametrize(("field", "value"), [
-    ("n", 2), ("n", True), ("logprobs", True), ("top_logprobs", 3),
+    ("n", 2), ("n", True), ("top_logprobs", 3),
     ("tools", [{"type": "function", "function": {"name": "f"}}]),
     ("tool_choice", "required"), ("functions", [{"name": "f"}]),
     ("response_format", {"type": "json_object"}), ("frequency_penalty", 0.5),
@@ -192,6 +192,29 @@ def test_openai_fields_at_their_defaults_and_text_content_parts_are_accepted(
     assert parts.choices[0].message.content == plain.choices[0].message.content
     assert parts.usage is not None and plain.usage is not None
     assert parts.usage.prompt_tokens == plain.usage.prompt_tokens
+
+
+def test_token_logprobs_of_a_local_answer_in_openai_shape(client: openai.OpenAI) -> None:
+    resp = client.chat.completions.create(
+        model="tandem", messages=HELLO, max_tokens=8, logprobs=True,  # type: ignore[arg-type]
+    )
+    choice = resp.choices[0]
+    assert choice.logprobs is not None and choice.logprobs.content
+    tokens = choice.logprobs.content
+    assert "".join(t.token for t in tokens) == choice.message.content
+    assert all(t.logprob <= 0.0 and t.bytes == list(t.token.encode()) for t in tokens)
+    assert resp.usage is not None and len(tokens) == resp.usage.completion_tokens
+    plain = client.chat.completions.create(model="tandem", messages=HELLO, max_tokens=8)  # type: ignore[arg-type]
+    assert plain.choices[0].logprobs is None
+    assert plain.choices[0].message.content == choice.message.content
+
+
+def test_logprobs_are_not_streamed(base_url: str) -> None:
+    r = httpx.post(f"{base_url}/v1/chat/completions", timeout=60,
+                   json={"messages": HELLO, "logprobs": True, "stream": True})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == ("unsupported_value", "logprobs")
 
 
 @pytest.mark.parametrize(("content", "message"), [
