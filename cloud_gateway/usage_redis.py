@@ -9,6 +9,8 @@ the same id), 2 days after a re-sent one. Durability is Redis's (RDB/AOF).
 
 from __future__ import annotations
 
+import uuid
+
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -61,17 +63,11 @@ class RedisUsageStore:
         *, first_attempt: bool = False,
     ) -> None:
         """Add a finished request's tokens to the day's shared total, once per `charge_id`
-        (for an hour after a `first_attempt`, for 2 days after a re-sent charge)."""
+        (for an hour after a `first_attempt`, for 2 days after a re-sent charge). Without an
+        id the charge is a first attempt under a fresh one (`RateLimiter` always gives one)."""
         key = f"{self._prefix}tok:{device}:{day}"
         if charge_id is None:
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.incrby(key, tokens)
-            pipe.expire(key, _DAY_TTL)
-            try:
-                await pipe.execute()
-            except RedisError as exc:
-                raise StoreUnavailable("the rate-limit store is unreachable") from exc
-            return
+            charge_id, first_attempt = uuid.uuid4().hex, True
         marker = f"{self._prefix}charge:{charge_id}"
         ttl = FIRST_ATTEMPT_TTL if first_attempt else _DAY_TTL
         try:
