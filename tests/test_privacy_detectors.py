@@ -371,6 +371,8 @@ def test_emails_urls_and_domains(privacy: PrivacyFilter) -> None:
         ("mail jdoe42 at example dot org", "jdoe42 at example dot org"),
         ("sam at gmail dot com, thanks", "sam at gmail dot com"),
         ("or john@example dot com", "john@example dot com"),
+        ("mail jane @ example.com today", "jane @ example.com"),  # spaced: no plain address
+        ("mail jane.doe@ example.org.", "jane.doe@ example.org"),
     ],
 )
 def test_spelled_out_emails(privacy: PrivacyFilter, text: str, value: str) -> None:

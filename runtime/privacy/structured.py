@@ -245,7 +245,7 @@ def _emails(text: str) -> Iterator[Span]:
         if local is None:
             continue
         value = text[local.start("local") : domain.end()]
-        if "@" in value and "dot" not in value.casefold():
+        if _EMAIL.fullmatch(value):
             continue  # a plain address: found above
         if at.group("word_at") and not (
             _ADDRESS_LIKE.search(local.group("local"))
