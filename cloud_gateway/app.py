@@ -195,7 +195,7 @@ async def _usage_upkeep(
         await asyncio.sleep(interval_s)
         try:
             if sqlite_usage is not None:
-                sqlite_usage.flush()
+                await sqlite_usage.flush_async()  # in a worker thread
             await limiter.apply_uncharged()
             limiter.persist()  # what is still kept, on disk: a crash now loses none of it
         except Exception:  # noqa: BLE001 - logged; the next round tries again

@@ -7,6 +7,7 @@ refusal, or a cloud failure counted by its circuit breaker) is the point.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -320,8 +321,7 @@ def _tokens_charged(home: GatewayHome) -> int:
     try:
         return sum(store.totals("phone", day)[1] for day in (today - 1, today))
     finally:
-        store.flush()
-        store._db.close()
+        asyncio.run(store.close())
 
 
 def test_a_device_leaving_while_the_upstream_stalls_mid_stream_closes_the_upstream_request(
