@@ -34,6 +34,15 @@ def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
     assert cfg.server.port == 9100  # overrides beat both
 
 
+def test_privacy_allow_values_from_file_and_environment(tmp_path: Path) -> None:
+    path = _toml(tmp_path, '[privacy]\nallow_values = ["Ernest Hemingway", "a, b"]\n')
+    assert load_config(path, env={}).privacy.allow_values == ("Ernest Hemingway", "a, b")
+    env = {"TANDEM_PRIVACY_ALLOW_VALUES": "Ernest Hemingway, Acme ,"}
+    assert load_config(env=env).privacy.allow_values == ("Ernest Hemingway", "Acme")
+    with pytest.raises(ConfigError, match="allow_values: an empty value"):
+        load_config(_toml(tmp_path, '[privacy]\nallow_values = [""]\n'), env={})
+
+
 def test_config_path_from_environment(tmp_path: Path) -> None:
     path = _toml(tmp_path, "[generation]\nmax_tokens = 7\n")
     assert load_config(env={"TANDEM_CONFIG": str(path)}).generation.max_tokens == 7

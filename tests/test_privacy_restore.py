@@ -238,6 +238,27 @@ def test_stay_local_categories_and_keywords_keep_the_request_local() -> None:
     assert privacy.redact("What is the capital of France?", Vault()).blocked is None
 
 
+def test_allowed_values_are_sent_as_written_and_nothing_else_is() -> None:
+    privacy = PrivacyFilter.from_config(PrivacyConfig(
+        ner="names", block_types=("EMAIL",),
+        allow_values=("Ernest Hemingway", "support@acme.example.com", "Acme"),
+    ))
+    text = ("Jane Doe asks: how did ERNEST  hemingway write? Mail support@acme.example.com, "
+            "not jane@acme.example.com; Acme and Acmeville.")
+    red = privacy.redact(text, Vault())
+    # Any case and spacing; whole words only; a detected value the allowed one lies
+    # inside (Jane's address holds no allowed word, but Acmeville is no Acme) is replaced.
+    assert red.text == ("<PERSON_1> asks: how did ERNEST  hemingway write? Mail "
+                        "support@acme.example.com, not <EMAIL_1>; Acme and Acmeville.")
+    assert red.blocked == "contains EMAIL"  # the other address still blocks
+    alone = privacy.redact("write to support@acme.example.com", Vault())
+    assert (alone.text, alone.blocked, dict(alone.counts)) == (
+        "write to support@acme.example.com", None, {})
+    # A detected value that only holds an allowed one is replaced whole.
+    assert privacy.redact("Ernest Hemingway Smith called", Vault()).text == "<PERSON_1> called"
+    assert privacy.policy.allowed("acme, ACME-1, Acme's") == [(0, 4), (6, 10), (14, 18)]
+
+
 def test_messages_are_redacted_with_one_vault(privacy: PrivacyFilter) -> None:
     vault = Vault()
     messages = [
@@ -262,6 +283,7 @@ def test_messages_are_redacted_with_one_vault(privacy: PrivacyFilter) -> None:
         ({"stay_local_categories": ("weather",)}, "unknown category 'weather'"),
         ({"ner": "spacy", "spacy_model": ""}, "needs spacy_model"),
         ({"spacy_labels": ("GPE",)}, "spacy_labels"),
+        ({"allow_values": ("Acme", "  ")}, "allow_values: an empty value"),
     ],
 )
 def test_bad_privacy_config_is_refused(kwargs: dict[str, object], message: str) -> None:

@@ -104,9 +104,12 @@ class PrivacyFilter:
         counts: Counter[str] = Counter()
         parts: list[str] = []
         pos = 0
+        allowed = self.policy.allowed(text)
         for span in self.detect(text):
             action = "placeholder" if span.label == RAW else self.policy.action(span.label)
-            if action == "allow":
+            if action == "allow" or span.label != RAW and any(
+                a <= span.start and span.end <= b for a, b in allowed
+            ):
                 continue
             if action == "block" and blocked is None:
                 blocked = f"contains {span.label}"

@@ -58,6 +58,7 @@ class PrivacyConfig:
     block_types: tuple[str, ...] = ()  # their presence keeps the request on the device
     stay_local_categories: tuple[str, ...] = ()  # keys of CATEGORIES
     stay_local_keywords: tuple[str, ...] = ()  # extra words/phrases that keep it local
+    allow_values: tuple[str, ...] = ()  # words/phrases never redacted, whatever detects them
     phone_regions: tuple[str, ...] = ()  # () = the built-in list of ~25 regions
     dates: bool = True  # redact full dates (birth dates); False leaves all dates
 
@@ -80,6 +81,9 @@ class PrivacyConfig:
         for label in self.spacy_labels:
             if label not in SPACY_LABELS:
                 raise ValueError(f"spacy_labels: {label!r} is not one of {SPACY_LABELS}")
+        for value in self.allow_values:
+            if not value.strip():
+                raise ValueError("allow_values: an empty value would allow nothing; remove it")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +92,9 @@ class PrivacyPolicy:
 
     actions: Mapping[str, Action] = field(default_factory=dict)
     stay_local: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    allow_values: tuple[str, ...] = ()  # see `allowed`
     _pattern: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _allowed: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for label, action in self.actions.items():
@@ -97,6 +103,8 @@ class PrivacyPolicy:
         object.__setattr__(self, "actions", MappingProxyType(dict(self.actions)))
         object.__setattr__(self, "stay_local", MappingProxyType(dict(self.stay_local)))
         object.__setattr__(self, "_pattern", _keyword_pattern(self.stay_local))
+        object.__setattr__(self, "allow_values", tuple(self.allow_values))
+        object.__setattr__(self, "_allowed", _allow_pattern(self.allow_values))
 
     @classmethod
     def from_config(cls, config: PrivacyConfig) -> PrivacyPolicy:
@@ -112,7 +120,7 @@ class PrivacyPolicy:
         stay_local = {name: CATEGORIES[name] for name in config.stay_local_categories}
         if config.stay_local_keywords:
             stay_local["custom"] = tuple(re.escape(k) for k in config.stay_local_keywords)
-        return cls(actions=actions, stay_local=stay_local)
+        return cls(actions=actions, stay_local=stay_local, allow_values=config.allow_values)
 
     def action(self, label: str) -> Action:
         """What to do with a value of type `label`."""
@@ -127,6 +135,25 @@ class PrivacyPolicy:
             return None
         category = next(k for k, v in m.groupdict().items() if v is not None)
         return f"{category}: {m.group(category).lower()}"
+
+
+    def allowed(self, text: str) -> list[tuple[int, int]]:
+        """Where `text` holds an allowed value: (start, end) of each occurrence. Case and
+        the width of white space do not matter; a value starting or ending with a letter or
+        digit matches whole words only ("Acme" is not allowed inside "Acmeville")."""
+        if self._allowed is None:
+            return []
+        return [m.span() for m in self._allowed.finditer(text)]
+
+
+def _allow_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
+    alternatives = []
+    for value in sorted({v.strip() for v in values if v.strip()}, key=lambda v: (-len(v), v)):
+        body = r"\s+".join(re.escape(word) for word in value.split())
+        head = r"(?<!\w)" if re.match(r"\w", value) else ""
+        tail = r"(?!\w)" if re.search(r"\w\Z", value) else ""
+        alternatives.append(head + body + tail)
+    return re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
 
 
 def _keyword_pattern(categories: Mapping[str, Iterable[str]]) -> re.Pattern[str] | None:
