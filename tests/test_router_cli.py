@@ -59,6 +59,48 @@ def test_train_then_calibrate_then_score(
     assert verdict["wants_cloud"] == (verdict["score"] > threshold)
 
 
+def test_evaluate_reports_routing_quality_on_held_out_prompts(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime.router.metrics import routing_curve
+
+    train, held = files
+    first, second = tmp_path / "a.npz", tmp_path / "b.npz"
+    for out, c in ((first, "0.3"), (second, "0.01")):
+        assert main(["train", "--data", str(train), "--out", str(out), "--c", c,
+                     "--hash-bits", "14"]) == 0
+    assert main(["calibrate", "--router", str(first), "--data", str(held),
+                 "--target-cloud-fraction", "0.3"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--router", str(first), "--router", str(second),
+                 "--data", str(held), "--json"]) == 0
+    reports = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["router_file"] for r in reports] == [str(first), str(second)]
+    data = load_routing_data(held)
+    for report, path in zip(reports, (first, second), strict=True):
+        router = load_router(path)
+        curve = routing_curve(router.score(data.prompts), data.weak, data.strong)
+        assert report["apgr"] == pytest.approx(curve.apgr())
+        assert report["cpt50"] == pytest.approx(curve.cpt(0.5))
+        assert report["quality_at"]["0.4"] == pytest.approx(curve.quality_at(0.4))
+        assert report["prompts"] == 619 and report["trained_rows"] == 700
+    assert reports[0]["apgr"] != reports[1]["apgr"]
+    at = reports[0]["at_threshold"]
+    assert at["cloud_share"] == pytest.approx(0.3, abs=0.002)  # calibrated on this very set
+    routed = load_router(first).score(data.prompts) > at["threshold"]
+    assert at["quality"] == pytest.approx(np.where(routed, data.strong, data.weak).mean())
+    assert main(["evaluate", "--router", str(first), "--data", str(held)]) == 0
+    printed = capsys.readouterr().out
+    assert f"APGR {reports[0]['apgr']:.3f}" in printed
+    assert "30.0% to the cloud" in printed
+
+    same = tmp_path / "same.csv.gz"
+    write_csv(same, RoutingData(prompts=data.prompts[:40], weak=np.ones(40, dtype=bool),
+                                strong=np.ones(40, dtype=bool), groups=data.groups[:40]))
+    assert main(["evaluate", "--router", str(first), "--data", str(same)]) == 1
+    assert "no gap to recover" in capsys.readouterr().err
+
+
 def test_errors_are_one_line_and_exit_nonzero(
     files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

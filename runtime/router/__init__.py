@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from runtime.router.calibration import calibrate, cloud_fraction, threshold_for_fraction
     from runtime.router.data import RoutingData, load_routing_data
     from runtime.router.embedding import EmbeddingUnavailable, SentenceEncoder
+    from runtime.router.evaluation import Evaluation, evaluate
     from runtime.router.learned import LearnedRouter, TrainParams
     from runtime.router.metrics import RoutingCurve, oracle_scores, routing_curve
     from runtime.router.store import load_router, save_router
@@ -36,13 +37,15 @@ _WHERE = {
     "RouterFileError": "base", "RouterVerdict": "base", "calibrate": "calibration",
     "cloud_fraction": "calibration", "threshold_for_fraction": "calibration",
     "RoutingData": "data", "load_routing_data": "data", "EmbeddingUnavailable": "embedding",
-    "SentenceEncoder": "embedding", "LearnedRouter": "learned",
+    "SentenceEncoder": "embedding", "Evaluation": "evaluation", "evaluate": "evaluation",
+    "LearnedRouter": "learned",
     "TrainParams": "learned", "RoutingCurve": "metrics", "oracle_scores": "metrics",
     "routing_curve": "metrics", "load_router": "store", "save_router": "store",
 }
 __all__ = [
     "BanditConfig",
     "EmbeddingUnavailable",
+    "Evaluation",
     "LearnedRouter",
     "LinUcbBandit",
     "Router",
@@ -57,6 +60,7 @@ __all__ = [
     "calibrate",
     "cloud_fraction",
     "cost_aware_reward",
+    "evaluate",
     "load_router",
     "load_routing_data",
     "oracle_scores",

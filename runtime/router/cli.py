@@ -6,6 +6,8 @@
     tandem router calibrate --router router.npz --data CALIBRATION.csv[.gz]
                             --target-cloud-fraction 0.3 [--out calibrated.npz]
     tandem router score --router router.npz "a prompt" ["another prompt" ...]
+    tandem router evaluate --router router.npz [--router other.npz ...] --data HELD_OUT.csv
+                           [--json]
 
 The CLI only parses and prints; the work is in `runtime.router`'s Python API.
 """
@@ -21,6 +23,7 @@ from runtime.errors import ConfigError
 from runtime.router.base import RouterError
 from runtime.router.calibration import calibrate, cloud_fraction
 from runtime.router.data import RoutingData, load_routing_data
+from runtime.router.evaluation import evaluate
 from runtime.router.features import FeatureSpec
 from runtime.router.learned import LearnedRouter, TrainParams
 from runtime.router.store import load_router, save_router
@@ -62,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--data", required=True, help="calibration prompts (not the training set)")
     cal.add_argument("--target-cloud-fraction", type=float, required=True, metavar="F")
     cal.add_argument("--out", help="where to write the calibrated router (default: in place)")
+    ev = sub.add_parser("evaluate", help="routing quality on labelled prompts the routers "
+                                         "were not trained on (APGR, CPT, quality by share)")
+    ev.add_argument("--router", required=True, action="append", dest="routers",
+                    help="router file; repeat to compare several on the same data")
+    ev.add_argument("--data", required=True, help="held-out CSV with prompt, weak, strong")
+    ev.add_argument("--json", action="store_true", help="one JSON object per router")
     score = sub.add_parser("score", help="print the router's verdict on prompts")
     score.add_argument("--router", required=True)
     score.add_argument("prompts", nargs="+")
@@ -108,6 +117,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"threshold {calibrated.threshold:.6f}: {share:.1%} of {len(data)} calibration "
               f"prompts go to the cloud -> {path}")
         return 0
+    if args.command == "evaluate":
+        return _evaluate(args)
     blank = [str(i) for i, prompt in enumerate(args.prompts, 1) if not prompt.strip()]
     if blank:  # a verdict on nothing would still print a score
         print(f"tandem router: prompt {', '.join(blank)} is empty", file=sys.stderr)
@@ -115,6 +126,24 @@ def _run(args: argparse.Namespace) -> int:
     router = load_router(args.router)
     for prompt in args.prompts:
         print(json.dumps(router.verdict(prompt).to_dict()))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    data = load_routing_data(args.data)
+    for path in args.routers:
+        found = evaluate(load_router(path, encoder=None), data)
+        if args.json:
+            print(json.dumps({"router_file": path, **found.to_dict()}))
+            continue
+        q = found.quality_at
+        print(f"{path} ({found.router}, trained on {found.trained_rows} prompts) on "
+              f"{found.prompts} prompts: weak {found.weak_accuracy:.3f}, strong "
+              f"{found.strong_accuracy:.3f}\n"
+              f"  APGR {found.apgr:.3f}  CPT(50%) {found.cpt50:.1%}  CPT(80%) {found.cpt80:.1%}\n"
+              f"  quality at 20/40/60% cloud: {q[0.2]:.3f} / {q[0.4]:.3f} / {q[0.6]:.3f}\n"
+              f"  at its threshold {found.threshold:.6f}: {found.cloud_share:.1%} to the cloud, "
+              f"quality {found.quality:.3f} (gap recovered {found.recovered:.3f})")
     return 0
 
 
