@@ -8,6 +8,7 @@ the runtime's confidence score. Everything else (policy, privacy, the network) l
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,20 @@ from typing import Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "cancelled"]
+# A UTF-16 surrogate on its own: JSON's "\ud800" escape, or undecodable bytes in a command
+# line (Python's surrogateescape). No tokenizer can encode it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_text(text: str, what: str) -> None:
+    """Raise ValueError if `text` is not valid Unicode (holds a lone surrogate)."""
+    m = _LONE_SURROGATE.search(text)
+    if m is not None:
+        code = ord(m.group())
+        byte = (f" (byte 0x{code - 0xDC00:02X}, not UTF-8, as Python reads an undecodable "
+                "file or command line)" if 0xDC80 <= code <= 0xDCFF else "")
+        raise ValueError(f"{what} is not valid Unicode text: a lone surrogate "
+                         f"U+{code:04X}{byte} at character {m.start()}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +38,9 @@ class Message:
 
     role: Role
     content: str
+
+    def __post_init__(self) -> None:
+        check_text(self.content, "message content")
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Message:
@@ -95,6 +113,8 @@ class GenerationParams:
             raise ValueError("top_p must be in (0, 1]")
         if "" in self.stop:
             raise ValueError("stop strings must not be empty")
+        for text in self.stop:
+            check_text(text, "stop string")
 
 
 def _is_finite(value: float) -> bool:

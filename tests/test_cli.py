@@ -62,6 +62,21 @@ def test_an_empty_prompt_is_a_usage_error(
     assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", message)
 
 
+def test_a_prompt_that_is_not_utf8_says_which_byte() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
+    env["PYTHONUTF8"] = "1"  # stdin read as UTF-8 (with surrogateescape) whatever the locale
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "ask", "-", "--mode", "local-only"],
+        input=b"caf\xe9 au lait", capture_output=True, env=env, timeout=300,
+    )
+    # It was Python's "'utf-8' codec can't encode characters in position 116-118".
+    assert (proc.returncode, proc.stdout) == (2, b"")
+    assert proc.stderr.decode() == (
+        "tandem: messages[0]: message content is not valid Unicode text: a lone surrogate "
+        "U+DCE9 (byte 0xE9, not UTF-8, as Python reads an undecodable file or command line) "
+        "at character 3\n")
+
+
 def test_chat_keeps_history_until_an_empty_line() -> None:
     proc = tandem("chat", "--max-tokens", "4", stdin="Hello\nAnd again\n\n")
     assert proc.returncode == 0, proc.stderr

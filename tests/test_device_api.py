@@ -433,6 +433,28 @@ def test_an_empty_stop_string_is_400(base_url: str, stop: object) -> None:
                                  "code": "invalid_value"}
 
 
+@pytest.mark.parametrize(("body", "param", "message"), [
+    # JSON's escape of half a UTF-16 pair, and the same as raw bytes: both used to reach the
+    # tokenizer and come back as Python's own "'utf-8' codec can't encode ..." message.
+    ('{"messages": [{"role": "user", "content": "hi \\ud800"}]}', "messages",
+     "messages[0]: message content is not valid Unicode text: a lone surrogate U+D800 at "
+     "character 3"),
+    (b'{"messages": [{"role": "user", "content": "hi \xed\xb0\x80"}]}', "messages",
+     "messages[0]: message content is not valid Unicode text: a lone surrogate U+DC00 at "
+     "character 3"),
+    ('{"messages": [{"role": "user", "content": "hi"}], "stop": ["a", "\\udfff"]}', "stop",
+     "stop string is not valid Unicode text: a lone surrogate U+DFFF at character 0"),
+])
+def test_a_lone_surrogate_is_a_400_naming_where(
+    base_url: str, body: str | bytes, param: str, message: str
+) -> None:
+    r = httpx.post(f"{base_url}/v1/chat/completions", content=body,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == {"message": message, "type": "invalid_request_error",
+                                 "param": param, "code": "invalid_value"}
+
+
 CLOUD_ONLY = {"X-Tandem-Mode": "cloud-only"}
 
 
