@@ -188,10 +188,7 @@ def parse_chat_request(
     if mode is not None and not isinstance(mode, str):
         raise ApiError(400, "tandem.mode must be a string", "invalid_value", "tandem.mode")
     stream = _opt(body, "stream", bool)
-    if _opt(body, "logprobs", bool) and stream:
-        raise ApiError(400, "logprobs are returned for a whole answer only, not streamed "
-                       "(got logprobs = true with stream = true)", "unsupported_value",
-                       "logprobs")
+    _opt(body, "logprobs", bool)  # a type check
     return messages, params, mode, bool(stream)
 
 
@@ -214,7 +211,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     created = int(time.time())
     if want_stream:
         return await stream_sse(request, pool, start, cancel, created, model, interval,
-                                mode_param)
+                                mode_param, logprobs=bool(body.get("logprobs")))
 
     def answer() -> tuple[str, Result]:
         stream = start()

@@ -12,7 +12,7 @@ import contextlib
 import json
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,6 +20,7 @@ from aiohttp import web
 
 from runtime.api_errors import map_runtime_error
 from runtime.facade import ResultStream
+from runtime.local import LocalPiece
 from runtime.result import Result
 
 
@@ -47,7 +48,15 @@ def completion_body(result: Result, cid: str, created: int, model: str,
 
 def _logprobs(result: Result) -> dict[str, Any] | None:
     tokens = result.token_logprobs
-    if tokens is None or any(lp != lp for _, lp in tokens):  # NaN: not known, not JSON
+    if tokens is None:
+        return None
+    return _token_list(tokens)
+
+
+def _token_list(tokens: Sequence[tuple[str, float]]) -> dict[str, Any] | None:
+    """OpenAI's `logprobs` object for these tokens (None if a log-prob is unknown: NaN is
+    not JSON)."""
+    if any(lp != lp for _, lp in tokens):
         return None
     return {"content": [
         {"token": text, "logprob": lp, "bytes": list(text.encode()), "top_logprobs": []}
@@ -61,13 +70,15 @@ def _finish(result: Result) -> str:
 
 
 def _chunk(cid: str, created: int, model: str, delta: dict[str, str],
-           finish: str | None = None) -> dict[str, Any]:
+           finish: str | None = None, logprobs: dict[str, Any] | None = None
+           ) -> dict[str, Any]:
     return {
         "id": cid,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
+                     "logprobs": logprobs}],
     }
 
 
@@ -122,11 +133,16 @@ async def stream_sse(
     model: str,
     interval: float,
     mode_param: str | None = None,
+    logprobs: bool = False,
 ) -> web.StreamResponse:
     """SSE: text is written at most every `interval` seconds (the first and last at once).
 
     One worker thread starts the answer and pumps its pieces into a mailbox, so the local
     model starts on the prompt while the event loop is still sending the headers.
+    `logprobs`: each chunk of a local answer carries the tokens its text completes (see
+    `LocalPiece`; null for cloud text), and the final chunk those whose text never came
+    (held back by a stop string that then matched), so a whole local answer's chunks list
+    exactly the tokens a non-streamed answer does.
     """
     loop = asyncio.get_running_loop()
     mailbox = _Mailbox(loop)
@@ -168,19 +184,22 @@ async def stream_sse(
         await _send(response, _chunk(cid, created, model, {"role": "assistant", "content": ""}))
         finished = False
         last_write = 0.0
+        sent = 0  # tokens sent with their text so far
         while not finished:
             wait = last_write + interval - loop.time()
             if wait > 0 and not mailbox.ended.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(mailbox.ended.wait(), wait)
             text: list[str] = []
+            tokens: list[tuple[str, float]] = []
             for item in await mailbox.take():
                 if item is _DONE:
                     finished = True
                 elif isinstance(item, BaseException):
                     if text:
                         await _send(response, _chunk(cid, created, model,
-                                                     {"content": "".join(text)}))
+                                                     {"content": "".join(text)}, None,
+                                                     _token_list(tokens) if tokens else None))
                         text = []
                     err = (map_runtime_error(item, mode_param) if isinstance(item, Exception)
                            else None)
@@ -192,12 +211,18 @@ async def stream_sse(
                 else:
                     assert isinstance(item, str)
                     text.append(item)
+                    if logprobs and isinstance(item, LocalPiece):
+                        tokens.extend(item.tokens)
             if text:
-                await _send(response, _chunk(cid, created, model, {"content": "".join(text)}))
+                sent += len(tokens)
+                await _send(response, _chunk(cid, created, model, {"content": "".join(text)},
+                                             None, _token_list(tokens) if tokens else None))
                 last_write = loop.time()
         result = stream.result
         if result is not None:
-            final = _chunk(cid, created, model, {}, _finish(result))
+            rest = (result.token_logprobs or ())[sent:] if logprobs else ()
+            final = _chunk(cid, created, model, {}, _finish(result),
+                           _token_list(rest) if rest else None)
             final["usage"] = result.usage.to_dict()
             final["tandem"] = result.tandem()
             await _send(response, final)

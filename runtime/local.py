@@ -19,6 +19,21 @@ if TYPE_CHECKING:
     from runtime.facade import Runtime
 
 
+class LocalPiece(str):
+    """A piece of a local answer's text, with the tokens it completes: (text, log-prob) of
+    each model step since the previous piece, as `Result.token_logprobs` lists them. A step
+    whose text a stop string held back has empty text and rides with a later piece; text
+    released when the answer ends joins the step before it (or, when that step's piece has
+    gone already, comes with no token). Empty where the engine gives no log-probs."""
+
+    tokens: tuple[tuple[str, float], ...]
+
+    def __new__(cls, text: str, tokens: tuple[tuple[str, float], ...] = ()) -> LocalPiece:
+        piece = super().__new__(cls, text)
+        piece.tokens = tokens
+        return piece
+
+
 class LocalRun:
     """A local generation. `pieces()` holds the engine while it runs.
 
@@ -84,23 +99,30 @@ class LocalRun:
     def cancel(self) -> None:
         self._stop.set()
 
-    def pieces(self) -> Iterator[str]:
+    def pieces(self) -> Iterator[LocalPiece]:
+        unsent: list[tuple[str, float]] = []  # tokens no piece has carried yet
+        with_tokens = self._runtime.engine.info.has_logprobs
         with self._runtime._engine_lock:
             self._got_engine = time.perf_counter()
             for event in self._tokens:
                 self._running.add(event)
                 if event.token_id >= 0 or not self._logprobs:
                     self._logprobs.append((event.text, event.logprob))
+                    unsent.append(self._logprobs[-1])
                 else:  # text held back for a stop string, flushed with no model step
                     text, logprob = self._logprobs[-1]
                     self._logprobs[-1] = (text + event.text, logprob)
+                    if unsent:
+                        unsent[-1] = self._logprobs[-1]
                 if self._user_cancel.is_set():
                     self._stop.set()
                 if event.text:
                     if not self._first:
                         self._first = time.perf_counter()
                     self._parts.append(event.text)
-                    yield event.text
+                    piece = LocalPiece(event.text, tuple(unsent) if with_tokens else ())
+                    unsent.clear()
+                    yield piece
             self._done = time.perf_counter()
 
     def close(self) -> None:

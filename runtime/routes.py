@@ -127,7 +127,7 @@ def run_cascade_stream(
                     local.cancel()  # early escalation: stop decoding what we won't use
                     break
                 decided = True
-                yield "".join(held)
+                yield from held  # one by one: each piece keeps its tokens
     except GeneratorExit:
         _closed_early(rt, stream, kept)
         raise
@@ -141,7 +141,7 @@ def run_cascade_stream(
         return
     if decided or local.cancelled_by_user or not (conf.available and conf.score < threshold):
         if not decided and held:
-            yield "".join(held)
+            yield from held
         rt._finish(stream, kept())
         return
     why = (f"local confidence {conf.score:.2f} over the first {local.tokens} tokens "

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
@@ -209,12 +210,30 @@ def test_token_logprobs_of_a_local_answer_in_openai_shape(client: openai.OpenAI)
     assert plain.choices[0].message.content == choice.message.content
 
 
-def test_logprobs_are_not_streamed(base_url: str) -> None:
-    r = httpx.post(f"{base_url}/v1/chat/completions", timeout=60,
-                   json={"messages": HELLO, "logprobs": True, "stream": True})
-    assert r.status_code == 400, r.text
-    err = r.json()["error"]
-    assert (err["code"], err["param"]) == ("unsupported_value", "logprobs")
+@pytest.mark.parametrize("stop", [None, [" the"], ["."]])
+def test_streamed_token_logprobs_are_the_whole_answers(
+    client: openai.OpenAI, stop: list[str] | None
+) -> None:
+    kwargs: dict[str, Any] = {"model": "tandem", "messages": STORY, "max_tokens": 40,
+                              "logprobs": True, "stop": stop}
+    whole = client.chat.completions.create(**kwargs)
+    chunks = [c for c in client.chat.completions.create(**kwargs, stream=True) if c.choices]
+    expected = whole.choices[0].logprobs
+    assert expected is not None and expected.content
+    if stop:  # the stop string matched: its tokens' text never came
+        assert whole.choices[0].finish_reason == "stop"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == whole.choices[0].message.content
+    streamed = [t for c in chunks if c.choices[0].logprobs is not None
+                for t in c.choices[0].logprobs.content or []]
+    assert [(t.token, t.logprob) for t in streamed] == [
+        (t.token, t.logprob) for t in expected.content]
+    for c in chunks[:-1]:  # each text chunk lists the tokens its text completes
+        if c.choices[0].delta.content and c.choices[0].logprobs is not None:
+            assert "".join(t.token for t in c.choices[0].logprobs.content or []) == (
+                c.choices[0].delta.content)
+    plain = client.chat.completions.create(**{**kwargs, "logprobs": False}, stream=True)
+    assert all(c.choices[0].logprobs is None for c in plain if c.choices)
 
 
 @pytest.mark.parametrize(("content", "message"), [
