@@ -52,6 +52,9 @@ class Message:
             role = "system"
         if role not in ("system", "user", "assistant"):
             raise ValueError(f"message role must be system, user or assistant, not {role!r}")
+        name = data.get("name")  # OpenAI's participant name: accepted, not used
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"message name must be a string, not {type(name).__name__}")
         return cls(role=role, content=_content(data.get("content")))
 
     def to_dict(self) -> dict[str, str]:

@@ -254,6 +254,20 @@ def test_content_parts_other_than_text_are_400_naming_messages(
     assert message in err["message"]
 
 
+def test_a_message_name_must_be_a_string(client: openai.OpenAI, base_url: str) -> None:
+    named = client.chat.completions.create(
+        model="tandem", max_tokens=6,
+        messages=[{"role": "user", "content": "Say hello.", "name": "ana"}],
+    )
+    assert named.choices[0].message.content  # accepted (OpenAI's participant name), unused
+    r = httpx.post(f"{base_url}/v1/chat/completions", timeout=60,
+                   json={"messages": [{"role": "user", "content": "hi", "name": 7}]})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == {"message": "messages[0]: message name must be a string, not int",
+                                 "type": "invalid_request_error", "param": "messages",
+                                 "code": "invalid_value"}
+
+
 def test_oversized_body_is_413(engine: Engine) -> None:
     rt = _runtime(engine, max_body=2048)
     with serve_in_thread(rt) as url:
