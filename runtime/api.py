@@ -188,7 +188,7 @@ def parse_chat_request(
     if mode is not None and not isinstance(mode, str):
         raise ApiError(400, "tandem.mode must be a string", "invalid_value", "tandem.mode")
     stream = _opt(body, "stream", bool)
-    _opt(body, "logprobs", bool)  # a type check
+    _opt(body, "logprobs", bool)  # a type check (read by the caller)
     return messages, params, mode, bool(stream)
 
 
@@ -197,6 +197,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     served = {runtime.config.server.model_name, runtime.config.model.spec}
     body = await _json_body(request)
     messages, params, mode, want_stream = parse_chat_request(body, runtime, served)
+    logprobs = body.get("logprobs") is True  # its type checked above
     model = str(body.get("model") or runtime.config.server.model_name)
     mode, mode_param = _mode_and_source(mode, "tandem.mode", request)
     pool = request.app[EXECUTOR]
@@ -211,7 +212,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     created = int(time.time())
     if want_stream:
         return await stream_sse(request, pool, start, cancel, created, model, interval,
-                                mode_param, logprobs=bool(body.get("logprobs")))
+                                mode_param, logprobs=logprobs)
 
     def answer() -> tuple[str, Result]:
         stream = start()
@@ -229,8 +230,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body
         raise map_runtime_error(exc, mode_param) from exc
     cid = rid or f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    return web.json_response(completion_body(result, cid, created, model,
-                                             logprobs=bool(body.get("logprobs"))))
+    return web.json_response(completion_body(result, cid, created, model, logprobs=logprobs))
 
 
 def _served_names(runtime: Runtime) -> list[str]:

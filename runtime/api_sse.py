@@ -38,7 +38,7 @@ def completion_body(result: Result, cid: str, created: int, model: str,
                 "index": 0,
                 "message": {"role": "assistant", "content": result.text},
                 "finish_reason": _finish(result),
-                "logprobs": _logprobs(result) if logprobs else None,
+                "logprobs": _token_list(result.token_logprobs) if logprobs else None,
             }
         ],
         "usage": result.usage.to_dict(),
@@ -46,17 +46,10 @@ def completion_body(result: Result, cid: str, created: int, model: str,
     }
 
 
-def _logprobs(result: Result) -> dict[str, Any] | None:
-    tokens = result.token_logprobs
-    if tokens is None:
-        return None
-    return _token_list(tokens)
-
-
-def _token_list(tokens: Sequence[tuple[str, float]]) -> dict[str, Any] | None:
-    """OpenAI's `logprobs` object for these tokens (None if a log-prob is unknown: NaN is
-    not JSON)."""
-    if any(lp != lp for _, lp in tokens):
+def _token_list(tokens: Sequence[tuple[str, float]] | None) -> dict[str, Any] | None:
+    """OpenAI's `logprobs` object for these tokens (None for none, or if a log-prob is
+    unknown: NaN is not JSON)."""
+    if tokens is None or any(lp != lp for _, lp in tokens):
         return None
     return {"content": [
         {"token": text, "logprob": lp, "bytes": list(text.encode()), "top_logprobs": []}
@@ -199,7 +192,7 @@ async def stream_sse(
                     if text:
                         await _send(response, _chunk(cid, created, model,
                                                      {"content": "".join(text)}, None,
-                                                     _token_list(tokens) if tokens else None))
+                                                     _token_list(tokens or None)))
                         text = []
                     err = (map_runtime_error(item, mode_param) if isinstance(item, Exception)
                            else None)
@@ -216,13 +209,13 @@ async def stream_sse(
             if text:
                 sent += len(tokens)
                 await _send(response, _chunk(cid, created, model, {"content": "".join(text)},
-                                             None, _token_list(tokens) if tokens else None))
+                                             None, _token_list(tokens or None)))
                 last_write = loop.time()
         result = stream.result
         if result is not None:
             rest = (result.token_logprobs or ())[sent:] if logprobs else ()
             final = _chunk(cid, created, model, {}, _finish(result),
-                           _token_list(rest) if rest else None)
+                           _token_list(rest or None))
             final["usage"] = result.usage.to_dict()
             final["tandem"] = result.tandem()
             await _send(response, final)

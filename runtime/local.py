@@ -100,7 +100,7 @@ class LocalRun:
         self._stop.set()
 
     def pieces(self) -> Iterator[LocalPiece]:
-        unsent: list[tuple[str, float]] = []  # tokens no piece has carried yet
+        carried = 0  # how many of the tokens a piece has carried
         with_tokens = self._runtime.engine.info.has_logprobs
         with self._runtime._engine_lock:
             self._got_engine = time.perf_counter()
@@ -108,21 +108,18 @@ class LocalRun:
                 self._running.add(event)
                 if event.token_id >= 0 or not self._logprobs:
                     self._logprobs.append((event.text, event.logprob))
-                    unsent.append(self._logprobs[-1])
                 else:  # text held back for a stop string, flushed with no model step
                     text, logprob = self._logprobs[-1]
                     self._logprobs[-1] = (text + event.text, logprob)
-                    if unsent:
-                        unsent[-1] = self._logprobs[-1]
                 if self._user_cancel.is_set():
                     self._stop.set()
                 if event.text:
                     if not self._first:
                         self._first = time.perf_counter()
                     self._parts.append(event.text)
-                    piece = LocalPiece(event.text, tuple(unsent) if with_tokens else ())
-                    unsent.clear()
-                    yield piece
+                    tokens = tuple(self._logprobs[carried:]) if with_tokens else ()
+                    carried = len(self._logprobs)
+                    yield LocalPiece(event.text, tokens)
             self._done = time.perf_counter()
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from runtime.errors import ConfigError
 from runtime.router.base import RouterError
 from runtime.router.calibration import calibrate, cloud_fraction
 from runtime.router.data import RoutingData, load_routing_data
+from runtime.router.embedding_torch import for_batches
 from runtime.router.evaluation import evaluate
 from runtime.router.features import FeatureSpec
 from runtime.router.learned import LearnedRouter, TrainParams
@@ -105,11 +106,8 @@ def _run(args: argparse.Namespace) -> int:
         if not 0.0 <= args.target_cloud_fraction <= 1.0:
             print("tandem router: --target-cloud-fraction must be in [0, 1]", file=sys.stderr)
             return EXIT_USAGE
-        router = load_router(args.router, encoder=None)
-        if router.embedding_model:  # score the calibration set in batches (torch if present)
-            from runtime.router.embedding_torch import bulk_encoder
-
-            router = router.with_encoder(bulk_encoder())
+        # the calibration set scored in batches (torch if present)
+        router = for_batches(load_router(args.router, encoder=None))
         data = load_routing_data(args.data)
         calibrated = calibrate(router, data.prompts, args.target_cloud_fraction)
         share = cloud_fraction(calibrated.score(data.prompts), calibrated.active_threshold)

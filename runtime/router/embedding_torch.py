@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from runtime.router.embedding import (
     SentenceEncoder,
     model_dir,
 )
+
+if TYPE_CHECKING:
+    from runtime.router.learned import LearnedRouter
 
 
 class TorchSentenceEncoder:
@@ -64,3 +67,9 @@ def bulk_encoder() -> TorchSentenceEncoder | SentenceEncoder:
         return TorchSentenceEncoder()
     except ImportError:
         return SentenceEncoder()
+
+
+def for_batches(router: LearnedRouter) -> LearnedRouter:
+    """`router` ready to score a whole labelled set: with `bulk_encoder()` when it uses an
+    embedding (as loaded, it would encode one prompt at a time with NumPy)."""
+    return router.with_encoder(bulk_encoder()) if router.embedding_model else router

@@ -16,6 +16,7 @@ import numpy as np
 
 from runtime.router.base import RouterDataError
 from runtime.router.data import RoutingData
+from runtime.router.embedding_torch import for_batches
 from runtime.router.learned import LearnedRouter
 from runtime.router.metrics import routing_curve
 
@@ -59,10 +60,7 @@ def evaluate(router: LearnedRouter, data: RoutingData) -> Evaluation:
     if weak.mean() == strong.mean():
         raise RouterDataError(f"both models are right on {weak.mean():.1%} of these "
                               f"{len(data)} prompts: no gap to recover, nothing to measure")
-    if router.embedding_model:
-        from runtime.router.embedding_torch import bulk_encoder
-
-        router = router.with_encoder(bulk_encoder())
+    router = for_batches(router)
     scores = router.score(data.prompts)
     curve = routing_curve(scores, weak, strong)
     routed = scores > router.active_threshold
