@@ -166,9 +166,10 @@ class OpenAIEngine:
         try:
             try:
                 response = send()
-            except httpx.RemoteProtocolError:
+            except (httpx.RemoteProtocolError, httpx.ReadError):
                 # A pooled keep-alive connection the server had already closed (it does so
-                # after a stream that failed mid-way); nothing was generated: send again.
+                # after a stream that failed mid-way): closed cleanly, or reset when read
+                # (ECONNRESET). Nothing was generated: send again, once.
                 response = send()
         except httpx.TransportError as exc:
             raise EngineUnavailableError(
