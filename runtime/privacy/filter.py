@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +61,35 @@ class MessagesRedaction:
             raise PrivacyBlockError(f"request kept on the device: {self.blocked}")
 
 
+@functools.cache
+def _detection_fold() -> dict[int, str]:
+    """One character for one: what copy-paste puts in numbers, as the ASCII detectors expect.
+
+    No-break and other Unicode spaces (and the invisible zero-width space, word joiner,
+    byte-order mark and soft hyphen) → " "; hyphens, en dash, minus sign → "-"; full-width
+    ASCII (ＡＢ１２＠) → ASCII; every script's decimal digits → 0-9. Each maps to exactly one
+    character, so offsets found in the folded text are offsets in the original, whose values
+    are what the vault keeps. The em dash stays: it separates clauses, not digit groups.
+    """
+    table: dict[int, str] = {}
+    for code in range(0x20000):  # past the last space (U+3000) and digit (U+1FBF9)
+        char = chr(code)
+        if code != 0x20 and unicodedata.category(char) == "Zs":
+            table[code] = " "
+        elif unicodedata.category(char) == "Nd" and not "0" <= char <= "9":
+            table[code] = str(unicodedata.digit(char))
+    table.update({code: " " for code in (0x200B, 0x2060, 0xFEFF, 0x00AD)})
+    table.update({code: "-" for code in (0x2010, 0x2011, 0x2012, 0x2013, 0x2212, 0xFE63)})
+    table.update({code: chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)})
+    return table
+
+
+
+def fold_for_detection(text: str) -> str:
+    """`text` as the detectors read it: same length, Unicode look-alikes made ASCII."""
+    return text.translate(_detection_fold())
+
+
 class _PlaceholderEcho:
     """Text that already looks like a placeholder: vaulted as RAW so restore stays exact."""
 
@@ -90,11 +121,17 @@ class PrivacyFilter:
         return cls(build_detectors(config), PrivacyPolicy.from_config(config))
 
     def detect(self, text: str) -> list[Span]:
-        """Non-overlapping spans of personal data in `text`, sorted by position."""
+        """Non-overlapping spans of personal data in `text`, sorted by position.
+
+        The detectors read `fold_for_detection(text)`, so a card written with no-break
+        spaces or an en dash ("4111\u00a01111…", "123–45–6789") is found like its ASCII
+        form; the spans are positions in `text` either way.
+        """
+        folded = fold_for_detection(text)
         found: list[Span] = []
         for step in self._steps:
-            found.extend(step(text, found))
-        return resolve(found, text)
+            found.extend(step(folded, found))
+        return resolve(found, folded)
 
     def redact(self, text: str, vault: Vault) -> Redaction:
         """`text` with personal data replaced according to the policy."""
