@@ -59,3 +59,57 @@ def test_folding_keeps_every_offset() -> None:
     folded = fold_for_detection(text)
     assert len(folded) == len(text)
     assert folded == "a b-c13 \u2014d"  # the em dash separates clauses: kept
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("\u7535\u8bdd13800138000", "\u7535\u8bdd<PHONE_1>"),  # no space in Chinese
+        ("\u643a\u5e2f\u306f090-1234-5678\u3067\u3059", "\u643a\u5e2f\u306f<PHONE_1>\u3067\u3059"),
+        ("\uc5f0\ub77d\ucc98\ub294 010-1234-5678\uc785\ub2c8\ub2e4",
+         "\uc5f0\ub77d\ucc98\ub294 <PHONE_1>\uc785\ub2c8\ub2e4"),  # the last group leaked
+        ("tel.+4930123456", "tel.<PHONE_1>"),
+        # still found: grouping, cue or validity, as before
+        ("They're not answering at 780-999-2181", "They're not answering at <PHONE_1>"),
+        ("They're not answering at 71-33-52-22", "They're not answering at <PHONE_1>"),
+        ("call 01 23 45 67 89", "call <PHONE_1>"),
+        ("He lives at 5403926876", "He lives at <PHONE_1>"),
+        ("my number is 2125551234, sum it up later", "my number is <PHONE_1>, sum it up later"),
+    ],
+)
+def test_phone_numbers_next_to_other_scripts_and_dots(
+    privacy: PrivacyFilter, text: str, expected: str
+) -> None:
+    assert redacted(privacy, text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What is 1234567 * 7654321?",
+        "Is 1000000007 prime?",
+        "for i in range(1000000): pass",
+        "Convert 1700000000 from unix time to a date",
+        "What is 2^31 - 1 = 2147483647?",
+        "Revenue was 12345678 in Q3",
+        "So 3000-2000 = 1000 voters remain.",
+        "He paid 1100-400=<<1100-400=700>>700 for it",
+        "sort this list: 5 3 8 1 9 2 7 4 6",
+        "The first primes: 2 3 5 7 11 13 17 19 23 29",
+        "Ibn Battuta, Voyages, 1332\u20131346 C.E.",
+        "Find the quotient: 3.6 36 0.01272 12.72",
+        "the binary number 1001 0011",
+        "How many were sold? 632 643 655 668",
+        "the eighth number in the pattern? 160 240 320 640",
+        "it is $409 500 - $400 000 = $9500 more",
+    ],
+)
+def test_numbers_in_arithmetic_code_and_lists_are_left(privacy: PrivacyFilter, text: str) -> None:
+    assert redacted(privacy, text) == text
+
+
+def test_a_card_grouped_oddly_is_still_a_card_in_a_text_about_a_card(
+    privacy: PrivacyFilter,
+) -> None:
+    assert redacted(privacy, "my visa: 41 1111 1111 1111 11") == "my visa: <CARD_1>"
+    assert redacted(privacy, "charge 3782 822463 10005 today") == "charge <CARD_1> today"

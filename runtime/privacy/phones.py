@@ -26,7 +26,9 @@ DEFAULT_REGIONS: tuple[str, ...] = (
 )  # fmt: skip
 
 _CANDIDATE = re.compile(
-    r"(?<![\w+/.-])"
+    # ASCII letters only around it: Chinese, Japanese and Korean text has no spaces
+    # ("电话13800138000"), and `\w` would count its characters as part of a word.
+    r"(?:(?<![A-Za-z0-9_+/.-])|(?<=[A-Za-z]\.)(?=\+))"  # "tel.+4930…" too
     r"(?P<intl>(?:\+|00)\d{1,3}[ .-]?)?"
     r"(?:\(0\)[ .-]?)?"
     r"(?P<paren>\(\d{1,5}\)[ .-]?)?"
@@ -35,7 +37,7 @@ _CANDIDATE = re.compile(
     r"(?P<area>(?(intl)\d{1,5}|0\d{1,4})[ \t]?/[ \t]?)?"
     r"\d{1,15}(?:[ .-]\d{1,8}){0,6}"
     r"(?:[ ]?(?:x|ext\.?|extension)[ ]?\d{1,6})?"
-    r"(?![\w]|[.,]\d)"
+    r"(?![A-Za-z0-9_]|[.,]\d)"
 )
 _CUE_BEFORE = re.compile(
     r"(?i)\b(?:phone|ph|tel|telephone|mobile|mob|cell|fax|call|calling|text|sms|whatsapp|"
@@ -49,6 +51,17 @@ _MONEY_AFTER = re.compile(
     r"people|users|years?|times|units|items|rows|bytes|tokens)\b"
 )
 _YEAR = re.compile(r"(?:19|20)\d\d")
+# Arithmetic next to the number: "3000-2000 = 1000", "1234567 * 7654321", "range(1000000)".
+_OPERATOR_BEFORE = re.compile(r"(?:[=+*/×÷^<>(%]|\*\*)\s*$")
+_OPERATOR_AFTER = re.compile(r"^\s*(?:[=+*/×÷^<>)%]|-\s*\d)")
+# A sentence about numbers as numbers, not as something to dial.
+_MATH_WORDS = re.compile(
+    r"(?i)\b(?:prime|primes|factori[sz]e|factors?|divisible|divisors?|modulo|mod|gcd|lcm|"
+    r"compute|calculate|solve|sum|product|multiply|divide|square|cube|root|sqrt|log|digits?|"
+    r"integer|binary|hex|hexadecimal|decimal|octal|convert|timestamp|epoch|unix|seconds|"
+    r"milliseconds|bytes|range|array|loop|revenue|sales|profit|income|budget|salary|cost|"
+    r"price|population|total|average|mean|median|count)\b"
+)
 _NOT_PHONE_BEFORE = re.compile(
     r"(?i)\b(?:isbn(?:-1[03])?|issn|doi|version|ver\.?|v|pi|is\s+pi)[\s:#]*$"
 )
@@ -94,8 +107,14 @@ class PhoneDetector:
         groups = re.split(r"[ \t]?/[ \t]?|[ .-]", core)
         if all(_YEAR.fullmatch(g) for g in groups):
             return cue  # "1990 2004": years, not a number to call
+        cue_word = (_CUE_BEFORE.search(before) or _CUE_AFTER.search(after) or m)[0].lower()
+        listed = len(groups) >= 2 and _number_list(core, groups)
         if cue:
-            return True
+            # "number" / "no" also name numbers that are not phones ("the binary number
+            # 1001 0011", "the eighth number in the pattern? 160 240 320 640").
+            return not (listed and re.match(r"(?:number|no)\b", cue_word))
+        if listed or _OPERATOR_BEFORE.search(before) or _OPERATOR_AFTER.search(after):
+            return False
         if len(groups) >= 2 and not _thousands_shaped(groups):
             return True
         if len(groups) == 1 and (
@@ -104,6 +123,8 @@ class PhoneDetector:
             or (after[:1] == "," and after[1:2].isdigit())
         ):
             return False  # a field of a CSV row ("153.80,15678900"), not a number to call
+        if _MATH_WORDS.search(_sentence(text, start, end)):
+            return False  # "Is 1000000007 prime?": any 7-10 digits are valid somewhere
         return self._valid_somewhere(core)
 
     def _possible_international(self, value: str) -> bool:
@@ -126,3 +147,39 @@ class PhoneDetector:
 def _thousands_shaped(groups: Sequence[str]) -> bool:
     """`1 250 000` or `12.500.000`: a first group of 1-3 digits, then groups of exactly 3."""
     return 1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])
+
+
+def _number_list(core: str, groups: Sequence[str]) -> bool:
+    """Digit groups that read as numbers, not as one number to call (no phone word near).
+
+    A phone number's groups are digits chosen by a numbering plan; these are not:
+    decimals among spaced numbers ("0.4 2.5 16.7"), a range of years ("1776-1788"), binary
+    ("1001 0011"), a lone digit after the first group ("5 3 8 1 9"), or four or more groups of
+    one length in increasing order ("225 320 400 450", options of a question), unless the
+    first has a trunk 0 ("01 23 45 67 89", a French number written the usual way). Three
+    groups are left alone: "541-714-1388" increases too.
+    """
+    if " " in core and "." in core:
+        return True
+    if len(groups) == 2 and all(len(g) == 4 for g in groups):
+        first, last = int(groups[0]), int(groups[1])
+        if 1000 <= first < last <= 2100 and last - first <= 300:
+            return True
+    if set("".join(groups)) <= {"0", "1"}:
+        return True
+    if any(len(g) == 1 for g in groups[1:]) or groups[0] not in "01" and len(groups[0]) == 1:
+        return True
+    values = [int(g) for g in groups]
+    return (
+        len(groups) >= 4
+        and len({len(g) for g in groups}) == 1
+        and not groups[0].startswith("0")
+        and all(a < b for a, b in zip(values, values[1:], strict=False))
+    )
+
+
+def _sentence(text: str, start: int, end: int) -> str:
+    """The sentence or line around `text[start:end]`."""
+    left = max(text.rfind(stop, 0, start) for stop in (". ", "? ", "! ", "\n"))
+    rights = [i for i in (text.find(stop, end) for stop in (". ", "? ", "! ", "\n")) if i >= 0]
+    return text[left + 1 : min(rights, default=len(text))]

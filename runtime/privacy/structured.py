@@ -299,10 +299,28 @@ def _cards(text: str) -> Iterator[Span]:
             digits = re.sub(r"\D", "", text[m.start() : end])
             if len(digits) < 12:
                 break
-            if len(digits) <= 19 and len(set(digits)) > 1 and luhn.is_valid(digits):
+            if (
+                len(digits) <= 19
+                and len(set(digits)) > 1
+                and luhn.is_valid(digits)
+                and _card_grouped(text, m.start(), text[m.start() : end])
+            ):
                 yield Span(m.start(), end, CARD, "luhn")
                 yield from _after_card(text, end)
                 break
+
+
+def _card_grouped(text: str, start: int, value: str) -> bool:
+    """Grouped as cards are printed (4-4-4-4, the last group shorter; Amex 4-6-5, Diners
+    4-6-4) or unbroken; other groupings only in a text about a card. One in ten digit runs
+    passes Luhn by chance, and "160 240 320 640" or "2 3 5 7 11 13 17 19 23" are lists."""
+    groups = re.split(r"[ .-]", value)
+    if len(groups) == 1 or _CARD_CUE.search(text[max(0, start - 60) : start]):
+        return True
+    sizes = [len(g) for g in groups]
+    if sizes[:2] == [4, 6] and len(sizes) == 3 and sizes[2] in (4, 5):
+        return True
+    return all(n == 4 for n in sizes[:-1]) and 1 <= sizes[-1] <= 4
 
 
 def _after_card(text: str, end: int) -> Iterator[Span]:
