@@ -113,3 +113,51 @@ def test_a_card_grouped_oddly_is_still_a_card_in_a_text_about_a_card(
 ) -> None:
     assert redacted(privacy, "my visa: 41 1111 1111 1111 11") == "my visa: <CARD_1>"
     assert redacted(privacy, "charge 3782 822463 10005 today") == "charge <CARD_1> today"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"card_number": "4111111111111111", "exp": "09/27", "cvv": "123"}',
+         '{"card_number": "<CARD_1>", "exp": "<CARD_EXPIRY_1>", "cvv": "<CARD_CVV_1>"}'),
+        ('{"cardNumber":"4111111111111111","expiry":"09/27","cvc":"123"}',
+         '{"cardNumber":"<CARD_1>","expiry":"<CARD_EXPIRY_1>","cvc":"<CARD_CVV_1>"}'),
+        ("cvv: '123'", "cvv: '<CARD_CVV_1>'"),
+        ("<cvv>123</cvv>", "<cvv><CARD_CVV_1></cvv>"),
+        ('"CVC": 123', '"CVC": <CARD_CVV_1>'),
+        ("card_cvv=123", "card_cvv=<CARD_CVV_1>"),
+        ("CVV (3 digits): 123", "CVV (3 digits): <CARD_CVV_1>"),
+        ("CVV \u2014 123", "CVV \u2014 <CARD_CVV_1>"),
+        # not card data
+        ("the coupon expires 12/31", "the coupon expires 12/31"),
+        ("Cardiff: exp 5/20", "Cardiff: exp 5/20"),
+    ],
+)
+def test_card_security_data_in_machine_formats(
+    privacy: PrivacyFilter, text: str, expected: str
+) -> None:
+    assert redacted(privacy, text) == expected
+
+
+def test_a_cvv_in_json_blocks_when_the_policy_says_so() -> None:
+    strict = PrivacyFilter.from_config(PrivacyConfig(ner="none", block_types=("CARD_CVV",)))
+    red = strict.redact('{"pan": "4111111111111111", "cvv": "123"}', Vault())
+    assert red.blocked == "contains CARD_CVV"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("IBAN DE89 370400440532013000", "IBAN <IBAN_1>"),
+        ("IBAN DE89 3704 0044 0532 013000", "IBAN <IBAN_1>"),
+        ("IBAN: DE 89 3704 0044 0532 0130 00", "IBAN: <IBAN_1>"),
+        ("IBAN DE89.3704.0044.0532.0130.00", "IBAN <IBAN_1>"),
+        ("IBAN DE89 3704 0044 0532 0130 00BIC COBADEFFXXX", "IBAN <IBAN_1>BIC COBADEFFXXX"),
+        ("IBAN\u662fDE89370400440532013000", "IBAN\u662f<IBAN_1>"),
+        ("pay GB82 WEST 1234 5698 7654 32 today", "pay <IBAN_1> today"),
+        ("is 20 and then some more words here", "is 20 and then some more words here"),
+        ("IBAN DE89 3704 0044 0532 0130 01", "IBAN DE89 3704 0044 0532 0130 01"),  # checksum
+    ],
+)
+def test_ibans_in_any_grouping(privacy: PrivacyFilter, text: str, expected: str) -> None:
+    assert redacted(privacy, text) == expected

@@ -90,6 +90,11 @@ _IBAN_SPACED = re.compile(
     r"(?i)\b[a-z]{2}\d{2}(?P<sep>[ -])[a-z0-9]{4}(?:(?P=sep)[a-z0-9]{4}){1,6}"
     r"(?:(?P=sep)[a-z0-9]{1,4})?\b"
 )
+# Any grouping ("DE89 370400440532013000", "DE 89 3704 …", dots), next to any script
+# ("IBAN是DE89…"): a candidate, cut back until the checksum and the country's format agree.
+# An upper-case country code only: lower-case words are most of a text, and the patterns
+# above take lower-case IBANs in their usual groupings.
+_IBAN_LOOSE = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}[ .-]?\d{2}(?:[ .-]?[A-Za-z0-9]){11,30}")
 _SSN = re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d-])")
 _SSN_BARE = re.compile(r"(?<!\d)\d{9}(?!\d)")
 _SSN_CUE = re.compile(
@@ -131,8 +136,14 @@ _EXPIRY_LABEL = (
 # Between a label and its value: "is", "no.", "on", a colon, a dash ... Repeats are bounded,
 # so that no run of labels or joining words costs more than linear time.
 _BACK = r"(?:on|at)\s+the\s+back(?:\s+of\s+(?:the|my|your)\s+card)?"
-_CVV_JOIN = rf"(?:\s*(?:[:=#-]|(?:is|code|number|no|nr)\b\.?|{_BACK}\b)){{0,3}}\s*"
-_EXPIRY_JOIN = r"(?:\s*(?:[:=#-]|(?:is|on|in|of|date)\b)){0,3}\s*"
+# Quotes and ">" too, for machine formats: '"cvv": "123"', "cvv: '123'", "<cvv>123</cvv>";
+# and a note on the length, "CVV (3 digits): 123".
+_QUOTED = r"[:=#>\"'\u2014-]"
+_CVV_JOIN = (
+    rf"(?:\s*(?:{_QUOTED}|\(\s*[34]\s*digits?\s*\)|(?:is|code|number|no|nr)\b\.?|"
+    rf"{_BACK}\b)){{0,4}}\s*"
+)
+_EXPIRY_JOIN = rf"(?:\s*(?:{_QUOTED}|(?:is|on|in|of|date)\b)){{0,4}}\s*"
 _MONTH_NUMBER = r"(?:0?[1-9]|1[0-2])"
 _MONTH_YEAR = rf"{_MONTH_NUMBER}\s?[/-]\s?(?:20)?\d\d"  # 09/27, 9/2027, 09-27, 09 / 27
 _EXPIRY_VALUE = (
@@ -144,7 +155,8 @@ _EXPIRY_VALUE = (
 _CVV_VALUE = r"\d{3,4}(?!\d|[/.,:-]\d)"
 # The lookaheads on the labels' first letters only make the scan ~3x faster.
 _CVV = re.compile(
-    rf"(?i)(?=[cvs])(?:\b{_CVV_LABEL}(?:\s*/\s*{_CVV_LABEL}){{0,2}}\b{_CVV_JOIN}"
+    # A label may follow "_", "." or "<" (card_cvv=123, payment.cvc, <cvv>): not "\b".
+    rf"(?i)(?=[cvs])(?:(?<![a-z0-9]){_CVV_LABEL}(?:\s*/\s*{_CVV_LABEL}){{0,2}}\b{_CVV_JOIN}"
     rf"(?P<cvv>{_CVV_VALUE})|\b(?:cvv|cvc|cvn)2?(?P<glued>{_CVV_VALUE}))"  # cvv123, unspaced
 )
 # "the 3 digits on the back are 123", "code on the back: 123": a CVV in a text about a card.
@@ -153,13 +165,13 @@ _CVV_BACK = re.compile(
     rf"(?:\s*(?:[:=-]|is\b|are\b))?\s*(?P<cvv>{_CVV_VALUE})"
 )
 _EXPIRY = re.compile(
-    rf"(?i)(?=[evg])\b(?:{_EXPIRY_LABEL}|exp(?=\d))"  # exp0927: typed without a space
+    rf"(?i)(?=[evg])(?<![a-z0-9])(?:{_EXPIRY_LABEL}|exp(?=\d))"  # exp0927: typed without a space
     rf"(?:\s*(?:/|&|and)\s*(?P<both>{_CVV_LABEL})\b)?{_EXPIRY_JOIN}"
     rf"(?P<exp>{_EXPIRY_VALUE})(?(both)[\s,;|/]{{1,3}}(?P<cvv>{_CVV_VALUE}))?"
 )
-_CARD_CUE = re.compile(
-    rf"(?i)\b(?:cards?|visa|master\s?card|amex|american\s+express|maestro|credit|debit|"
-    rf"{_CVV_LABEL})\b"
+_CARD_CUE = re.compile(  # also in identifiers: card_number, cardNumber, payment.cvc
+    rf"(?i)(?<![a-z])(?:cards?|visa|master\s?card|amex|american\s+express|maestro|credit|"
+    rf"debit|{_CVV_LABEL})(?-i:(?![a-z]))"
 )
 _SEP = r"[\s,;|]{1,3}"
 _CURRENCY = r"(?i:eur|usd|gbp|chf|jpy|cad|aud|euros?|dollars?|pounds?|bucks|cents?)"
@@ -365,6 +377,14 @@ def _ibans(text: str) -> Iterator[Span]:
                     yield Span(m.start(), m.start() + len(value), IBAN, "iban")
                     break
                 value = value.rpartition(sep)[0]
+    for m in _IBAN_LOOSE.finditer(text):
+        end = m.end()
+        while end - m.start() >= 15:
+            value = text[m.start() : end]
+            if value[-1].isalnum() and std_iban.is_valid(value.replace(".", "")):
+                yield Span(m.start(), end, IBAN, "iban")
+                break
+            end -= 1
 
 
 def _ssns(text: str) -> Iterator[Span]:
