@@ -3,6 +3,8 @@ JSON/XML fields, CSV columns, scripts without spaces; and numbers that are not p
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from runtime.privacy import PrivacyConfig, PrivacyFilter, Vault
@@ -161,3 +163,44 @@ def test_a_cvv_in_json_blocks_when_the_policy_says_so() -> None:
 )
 def test_ibans_in_any_grouping(privacy: PrivacyFilter, text: str, expected: str) -> None:
     assert redacted(privacy, text) == expected
+
+
+def test_messages_with_text_parts_and_names_are_redacted(privacy: PrivacyFilter) -> None:
+    vault = Vault()
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": [
+            {"type": "text", "text": "My SSN is 123-45-6789"},
+            {"type": "text", "text": "mail jane@example.com"},
+        ]},
+        {"role": "user", "name": "jane@example.com", "content": "hello"},
+        {"role": "assistant", "content": None, "tool_calls": []},
+    ]
+    red = privacy.redact_messages(messages, vault)
+    assert red.messages == (
+        {"role": "user", "content": [
+            {"type": "text", "text": "My SSN is <SSN_1>"},
+            {"type": "text", "text": "mail <EMAIL_1>"},
+        ]},
+        {"role": "user", "name": "<EMAIL_1>", "content": "hello"},
+        {"role": "assistant", "content": None, "tool_calls": []},
+    )
+    assert dict(red.counts) == {"SSN": 1, "EMAIL": 2}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ([{"type": "image_url", "image_url": {"url": "data:..."}}], "of type 'image_url'"),
+        ([{"type": "text", "text": 7}], "of type 'text'"),
+        (["plain"], "of type 'str'"),
+        (42, "not int"),
+    ],
+)
+def test_content_that_cannot_be_checked_is_refused(
+    privacy: PrivacyFilter, content: object, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message) as err:
+        messages: list[dict[str, Any]] = [{"role": "user", "content": "ok"},
+                                          {"role": "user", "content": content}]
+        privacy.redact_messages(messages, Vault())
+    assert str(err.value).startswith("message 1:")

@@ -162,22 +162,43 @@ class PrivacyFilter:
         return Redaction("".join(parts), MappingProxyType(dict(counts)), blocked)
 
     def redact_messages(self, messages: Iterable[M], vault: Vault) -> MessagesRedaction:
-        """Redact the content of every message (dicts or `Message`s), with one shared vault."""
+        """Redact every message (dicts or `Message`s), with one shared vault.
+
+        A dict in OpenAI's shape may hold its text as a string or as a list of parts: each
+        `{"type": "text", "text": ...}` part is redacted, and its `name` (a participant's
+        name, "jane_doe") too. `content` None (an assistant turn that only called a tool) has
+        nothing to redact. Anything else — an image part, a number — raises `ValueError`,
+        naming the message: it cannot be checked, so it must not leave unchecked.
+        """
         out: list[Any] = []
         counts: Counter[str] = Counter()
         blocked: str | None = None
-        for message in messages:
-            content = message.content if isinstance(message, Message) else message.get("content")
-            if not isinstance(content, str):
-                out.append(message)  # non-text content (e.g. images) is the caller's concern
-                continue
-            red = self.redact(content, vault)
+
+        def text(value: str) -> str:
+            nonlocal blocked
+            red = self.redact(value, vault)
             counts.update(red.counts)
             blocked = blocked or red.blocked
+            return red.text
+
+        for i, message in enumerate(messages):
             if isinstance(message, Message):
-                out.append(Message(role=message.role, content=red.text))
-            else:
-                out.append({**message, "content": red.text})
+                out.append(Message(role=message.role, content=text(message.content)))
+                continue
+            redacted = dict(message)
+            content = message.get("content")
+            if isinstance(content, str):
+                redacted["content"] = text(content)
+            elif isinstance(content, list):
+                redacted["content"] = [_text_part(part, i, text) for part in content]
+            elif content is not None:
+                raise ValueError(
+                    f"message {i}: content must be a string or a list of text parts, "
+                    f"not {type(content).__name__}"
+                )
+            if isinstance(message.get("name"), str):
+                redacted["name"] = text(message["name"])
+            out.append(redacted)
         return MessagesRedaction(tuple(out), MappingProxyType(dict(counts)), blocked)
 
     def restore(self, text: str, vault: Vault) -> Restored:
@@ -187,6 +208,20 @@ class PrivacyFilter:
     def stream_restorer(self, vault: Vault) -> StreamRestorer:
         """A restorer for a streamed answer (feed chunks, then flush)."""
         return StreamRestorer(vault)
+
+
+def _text_part(part: object, index: int, text: Callable[[str], str]) -> dict[str, Any]:
+    if (
+        not isinstance(part, Mapping)
+        or part.get("type") != "text"
+        or not isinstance(part.get("text"), str)
+    ):
+        kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+        raise ValueError(
+            f"message {index}: a content part of type {kind!r} cannot be checked for personal "
+            "data; only text parts may be offloaded"
+        )
+    return {**part, "text": text(part["text"])}
 
 
 def _step(detector: Detector) -> Callable[[str, Sequence[Span]], list[Span]]:
