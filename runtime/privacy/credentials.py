@@ -1,5 +1,6 @@
 """Secrets: private keys, API keys and tokens, by their published shapes and by entropy;
-passwords and PINs after the word that names them."""
+passwords, keys and tokens after the word that names them, passwords in URLs, seed phrases
+and PINs."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import re
 from collections import Counter
 
 from runtime.privacy.entities import SECRET, Span
+from runtime.privacy.gazetteer import words
 
 # Shapes published by the issuers (AWS, GitHub, GitLab, Slack, Stripe, Google, OpenAI,
-# Anthropic, JWT). Each is specific enough to need no entropy check.
+# Anthropic, Hugging Face, npm, PyPI, SendGrid, JWT). Each is specific enough to need no
+# entropy check.
 _KNOWN = re.compile(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
     r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)"
@@ -23,17 +26,84 @@ _KNOWN = re.compile(
     r"|\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"
     r"|\bAIza[0-9A-Za-z_-]{35}"
     r"|\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}"
+    r"|\bhf_[A-Za-z0-9]{30,}\b"
+    r"|\bnpm_[A-Za-z0-9]{36}\b"
+    r"|\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}"
+    r"|\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b"
     r"|\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
 )
-# `password: hunter2`, `api_key="..."`: the value after a credential word is a secret.
-_ASSIGNED = re.compile(
-    r"(?i)\b(?:password|passwd|pwd|passphrase|secret|client_secret|token|access_token|"
-    r"refresh_token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|auth)"
-    r"[\"']?\s*(?:[:=]|is)\s*[\"']?(?P<value>[^\s\"',;]{6,})"
-    # With no colon or "is" ("password Tr0ub4dor&3"): a value that mixes letters with digits
-    # or symbols, not a word ("password reset").
-    r"|\b(?:password|passwd|pwd|passphrase)\s+"
-    r"(?P<bare>(?=[^\s\"',;]*[A-Za-z])(?=[^\s\"',;]*[\d!#$%&*?@^~])[^\s\"',;]{6,})"
+# A credential word, alone or as the last part of a key: `password`, `DB_PASSWORD`,
+# `"db_password"`, `spring.datasource.password`, `X-API-Key`, `Twilio auth token`.
+_LABELED = re.compile(
+    r"(?i)(?<![\w.-])(?P<open>[\"'`])?"
+    r"(?P<key>(?P<prefix>(?:[a-z0-9]+[_.-])*)"
+    r"(?:password|passwd|passwort|passphrase|pwd|pass|pw"
+    r"|(?:api|access|secret|private|signing|master|encryption|auth)[ _.-]?key"
+    r"|(?:auth|access|refresh|api|bearer|session|id)[ _-]?token"
+    r"|(?:client|app)[ _-]secret|secret|token|key|auth|authorization|bearer))"
+    r"(?![\w-])[\"'`]?"
+    # `password for the wifi is ...`: a qualifier, then a separator, is not optional.
+    r"(?:(?P<qualifier>[ \t]+(?:for|of|on|to|at)(?:[ \t]+[\w@.'-]+){1,3}?)[ \t]*"
+    r"(?P<qsep>[:=]|is\b|was\b)"
+    r"|[ \t]*(?P<sep>=>|[:=](?![=:])|is\b|was\b)?)[ \t]*"
+)
+_LABEL_HINTS = ("pass", "pw", "pwd", "key", "token", "secret", "auth", "bearer")
+_COMPOUND_LABELS = tuple(
+    f"{a}{b}"
+    for a, b in [
+        *((a, "key") for a in ("api", "access", "secret", "private", "signing", "master")),
+        *((a, "key") for a in ("encryption", "auth")),
+        *((a, "token") for a in ("auth", "access", "refresh", "api", "bearer", "session", "id")),
+        ("client", "secret"),
+        ("app", "secret"),
+        *(("", a) for a in ("password", "passwd", "passwort", "passphrase", "pwd", "pass")),
+        *(("", a) for a in ("pw", "secret", "token", "key", "authorization", "auth", "bearer")),
+    ]
+)
+_PASSWORD_LABELS = frozenset(["password", "passwd", "passwort", "passphrase", "pwd", "pass", "pw"])
+# Labels that are ordinary English words: their value must look like a credential unless
+# the key is written as one (`HF_TOKEN=`, `"secret": ...`, `TOKEN=`).
+_WORD_LABELS = frozenset(["pass", "pw", "secret", "token", "auth", "bearer"])
+_AUTH_SCHEME = re.compile(r"(?i)(?:bearer|basic|token|digest)[ \t]+")
+_VALUE = re.compile(r"[^\s\"'`;,]+")
+_NEXT_WORD = re.compile(r" (?P<word>[^\s\"'`;,]+)")
+_SENTENCE_END = re.compile(r"[.?:)\]}]+$")
+_PASSPHRASE_WORDS = 8
+# A passphrase holds no function words: `password: hunter2 and the user is bob` is prose
+# after a one-word password, `password: a secret word` is a definition.
+_PROSE = words(
+    """
+    a an the is are was were be been being to of in on at by for with from and or but not no
+    so if then than that this these those it its you your i me my we our he she they them
+    his her their must should can could will would may might do does did has have had as
+    into about please thanks how what why when where which who here there just also only
+    very too more most all any some each every see below above following
+    """
+)
+_CREDENTIAL = re.compile(r"(?=\S*[A-Za-z])(?=\S*[\d!#$%&*?@^~])\S{6,}")
+_TOKEN_LIKE = re.compile(r"(?=\S*[A-Za-z])(?=\S*\d)[A-Za-z0-9+/._~=-]{8,}|[0-9a-fA-F]{32,}")
+# Values that stand for a secret rather than being one.
+_PLACEHOLDER = re.compile(
+    r"(?i)[*xX•.#_-]*|\.\.\.|…|\$\{?\w+\}?|%\(?\w*\)?s|your[\s_-].*|.*[_-]here"
+    r"|none|null|nil|n/a|undefined|true|false|str|string|bytes|int|bool|optional|required"
+    r"|empty|hidden|redacted|example|placeholder|dummy|tbd|todo|replace[_-]?me"
+    r"|(?-i:[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"
+)
+_BRACKETED = re.compile(r"<[^<>\n]*>|\[[^\[\]\n]*\]|\{\{[^{}\n]*\}\}")
+# Code rather than a literal: `password = input(...)`, `token = self.token`, `new_password`.
+_CODE = re.compile(
+    r"[A-Za-z_][\w.]*[(\[].*|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|[{(\[].*"
+    r"|(?i:\w*_\w*(?:pass|pwd|token|secret|key)\w*|\w*(?:pass|pwd|token|secret|key)\w*_\w*)"
+    r"|(?i:password|passwd|pwd|pass|pw|token|secret|key|api_?key)"
+)
+# scheme://user:password@host: the password only.
+_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s/?#@:]*:(?P<value>[^\s/?#@]+)@")
+_URL_PLACEHOLDERS = frozenset(["password", "passwd", "pass", "pwd", "secret", "token"])
+# A BIP-39 seed phrase: 12 to 24 lowercase words of 3-8 letters after its name.
+_MNEMONIC = re.compile(
+    r"(?i)(?<![\w.-])(?:(?:secret[ _-])?(?:seed|recovery|backup|mnemonic|wallet)[ _-]"
+    r"(?:phrase|words?)|mnemonic)[\"']?[ \t]*(?:[:=]|is\b)?[ \t]*[\"']?"
+    r"(?P<value>(?-i:[a-z]{3,8}(?:[ \t]+[a-z]{3,8}){11,23}))\b"
 )
 # A PIN or passcode: digits after the word ("PIN 4821", "pin code: 0000", "passcode is 123456").
 _PIN = re.compile(
@@ -64,15 +134,114 @@ def _looks_random(token: str) -> bool:
     return shannon_entropy(token) >= 4.0
 
 
+def _not_a_value(value: str) -> bool:
+    """A placeholder, a type or code: `******`, `YOUR_API_KEY`, `str`, `os.environ[...]`."""
+    return _PLACEHOLDER.fullmatch(value) is not None or _CODE.fullmatch(value) is not None
+
+
+def _label_of(key: str) -> str:
+    """The credential word that ends `key`, the longest one: `AWS_SECRET_ACCESS_KEY` is an
+    access key, `primary_key` only a key."""
+    flat = re.sub(r"[ _.-]", "", key.lower())
+    return next((label for label in _COMPOUND_LABELS if flat.endswith(label)), flat)
+
+
+def _labeled_value(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+    """Where the value after a credential label lies, or None if it is not a secret.
+
+    After `:` or `=` any value is a secret; after `is`, a bare space or a qualifier
+    ("password for the wifi is ...") only one that looks like a credential.
+    """
+    key = m.group("key")
+    label = _label_of(key)
+    sep = (m.group("sep") or m.group("qsep") or "").lower()
+    pos = m.end()
+    if label == "authorization":
+        if sep not in (":", "="):
+            return None  # "authorization required"
+        scheme = _AUTH_SCHEME.match(text, pos)
+        pos = scheme.end() if scheme else pos  # `Authorization: Basic dXNlcjpwYXNz`
+    elif not sep and (pos == m.end("key") or not text[pos - 1].isspace()):
+        return None
+    password = label in _PASSWORD_LABELS
+    written_as_key = bool(m.group("prefix") or m.group("open")) or key.isupper() and sep == "="
+    any_value = (
+        sep in (":", "=", "=>")
+        and not m.group("qualifier")
+        and (label not in _WORD_LABELS | {"key"} or written_as_key and label != "key")
+    )
+    if pos < len(text) and text[pos] in "\"'`":
+        end = text.find(text[pos], pos + 1)
+        if end < 0 or "\n" in text[pos:end]:
+            return None
+        value = text[pos + 1 : end]
+        if not value or _PLACEHOLDER.fullmatch(value) or not (any_value or sep or password):
+            return None
+        return (pos + 1, end) if any_value or _CREDENTIAL.fullmatch(value) else None
+    if _BRACKETED.match(text, pos):
+        return None  # `<your key>`, `[REDACTED]`, `{{ token }}`
+    first = _VALUE.match(text, pos)
+    if first is None:
+        return None
+    value = _SENTENCE_END.sub("", first.group())
+    if not value or _not_a_value(value):
+        return None
+    end = pos + len(value)
+    looks = _CREDENTIAL.fullmatch(value) if password else _TOKEN_LIKE.fullmatch(value)
+    if not any_value:
+        if not sep and not password and len(value) < 16:
+            return None  # "key 3rd-party": a bare word after the label must be long
+        if not sep and label in ("pass", "pw"):
+            return None  # "pass 2nd-round"
+        return (pos, end) if looks else None
+    if value.lower() in _PROSE:
+        return None  # "password: a secret word"
+    if not password:
+        return pos, end
+    phrase_end = _passphrase_end(text, end, first.end() > end or value.endswith("!"))
+    if phrase_end is None:
+        return (pos, end) if looks else None
+    return pos, phrase_end
+
+
+def _passphrase_end(text: str, end: int, stopped: bool) -> int | None:
+    """End of a passphrase whose first word ends at `end` (`stopped`: and so does the phrase).
+
+    The words run to the end of the line or the sentence; None if they read as prose.
+    """
+    count = 1
+    while not stopped:
+        m = _NEXT_WORD.match(text, end)
+        if m is None or m.group("word").startswith(("#", "//")):
+            break
+        word = _SENTENCE_END.sub("", m.group("word"))
+        stopped = len(word) < len(m.group("word")) or word.endswith("!")
+        if word.lower() in _PROSE or not word:
+            return None
+        count += 1
+        end = m.start("word") + len(word)
+    return end if count <= _PASSPHRASE_WORDS else None
+
+
 class SecretDetector:
-    """Private keys, API keys, tokens, assigned passwords and PINs."""
+    """Private keys, API keys, tokens, assigned passwords, seed phrases and PINs."""
 
     def detect(self, text: str) -> list[Span]:
         """Spans of `text` that are credentials."""
         spans = [Span(m.start(), m.end(), SECRET, "known-shape") for m in _KNOWN.finditer(text)]
-        for m in _ASSIGNED.finditer(text):
-            group = "value" if m.group("value") is not None else "bare"
-            spans.append(Span(m.start(group), m.end(group), SECRET, "assigned"))
+        lower = text.lower()  # the word scans below run only where their words occur
+        if any(word in lower for word in _LABEL_HINTS):
+            for m in _LABELED.finditer(text):
+                found = _labeled_value(text, m)
+                if found is not None:
+                    spans.append(Span(found[0], found[1], SECRET, "assigned"))
+        for m in _URL_PASSWORD.finditer(text) if "://" in text else ():
+            value = m.group("value")
+            if not _PLACEHOLDER.fullmatch(value) and value.lower() not in _URL_PLACEHOLDERS:
+                spans.append(Span(m.start("value"), m.end("value"), SECRET, "url-password"))
+        seed = any(word in lower for word in ("mnemonic", "phrase", "word"))
+        for m in _MNEMONIC.finditer(text) if seed else ():
+            spans.append(Span(m.start("value"), m.end("value"), SECRET, "seed-phrase"))
         for m in _PIN.finditer(text):
             spans.append(Span(m.start("value"), m.end("value"), SECRET, "pin"))
         for m in _TOKEN.finditer(text):
