@@ -204,3 +204,44 @@ def test_content_that_cannot_be_checked_is_refused(
                                           {"role": "user", "content": content}]
         privacy.redact_messages(messages, Vault())
     assert str(err.value).startswith("message 1:")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("DOB 3-5-1985", "DOB <DATE_1>"),
+        ("DOB: 1985/05/03", "DOB: <DATE_1>"),
+        ("DOB: 3-May-85", "DOB: <DATE_1>"),
+        ("DOB 03MAY1985", "DOB <DATE_1>"),
+        ("born 03.05.85", "born <DATE_1>"),
+        ("birth date: May 3rd '85", "birth date: <DATE_1>"),
+        ("D.O.B. 12/03/1985", "D.O.B. <DATE_1>"),
+        ("n\u00e9 le 3 mai 1985", "n\u00e9 le <DATE_1>"),
+        ("fecha de nacimiento: 3 de mayo de 1985", "fecha de nacimiento: <DATE_1>"),
+        ("Geburtsdatum: 3. Mai 1985", "Geburtsdatum: <DATE_1>"),
+        ("data di nascita: 3 maggio 1985", "data di nascita: <DATE_1>"),
+        # no date after the cue
+        ("I was born in 1985", "I was born in 1985"),
+        ("born 3 times", "born 3 times"),
+    ],
+)
+def test_dates_of_birth_in_any_common_form(
+    privacy: PrivacyFilter, text: str, expected: str
+) -> None:
+    assert redacted(privacy, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name,ssn,dob\nJane Doe,123456789,1980-01-02",
+         "name,ssn,dob\nJane Doe,<SSN_1>,<DATE_1>"),
+        ("id;SSN;city\n1;123456789;Boston", "id;SSN;city\n1;<SSN_1>;Boston"),
+        ("name\tsocial_security_number\nBob\t123456789",
+         "name\tsocial_security_number\nBob\t<SSN_1>"),
+        ("note\n\nname,ssn\nJo,123456789", "note\n\nname,ssn\nJo,<SSN_1>"),
+        ("a,b,c\n1,123456789,2", "a,b,c\n1,123456789,2"),  # not an SSN column
+    ],
+)
+def test_an_ssn_column_of_a_table(privacy: PrivacyFilter, text: str, expected: str) -> None:
+    assert redacted(privacy, text) == expected

@@ -117,6 +117,27 @@ _DATES = (
     re.compile(rf"(?i)\b\d{{1,2}}(?:st|nd|rd|th)?(?: of)? {_MONTHS},? (?:19|20)\d\d\b"),
     re.compile(rf"(?i)\b{_MONTHS} \d{{1,2}}(?:st|nd|rd|th)?,? (?:19|20)\d\d\b"),
 )
+# After a birth cue ("DOB", "born", "Geburtsdatum", ...), any common way to write a date,
+# in English, French, Spanish, German or Italian: 3-5-1985, 1985/05/03, 03.05.85, 3-May-85,
+# 03MAY1985, May 3rd '85, 3 mai 1985, 3 de mayo de 1985, 3. Mai 1985.
+_MONTH_NAMES = (
+    rf"(?:{_MONTHS}|janvier|f[ée]vrier|mars|avril|mai|juin|juillet|ao[uû]t|septembre|"
+    r"octobre|novembre|d[ée]cembre|enero|febrero|marzo|abril|mayo|junio|julio|agosto|"
+    r"septiembre|octubre|noviembre|diciembre|januar|februar|m[äa]rz|juni|juli|oktober|"
+    r"dezember|gennaio|febbraio|aprile|maggio|giugno|luglio|settembre|ottobre|dicembre)"
+)
+_BIRTH_DATE = re.compile(
+    r"(?i)(?<![^\W\d_])(?:d\.?o\.?b\.?|date\s+of\s+birth|birth\s*date|birthday|born|"
+    r"n[ée]e?\s+le|geboren(?:\s+am)?|geburtsdatum|fecha\s+de\s+nacimiento|nacid[oa]\s+el|"
+    r"data\s+di\s+nascita|nat[oa]\s+il|date\s+de\s+naissance)"
+    r"(?:\s+on)?[\s:.,=\"'-]{0,4}"
+    r"(?P<date>(?:19|20)\d\d[-/.]\d{1,2}[-/.]\d{1,2}"
+    r"|\d{1,2}[-/. ]\d{1,2}[-/. ](?:19|20)?\d\d"
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?\.?[- ]?(?:de\s+)?{_MONTH_NAMES}\.?[- ]?(?:de\s+)?"
+    r"(?:(?:19|20)?\d\d|'\d\d)"
+    rf"|{_MONTH_NAMES}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+(?:(?:19|20)\d\d|'\d\d))"
+    r"(?![\d/])"
+)
 
 # A card's security data (PCI DSS: the CVV must never be sent; the expiry next to a card
 # number is card data too). Anywhere in the text after a label ("CVV 123", "exp 09/27",
@@ -392,8 +413,37 @@ def _ssns(text: str) -> Iterator[Span]:
         if us_ssn.is_valid(m.group().replace(" ", "-")):
             yield Span(m.start(), m.end(), SSN, "us-ssn")
     for m in _SSN_BARE.finditer(text):
-        if _SSN_CUE.search(text, max(0, m.start() - 30), m.start()) and us_ssn.is_valid(m.group()):
+        cued = _SSN_CUE.search(text, max(0, m.start() - 30), m.start()) or _SSN_COLUMN.search(
+            csv_header(text, m.start(), m.end()) or ""
+        )
+        if cued and us_ssn.is_valid(m.group()):
             yield Span(m.start(), m.end(), SSN, "us-ssn")
+
+
+_SSN_COLUMN = re.compile(r"(?i)^\W*(?:ssn|social[\s_-]*security(?:[\s_-]*(?:number|no))?)\W*$")
+_DELIMITERS = ",;\t|"
+
+
+def csv_header(text: str, start: int, end: int) -> str | None:
+    """The header of the column `text[start:end]` is a field of, in a delimited table whose
+    first row names the columns ("name,ssn,dob" above "Jane Doe,123456789,1980-01-02"), or
+    None. The table is the block of lines around it up to a blank line; the delimiter is
+    the one that ends or starts the field."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line = text[line_start : len(text) if line_end < 0 else line_end]
+    before, after = text[line_start:start], text[end : end + 1]
+    delimiter = next(
+        (d for d in _DELIMITERS if before.endswith(d) or after == d), None
+    )
+    if delimiter is None or line_start == 0:
+        return None
+    block = text[:line_start].rstrip("\n").split("\n\n")[-1].split("\n")
+    header = block[0].split(delimiter)
+    index = before.count(delimiter)
+    if len(header) != line.count(delimiter) + 1 or index >= len(header):
+        return None
+    return header[index]
 
 
 def _national_ids(text: str) -> Iterator[Span]:
@@ -418,6 +468,8 @@ def _dates(text: str) -> Iterator[Span]:
     for pattern in _DATES:
         for m in pattern.finditer(text):
             yield Span(m.start(), m.end(), DATE, "date")
+    for m in _BIRTH_DATE.finditer(text):
+        yield Span(m.start("date"), m.end("date"), DATE, "birth-date")
 
 
 class StructuredDetector:
