@@ -245,3 +245,17 @@ def test_dates_of_birth_in_any_common_form(
 )
 def test_an_ssn_column_of_a_table(privacy: PrivacyFilter, text: str, expected: str) -> None:
     assert redacted(privacy, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"city": "Oxford", "zip": "OX1 4AB"}', '{"city": "Oxford", "zip": "<ADDRESS_1>"}'),
+        ('"zip": "94043"', '"zip": "<ADDRESS_1>"'),
+        ('Postcode "SW1A 1AA"', 'Postcode "<ADDRESS_1>"'),
+        ("postal_code='10115'", "postal_code='<ADDRESS_1>'"),
+        ("gzip 94043", "gzip 94043"),
+    ],
+)
+def test_a_postcode_as_a_quoted_field(privacy: PrivacyFilter, text: str, expected: str) -> None:
+    assert redacted(privacy, text) == expected

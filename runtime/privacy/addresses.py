@@ -121,8 +121,9 @@ _FILLER = re.compile(r"(?i)(?:is|it|to|with|as|at|on|the|my|our|new|now|be|here|
 _CUED_STREET = re.compile(
     rf"(?:{_NUM}[ \t]+){{0,2}}(?P<name>(?:{_STREET_NAME}[ \t]+){{0,3}}{_STREET_NAME})[ \t]+{_NUM}"
 )
-_POSTCODE_CUE = re.compile(
-    r"(?i)\b(?:zip\s+code|postal\s+code|post\s+code|postcode|zip)\s*(?:is\s+|:\s*)?"
+_POSTCODE_CUE = re.compile(  # also as a JSON key or attribute: "zip": "94043", zip='…'
+    r"(?i)\b(?:zip\s+code|postal\s+code|post\s+code|postcode|zip|postal_code|zip_code)"
+    r"[\"']?\s*(?:is\s+|[:=]\s*)?[\"']?"
 )
 _POSTCODE = re.compile(POSTCODE)
 _UNIT_BEFORE = re.compile(rf"(?i)\b{UNIT_WORD}[ \t]*#?[ \t]*\d{{1,5}}[A-Za-z]?[ \t]*,?[ \t]*\Z")
