@@ -7,6 +7,11 @@ runtime.privacy.gazetteer --rebuild` regenerates them from the installed Faker. 
 English words that are no one's name come from wordfreq's English list (data CC BY-SA 4.0);
 `--rebuild-english` regenerates them from the installed wordfreq. Neither is needed at run
 time.
+
+`not_people.txt` (hand-written, beside them) lists words and phrases that look like names but
+name things (software, dishes, eponymous algorithms, non-English function words); the person
+detectors consult it only on weak evidence (`load_not_people`, `names.not_a_person`).
+Lookups fold case and accents: "Siobhán" finds "siobhan", "NGUYỄN" finds "nguyen".
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import gzip
 import importlib
 import pkgutil
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +32,7 @@ LAST_NAMES = DATA_DIR / "last_names.txt.gz"
 COMMON_WORDS = DATA_DIR / "common_words.txt.gz"
 PLACES = DATA_DIR / "places.txt.gz"
 ENGLISH_WORDS = DATA_DIR / "english_words.txt.gz"
+NOT_PEOPLE = DATA_DIR / "not_people.txt"
 
 # Words that are never a name on their own in English text, on top of Faker's list of
 # ~1000 common English words: function words, greetings, calendar words, titles.
@@ -67,21 +74,20 @@ class NameLists:
     english: frozenset[str] = frozenset()
 
     def is_name(self, word: str) -> bool:
-        key = fold(word)
-        return key in self.first or key in self.last
+        return any(key in self.first or key in self.last for key in _forms(word))
 
     def is_first(self, word: str) -> bool:
-        return fold(word) in self.first
+        return any(key in self.first for key in _forms(word))
 
     def is_common(self, word: str) -> bool:
-        return fold(word) in self.common
+        return any(key in self.common for key in _forms(word))
 
     def is_place(self, phrase: str) -> bool:
-        return fold(phrase) in self.places
+        return any(key in self.places for key in _forms(phrase))
 
     def is_english(self, word: str) -> bool:
         """A frequent English word that the name lists do not hold ("period", "speed")."""
-        return fold(word) in self.english
+        return any(key in self.english for key in _forms(word))
 
 
 def words(text: str) -> frozenset[str]:
@@ -90,8 +96,29 @@ def words(text: str) -> frozenset[str]:
 
 
 def fold(word: str) -> str:
-    """The lookup key of a word: NFC, case-folded."""
+    """The lookup key of a word: case-folded, accents stripped ("Máire" -> "maire"), NFC.
+
+    Letters that are not a base letter plus marks keep their form ("ø", "đ", "ł"); "ß"
+    folds to "ss".
+    """
+    key = word.casefold()
+    if key.isascii():
+        return key
+    bare = "".join(c for c in unicodedata.normalize("NFD", key) if not unicodedata.combining(c))
+    return unicodedata.normalize("NFC", bare)
+
+
+def _entry(word: str) -> str:
+    """A word as the shipped lists hold it: NFC, case-folded, accents kept ("hà")."""
     return unicodedata.normalize("NFC", word).casefold()
+
+
+def _forms(word: str) -> tuple[str, ...]:
+    """The keys `NameLists` tries: the word as written (`_entry`: "hà"), then without
+    accents (`fold`: "siobhan" for "Siobhán")."""
+    if word.isascii():
+        return (word.casefold(),)
+    return (_entry(word), fold(word))
 
 
 def _read(path: Path) -> frozenset[str]:
@@ -99,17 +126,88 @@ def _read(path: Path) -> frozenset[str]:
         return frozenset(line.strip() for line in fh if line.strip())
 
 
+def _keys(entries: frozenset[str], taken: frozenset[str] = frozenset()) -> frozenset[str]:
+    """`entries` (case-folded, with accents) plus their forms without accents, except those
+    of two letters ("Hà", "Lê" would find "Ha", "Le") and those that are a word of `taken`
+    ("Åge", "Côme" would find "age", "come"): the accented entries still find themselves."""
+    bare = {fold(w) for w in entries if not w.isascii()}
+    return entries | frozenset(w for w in bare if len(w) > 2 and w not in taken)
+
+
 @functools.cache
 def load() -> NameLists:
     """The shipped lists, read once per process (~60k names and ~33k English words, ~15 MB
     of Python strings)."""
+    first, last, english = _read(FIRST_NAMES), _read(LAST_NAMES), _read(ENGLISH_WORDS)
+    common = _read(COMMON_WORDS) | words(_EXTRA_COMMON)
+    english_keys = _keys(english, first | last)  # "rosé" folds to "rose", a name: it stays one
+    words_taken = english_keys | common  # "Åge", "Ås" fold to "age", "as": they stay words
     return NameLists(
-        first=_read(FIRST_NAMES),
-        last=_read(LAST_NAMES),
-        common=_read(COMMON_WORDS) | words(_EXTRA_COMMON),
-        places=_read(PLACES),
-        english=_read(ENGLISH_WORDS),
+        first=_keys(first, words_taken),
+        last=_keys(last, words_taken),
+        common=_keys(common),
+        places=_keys(_read(PLACES)),
+        english=english_keys,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class NotPeople:
+    """Folded words and phrases that name things, not people (`not_people.txt`).
+
+    `things` are things whenever the evidence for a person is weak; each of `contextual`
+    is (words, context): its words are things when a context word is nearby.
+    """
+
+    things: frozenset[str]
+    contextual: tuple[tuple[frozenset[str], frozenset[str]], ...] = ()
+
+    def is_thing(self, phrase: str) -> bool:
+        return fold(phrase) in self.things
+
+    def is_thing_in(self, phrase: str, context: Iterable[str]) -> bool:
+        """Whether `phrase` is a thing among `context` (folded words of its sentence)."""
+        key = fold(phrase)
+        if key in self.things:
+            return True
+        near = frozenset(context)
+        return any(
+            key in members and not cues.isdisjoint(near) for members, cues in self.contextual
+        )
+
+    def is_listed(self, word: str) -> bool:
+        """Whether `word` is in any group (a thing in some context)."""
+        key = fold(word)
+        return key in self.things or any(key in members for members, _ in self.contextual)
+
+
+@functools.cache
+def load_not_people() -> NotPeople:
+    """The shipped `not_people.txt`, read once per process."""
+    return parse_not_people(NOT_PEOPLE.read_text(encoding="utf-8"))
+
+
+def parse_not_people(text: str) -> NotPeople:
+    """A `NotPeople` from the text format of `not_people.txt`: `[group]` headers, entries
+    separated by commas or line ends, `context:` lines, comment lines starting with `#`;
+    `[things]` has no context."""
+    groups: dict[str, tuple[set[str], set[str]]] = {}
+    members, context = groups.setdefault("things", (set(), set()))
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            members, context = groups.setdefault(line[1:-1].strip(), (set(), set()))
+            continue
+        if line.startswith("context:"):
+            target, line = context, line.removeprefix("context:")
+        else:
+            target = members
+        target.update(" ".join(fold(w) for w in item.split()) for item in line.split(","))
+    things = frozenset(groups.pop("things")[0] - {""})
+    contextual = tuple((frozenset(m - {""}), frozenset(c - {""})) for m, c in groups.values() if c)
+    return NotPeople(things, contextual)
 
 
 def _faker_names() -> tuple[set[str], set[str], set[str], set[str]]:
@@ -133,9 +231,9 @@ def _faker_names() -> tuple[set[str], set[str], set[str], set[str]]:
                 continue
             for name in items:
                 if isinstance(name, str) and len(name) > 1:
-                    target.update(fold(part) for part in name.split() if len(part) > 1)
-    common = {fold(w) for w in lorem.Provider.word_list}
-    places = {fold(p) for p in (*address.Provider.countries, *address.Provider.states)}
+                    target.update(_entry(part) for part in name.split() if len(part) > 1)
+    common = {_entry(w) for w in lorem.Provider.word_list}
+    places = {_entry(p) for p in (*address.Provider.countries, *address.Provider.states)}
     return first, last, common, places
 
 
@@ -156,7 +254,7 @@ def rebuild_english() -> None:
     the shipped name lists (so "smith" and "grace" stay names)."""
     wordfreq = importlib.import_module("wordfreq")
     first, last = _read(FIRST_NAMES), _read(LAST_NAMES)
-    top = (fold(w) for w in wordfreq.top_n_list("en", ENGLISH_TOP))
+    top = (_entry(w) for w in wordfreq.top_n_list("en", ENGLISH_TOP))
     _write(ENGLISH_WORDS, {w for w in top if w.isalpha() and len(w) >= 3} - first - last)
 
 

@@ -6,7 +6,14 @@ its words is a known first name or surname, or when a cue stands next to it: a t
 "Hi"), a relation ("my daughter", "beneficiary"), or a speech verb after it ("said").
 Lower-case names ("patricia desrosiers") need a first name followed by another name, or a
 naming cue. Words that are common English words ("Will", "Rich", "Page") count as weak
-evidence; function words, days and months never do.
+evidence; function words, days and months never do. In upper or lower case, "DOE, JOHN"
+is one name, and after a naming label ("name: okafor chidi") a word the lists do not hold
+continues it.
+
+Weak evidence (one word, with no title, greeting, sign-off or naming phrase before it and
+no surname after it) is overruled by the "not a person" list (`not_a_person`, shared with
+the spaCy detector): software, dishes, eponymous algorithms, cooking words, non-English
+function words and form labels, some only in context ("Ruby" near "code").
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import re
 from dataclasses import dataclass
 
 from runtime.privacy.entities import LOCATION, ORG, PERSON, Span
-from runtime.privacy.gazetteer import NameLists, fold, load, words
+from runtime.privacy.gazetteer import NameLists, NotPeople, fold, load, load_not_people, words
 from runtime.privacy.street_words import STRONG_SUFFIX
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*\.?")
@@ -49,11 +56,14 @@ _TITLE = (
 )
 # Titles that start a new name inside a run of capitalised words ("Patient Mr. O'Neil"):
 # abbreviations and forms of address only, not words that are also names ("Judge", "Dame").
-_RUN_TITLES = words(
-    """
-    mr mrs ms miss mx dr prof professor sir madam mme mlle herr frau señor señora sra signor
-    signora capt captain rev sgt
-    """
+_RUN_TITLES = frozenset(
+    fold(w)
+    for w in words(
+        """
+        mr mrs ms miss mx dr prof professor sir madam mme mlle herr frau señor señora sra
+        signor signora capt captain rev sgt
+        """
+    )
 )
 _RELATION = (
     r"(?:son|daughter|wife|husband|mother|father|mom|mum|dad|brother|sister|aunt|uncle|"
@@ -92,10 +102,56 @@ _CUE_AFTER = re.compile(
     r"|\s*:\s*[\"“]|,\s+(?:who|whose|the)\b"
     r"|,\s+(?:can|could|would|will|please|do|did|are|have|thanks|thank|how|where|what)\b)"
 )
+# Strong cues: a title, a naming phrase, a greeting or sign-off, a relation ("my sister"),
+# and after the name a speech verb or a relation ("Ruby's husband"). Only these overrule the
+# "not a person" list.
+_STRONG_BEFORE = re.compile(
+    rf"(?i)(?:\b{_TITLE}"
+    r"|\b(?:my|his|her|their|your|our|the)\s+(?:full\s+|real\s+|maiden\s+|last\s+|first\s+|"
+    r"middle\s+|family\s+|nick|sur|user)?name\s+(?:is|was|=)"
+    r"|\bname(?:\s+on\s+the\s+\w+)?\s*(?:is|was|:|=|\?)"
+    r"|\b(?:i\s+am|i'm|this\s+is|called|named|call\s+me|calls\s+me|known\s+as|aka|dear|hi|"
+    r"hello|hey|thanks|thank\s+you|cheers|regards|sincerely|signed|attn|cc)"
+    rf"|\b(?:my|his|her|their|your|our|a|the)\s+{_RELATION}s?(?:'s)?"
+    r")[\s:,>\"“]*$"
+)
+_STRONG_AFTER = re.compile(
+    r"(?i)^(?:\s*,?\s+(?:said|says|wrote|asked|replied|explained|told|shouted|smiled|laughed)\b"
+    r"|'s\s+" + _RELATION + r"s?\b)"
+)
+# A vocative ("Julia, can you ...") is strong at the start of a sentence only: "In Excel,
+# how do I" is no address.
+_VOCATIVE = re.compile(r"(?i)^,\s+(?:can|could|would|will|please|do|did|thanks|thank)\b")
+# Labels that name the value after them ("name: okafor chidi"): there, in upper or lower
+# case, a word the lists do not hold continues the name. Not "called", "known as": in prose
+# they name things ("a process known as myogenesis").
+_NAMING = re.compile(
+    r"(?i)(?:\b(?:my|his|her|their|your|our|the)\s+(?:full\s+|real\s+|maiden\s+|last\s+|"
+    r"first\s+|middle\s+|family\s+|sur)?name\s+(?:is|was|=)"
+    r"|\b(?:full\s+|last\s+|first\s+|family\s+|sur|given\s+)?name\s*(?::|=)"
+    r"|\b(?:patient|client|customer|employee|beneficiary|guardian|applicant|holder|insured|"
+    r"member)\s*:)[\s\"“]*$"
+)
+# "The battle of Hastings": a place, whatever the name lists say.
+_PLACE_OF = re.compile(
+    r"(?i)\b(?:battle|battles|siege|treaty|congress|council|edict|duke|duchess|earl|marquess|"
+    r"archbishop|bishop)\s+of\s+$"
+)
+_SENTENCE_BREAK = re.compile(r"[.!?](?=\s)|\n")
+_NUMBER_BEFORE = re.compile(r"\d[.,]?\s{0,2}$")
+_NUMBER_AFTER = re.compile(r"^[\s,.]{0,2}\d")
+_PLAIN = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
 _COMPANY = words(
     """
     inc ltd llc llp plc gmbh ag sa sas bv nv ab oy oyj asa corp corporation co company group
     holdings partners associates software technologies systems labs bank
+    """
+)
+# Words that end the name of an organisation that is not a company.
+_ORG_ENDS = words(
+    """
+    agency association institute foundation university college academy hospital clinic
+    council committee ministry society museum
     """
 )
 # Words that end a street's name ("Main Street"); run through `_judge` alone, the suffix
@@ -128,8 +184,9 @@ def _tokens(text: str) -> list[_Token]:
 class NameDetector:
     """Finds people's names using name lists and context; no model, ~1 ms per KB."""
 
-    def __init__(self, lists: NameLists | None = None) -> None:
+    def __init__(self, lists: NameLists | None = None, not_people: NotPeople | None = None) -> None:
         self._lists = lists if lists is not None else load()
+        self._not_people = not_people if not_people is not None else load_not_people()
 
     def detect(self, text: str) -> list[Span]:
         """Spans of `text` that are people's names."""
@@ -137,6 +194,12 @@ class NameDetector:
         spans: list[Span] = []
         i = 0
         while i < len(tokens):
+            inverted = self._inverted(text, tokens, i)
+            if inverted is not None:
+                spans.append(inverted)
+                while i < len(tokens) and tokens[i].start < inverted.end:
+                    i += 1
+                continue
             run = self._run(text, tokens, i)
             if not run:
                 i += 1
@@ -190,8 +253,14 @@ class NameDetector:
         lists = self._lists
         head = tokens[i]
         style = self._kind(head)
-        key = fold(head.word)
-        if not lists.is_name(head.word) or lists.is_common(head.word) or key in NOT_NAMES:
+        # After a naming label a word the lists do not hold is a name too ("okafor chidi").
+        named = bool(_NAMING.search(text[max(0, head.start - 40) : head.start]))
+        if (
+            not (lists.is_name(head.word) or named and _unlisted(lists, head.word))
+            or lists.is_common(head.word)
+            or fold(head.word) in NOT_NAMES
+            or self._not_people.is_listed(head.word)  # "dot org", "guten morgen"
+        ):
             return [head]  # judged (and rejected) on its own
         run = [head]
         for tok in tokens[i + 1 : i + 3]:
@@ -201,11 +270,36 @@ class NameDetector:
             if key in NOT_NAMES or lists.is_common(tok.word) or len(tok.word) < 3:
                 break
             if not lists.is_name(tok.word) and not (
-                len(run) == 1 and lists.is_first(head.word) and not lists.is_english(tok.word)
+                (len(run) == 1 and lists.is_first(head.word) or named)
+                and not lists.is_english(tok.word)
             ):
                 break  # "patricia desrosiers", not "grace period" nor "max speed"
             run.append(tok)
         return run
+
+    def _inverted(self, text: str, tokens: list[_Token], i: int) -> Span | None:
+        """A surname, a comma and given names in the same case, as forms and records write
+        them: "DOE, JOHN", or "doe, john" after a naming label."""
+        if i + 1 >= len(tokens):
+            return None
+        last, given = tokens[i], tokens[i + 1]
+        style = self._kind(last)
+        if style not in ("upper", "lower") or self._kind(given) != style:
+            return None
+        if text[last.end : given.start] != ", ":
+            return None
+        lists = self._lists
+        if not (
+            lists.is_name(last.word)
+            and lists.is_first(given.word)
+            and not any(lists.is_common(t.word) or fold(t.word) in NOT_NAMES for t in (last, given))
+        ):
+            return None
+        before = text[max(0, last.start - 40) : last.start]
+        if style == "lower" and not _NAMING.search(before):
+            return None  # "smith, john" in running lower-case text may be a list
+        run = self._caseless_run(text, tokens, i + 1)
+        return Span(last.start, run[-1].end, PERSON, "names-inverted")
 
     def _judge(self, text: str, run: list[_Token]) -> Span | None:
         lists = self._lists
@@ -224,10 +318,22 @@ class NameDetector:
             run = run[1:]
         if len(run) > 1 and fold(run[-1].word) in _COMPANY:
             return Span(run[0].start, run[-1].end, ORG, "company-suffix")
+        if len(run) > 1 and fold(run[-1].word) in _ORG_ENDS:
+            return None  # "Kroll Bond Ratings Agency": named after people, not a person
         while run and (fold(run[-1].word) in NOT_NAMES or _plain_word(lists, run[-1].word)):
+            if len(run) > 2 and _given_name_last(lists, run):
+                break  # "Nguyễn Văn An": a listed given name, not the article
             run = run[:-1]
         if not run:
             return None
+        span = self._person(text, run)
+        if span is None or not_a_person(text, span.start, span.end, self._not_people):
+            return None
+        return span
+
+    def _person(self, text: str, run: list[_Token]) -> Span | None:
+        """`run` (trimmed of context words) judged as a person."""
+        lists = self._lists
         start, end = run[0].start, run[-1].end
         words = [t.word for t in run if len(t.word) > 1 and fold(t.word) not in _PARTICLES]
         if not words:
@@ -249,6 +355,8 @@ class NameDetector:
             has_first = lists.is_first(words[0]) and not lists.is_common(words[0])
             if (has_first and len(words) >= 2) or (cue and not weak_cue and strong):
                 return Span(start, end, PERSON, "names")
+            if _NAMING.search(before) and not any(map(lists.is_english, words)):
+                return Span(start, end, PERSON, "names-cue")  # "name: chidi"
             return None
         if strong and (unknown <= strong or (cue and not weak_cue)):
             return Span(start, end, PERSON, "names")
@@ -264,3 +372,67 @@ class NameDetector:
 def _plain_word(lists: NameLists, word: str) -> bool:
     """A common English word that is nobody's name."""
     return lists.is_common(word) and not lists.is_name(word)
+
+
+def _unlisted(lists: NameLists, word: str) -> bool:
+    """A word of three letters or more that neither the name lists nor English hold."""
+    return len(word) >= 3 and not lists.is_name(word) and not lists.is_english(word)
+
+
+def _given_name_last(lists: NameLists, run: list[_Token]) -> bool:
+    """Whether `run` ends in a capitalised listed first name after listed names only
+    ("Nguyễn Văn An"), so its last word is a name though also a function word."""
+    last = run[-1].word
+    return (
+        last[0].isupper()
+        and not last.isupper()
+        and lists.is_first(last)
+        and all(lists.is_name(t.word) and not lists.is_common(t.word) for t in run[:-1])
+    )
+
+
+def strong_cue(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] has a strong sign of a person around it: a title, naming
+    phrase, greeting or sign-off, or relation before it; a speech verb or relation after
+    it; or a vocative at the start of a sentence ("Julia, can you ...")."""
+    before, after = text[max(0, start - 60) : start], text[end : end + 40]
+    if _STRONG_BEFORE.search(before) or _STRONG_AFTER.match(after):
+        return True
+    return bool(_VOCATIVE.match(after) and _SENTENCE_END.search(before))
+
+
+def not_a_person(text: str, start: int, end: int, not_people: NotPeople | None = None) -> bool:
+    """Whether the person-shaped text[start:end] names a thing on weak evidence.
+
+    Strong cues (`strong_cue`) keep a person. Otherwise it is a thing when the span, alone or
+    with the word before or after it, is a listed phrase ("Eggs Benedict", "Caesar salad",
+    "Gas Mark"); when it follows "battle of", "treaty of"; when it is all listed words
+    ("Guten Morgen"); or when it is one listed word, in the context its group needs ("Ruby"
+    with "code", "Mai" by a number).
+    """
+    things = not_people if not_people is not None else load_not_people()
+    found = [fold(w) for w in _PLAIN.findall(text, start, end)]
+    if not found or strong_cue(text, start, end):
+        return False
+    if _PLACE_OF.search(text[max(0, start - 40) : start]):
+        return True
+    phrase = " ".join(found)
+    prev = re.search(r"([^\W\d_]+) $", text[max(0, start - 40) : start])
+    nxt = re.match(r" ([^\W\d_]+)", text[end : end + 40])
+    around = [phrase]
+    if prev:
+        around.append(f"{fold(prev.group(1))} {phrase}")
+    if nxt:
+        around.append(f"{phrase} {fold(nxt.group(1))}")
+    if any(things.is_thing(p) for p in around):
+        return True
+    if len(found) > 1:
+        return all(things.is_thing(w) for w in found)
+    lo = max((m.end() for m in _SENTENCE_BREAK.finditer(text, 0, start)), default=0)
+    hi = next((m.start() for m in _SENTENCE_BREAK.finditer(text, end)), len(text))
+    context = {fold(w) for w in _PLAIN.findall(text, lo, hi)}
+    if _NUMBER_BEFORE.search(text[max(0, start - 6) : start]) or _NUMBER_AFTER.match(
+        text[end : end + 4]
+    ):
+        context.add("#number")
+    return things.is_thing_in(phrase, context)

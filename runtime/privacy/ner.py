@@ -13,7 +13,10 @@ span, not a function word, an acronym or a plain English word). On the presidio-
 nothing capitalised left is unlikely to gain a name from a model trained on cased text.
 
 PERSON spans are trimmed to their capitalised words and dropped when every word is a plain
-English word ("Email maria@...": the small model's most common false person).
+English word ("Email maria@...": the small model's most common false person) or, on weak
+evidence, a thing of the "not a person" list (`names.not_a_person`: "Grafana", "Bake",
+"Guten Morgen"). Words of that list are not candidates either. A person written "DOE, JOHN"
+takes in the surname before it.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime.privacy.entities import LOCATION, ORG, PERSON, Span
-from runtime.privacy.gazetteer import NameLists, fold, load
-from runtime.privacy.names import NOT_NAMES
+from runtime.privacy.gazetteer import NameLists, fold, load, load_not_people
+from runtime.privacy.names import NOT_NAMES, not_a_person
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +145,9 @@ class SpacyDetector:
                 start, end = offset + ent.start_char, offset + ent.end_char
                 if label == PERSON:
                     bounds = _person_bounds(text, start, end, self._lists)
-                    if bounds is None:
+                    if bounds is None or not_a_person(text, *bounds):
                         continue
-                    start, end = bounds
+                    start, end = _with_surname_before(text, *bounds, self._lists)
                 if end > start:
                     spans.append(Span(start, end, label, "spacy"))
         return spans
@@ -194,14 +197,33 @@ def _person_bounds(text: str, start: int, end: int, lists: NameLists) -> tuple[i
     return words[0].start(), words[-1].end()
 
 
+_SURNAME_COMMA = re.compile(r"\b([^\W\d_]{2,}), $")
+
+
+def _with_surname_before(text: str, start: int, end: int, lists: NameLists) -> tuple[int, int]:
+    """`start, end` grown over a listed surname written before it in the same case, with a
+    comma ("DOE, JOHN"), in all-caps or lower-case text only."""
+    word = text[start:end].split()[0]
+    if not (word.isupper() or word.islower()):
+        return start, end
+    m = _SURNAME_COMMA.search(text, max(0, start - 40), start)
+    if m is None:
+        return start, end
+    last = m.group(1)
+    if last.isupper() == word.isupper() and lists.is_name(last) and not lists.is_common(last):
+        return m.start(1), end
+    return start, end
+
+
 def _has_candidate(text: str, start: int, end: int, covered: bytearray, lists: NameLists) -> bool:
+    things = load_not_people()
     for m in _CAPITALISED.finditer(text, start, end):
         word = m.group()
         if not word[0].isupper() or word.isupper() or 1 in covered[m.start() : m.end()]:
             continue  # lower case, an acronym ("EUR"), or explained already
         key = fold(word)
-        if key in NOT_NAMES or "'" in key or "’" in key:
-            continue  # "The", "Can", "I'm"
+        if key in NOT_NAMES or "'" in key or "’" in key or things.is_thing(key):
+            continue  # "The", "Can", "I'm", "Grafana"
         if not lists.is_common(word) or lists.is_name(word):
             return True
     return False
