@@ -99,7 +99,8 @@ class TokenEvent:
 
 @dataclass(frozen=True, slots=True)
 class GenerationParams:
-    """Sampling and stopping parameters. temperature 0 means greedy."""
+    """Sampling and stopping parameters. temperature 0 means greedy; so does top_p 0 (only
+    the likeliest token is kept: OpenAI accepts 0), stored as temperature 0, top_p 1."""
 
     max_tokens: int = 256
     temperature: float = 0.0
@@ -112,8 +113,11 @@ class GenerationParams:
             raise ValueError("max_tokens must be at least 1")
         if not (_is_finite(self.temperature) and self.temperature >= 0):
             raise ValueError(f"temperature must be a finite number >= 0, not {self.temperature!r}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
+        if not 0 <= self.top_p <= 1:
+            raise ValueError(f"top_p must be between 0 and 1, not {self.top_p!r}")
+        if self.top_p == 0:
+            object.__setattr__(self, "temperature", 0.0)
+            object.__setattr__(self, "top_p", 1.0)
         if "" in self.stop:
             raise ValueError("stop strings must not be empty")
         for text in self.stop:

@@ -15,6 +15,7 @@ status for anything the client can fix; the server keeps serving after each.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import time
@@ -26,6 +27,7 @@ from typing import Any, Final, TypedDict
 from aiohttp import web
 
 from kernels import GenerationParams
+from kernels.base import check_text
 from runtime.api_errors import (
     MODE_HEADER,
     ApiError,
@@ -82,6 +84,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
                        "invalid_json") from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "request body is not valid JSON", "invalid_json") from None
+    except RecursionError:  # "[[[[…" nested deeper than the parser goes
+        raise ApiError(400, "request body is not valid JSON: nested too deeply",
+                       "invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object", "invalid_json")
     return body
@@ -275,7 +280,8 @@ async def device_signals(request: web.Request) -> web.Response:
     try:
         runtime.monitor.push(PushedSignals.from_dict(body))
     except (TypeError, ValueError) as exc:
-        raise ApiError(400, str(exc), "invalid_value") from None
+        fields = tuple(f.name for f in dataclasses.fields(PushedSignals))
+        raise ApiError(400, str(exc), "invalid_value", param_named(str(exc), fields)) from None
     snap = runtime.monitor.snapshot(max_age_s=0)
     # null means "not reported in this push" (an earlier value stays until it expires)
     accepted = sorted(k for k, v in body.items() if v is not None)
@@ -303,6 +309,11 @@ async def feedback(request: web.Request) -> web.Response:
         raise ApiError(400, "good must be true or false", "invalid_value", "good")
     if not isinstance(note, str):
         raise ApiError(400, "note must be a string", "invalid_value", "note")
+    for value, name in ((answer_id, "id"), (note, "note")):
+        try:
+            check_text(value, name)
+        except ValueError as exc:
+            raise ApiError(400, str(exc), "invalid_value", name) from None
     try:
         await asyncio.get_running_loop().run_in_executor(
             None, runtime.feedback, answer_id, good, note)

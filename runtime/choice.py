@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kernels import GenerationParams, Message
+from kernels.base import check_text
 from kernels.options import OptionScorer
 from runtime.calibration import (
     MC_FEATURES,
@@ -212,9 +213,11 @@ def check_question(question: str, options: Sequence[str]) -> tuple[str, list[str
         raise ValueError(f"need at least 2 options, got {len(opts)}")
     if len(opts) > len(LETTERS):
         raise ValueError(f"at most {len(LETTERS)} options, got {len(opts)}")
+    check_text(question, "question")
     for i, o in enumerate(opts):
         if not isinstance(o, str) or not o.strip():
             raise ValueError(f"option {i} must be a non-empty string")
+        check_text(o, f"option {i}")
     first: dict[str, int] = {}
     for i, o in enumerate(opts):
         j = first.setdefault(o.strip().casefold(), i)

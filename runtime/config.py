@@ -59,7 +59,7 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         _check(self.max_tokens >= 1, "generation.max_tokens", "must be >= 1")
         _check(self.temperature >= 0, "generation.temperature", "must be >= 0")
-        _check(0 < self.top_p <= 1, "generation.top_p", "must be in (0, 1]")
+        _check(0 <= self.top_p <= 1, "generation.top_p", "must be between 0 and 1 (0: greedy)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -545,3 +545,48 @@ def test_a_bad_value_names_its_field_in_param(
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert (err["code"], err["param"]) == ("invalid_value", param), err
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/feedback", '{"id": "chatcmpl-x\\ud800", "good": true}', "id"),
+    ("/v1/feedback", '{"id": "chatcmpl-x", "good": true, "note": "ok \\udc00"}', "note"),
+    ("/v1/choose", '{"question": "Q\\ud800?", "options": ["a", "b"]}', "question"),
+    ("/v1/choose", '{"question": "Q?", "options": ["a", "b\\ud800"]}', "options"),
+])
+def test_text_that_is_not_unicode_names_its_field_on_every_endpoint(
+    base_url: str, path: str, body: str, param: str
+) -> None:
+    r = httpx.post(f"{base_url}{path}", content=body,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == ("invalid_value", param), err
+    assert "is not valid Unicode text: a lone surrogate" in err["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/feedback", "/v1/device/signals"])
+def test_json_nested_too_deeply_is_400_not_500(base_url: str, path: str) -> None:
+    r = httpx.post(f"{base_url}{path}", content="[" * 100_000 + "]" * 100_000,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_json"
+
+
+def test_a_signal_too_large_for_a_float_is_400_naming_it(base_url: str) -> None:
+    r = httpx.post(f"{base_url}/v1/device/signals", content='{"seconds_left": 1' + "0" * 330 + "}",
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == ("invalid_value", "seconds_left")
+    assert err["message"].startswith("seconds_left must be a finite number, not 1000")
+    assert len(err["message"]) < 100  # the number is not echoed whole
+
+
+def test_top_p_zero_is_greedy(client: openai.OpenAI) -> None:
+    def answer(**kw: float) -> str:
+        r = client.chat.completions.create(
+            model="tandem", messages=[{"role": "user", "content": "Name a colour."}],
+            max_tokens=8, **kw)
+        return r.choices[0].message.content or ""
+
+    assert answer(top_p=0, temperature=1.0, seed=5) == answer(temperature=0)

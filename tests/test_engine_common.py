@@ -39,7 +39,7 @@ def test_a_temperature_that_is_not_a_finite_number_is_refused(temperature: float
 
 @pytest.mark.parametrize("top_p", [float("nan"), float("inf")])
 def test_a_top_p_that_is_not_a_finite_number_is_refused(top_p: float) -> None:
-    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"top_p must be between 0 and 1, not"):
         GenerationParams(top_p=top_p)
 
 

@@ -60,8 +60,13 @@ def _check_number(name: str, value: object, low: float, high: float) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number, not {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, not {value!r}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float: 1e330 written out
+        finite = False
+    if not finite:
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:20]}… (too large)"
+        raise ValueError(f"{name} must be a finite number, not {shown}")
     if not low <= value <= high:
         bound = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
         raise ValueError(f"{name} must be {bound}, not {value!r}")
