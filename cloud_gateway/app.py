@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, TypedDict
 
 from aiohttp import web
@@ -129,12 +130,19 @@ def _state_context(
         nonces: NonceStore
         usage: UsageStore
         sqlite_usage: SqliteUsageStore | None = None
+        # A store in memory forgets the nonces it saw when the process ends: envelopes
+        # stamped before this start could be replays of ones accepted before it.
+        not_before_ms = 0
         if config.redis_url:
-            redis = Redis.from_url(
-                config.redis_url,
-                socket_timeout=config.redis_timeout_s,
-                socket_connect_timeout=config.redis_timeout_s,
-            )
+            try:
+                redis = Redis.from_url(
+                    config.redis_url,
+                    socket_timeout=config.redis_timeout_s,
+                    socket_connect_timeout=config.redis_timeout_s,
+                )
+            except ValueError as exc:  # a port or query value that is not a number, ...
+                # The message, not the URL: the URL may hold a password.
+                raise ConfigurationError(f"redis_url is invalid: {exc}") from None
             try:
                 await redis.ping()  # fail at startup, not on the first request
             except RedisError as exc:
@@ -144,8 +152,9 @@ def _state_context(
         else:
             sqlite_usage = SqliteUsageStore(state_dir / "usage.sqlite3", config.usage_flush_s)
             nonces, usage = MemoryNonceStore(), sqlite_usage
+            not_before_ms = int(time.time() * 1000)
         registry = DeviceRegistry(state_dir / "devices.sqlite3")
-        journal = ChargeJournal(state_dir / "uncharged") if charge_journal.available() else None
+        journal = _journal(state_dir / "uncharged") if charge_journal.available() else None
         limiter = RateLimiter(usage, config.requests_per_minute, config.tokens_per_day,
                               journal=journal)
         app[METRICS_KEY].uncharged_tokens.set_function(lambda: limiter.uncharged_tokens)
@@ -157,7 +166,7 @@ def _state_context(
             admission=Admission(
                 keys=keys,
                 devices=DeviceDirectory(registry, config.device_cache_s),
-                replay=ReplayGuard(nonces, config.clock_window_s),
+                replay=ReplayGuard(nonces, config.clock_window_s, not_before_ms=not_before_ms),
                 limiter=limiter,
                 max_tokens_cap=config.max_tokens_cap,
                 upstream_model=config.upstream_model,
@@ -184,6 +193,15 @@ def _state_context(
                 await redis.aclose()
 
     return context
+
+
+def _journal(folder: Path) -> ChargeJournal:
+    """The charge journal, or a `ConfigurationError` naming its folder (not an `OSError`,
+    which `serve` would take for a port it cannot listen on)."""
+    try:
+        return ChargeJournal(folder)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot use {folder}: {exc.strerror or exc}") from None
 
 
 async def _usage_upkeep(

@@ -76,6 +76,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
     state = config.state_path
+    if state.exists() and not state.is_dir():
+        raise ConfigurationError(f"the state directory {state} is not a directory")
+    try:
+        return _command(args, config, state)
+    except OSError as exc:  # serving maps its own (the port); these are the state folder's
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise ConfigurationError(
+            f"cannot use the state directory {state}: {exc.strerror or exc}{where}"
+        ) from None
+
+
+def _command(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
     if args.command == "keygen":
         stored = generate_key(state, check_kem(args.kem), valid_days=args.not_after)
         until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(stored.published.not_after))
@@ -83,7 +95,10 @@ def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
         return 0
     if args.command == "keys":
         now = time.time()
-        keys = list_keys(state)
+        skipped: list[str] = []
+        keys = list_keys(state, skipped)
+        for problem in skipped:  # skipped, as the running gateway skips them
+            print(f"tandem gateway: key file skipped: {problem}", file=sys.stderr)
         if not keys:
             print(f"no keys in {state}: run `tandem gateway keygen`", file=sys.stderr)
         for stored in keys:
@@ -190,7 +205,8 @@ def _serve(config: GatewayConfig) -> int:
             print=None,
             **RUN_OPTIONS,
         )
-    except OSError as exc:  # binding the port; Redis failures arrive as ConfigurationError
+    except OSError as exc:  # binding the port: the app's own startup failures (Redis, the
+        # state folder's files) arrive as ConfigurationError
         where, reason = f"{config.host}:{config.port}", exc.strerror or exc
         raise ConfigurationError(f"cannot listen on {where}: {reason}") from None
     return 0

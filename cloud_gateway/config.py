@@ -8,6 +8,7 @@ with the `TANDEM_GATEWAY_` prefix that name no field here are ignored rather tha
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 from cloud_gateway.errors import ConfigurationError
 
 ENV_PREFIX = "TANDEM_GATEWAY_"
+MAX_CLOCK_WINDOW_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +48,7 @@ class GatewayConfig:
     # without refusing connections is then a 503, as a Redis that is down, not a hung request.
     # A `socket_timeout` in redis_url's query wins.
     redis_timeout_s: float = 2.0
-    clock_window_s: float = 60.0  # accepted |gateway clock - envelope timestamp|
+    clock_window_s: float = 60.0  # accepted |gateway clock - envelope timestamp|; <= 1 hour
     max_body_bytes: int = 1_048_576
     max_tokens_cap: int = 4096  # a request's max_tokens is clamped to this
     requests_per_minute: int = 120  # per device; 0 = unlimited
@@ -58,12 +60,22 @@ class GatewayConfig:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            # inf and nan pass every comparison below that matters the wrong way (an infinite
+            # clock window turns the timestamp check off), so they are refused first.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigurationError(
+                    f"gateway config {f.name}={value!r} is invalid: it must be a finite number"
+                )
         checks = {
             "port": 0 <= self.port <= 65535,
             "upstream_timeout_s": self.upstream_timeout_s > 0,
             "upstream_connect_timeout_s": self.upstream_connect_timeout_s > 0,
             "upstream_max_connections": self.upstream_max_connections > 0,
-            "clock_window_s": self.clock_window_s > 0,
+            # Beyond an hour, a device clock would be wrong enough to matter elsewhere (TLS),
+            # and every nonce is kept 3 windows (replay.NONCE_TTL_WINDOWS).
+            "clock_window_s": 0 < self.clock_window_s <= MAX_CLOCK_WINDOW_S,
             "max_body_bytes": self.max_body_bytes >= 1024,
             "max_tokens_cap": self.max_tokens_cap >= 1,
             "requests_per_minute": self.requests_per_minute >= 0,

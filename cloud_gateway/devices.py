@@ -45,10 +45,19 @@ class DeviceRegistry:
     """The devices table. Safe to use from the CLI while a gateway reads the same file."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(_SCHEMA)
+            except BaseException:
+                self._db.close()
+                raise
+        except (OSError, sqlite3.Error) as exc:  # not a database, a folder there, no access
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConfigurationError(f"cannot open the device registry {path}: {reason}"
+                                     ) from None
 
     def close(self) -> None:
         self._db.close()

@@ -125,12 +125,24 @@ def retire_key(state_dir: Path, key_id: str, *, now: float | None = None) -> Sto
     return stored
 
 
-def list_keys(state_dir: Path) -> list[StoredKey]:
-    """Every stored key (current or not), oldest first."""
+def list_keys(state_dir: Path, skipped: list[str] | None = None) -> list[StoredKey]:
+    """Every stored key (current or not), oldest first. A file that does not read as a key
+    is skipped, as the running gateway skips it (`KeyRing`): its problem is appended to
+    `skipped`, or logged as `key file skipped` without a list to take it."""
     folder = keys_dir(state_dir)
     if not folder.is_dir():
         return []
-    keys = [_read_public(path) for path in sorted(folder.glob("*.json"))]
+    keys = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            keys.append(_read_public(path))
+        except ConfigurationError as exc:
+            if skipped is not None:
+                skipped.append(str(exc))
+            else:
+                logging.getLogger(LOGGER_NAME).warning(
+                    "key file skipped", extra={"fields": {"problem": str(exc)}}
+                )
     return sorted(keys, key=lambda k: (k.created_at, k.key_id))
 
 

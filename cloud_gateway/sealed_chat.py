@@ -7,7 +7,9 @@ can quote the request.
 A device that disconnects cancels its handler (the app runs with `handler_cancellation`,
 `app.RUN_OPTIONS`), also while the upstream is silent: the cancellation closes the upstream
 request at once, and the request is still charged for what it used and logged with outcome
-`client_disconnected`.
+`client_disconnected`. A request that an error ended before the upstream produced anything
+(no answer, no chunk) is not charged: the device got nothing, and would otherwise lose its
+quota to retries of a cloud that is down.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeGuard
 
 from aiohttp import web
 
@@ -32,16 +35,26 @@ from cloud_gateway.errors import (
     UpstreamError,
     UpstreamRateLimited,
 )
+from cloud_gateway.logs import LOGGER_NAME
 from cloud_gateway.protocol.envelope import (
     REQUEST_CONTENT_TYPE,
     RESPONSE_CONTENT_TYPE,
     STREAM_CONTENT_TYPE,
 )
-from cloud_gateway.protocol.frames import FrameSealer, seal_response
+from cloud_gateway.protocol.frames import MAX_FRAME_BYTES, FrameSealer, seal_response
 from cloud_gateway.tasks import finish_then_cancel
 
 if TYPE_CHECKING:
     from cloud_gateway.app import GatewayState
+
+
+log = logging.getLogger(LOGGER_NAME)
+
+# The most tokens one request may report: far above any model's context, far below what
+# breaks a SQLite INTEGER or a Redis INCRBY once summed over a day.
+MAX_REPORTED_TOKENS = 10**9
+# The largest plaintext a frame can carry (its length counts the flag byte and the AEAD tag).
+_MAX_FRAME_PLAINTEXT = MAX_FRAME_BYTES - 1 - 16
 
 
 def estimate_tokens(text: str) -> int:
@@ -73,16 +86,31 @@ class _Tally:
     chunks: int = 0
     usage_seen: bool = False
     estimate: int = 0  # charged (plus one per streamed chunk) if the upstream reports no usage
+    failed: bool = False  # an error ended the request
 
     def take(self, usage: object) -> None:
-        if isinstance(usage, dict):
-            p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
-            if isinstance(p, int) and isinstance(c, int):
-                self.prompt, self.completion, self.usage_seen = p, c, True
+        """Read the upstream's usage; figures that are not counts a model could report (a
+        negative or absurd one, a bool) count as not reported, with a warning."""
+        if not isinstance(usage, dict):
+            return
+        p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if _is_count(p) and _is_count(c):
+            self.prompt, self.completion, self.usage_seen = p, c, True
+        elif p is not None or c is not None:
+            log.warning(
+                "upstream usage ignored",
+                extra={"fields": {"prompt_tokens": repr(p)[:40],
+                                  "completion_tokens": repr(c)[:40]}},
+            )
 
     @property
     def total(self) -> int:
-        return self.prompt + self.completion if self.usage_seen else self.estimate + self.chunks
+        """The tokens to charge: none if an error ended the request before any output."""
+        if self.usage_seen:
+            return self.prompt + self.completion
+        if self.failed and self.chunks == 0:
+            return 0
+        return self.estimate + self.chunks
 
     def usage(self) -> dict[str, int] | None:
         if not self.usage_seen:
@@ -92,6 +120,10 @@ class _Tally:
             "completion_tokens": self.completion,
             "total_tokens": self.prompt + self.completion,
         }
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    return type(value) is int and 0 <= value <= MAX_REPORTED_TOKENS
 
 
 async def sealed_chat(
@@ -132,8 +164,16 @@ async def _complete(
         status, outcome = 200, "ok"
         tally.take(reply.get("usage"))
         tally.estimate += _answer_estimate(reply)
+        plaintext = json.dumps(reply).encode()
+        if len(plaintext) > _MAX_FRAME_PLAINTEXT:
+            # Sealed, it would be a frame every device refuses: an answer nobody can read.
+            raise UpstreamError(
+                f"the upstream's answer is {len(plaintext)} bytes, over the "
+                f"{_MAX_FRAME_PLAINTEXT}-byte frame limit"
+            )
     except UpstreamError as exc:
-        reply, status, outcome = exc.to_body(), exc.status, exc.code
+        tally.failed, tally.usage_seen = True, False  # nothing delivered: nothing charged
+        plaintext, status, outcome = json.dumps(exc.to_body()).encode(), exc.status, exc.code
         headers.update(_error_headers(exc))
     except asyncio.CancelledError:
         # Raised inside the upstream call, which closed its connection on the way out. The
@@ -143,7 +183,7 @@ async def _complete(
         raise
     finally:
         state.metrics.upstream_latency.observe(time.perf_counter() - upstream_started)
-    body = seal_response(admitted.response_key, json.dumps(reply).encode())
+    body = seal_response(admitted.response_key, plaintext)
     await _account(state, admitted, tally, outcome, status, started, "complete")
     return web.Response(body=body, status=status, headers=headers)
 
@@ -167,6 +207,7 @@ async def _stream(
     )
     error: dict[str, Any] | None = None
     outcome, status = "ok", 200
+    counted_elsewhere = False  # True: the error middleware counts this request's outcome
     try:
         # Wait for the first chunk before sending headers, so that an upstream that fails at
         # once gets its own status code rather than a 200 with an error trailer.
@@ -174,6 +215,7 @@ async def _stream(
             first = await anext(chunks, None)
         except UpstreamError as exc:
             first, error, outcome, status = None, exc.to_body()["error"], exc.code, exc.status
+            tally.failed = True
             response.headers.update(_error_headers(exc))
         response.set_status(status)
         await response.prepare(request)
@@ -186,11 +228,13 @@ async def _stream(
             except UpstreamError as exc:  # mid-stream: the trailer says so, sealed
                 # with the status the error would have had (the HTTP one is already 200)
                 error, outcome = {**exc.to_body()["error"], "status": exc.status}, exc.code
+                tally.failed = True
             except ConnectionError:  # the device went away: not a failure of ours
                 raise
             except Exception:  # noqa: BLE001 - headers are sent: end the stream properly
                 state.log.exception("stream failed", extra={"fields": {"path": request.path}})
                 error, outcome = GatewayError("internal error").to_body()["error"], "internal_error"
+                tally.failed = True
         trailer = {"usage": tally.usage(), "error": error}
         await response.write(sealer.seal(json.dumps(trailer).encode(), final=True))
         await response.write_eof()
@@ -205,16 +249,25 @@ async def _stream(
         if not response.prepared:
             status = _CLIENT_CLOSED
         raise
+    except Exception:
+        # A bug outside the guarded chunk loop (an upstream raising before its first chunk):
+        # the error middleware logs it, answers 500 and counts it; here it is only logged.
+        outcome, status, tally.failed, counted_elsewhere = "internal_error", 500, True, True
+        raise
     finally:
         await chunks.aclose()
         state.metrics.upstream_latency.observe(time.perf_counter() - upstream_started)
-        await _account(state, admitted, tally, outcome, status, started, "stream")
+        await _account(state, admitted, tally, outcome, status, started, "stream",
+                       counted=counted_elsewhere)
     return response
 
 
 async def _write_chunk(
     response: web.StreamResponse, sealer: FrameSealer, tally: _Tally, chunk: bytes
 ) -> None:
+    if len(chunk) > _MAX_FRAME_PLAINTEXT:  # a frame the device would refuse
+        raise UpstreamError(f"the upstream sent a chunk of {len(chunk)} bytes, over the "
+                            f"{_MAX_FRAME_PLAINTEXT}-byte frame limit")
     tally.chunks += 1
     if b'"usage"' in chunk:
         # Not our business to validate the upstream's chunks beyond reading usage.
@@ -246,12 +299,16 @@ async def _account(
     status: int,
     started: float,
     kind: str,
+    *,
+    counted: bool = False,
 ) -> None:
-    """Charge and log a request that reached the upstream, even if the device leaves now."""
+    """Charge and log a request that reached the upstream, even if the device leaves now
+    (and count its outcome, unless `counted` says the error middleware does)."""
     # A store that cannot take the charge now (Redis down) gets it later: the limiter keeps it.
     await state.limiter.record(admitted.device_id, tally.total, time.time())
     metrics = state.metrics
-    metrics.requests.labels(outcome).inc()
+    if not counted:
+        metrics.requests.labels(outcome).inc()
     elapsed = time.perf_counter() - started
     metrics.latency.labels(kind).observe(elapsed)
     if tally.usage_seen:

@@ -7,11 +7,12 @@ import json
 import math
 import os
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import LineTooLong
 
 from cloud_gateway.errors import (
     UpstreamAuthFailed,
@@ -21,6 +22,7 @@ from cloud_gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from cloud_gateway.protocol.frames import MAX_FRAME_BYTES
 
 # Upstream statuses that mean "this request is wrong" (bad field, unknown model, too long a
 # prompt): the device's request is refused, the cloud itself is fine.
@@ -123,11 +125,7 @@ class HttpUpstream:
                         "the upstream answered a stream request with "
                         f"{resp.content_type or 'no content type'}, not text/event-stream"
                     )
-                async for line in resp.content:
-                    line = line.strip()
-                    if not line.startswith(b"data:"):
-                        continue  # SSE comments, event names, blank separators
-                    data = line[5:].strip()
+                async for data in _sse_events(resp.content):
                     if data == b"[DONE]":
                         return
                     if b'"error"' in data:  # cheap test first: most chunks are not errors
@@ -138,7 +136,8 @@ class HttpUpstream:
             raise UpstreamTimeout("the upstream stream timed out") from None
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(f"upstream stream failed: {type(exc).__name__}") from None
-        except ValueError:  # aiohttp's line reader refuses lines over its buffer size
+        except (ValueError, LineTooLong):  # aiohttp's line reader refuses lines over its
+            # limit: ValueError in older releases, LineTooLong (not a ValueError) since 3.10
             raise UpstreamError("the upstream sent an invalid stream line") from None
 
     async def ready(self) -> tuple[bool, str]:
@@ -164,6 +163,33 @@ class HttpUpstream:
             await self._session.close()
             self._session = None
             await asyncio.sleep(0)  # let the connector close its sockets
+
+
+async def _sse_events(lines: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
+    """The data of each server-sent event: its `data:` lines joined with "\n", delivered at
+    the blank line that ends the event (WHATWG HTML, "Server-sent events"), so that an event
+    split over several lines is one chunk. Comments and other fields are skipped; an event
+    the stream ends in without its blank line is delivered too."""
+    parts: list[bytes] = []
+    size = 0
+    async for raw in lines:
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            if parts:
+                yield b"\n".join(parts)
+                parts, size = [], 0
+            continue
+        name, colon, value = line.partition(b":")
+        if name != b"data":
+            continue  # comments (":..."), event, id, retry
+        if colon and value.startswith(b" "):
+            value = value[1:]
+        size += len(value) + 1
+        if size > MAX_FRAME_BYTES:  # no frame could carry it: do not hold it in memory
+            raise UpstreamError("the upstream sent a stream event over the frame limit")
+        parts.append(value.strip())
+    if parts:
+        yield b"\n".join(parts)
 
 
 def _upstream_error(

@@ -23,10 +23,14 @@ _DAY_TTL = 2 * 86_400
 FIRST_ATTEMPT_TTL = 3_600
 
 # KEYS: the token counter, the charge's marker; ARGV: tokens, the marker's TTL, the counter's
-# TTL. Atomic: the marker is set if and only if the tokens are added.
+# TTL. The marker is set if and only if the tokens are added: the increment goes first, since
+# a script that fails part-way keeps the writes made before (Redis has no rollback), and a
+# marker set before a refused INCRBY (a count out of range) would drop the charge's re-send.
+# Scripts run atomically, so nothing comes between the EXISTS and the SET.
 _ADD_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('INCRBY', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
 return 0

@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from cloud_gateway.errors import ConfigurationError
 from cloud_gateway.logs import LOGGER_NAME
 
 log = logging.getLogger(LOGGER_NAME)
@@ -47,14 +48,22 @@ class SqliteUsageStore:
     """
 
     def __init__(self, path: Path, flush_s: float = 1.0, busy_timeout_s: float = 10.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # How long a flush waits for another gateway's write lock on the same file.
-        self._writer = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None,
-                                       check_same_thread=False)
-        self._writer.execute("PRAGMA journal_mode=WAL")
-        self._writer.execute("PRAGMA synchronous=NORMAL")
-        self._writer.execute(_SCHEMA)
-        self._db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # How long a flush waits for another gateway's write lock on the same file.
+            self._writer = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None,
+                                           check_same_thread=False)
+            try:
+                self._writer.execute("PRAGMA journal_mode=WAL")
+                self._writer.execute("PRAGMA synchronous=NORMAL")
+                self._writer.execute(_SCHEMA)
+                self._db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+            except BaseException:
+                self._writer.close()
+                raise
+        except (OSError, sqlite3.Error) as exc:  # not a database, a folder there, no access
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConfigurationError(f"cannot open the usage file {path}: {reason}") from None
         self._write_lock = threading.Lock()  # one user of the writer connection at a time
         self._flush_s = flush_s
         self._flushed_at = time.monotonic()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,8 +16,9 @@ from cloud_gateway.cli import main
 from cloud_gateway.config import GatewayConfig, load_gateway_config
 from cloud_gateway.devices import DeviceRegistry
 from cloud_gateway.errors import ConfigurationError
-from cloud_gateway.keys import KeyRing, list_keys
+from cloud_gateway.keys import KeyRing, generate_key, list_keys
 from cloud_gateway.protocol import DeviceCredential
+from tests.conftest_gateway import REPO, free_port
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -205,3 +209,93 @@ def test_the_default_state_dir_follows_xdg_state_home(
     home = tmp_path / "home"
     assert GatewayConfig().state_path == home / ".local" / "state" / "tandem" / "gateway"
     assert GatewayConfig(state_dir=str(tmp_path / "s")).state_path == tmp_path / "s"
+
+
+# --- a state folder the commands cannot use: one line naming it, exit 2, no traceback ----
+
+
+def _serve(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`tandem gateway serve` as its own process (it would block if it started serving)."""
+    argv = [sys.executable, "-m", "cloud_gateway", "serve", "--state-dir", str(state),
+            "--port", str(free_port()), "--upstream-url", f"http://127.0.0.1:{free_port()}/v1",
+            *args]
+    env = {**os.environ, "TANDEM_GATEWAY_LOG_LEVEL": "warning"}
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_state_dir_that_is_a_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "afile"
+    state.write_text("")
+    for command in (("keygen",), ("enroll", "phone"), ("devices",), ("keys",)):
+        code, out, err = run(capsys, *command, "--state-dir", str(state))
+        assert (code, out) == (2, ""), command
+        assert err == f"tandem gateway: the state directory {state} is not a directory\n"
+
+
+def test_a_device_registry_that_is_not_a_database_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "keygen", "--state-dir", str(tmp_path))
+    (tmp_path / "devices.sqlite3").write_text("garbage, not SQLite\n")
+    for command in (("devices",), ("enroll", "phone"), ("revoke", "phone")):
+        code, out, err = run(capsys, *command, "--state-dir", str(tmp_path))
+        assert (code, out) == (2, ""), command
+        assert err.startswith(
+            f"tandem gateway: cannot open the device registry {tmp_path / 'devices.sqlite3'}: "
+        ), err
+        assert err.count("\n") == 1
+    done = _serve(tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("tandem gateway: cannot open the device registry ")
+    assert done.stderr.count("\n") == 1
+
+
+def test_serve_with_state_files_it_cannot_use_says_which_in_one_line(tmp_path: Path) -> None:
+    for name, problem in (("usage.sqlite3", "cannot open the usage file"),
+                          ("uncharged", "cannot use")):
+        state = tmp_path / name.split(".")[0]
+        generate_key(state, "x25519")
+        if name == "uncharged":
+            (state / name).write_text("")  # a file where a folder goes
+        else:
+            (state / name).mkdir()  # a folder where a file goes
+        done = _serve(state)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"tandem gateway: {problem} {state / name}"), done.stderr
+        assert done.stderr.count("\n") == 1
+        assert "cannot listen" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:s3cret@127.0.0.1:notaport/0",
+        "redis://:s3cret@127.0.0.1:6399/0?socket_timeout=soon",
+    ],
+)
+def test_serve_with_a_redis_url_redis_cannot_parse_says_so_without_the_password(
+    tmp_path: Path, url: str
+) -> None:
+    generate_key(tmp_path, "x25519")
+    done = _serve(tmp_path, "--redis-url", url)
+    assert done.returncode == 2
+    assert done.stderr.startswith("tandem gateway: redis_url is invalid: "), done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "s3cret" not in done.stderr
+
+
+def test_keys_lists_the_keys_and_names_each_file_it_skips(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = str(tmp_path)
+    key_id = run(capsys, "keygen", "--state-dir", state)[1].split("\t")[0]
+    (tmp_path / "keys" / "backup.json").write_text("{\n")
+    code, out, err = run(capsys, "keys", "--state-dir", state)
+    assert code == 0
+    assert out.startswith(f"{key_id}\tx25519\tcurrent")
+    assert out.count("\n") == 1
+    assert err.startswith("tandem gateway: key file skipped: ") and err.count("\n") == 1
+    assert "backup.json" in err
+    assert [k.key_id for k in list_keys(tmp_path)] == [key_id]  # skipped, not raised
