@@ -259,3 +259,21 @@ def test_an_ssn_column_of_a_table(privacy: PrivacyFilter, text: str, expected: s
 )
 def test_a_postcode_as_a_quoted_field(privacy: PrivacyFilter, text: str, expected: str) -> None:
     assert redacted(privacy, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("office: Unit 4, Riverside Business Park, Leeds LS11 5QE",
+         "office: Unit 4, Riverside Business Park, Leeds <ADDRESS_1>"),
+        ("We are at Leeds LS11 5QE now", "We are at Leeds <ADDRESS_1> now"),
+        ("Ottawa K1A 0B1", "Ottawa <ADDRESS_1>"),
+        ("The M62 runs past Leeds", "The M62 runs past Leeds"),
+        ("COVID 19 and the A1 road", "COVID 19 and the A1 road"),
+        ("ABC 1DE", "ABC 1DE"),  # no such outward code
+    ],
+)
+def test_a_whole_uk_or_canadian_postcode_needs_no_cue(
+    privacy: PrivacyFilter, text: str, expected: str
+) -> None:
+    assert redacted(privacy, text) == expected

@@ -126,6 +126,13 @@ _POSTCODE_CUE = re.compile(  # also as a JSON key or attribute: "zip": "94043", 
     r"[\"']?\s*(?:is\s+|[:=]\s*)?[\"']?"
 )
 _POSTCODE = re.compile(POSTCODE)
+# A whole UK or Canadian postcode needs no cue: its shape is its own (the UK inward code's
+# letters avoid C, I, K, M, O and V; Canada's letters avoid D, F, I, O, Q and U), and one
+# covers a street or a few houses ("Leeds LS11 5QE" alone says where someone is).
+_POSTCODE_OWN = re.compile(
+    r"(?<![\w-])(?:[A-PR-UWYZ][A-HK-Y]?\d[A-HJKPSTUW\d]? \d[ABD-HJLNP-UW-Z]{2}"
+    r"|[ABCEGHJ-NPRSTVXY]\d[ABCEGHJ-NPRSTV-Z] \d[ABCEGHJ-NPRSTV-Z]\d)(?![\w-])"
+)
 _UNIT_BEFORE = re.compile(rf"(?i)\b{UNIT_WORD}[ \t]*#?[ \t]*\d{{1,5}}[A-Za-z]?[ \t]*,?[ \t]*\Z")
 
 
@@ -161,10 +168,8 @@ class AddressDetector:
             code = _POSTCODE.match(text, m.end())
             if code:
                 cores.append(Span(code.start(), code.end(), ADDRESS, "postcode"))
-        if not cores:
-            return []
-        blocks = merge_adjacent(_union(cores), text, joiners=" \t,\n")
-        return [
+        blocks = merge_adjacent(_union(cores), text, joiners=" \t,\n") if cores else []
+        found = [
             Span(
                 _unit_before(text, s.start),
                 grow(text, s.start, s.end, bool(_STRONG.search(text, s.start, s.end))),
@@ -173,6 +178,11 @@ class AddressDetector:
             )
             for s in blocks
         ]
+        # A whole postcode on its own, where no address block took it in.
+        for m in _POSTCODE_OWN.finditer(text):
+            if not any(s.start < m.end() and m.start() < s.end for s in found):
+                found.append(Span(m.start(), m.end(), ADDRESS, "postcode"))
+        return sorted(found, key=lambda s: s.start)
 
     def _streets(self, text: str) -> Iterator[Span]:
         """Street lines recognised by a street word or a postcode after them."""
