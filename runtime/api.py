@@ -219,22 +219,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await stream_sse(request, pool, start, cancel, created, model, interval,
                                 mode_param, logprobs=logprobs)
 
-    def answer() -> tuple[str, Result]:
-        stream = start()
-        try:
-            return stream.id, stream.collect()
-        finally:
-            stream.close()
+    def answer() -> Result:
+        # Not streamed: `Runtime.generate`, so a prefer-local cascade judges the whole answer
+        # (with early escalation) as documented, not the first `stream_decide_tokens` tokens
+        # a stream must decide on. Errors (queue full, context overflow, …) still come
+        # before any response is written, and `cancel` stops it when the client goes away.
+        return runtime.generate(messages, mode=mode, params=params, cancel=cancel)
 
     try:
         # one hop to a worker thread: start and collect there
-        rid, result = await asyncio.get_running_loop().run_in_executor(pool, answer)
+        result = await asyncio.get_running_loop().run_in_executor(pool, answer)
     except asyncio.CancelledError:
         cancel.set()  # the client went away: stop generating, free the engine
         raise
     except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body
         raise map_runtime_error(exc, mode_param) from exc
-    cid = rid or f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    cid = result.id or f"chatcmpl-{uuid.uuid4().hex[:24]}"
     return web.json_response(completion_body(result, cid, created, model, logprobs=logprobs))
 
 

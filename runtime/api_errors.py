@@ -37,8 +37,10 @@ _TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 413: "inva
           429: "rate_limit_error", 503: "service_unavailable"}
 
 
-def error_response(err: ApiError) -> web.Response:
-    body = {
+def error_body(err: ApiError) -> dict[str, dict[str, str | None]]:
+    """The OpenAI error object of `err`: the body of an error response, and the error chunk
+    of a stream that fails after its 200 (same type, param and code either way)."""
+    return {
         "error": {
             "message": err.message,
             "type": _TYPES.get(err.status, "invalid_request_error" if err.status < 500
@@ -47,7 +49,10 @@ def error_response(err: ApiError) -> web.Response:
             "code": err.code,
         }
     }
-    return web.json_response(body, status=err.status, headers=err.headers)
+
+
+def error_response(err: ApiError) -> web.Response:
+    return web.json_response(error_body(err), status=err.status, headers=err.headers)
 
 
 @web.middleware

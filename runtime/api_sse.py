@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from runtime.api_errors import map_runtime_error
+from runtime.api_errors import error_body, internal_error, map_runtime_error
 from runtime.facade import ResultStream
 from runtime.local import LocalPiece
 from runtime.result import Result
@@ -130,8 +130,12 @@ async def stream_sse(
 ) -> web.StreamResponse:
     """SSE: text is written at most every `interval` seconds (the first and last at once).
 
-    One worker thread starts the answer and pumps its pieces into a mailbox, so the local
-    model starts on the prompt while the event loop is still sending the headers.
+    One worker thread starts the answer and pumps its pieces into a mailbox. The 200 and
+    the headers wait for the answer's first piece (or its end): what fails before any text
+    — a cloud-only call, a cloud route's local fallback overflowing the context, … (the
+    cloud route starts its work only when first read) — is then the request's mapped
+    4xx/5xx, as it is unstreamed, not a 200 with an error chunk. An error after text has
+    gone is an error chunk with the mapped error's type, param and code.
     `logprobs`: each chunk of a local answer carries the tokens its text completes (see
     `LocalPiece`; null for cloud text), and the final chunk those whose text never came
     (held back by a stop string that then matched), so a whole local answer's chunks list
@@ -147,13 +151,21 @@ async def stream_sse(
         except BaseException as exc:  # noqa: BLE001 - becomes the 4xx/5xx of the request
             loop.call_soon_threadsafe(_settle, ready, None, exc)
             return
-        loop.call_soon_threadsafe(_settle, ready, stream, None)
         try:
-            for piece in stream:
-                mailbox.put(piece)
-            mailbox.put(_DONE, last=True)
-        except BaseException as exc:  # noqa: BLE001 - forwarded to the event loop
-            mailbox.put(exc, last=True)
+            try:
+                first = next(stream, _DONE)
+            except BaseException as exc:  # noqa: BLE001 - before any text: a 4xx/5xx
+                loop.call_soon_threadsafe(_settle, ready, None, exc)
+                return
+            loop.call_soon_threadsafe(_settle, ready, stream, None)
+            try:
+                if first is not _DONE:
+                    mailbox.put(first)
+                    for piece in stream:
+                        mailbox.put(piece)
+                mailbox.put(_DONE, last=True)
+            except BaseException as exc:  # noqa: BLE001 - forwarded to the event loop
+                mailbox.put(exc, last=True)
         finally:
             stream.close()  # on this thread: never while another one iterates it
 
@@ -195,10 +207,8 @@ async def stream_sse(
                                                      _token_list(tokens or None)))
                         text = []
                     err = (map_runtime_error(item, mode_param) if isinstance(item, Exception)
-                           else None)
-                    await _send(response, {"error": {
-                        "message": err.message if err else "generation failed",
-                        "type": "server_error", "code": err.code if err else "internal"}})
+                           else internal_error(item))
+                    await _send(response, error_body(err))
                     finished = True
                     break
                 else:

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from runtime.facade import Runtime
 
 
+# How often a request waiting for the engine looks at its cancel flag (seconds).
+ENGINE_WAIT_POLL_S = 0.05
+
+
 class LocalPiece(str):
     """A piece of a local answer's text, with the tokens it completes: (text, log-prob) of
     each model step since the previous piece, as `Result.token_logprobs` lists them. A step
@@ -52,6 +56,7 @@ class LocalRun:
         self._parts: list[str] = []
         self._logprobs: list[tuple[str, float]] = []
         self._got_engine = self._first = self._done = 0.0
+        self._gave_up = False  # cancelled while it waited for the engine: never ran
 
     @classmethod
     def start(cls, runtime: Runtime, messages: Sequence[Message], params: GenerationParams,
@@ -90,7 +95,7 @@ class LocalRun:
 
     @property
     def cancelled(self) -> bool:
-        return self._tokens.finish_reason == "cancelled"
+        return self._gave_up or self._tokens.finish_reason == "cancelled"
 
     @property
     def cancelled_by_user(self) -> bool:
@@ -99,10 +104,26 @@ class LocalRun:
     def cancel(self) -> None:
         self._stop.set()
 
+    def _wait_for_engine(self) -> bool:
+        """Take the engine (True), or give up once the request is cancelled while it waits
+        (False). A blocking acquire would not see the cancel: a client that left the queue
+        would keep its place (`runtime.queue_size`) until the generation ahead of it ended,
+        and a newcomer would get 429 meanwhile."""
+        lock = self._runtime._engine_lock
+        while not lock.acquire(timeout=ENGINE_WAIT_POLL_S):
+            if self._user_cancel.is_set() or self._stop.is_set():
+                self._gave_up = True
+                return False
+        return True
+
     def pieces(self) -> Iterator[LocalPiece]:
+        """The answer's pieces; none when the request is cancelled before it gets the
+        engine (it then ends `cancelled`, with no tokens)."""
         carried = 0  # how many of the tokens a piece has carried
         with_tokens = self._runtime.engine.info.has_logprobs
-        with self._runtime._engine_lock:
+        if not self._wait_for_engine():
+            return
+        try:
             self._got_engine = time.perf_counter()
             for event in self._tokens:
                 self._running.add(event)
@@ -121,6 +142,8 @@ class LocalRun:
                     carried = len(self._logprobs)
                     yield LocalPiece(event.text, tokens)
             self._done = time.perf_counter()
+        finally:
+            self._runtime._engine_lock.release()
 
     def close(self) -> None:
         self._stop.set()

@@ -8,6 +8,7 @@ continued) on the device, and says so in its reason.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
@@ -103,15 +104,22 @@ def run_cascade_stream(
     rt: Runtime, stream: ResultStream, slot: Slot, local: LocalRun, msgs: list[Message],
     mode: Mode, params: GenerationParams, plan: Plan, started: float,
 ) -> Iterator[str]:
-    """Hold the first K local tokens; escalate if their confidence is below threshold."""
+    """Hold the first K local tokens; escalate if their confidence is below threshold.
+
+    The reason of a kept answer gives the confidence the decision was made on (over the
+    tokens held when it was made), not the whole answer's, which `Result.confidence`
+    reports: the two differ, and the decision never saw the later tokens.
+    """
     k = rt.config.runtime.stream_decide_tokens
     threshold = rt.config.runtime.confidence_threshold
     held: list[str] = []
     decided = False
+    at_decision: tuple[int, Confidence] | None = None  # (tokens, confidence) when decided
 
     def kept() -> Result:
-        opening = f" over the first {min(k, local.tokens)} tokens"
-        reason = (f"mode prefer-local: {_kept(local.confidence, threshold, opening)}, "
+        tokens, conf = at_decision or (local.tokens, local.confidence)
+        opening = f" over the first {tokens} tokens"
+        reason = (f"mode prefer-local: {_kept(conf, threshold, opening)}, "
                   "the device answers")
         return local.result(reason, mode, started, rt.monitor.snapshot(), plan.prepared)
 
@@ -127,6 +135,7 @@ def run_cascade_stream(
                     local.cancel()  # early escalation: stop decoding what we won't use
                     break
                 decided = True
+                at_decision = (local.tokens, conf)
                 yield from held  # one by one: each piece keeps its tokens
     except GeneratorExit:
         _closed_early(rt, stream, kept)
@@ -218,9 +227,20 @@ def run_cloud(
             raise
         why = f"{plan.reason.split(':')[0]}: the cloud failed ({exc})"
         if emitted:
-            # The answer is half shown: the device continues it rather than restarting.
+            # The answer is half shown: the device continues it rather than restarting, in
+            # what is left of max_tokens (see `local_after_cloud_failure`).
+            prefix = "".join(emitted)
+            prompt_tokens, sent = _prefix_tokens(rt, msgs, prefix)
+            if sent >= params.max_tokens:  # nothing left for the device to add
+                rt._finish(stream, cloud_result(
+                    rt, prefix, {"prompt_tokens": prompt_tokens, "completion_tokens": sent},
+                    raw.model, "length",
+                    {"first_text_s": (first or time.perf_counter()) - started}, started,
+                    f"{why}; the answer had reached max_tokens", mode, plan, NO_CONFIDENCE))
+                return
             yield from local_after_cloud_failure(
-                rt, stream, msgs, mode, params, plan, started, why, prefix="".join(emitted))
+                rt, stream, msgs, mode, params, plan, started, why, prefix=prefix,
+                prefix_tokens=(prompt_tokens, sent))
         else:
             yield from local_after_cloud_failure(
                 rt, stream, msgs, mode, params, plan, started, why)
@@ -229,10 +249,29 @@ def run_cloud(
         "cancelled" if stream._cancel.is_set() else raw.finish_reason or "stop"))
 
 
+def _prefix_tokens(rt: Runtime, msgs: list[Message], prefix: str) -> tuple[int, int]:
+    """(the request's prompt tokens, the tokens of `prefix`, the cloud's text already sent),
+    counted with the engine's tokenizer as the device reads them when it continues the
+    answer (the cloud stream broke before it reported its usage)."""
+    engine = rt.engine
+    rendered = engine.render(msgs)
+    prompt = engine.count_tokens(rendered)
+    return prompt, max(1, engine.count_tokens(rendered + prefix) - prompt)
+
+
 def local_after_cloud_failure(
     rt: Runtime, stream: ResultStream, msgs: list[Message], mode: Mode, params: GenerationParams,
     plan: Plan, started: float, why: str, prefix: str = "",
+    prefix_tokens: tuple[int, int] = (0, 0),
 ) -> Iterator[str]:
+    """The device answers after the cloud failed, or continues the cloud's half-sent answer
+    (`prefix`; `prefix_tokens`: the request's prompt tokens and the prefix's, from
+    `_prefix_tokens`). A continuation is one answer with the cloud's part: it may add only
+    what is left of `max_tokens` (the client asked for that many in all), and its usage is
+    the request's prompt, not prompt + prefix as the device reads it, and the prefix's
+    tokens + the device's as completion."""
+    if prefix:
+        params = dataclasses.replace(params, max_tokens=params.max_tokens - prefix_tokens[1])
     slot = rt._admit()
     try:
         local = LocalRun.start(rt, msgs, params, stream._cancel, prefix=prefix,
@@ -243,8 +282,13 @@ def local_after_cloud_failure(
     what = "continues the answer" if prefix else "answers"
 
     def answered() -> Result:
-        return local.result(f"{why}; the device {what}", mode, started,
-                            rt.monitor.snapshot(), plan.prepared, prefix=prefix)
+        result = local.result(f"{why}; the device {what}", mode, started,
+                              rt.monitor.snapshot(), plan.prepared, prefix=prefix)
+        if not prefix:
+            return result
+        prompt, sent = prefix_tokens
+        return dataclasses.replace(result, usage=Usage(
+            prompt, sent + result.usage.completion_tokens))
 
     try:
         yield from local.pieces()

@@ -362,6 +362,45 @@ def test_full_queue_answers_429_with_retry_after(engine: Engine) -> None:
             sock.close()
 
 
+def _wait_for(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert condition(), what
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_leaves_the_queue_gives_up_its_place_at_once(
+    engine: Engine, stream: bool
+) -> None:
+    rt = _runtime(engine, queue_size=1)  # one running, one waiting
+    results: list[Result] = []
+    rt.listeners.append(results.append)
+    try:
+        with serve_in_thread(rt) as url:
+            running = _open_stream(url, max_tokens=1000)  # holds the engine meanwhile
+            try:
+                waiting = _send_story(url, max_tokens=50, stream=stream)
+                _wait_for(lambda: rt.queue_depth == 2, "the second request never queued")
+                waiting.close()  # it leaves before it got the engine
+                # (the place is given back just before the answer is finished and reported)
+                _wait_for(lambda: rt.queue_depth < 2 and results,
+                          "the queue place was never freed")
+                # freed while the first answer still runs (only the leaver has finished),
+                # not when it ends
+                assert [(r.finish_reason, r.usage.completion_tokens) for r in results] \
+                    == [("cancelled", 0)]
+                # a newcomer is queued in the freed place, not refused with 429
+                newcomer = _send_story(url, max_tokens=2, stream=True)
+                _wait_for(lambda: rt.queue_depth == 2, "the newcomer was not admitted")
+                newcomer.close()
+            finally:
+                running.close()
+            _wait_for(lambda: rt.queue_depth == 0, "the engine was never freed")
+    finally:
+        rt.close()
+
+
 @pytest.mark.parametrize(
     ("payload", "message"),
     [

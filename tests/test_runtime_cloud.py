@@ -18,7 +18,8 @@ from kernels import Engine, Message, TokenEvent, TokenStream
 from runtime.cloud import CloudPath
 from runtime.config import RuntimeConfig, TandemConfig, load_config
 from runtime.errors import ModeError, OffloadError, PrivacyBlockError
-from runtime.facade import Runtime
+from runtime.facade import ResultStream, Runtime
+from runtime.local import LocalPiece
 from runtime.offload import OffloadConfig
 from runtime.privacy import PrivacyConfig
 from tests.conftest_gateway import GatewayFactory, RunningGateway, free_port
@@ -275,6 +276,24 @@ def test_streamed_cascade_decides_on_the_first_tokens(engine: Engine,
     assert stream.result.confidence.tokens == 16  # local decoding stopped at the decision
 
 
+def test_a_kept_streamed_answer_reports_the_confidence_it_was_kept_on(
+        engine: Engine, gateway: RunningGateway) -> None:
+    story = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
+    with make_runtime(engine, gateway.url, gateway.home.credential, threshold=0.0) as rt:
+        stream = rt.stream(story, params=rt.params(max_tokens=96))
+        "".join(stream)
+        result = stream.result
+        assert result is not None and result.source == "local"
+        held = int(result.reason.split(" over the first ")[1].split()[0])
+        # greedy: the first `held` tokens alone are the opening the decision was made on
+        opening = rt.generate(story, mode="local-only", params=rt.params(max_tokens=held))
+    assert held >= 16 and opening.confidence.tokens == held
+    assert (f"local confidence {opening.confidence.score:.2f} over the first {held} tokens "
+            ">= threshold 0.00, the device answers") in result.reason
+    # the Result's own confidence is the whole answer's
+    assert result.confidence.tokens == 96 and result.confidence != opening.confidence
+
+
 def test_a_whole_answer_cascade_stops_decoding_once_clearly_unconfident(
         engine: Engine, gateway: RunningGateway) -> None:
     story = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
@@ -348,7 +367,8 @@ def test_gateway_killed_mid_stream_the_device_finishes_the_answer(
     gw = start_gateway()
     with make_runtime(engine, gw.url, gw.home.credential, upstream_model="slow",
                       deadline_s=10) as rt:
-        stream = rt.stream(Q, mode="prefer-cloud", params=rt.params(max_tokens=6))
+        # 16: more than the cloud's whole answer, so the device always has some left to add
+        stream = rt.stream(Q, mode="prefer-cloud", params=rt.params(max_tokens=16))
         first = next(stream)
         gw.server.stop()  # the gateway dies while the answer is half streamed
         rest = "".join(stream)
@@ -358,6 +378,62 @@ def test_gateway_killed_mid_stream_the_device_finishes_the_answer(
     assert "the cloud failed" in result.reason and "continues the answer" in result.reason
     assert result.text == first + rest
     assert ANSWER.startswith(first)
+
+
+def _killed_after_the_first_piece(rt: Runtime, gw: RunningGateway,
+                                  max_tokens: int) -> tuple[ResultStream, str, str]:
+    """Stream a prefer-cloud answer, kill the gateway after its first piece: (the stream,
+    the cloud's text the client got, the device's)."""
+    stream = rt.stream(Q, mode="prefer-cloud", params=rt.params(max_tokens=max_tokens))
+    pieces = [next(stream)]
+    gw.server.stop()  # the gateway dies while the answer is half streamed
+    pieces.extend(stream)
+    cloud = "".join(p for p in pieces if not isinstance(p, LocalPiece))
+    device = "".join(p for p in pieces if isinstance(p, LocalPiece))
+    assert "".join(pieces) == cloud + device  # the cloud's text first, then the device's
+    return stream, cloud, device
+
+
+def test_a_continuation_after_a_cloud_failure_keeps_to_max_tokens_and_counts_usage(
+    engine: Engine, start_gateway: GatewayFactory
+) -> None:
+    gw = start_gateway()
+    rendered = engine.render([Message(role="user", content=Q[0]["content"])])
+    prompt = engine.count_tokens(rendered)
+    with make_runtime(engine, gw.url, gw.home.credential, upstream_model="slow",
+                      deadline_s=10) as rt:
+        stream, cloud, device = _killed_after_the_first_piece(rt, gw, max_tokens=24)
+    result = stream.result
+    assert result is not None and result.source == "local" and cloud and ANSWER.startswith(cloud)
+    assert "continues the answer" in result.reason
+    sent = engine.count_tokens(rendered + cloud) - prompt  # the cloud's tokens, as read
+    assert result.token_logprobs is not None
+    local = len(result.token_logprobs)  # the device's own tokens
+    assert local <= 24 - sent  # only what was left of max_tokens
+    # the prompt is the request's (not with the cloud's text), the completion both parts
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (prompt,
+                                                                            sent + local)
+    assert result.usage.completion_tokens <= 24
+
+
+def test_a_cloud_answer_cut_at_max_tokens_is_not_continued(
+    engine: Engine, start_gateway: GatewayFactory
+) -> None:
+    gw = start_gateway()
+    rendered = engine.render([Message(role="user", content=Q[0]["content"])])
+    with make_runtime(engine, gw.url, gw.home.credential, upstream_model="slow",
+                      deadline_s=10) as rt:
+        # the fixed upstream ignores max_tokens: its first word already uses up the 1 token
+        stream, cloud, device = _killed_after_the_first_piece(rt, gw, max_tokens=1)
+    result = stream.result
+    assert result is not None and device == ""
+    assert (result.source, result.finish_reason, result.text) == ("cloud", "length", cloud)
+    assert ANSWER.startswith(cloud)
+    assert "the cloud failed" in result.reason
+    assert result.reason.endswith("the answer had reached max_tokens")
+    prompt = engine.count_tokens(rendered)
+    assert result.usage.prompt_tokens == prompt
+    assert result.usage.completion_tokens == engine.count_tokens(rendered + cloud) - prompt
 
 
 def test_device_api_reports_the_cloud_source(engine: Engine, gateway: RunningGateway) -> None:
