@@ -15,12 +15,13 @@ status for anything the client can fix; the server keeps serving after each.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypedDict
 
@@ -47,7 +48,36 @@ from runtime.telemetry import FeedbackError
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 # Generations block a thread each while they wait for the engine: a pool of their own
 # (queue size + headroom) keeps them from starving the loop's default executor.
-EXECUTOR: web.AppKey[ThreadPoolExecutor] = web.AppKey("executor", ThreadPoolExecutor)
+class Workers:
+    """The threads requests run on, and how many are taken.
+
+    A request gets a thread at once or a 429 `queue_full` at once: it never waits unseen for
+    one. Cloud calls hold a thread while they wait on the network (up to
+    `offload.deadline_s`), so with a stalled gateway they could take every thread, and a
+    local request behind them would hang with `queued_ms` saying nothing. Used from the
+    event loop only, so the count needs no lock.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.busy = 0
+        self.pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="tandem-gen")
+
+    @contextlib.contextmanager
+    def taken(self) -> Iterator[ThreadPoolExecutor]:
+        if self.busy >= self.size:
+            raise ApiError(
+                429, f"the server is busy: all {self.size} worker threads are taken "
+                "(server.worker_threads); retry shortly", "queue_full",
+                headers={"Retry-After": "1"})
+        self.busy += 1
+        try:
+            yield self.pool
+        finally:
+            self.busy -= 1
+
+
+WORKERS: web.AppKey[Workers] = web.AppKey("workers", Workers)
 
 
 class RunOptions(TypedDict):
@@ -205,7 +235,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     logprobs = body.get("logprobs") is True  # its type checked above
     model = str(body.get("model") or runtime.config.server.model_name)
     mode, mode_param = _mode_and_source(mode, "tandem.mode", request)
-    pool = request.app[EXECUTOR]
     cancel = CancelEvent()  # a client that goes away stops the engine at once
     interval = runtime.config.server.stream_interval_ms / 1e3
 
@@ -216,8 +245,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     created = int(time.time())
     if want_stream:
-        return await stream_sse(request, pool, start, cancel, created, model, interval,
-                                mode_param, logprobs=logprobs)
+        with request.app[WORKERS].taken() as pool:
+            return await stream_sse(request, pool, start, cancel, created, model, interval,
+                                    mode_param, logprobs=logprobs)
 
     def answer() -> Result:
         # Not streamed: `Runtime.generate`, so a prefer-local cascade judges the whole answer
@@ -228,7 +258,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     try:
         # one hop to a worker thread: start and collect there
-        result = await asyncio.get_running_loop().run_in_executor(pool, answer)
+        with request.app[WORKERS].taken() as pool:
+            result = await asyncio.get_running_loop().run_in_executor(pool, answer)
+    except ApiError:  # no thread free
+        raise
     except asyncio.CancelledError:
         cancel.set()  # the client went away: stop generating, free the engine
         raise
@@ -289,12 +322,11 @@ async def device_signals(request: web.Request) -> web.Response:
 
 
 async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:
-    pool = ThreadPoolExecutor(
-        max_workers=app[RUNTIME].config.runtime.queue_size + 8, thread_name_prefix="tandem-gen"
-    )
-    app[EXECUTOR] = pool
+    config = app[RUNTIME].config
+    workers = Workers(config.server.worker_threads or config.runtime.queue_size + 32)
+    app[WORKERS] = workers
     yield
-    pool.shutdown(wait=False, cancel_futures=True)
+    workers.pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def feedback(request: web.Request) -> web.Response:
@@ -345,8 +377,11 @@ async def choose(request: web.Request) -> web.Response:
         raise ApiError(400, str(exc), "invalid_value", param) from None
     mode, mode_param = _mode_and_source(_opt(body, "mode", str), "mode", request)
     try:
-        result = await asyncio.get_running_loop().run_in_executor(
-            request.app[EXECUTOR], lambda: runtime.choose(question, options, mode=mode))
+        with request.app[WORKERS].taken() as pool:
+            result = await asyncio.get_running_loop().run_in_executor(
+                pool, lambda: runtime.choose(question, options, mode=mode))
+    except ApiError:  # no thread free
+        raise
     except Exception as exc:  # noqa: BLE001 - mapped to a 4xx/5xx body
         raise map_runtime_error(exc, mode_param) from exc
     return web.json_response(result.to_dict())

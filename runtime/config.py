@@ -139,9 +139,13 @@ class ServerConfig:
     # once): every write wakes the server and the client, and on a 2-core device each
     # wakeup steals a core from the model's compute threads.
     stream_interval_ms: int = 50
+    # Threads requests run on (0: runtime.queue_size + 32). A cloud call holds one while it
+    # waits (up to offload.deadline_s); a request that finds none free is a 429 at once.
+    worker_threads: int = 0
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, "server.port", "must be in 0..65535")
+        _check(0 <= self.worker_threads <= 1024, "server.worker_threads", "must be in 0..1024")
         _check(self.max_body_bytes >= 1024, "server.max_body_bytes", "must be >= 1024")
         _check(0 <= self.stream_interval_ms <= 1000, "server.stream_interval_ms",
                "must be in 0..1000")

@@ -348,6 +348,39 @@ def test_client_disconnect_cancels_generation_and_frees_the_engine(
     assert ok.usage is not None and ok.usage.completion_tokens <= 3
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/choose"])
+def test_a_request_that_finds_no_worker_thread_is_429_at_once(engine: Engine, path: str) -> None:
+    # The local queue has room (4), the worker threads do not: the second request must not
+    # wait unseen behind the first (cloud calls to a stalled gateway hold threads so).
+    cfg = load_config(env={})
+    cfg = cfg.replace(runtime=RuntimeConfig(queue_size=4),
+                      server=ServerConfig(model_name="tandem", worker_threads=1))
+    rt = Runtime(cfg, engine=engine)
+    body = ({"model": "tandem", "messages": HELLO, "max_tokens": 2} if path.endswith("ions")
+            else {"question": "2 + 2?", "options": ["4", "5"]})
+    try:
+        with serve_in_thread(rt) as url:
+            sock = _open_stream(url, max_tokens=1000)
+            try:
+                r = httpx.post(f"{url}{path}", json=body, timeout=5)
+                assert r.status_code == 429, r.text
+                assert r.headers["Retry-After"] == "1"
+                err = r.json()["error"]
+                assert err["code"] == "queue_full"
+                assert "all 1 worker threads are taken" in err["message"]
+                assert rt.queue_depth == 1  # the refused request never reached the queue
+            finally:
+                sock.close()
+            deadline = time.monotonic() + 30
+            while rt.queue_depth and time.monotonic() < deadline:
+                time.sleep(0.05)
+            ok = httpx.post(f"{url}/v1/chat/completions", timeout=60,
+                            json={"model": "tandem", "messages": HELLO, "max_tokens": 2})
+            assert ok.status_code == 200, ok.text  # the thread is free again
+    finally:
+        rt.monitor.close()
+
+
 def test_full_queue_answers_429_with_retry_after(engine: Engine) -> None:
     rt = _runtime(engine, queue_size=0)  # one running, none waiting
     with serve_in_thread(rt) as url:
