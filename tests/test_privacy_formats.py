@@ -277,3 +277,23 @@ def test_a_whole_uk_or_canadian_postcode_needs_no_cue(
     privacy: PrivacyFilter, text: str, expected: str
 ) -> None:
     assert redacted(privacy, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("DL# D123-4567-8901", "DL# <NATIONAL_ID_1>"),
+        ("DL: B12345678", "DL: <NATIONAL_ID_1>"),
+        ("Use the DL link 12345 now", "Use the DL link 12345 now"),
+        ("Chinese ID 11010519491231002X", "Chinese ID <NATIONAL_ID_1>"),
+        ("order 110105194912310021", "order 110105194912310021"),  # check character wrong
+        ("open /home/alice.wong/notes.txt", "open /home/<NATIONAL_ID_1>/notes.txt"),
+        ("cd /Users/jsmith && ls", "cd /Users/<NATIONAL_ID_1> && ls"),
+        ("C:\\Users\\Bob\\Desktop", "C:\\Users\\<NATIONAL_ID_1>\\Desktop"),
+        ("/home/ubuntu/app and /home/user/x", "/home/ubuntu/app and /home/user/x"),
+    ],
+)
+def test_documents_resident_ids_and_home_directories(
+    privacy: PrivacyFilter, text: str, expected: str
+) -> None:
+    assert redacted(privacy, text) == expected

@@ -16,6 +16,7 @@ from stdnum import iban as std_iban
 from stdnum import luhn
 from stdnum.br import cpf
 from stdnum.ca import sin
+from stdnum.cn import ric
 from stdnum.de import idnr
 from stdnum.dk import cpr
 from stdnum.es import dni, nie
@@ -209,10 +210,23 @@ _AFTER_CARD = re.compile(
 _DOCUMENT = re.compile(
     r"(?i)\b(?:driver'?s?\s+licen[cs]e|driving\s+licen[cs]e|licen[cs]e\s+plate|number\s+plate|"
     r"licen[cs]e|passport|id\s+card|identity\s+card|membership|policy|account|customer|"
-    r"patient|employee|student|medical\s+record|mrn|vin|user\s*name|user\s+id|login|handle)"
-    r"(?:\s+(?:number|no\.?|nr\.?|#|id))?\s*(?:is|:|=)?\s*"
+    r"patient|employee|student|medical\s+record|mrn|vin|user\s*name|user\s+id|login|handle|"
+    r"d\.?l\.?(?=\s*(?:#|:|no\b|number\b)))"  # "DL# D123-…", not "DL link"
+    r"(?:\s+(?:number|no\.?|nr\.?|#|id))?\s*(?:is|:|=|#)?\s*"
     r"(?P<value>@?(?=[\w.-]*\d)[A-Z0-9][\w.-]{4,19})\b"
 )
+# The account name in a home directory: /home/alice.wong/…, /Users/jsmith, C:\Users\Bob.
+_HOME_USER = re.compile(
+    r"(?:(?<![\w.-])/home/|(?<![\w.-])/Users/|(?<![\w])[A-Za-z]:\\+Users\\+)"
+    r"(?P<value>[A-Za-z][\w.-]{1,31})(?=[/\\\s\"'`,;:)]|$)"
+)
+# Placeholders and system accounts, not people.
+_GENERIC_USERS = frozenset([
+    "root", "user", "username", "admin", "administrator", "ubuntu", "pi", "runner", "me",
+    "you", "guest", "default", "public", "shared", "all", "users", "ec2-user", "vagrant",
+    "docker", "git", "www-data", "nobody", "test", "tester", "dev", "developer", "name",
+    "your-name", "yourname", "your_name", "myuser",
+])  # fmt: skip
 _ID_CUE = re.compile(
     r"(?i)\b(?:id|identity|identification|national|personal|pesel|cpr|bsn|nir|"
     r"personnummer|f[øo]dselsnummer|fnr|steuer-?id|idnr|tax|aadhaar|sin|cpf|hetu|dni|nie|"
@@ -252,6 +266,8 @@ _ID_FORMATS: tuple[_IdFormat, ...] = (
     _IdFormat(
         re.compile(r"(?i)\b[a-ceghj-pr-tw-z]{2} ?\d{2} ?\d{2} ?\d{2} ?[a-d]\b"), _nino_valid, False
     ),
+    # China's resident ID: a birth date and an ISO 7064 check character make it specific.
+    _IdFormat(re.compile(r"(?<![\dA-Za-z])\d{17}[\dXx](?![\dA-Za-z])"), ric.is_valid, False),
     _IdFormat(re.compile(r"(?<!\d)\d{11}(?!\d)"), fodselsnummer.is_valid, True),
     _IdFormat(re.compile(r"(?<!\d)\d{11}(?!\d)"), pesel.is_valid, True),
     _IdFormat(re.compile(r"(?<!\d)\d{11}(?!\d)"), idnr.is_valid, True),
@@ -459,6 +475,12 @@ def _national_ids(text: str) -> Iterator[Span]:
                 yield Span(m.start(), m.end(), NATIONAL_ID, "stdnum")
 
 
+def _home_users(text: str) -> Iterator[Span]:
+    for m in _HOME_USER.finditer(text):
+        if m.group("value").lower() not in _GENERIC_USERS:
+            yield Span(m.start("value"), m.end("value"), NATIONAL_ID, "home-dir")
+
+
 def _documents(text: str) -> Iterator[Span]:
     for m in _DOCUMENT.finditer(text):
         yield Span(m.start("value"), m.end("value"), NATIONAL_ID, "document")
@@ -479,7 +501,7 @@ class StructuredDetector:
     def __init__(self, *, dates: bool = True) -> None:
         self._finders: list[Callable[[str], Iterator[Span]]] = [
             _emails, _urls, _ips, _cards, _card_security, _ibans, _ssns, _national_ids,
-            _documents,
+            _documents, _home_users,
         ]  # fmt: skip
         if dates:
             self._finders.append(_dates)
