@@ -18,7 +18,7 @@ from typing import Any
 
 from kernels import ContextOverflowError, EngineError, ModelNotFoundError
 from runtime.calibration import CalibrationError
-from runtime.config import MODES, TandemConfig, load_config
+from runtime.config import MAX_SECONDS, MODES, TandemConfig, load_config
 from runtime.errors import ConfigError, ModeError, PrivacyBlockError, TandemError
 from runtime.offload_errors import OffloadNotConfigured
 
@@ -41,8 +41,10 @@ def positive_seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, not {text}")
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds > 0 and at most {MAX_SECONDS:.0f} (30 days), "
+            f"not {text}")
     return value
 
 
@@ -145,7 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tandem {command}: needs a package that is not installed ({exc}){hint}",
                   file=sys.stderr)
             return 1
-        rc: int = module.main(args_list[i + 1 :])
+        try:
+            rc: int = module.main(args_list[i + 1 :])
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a reader gone by now fails here, not at exit
+        except BrokenPipeError:  # `tandem router score … | head -n1`
+            return _broken_pipe()
         return rc
     parser = _parser()
     try:
@@ -154,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) if exc.code in (0, None) else EXIT_USAGE
     try:
         rc = _dispatch(args)
-        sys.stdout.flush()  # a reader gone by now fails here, not at interpreter exit
+        if sys.stdout is not None:  # None: started with stdout closed (`1>&-`)
+            sys.stdout.flush()  # a reader gone by now fails here, not at interpreter exit
         return rc
     except _USAGE_ERRORS as exc:
         print(f"tandem: {exc}", file=sys.stderr)
@@ -165,11 +173,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # the reader went away (`| head`): end quietly, as a process killed by SIGPIPE would;
-        # stdout goes to devnull so that flushing it at exit does not fail again
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
+        return _broken_pipe()
+
+
+def _broken_pipe() -> int:
+    """The reader went away (`| head`): end quietly, as a process killed by SIGPIPE would;
+    stdout goes to devnull so that flushing it at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
 
 
 def _config(args: argparse.Namespace) -> TandemConfig:
@@ -210,6 +222,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         interface.serve(config)
         return EXIT_OK
     if args.command == "ask":
+        if args.prompt == "-" and sys.stdin is None:
+            raise ValueError("the prompt is - but standard input is closed")
         prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
         if not prompt.strip():  # an unset shell variable, an empty file: not a question
             raise ValueError("the prompt is empty" + (" (standard input)" if args.prompt == "-"
@@ -220,15 +234,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         messages.append({"role": "user", "content": prompt})
         with interface.open_runtime(config) as rt:
             stream = rt.stream(messages, mode=args.mode)
-            if args.json:
-                result = stream.collect()
-                print(json.dumps(result.to_dict(), indent=2))
-                return EXIT_OK
-            for piece in stream:
-                print(piece, end="", flush=True)
-            assert stream.result is not None
-            print()
-            print(interface.describe(stream.result), file=sys.stderr)
+            # Closed here, inside the runtime: a reader gone mid-answer (`| head -n1`) ends
+            # it as cancelled and logged, before the runtime closes its telemetry.
+            try:
+                if args.json:
+                    result = stream.collect()
+                    print(json.dumps(result.to_dict(), indent=2))
+                    return EXIT_OK
+                for piece in stream:
+                    print(piece, end="", flush=True)
+                assert stream.result is not None
+                print()
+                print(interface.describe(stream.result), file=sys.stderr)
+            finally:
+                stream.close()
         return EXIT_OK
     if args.command == "choose":
         return _choose(args, config)

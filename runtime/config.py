@@ -32,6 +32,9 @@ Mode = Literal["local-only", "prefer-local", "prefer-cloud", "cloud-only"]
 MODES: tuple[str, ...] = get_args(Mode)
 
 
+MAX_SECONDS = 30 * 86_400.0  # the longest duration any setting may take
+
+
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key} {message}")
@@ -46,8 +49,12 @@ class ModelConfig:
     cache_dir: str = ""  # where assembled / converted models go; "" = $XDG_CACHE_HOME/tandem
 
     def __post_init__(self) -> None:
-        _check(self.threads >= 0, "model.threads", "must be >= 0 (0 = one per usable CPU)")
-        _check(self.context_length >= 64, "model.context_length", "must be >= 64")
+        _check(0 <= self.threads <= 1024, "model.threads",
+               "must be in 0..1024 (0 = one per usable CPU)")
+        # llama.cpp takes a 32-bit context and seed: larger values were silently cut.
+        _check(64 <= self.context_length <= 1 << 20, "model.context_length",
+               "must be in 64..1048576")
+        _check(0 <= self.seed <= 2**32 - 1, "model.seed", "must be in 0..4294967295")
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +358,10 @@ def _coerce(label: str, annotation: Any, value: Any) -> Any:
         if not math.isfinite(number):
             shown = repr(str(value)) if from_env else repr(value)
             raise ConfigError(f"{label} must be a finite number, not {shown}")
+        if label.lower().endswith("_s") and number > MAX_SECONDS:
+            # 1e300 s passed every check, then overflowed a socket timeout or a thread wait
+            raise ConfigError(f"{label} must be at most {MAX_SECONDS:.0f} seconds (30 days), "
+                              f"not {value!r}")
         return number
     if annotation is str:
         if not isinstance(value, str):

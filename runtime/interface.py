@@ -97,12 +97,7 @@ def serve(config: TandemConfig) -> None:
 
     from runtime.api import RUN_OPTIONS, create_app
 
-    mode = config.runtime.mode
-    if mode in ("prefer-cloud", "cloud-only") and not config.offload.configured:
-        raise ModeError(
-            f"runtime.mode {mode} needs a cloud gateway, and no gateway is configured "
-            "(set [offload] url and credential, or TANDEM_OFFLOAD_URL and "
-            "TANDEM_OFFLOAD_CREDENTIAL)")
+    _check_gateway(config, config.runtime.mode, "runtime.mode")
     s = config.server
     sockets = bind_sockets(s.host, s.port)  # a busy port fails now, not after the model loads
     try:
@@ -146,7 +141,23 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
+def _check_gateway(config: TandemConfig, mode: str, where: str) -> None:
+    """`ModeError` when `mode` needs the cloud and no gateway is configured: every request
+    would fail, so refuse before loading anything."""
+    if mode in ("prefer-cloud", "cloud-only") and not config.offload.configured:
+        raise ModeError(
+            f"{where} {mode} needs a cloud gateway, and no gateway is configured "
+            "(set [offload] url and credential, or TANDEM_OFFLOAD_URL and "
+            "TANDEM_OFFLOAD_CREDENTIAL)")
+
+
 def chat(config: TandemConfig, *, mode: str | None) -> int:
+    """The interactive chat. Refuses to start (`ModeError`, `ValueError`) when its mode needs
+    a gateway that is not configured, or when standard input is closed: every turn would
+    fail."""
+    _check_gateway(config, mode or config.runtime.mode, "--mode" if mode else "runtime.mode")
+    if sys.stdin is None:
+        raise ValueError("standard input is closed: tandem chat reads its turns from it")
     history: list[dict[str, Any]] = []
     with open_runtime(config) as rt:
         print("tandem chat: empty line or Ctrl-D to quit, /reset to clear the history",

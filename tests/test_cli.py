@@ -165,6 +165,15 @@ def test_models_lists_the_bundled_models() -> None:
         (("ask", "hi"), {"TANDEM_MODEL_THREADS": "many"},
          "TANDEM_MODEL_THREADS must be an integer"),
         (("ask", "hi"), {"TANDEM_GENERATION_TOP_K": "5"}, "unknown environment variable"),
+        # values a 32-bit C field would have cut, and durations that overflowed a timeout
+        (("ask", "hi"), {"TANDEM_MODEL_CONTEXT_LENGTH": "4294967808"},
+         "model.context_length must be in 64..1048576"),
+        (("ask", "hi"), {"TANDEM_MODEL_SEED": "-1"}, "model.seed must be in 0..4294967295"),
+        (("ask", "hi"), {"TANDEM_MODEL_THREADS": "5000"}, "model.threads must be in 0..1024"),
+        (("monitor", "--once"), {"TANDEM_MONITOR_NETWORK_TIMEOUT_S": "1e300"},
+         "TANDEM_MONITOR_NETWORK_TIMEOUT_S must be at most 2592000 seconds (30 days)"),
+        (("chat", "--mode", "cloud-only"), {},
+         "--mode cloud-only needs a cloud gateway, and no gateway is configured"),
         (("ask", "hi", "--mode", "cloud-only"), {}, None),
         (("frobnicate",), {}, None),
     ],
@@ -173,7 +182,7 @@ def test_usage_and_config_errors_exit_2_with_one_line(
     args: tuple[str, ...], env: dict[str, str], message: str | None
 ) -> None:
     proc = tandem(*args, env=env)
-    if args[-1] == "cloud-only":
+    if args[0] == "ask" and args[-1] == "cloud-only":
         # a mode this config can't serve: only a change of config or flags helps
         assert proc.returncode == 2
         assert proc.stderr.strip().splitlines() == [
@@ -310,9 +319,44 @@ def test_a_reader_that_went_away_ends_quietly_with_141(args: tuple[str, ...]) ->
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 141
     assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
+    # `ask`: the cut answer is logged before the runtime closes its telemetry
+    assert b"telemetry not recorded" not in err, err.decode()
 
 
-@pytest.mark.parametrize("interval", ["0", "-1", "nan", "inf", "soon"])
+def test_a_delegated_command_whose_reader_went_away_ends_quietly_with_141() -> None:
+    # `tandem router score … | head -n1`: the router's own main writes, the pipe is gone
+    code = ("import sys, runtime.cli as cli, runtime.router.cli as rc\n"
+            "rc.main = lambda argv: [print('x' * 100) for _ in range(10_000)] and 0\n"
+            "sys.exit(cli.main(['router', 'score']))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 141, err.decode()
+    assert b"Traceback" not in err, err.decode()
+
+
+@pytest.mark.parametrize(("args", "closed", "rc", "message"), [
+    (("ask", "-"), 0, 2, "tandem: the prompt is - but standard input is closed"),
+    (("chat",), 0, 2, "tandem: standard input is closed: tandem chat reads its turns from it"),
+    (("monitor", "--once", "--json"), 1, 0, None),
+])
+def test_a_closed_standard_stream_is_one_line_not_a_traceback(
+    args: tuple[str, ...], closed: int, rc: int, message: str | None
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", *args], env=env, timeout=300,
+                          stdout=None if closed == 1 else subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: os.close(closed))  # `<&-` / `1>&-`
+    assert proc.returncode == rc, proc.stderr
+    assert "Traceback" not in proc.stderr
+    if message is not None:
+        assert proc.stderr.strip().splitlines() == [message]
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "nan", "inf", "soon", "1e308"])
 def test_monitor_interval_must_be_positive_seconds(interval: str) -> None:
     proc = tandem("monitor", "--json", "--interval", interval)
     assert proc.returncode == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +280,33 @@ def test_cli_copies_the_converted_model_to_out(
     assert json.loads((out / "tandem.json").read_text())["id"] == "smollm2-135m-onnx-int4"
     assert resolve(str(out)).format == "onnx"
     assert main(["bundled:smollm2-135m", "--out", str(out)]) == 2  # never overwrites
+
+
+@needs_extra
+def test_a_copy_that_fails_part_way_leaves_no_folder_and_can_be_retried(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    real_copy = shutil.copyfile
+
+    def disk_full(src: str, dst: str, *, follow_symlinks: bool = True) -> str:
+        if os.fspath(src).endswith(".data"):  # the weights, as a full disk would: half-way
+            Path(dst).write_bytes(b"x" * 1000)
+            raise OSError(28, "No space left on device", dst)
+        return real_copy(src, dst, follow_symlinks=follow_symlinks)
+
+    out = tmp_path / "smollm2-onnx"
+    monkeypatch.setattr(shutil, "copyfile", disk_full)
+    assert main(["bundled:smollm2-135m", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"tandem convert: cannot copy the model to {out}: ")
+    assert "No space left on device" in err[0]
+    assert not out.exists()  # was: a config that looks complete beside truncated weights
+    assert list(tmp_path.iterdir()) == []  # no hidden work folder left either
+    monkeypatch.setattr(shutil, "copyfile", real_copy)
+    assert main(["bundled:smollm2-135m", "--out", str(out)]) == 0  # was: "not empty", 2
+    assert resolve(str(out)).format == "onnx"
 
 
 def test_checking_the_convert_extra_does_not_import_it() -> None:

@@ -6,8 +6,10 @@ The `tandem` CLI dispatches `tandem convert ...` here; `python -m kernels.conver
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from kernels.convert.cache import cached_onnx
@@ -51,6 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _copy_whole(source: Path, out: Path) -> None:
+    """Copy the converted folder to `out` whole or not at all: into a hidden sibling first,
+    renamed into place once every file is there. A full disk part-way used to leave `out`
+    holding a config that looks complete beside a truncated `model.onnx.data`, and the
+    retry then refused `out` as not empty."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        shutil.copytree(source, work, dirs_exist_ok=True)
+        if out.is_dir():
+            out.rmdir()  # empty: checked before converting
+        os.replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
 def main(argv: list[str]) -> int:
     """Run the conversion; 0 on success, 1 on a conversion error, 2 on bad arguments."""
     args = build_parser().parse_args(argv)
@@ -82,10 +101,17 @@ def main(argv: list[str]) -> int:
         else:
             path = cached_onnx(args.model, options, cache_dir=args.cache_dir, progress=progress)
             if args.out is not None:
-                shutil.copytree(path, args.out, dirs_exist_ok=True)
+                _copy_whole(path, args.out)
                 path = args.out
     except EngineError as exc:
         print(f"tandem convert: {exc}", file=sys.stderr)
+        return 1
+    except shutil.Error as exc:  # copytree's list of (source, target, reason), one per file
+        failures = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+        first = f"{failures[0][1]}: {failures[0][2]}" if failures else str(exc)
+        more = f" (and {len(failures) - 1} more files)" if len(failures) > 1 else ""
+        print(f"tandem convert: cannot copy the model to {args.out}: {first}{more}",
+              file=sys.stderr)
         return 1
     except OSError as exc:  # an unwritable --out or --cache-dir, a full disk
         print(f"tandem convert: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
