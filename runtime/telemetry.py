@@ -229,17 +229,28 @@ class Telemetry:
                 self._db.row_factory = None
         return dict(row) if row is not None else None
 
-    def training_rows(self) -> Iterator[TrainingRow]:
+    def training_rows(self, keep_days: float | None = None,
+                      now: float | None = None) -> Iterator[TrainingRow]:
         """Labelled prompts from feedback on local answers.
 
         A local answer the user judged good: the weak (local) model sufficed. Judged bad: it
         did not, and the strong model is assumed to do better (an optimistic label, as the
         cloud's answer to that prompt was not seen). Cloud answers carry no local label.
+
+        Only answers within `keep_days` of `now` (default: this database's own retention,
+        `self.keep_days`; 0 = all), as `prune` would keep them: a file opened read-only, or
+        not pruned for a while, still holds older ones, and those no longer train.
         """
+        keep_days = self.keep_days if keep_days is None else keep_days
+        if not (math.isfinite(keep_days) and keep_days >= 0):
+            raise ValueError(f"keep_days must be a number >= 0, not {keep_days!r}")
+        since = -math.inf
+        if keep_days:
+            since = (time.time() if now is None else now) - keep_days * 86_400
         with self._lock:
             rows = self._db.execute(
                 "SELECT prompt, feedback FROM answers WHERE source = 'local' "
-                "AND feedback IS NOT NULL ORDER BY ts").fetchall()
+                "AND feedback IS NOT NULL AND ts >= ? ORDER BY ts", (since,)).fetchall()
         for prompt, feedback in rows:
             yield TrainingRow(prompt=str(prompt), weak=int(feedback), strong=1)
 

@@ -119,3 +119,43 @@ def test_from_telemetry_reads_the_database_the_runtime_is_configured_to_write(
     monkeypatch.setenv("TANDEM_RUNTIME_TELEMETRY_PATH", "off")
     assert main(["train", "--from-telemetry", "--out", str(out)]) == 2
     assert 'runtime.telemetry_path is "off"' in capsys.readouterr().err
+
+
+def test_from_telemetry_leaves_out_verdicts_older_than_runtime_telemetry_keep_days(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import runtime.telemetry as telemetry_module
+
+    data = load_routing_data(DATA / "gsm8k.csv.gz").subset(range(65))
+    judged = [(p, bool(w)) for p, w in zip(data.prompts, data.weak, strict=True)]
+    db = tmp_path / "telemetry.sqlite3"
+    month_ago = time.time() - 30 * 86_400
+    with monkeypatch.context() as m:  # 40 verdicts on answers of a month ago ...
+        m.setattr(telemetry_module.time, "time", lambda: month_ago)
+        record(db, judged[:40])
+    old = db.read_bytes()
+    monkeypatch.delenv("TANDEM_CONFIG", raising=False)
+    monkeypatch.setenv("TANDEM_RUNTIME_TELEMETRY_PATH", str(db))
+    monkeypatch.setenv("TANDEM_RUNTIME_TELEMETRY_KEEP_DAYS", "7")
+    out = tmp_path / "r.npz"
+    assert main(["train", "--from-telemetry", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"tandem router: {db} has 0 local answers with feedback (40 more are older "
+                   "than runtime.telemetry_keep_days = 7 days); training needs 20\n")
+    assert db.read_bytes() == old and not out.exists()  # read only: nothing pruned here
+    telemetry = Telemetry(db)  # ... and 25 on this week's
+    try:
+        for i, (prompt, good) in enumerate(judged[40:]):
+            result = _result(f"recent-{i}", "local")
+            telemetry.record(result, prompt)
+            telemetry.feedback(result.id, good)
+    finally:
+        telemetry.close()
+    assert main(["train", "--from-telemetry", "--out", str(out), "--hash-bits", "10"]) == 0
+    assert "trained on 25 prompts" in capsys.readouterr().out
+    assert load_router(out).trained_rows == 25
+    monkeypatch.setenv("TANDEM_RUNTIME_TELEMETRY_KEEP_DAYS", "0")  # 0: keep (and train on) all
+    assert main(["train", "--from-telemetry", "--out", str(out), "--hash-bits", "10"]) == 0
+    assert "trained on 65 prompts" in capsys.readouterr().out

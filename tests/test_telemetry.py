@@ -259,3 +259,34 @@ def test_keep_days_must_be_a_number_of_days(tmp_path: Path) -> None:
     assert load_config(env={"TANDEM_RUNTIME_TELEMETRY_KEEP_DAYS": "90"}) \
         .runtime.telemetry_keep_days == 90
 
+
+
+def test_training_rows_leave_out_verdicts_older_than_the_retention(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file the runtime has not pruned lately (or one opened read-only, which never
+    # prunes) still holds older answers: their verdicts must not train a router.
+    path = tmp_path / "t.sqlite3"
+    now = time.time()
+    tel = Telemetry(path)
+    for answer_id, days in (("old", 30), ("week", 6.9), ("today", 0.1)):
+        _answer_at(tel, answer_id, now - days * 86_400, monkeypatch)
+        tel.feedback(answer_id, answer_id != "week")
+    tel.close()
+
+    reader = Telemetry(path, read_only=True)
+    everything = [("my secret old", 1), ("my secret week", 0), ("my secret today", 1)]
+    assert [(r.prompt, r.weak) for r in reader.training_rows()] == everything
+    assert [r.prompt for r in reader.training_rows(7)] == ["my secret week",
+                                                           "my secret today"]
+    assert [r.prompt for r in reader.training_rows(1)] == ["my secret today"]
+    assert [r.prompt for r in reader.training_rows(7, now=now + 86_400)] == ["my secret today"]
+    assert [(r.prompt, r.weak) for r in reader.training_rows(0)] == everything
+    with pytest.raises(ValueError, match="keep_days must be a number >= 0"):
+        list(reader.training_rows(float("nan")))
+    reader.close()
+    # By default, the database's own retention
+    retained = Telemetry(path, read_only=True, keep_days=7)
+    assert [r.prompt for r in retained.training_rows()] == ["my secret week",
+                                                            "my secret today"]
+    retained.close()

@@ -16,22 +16,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from runtime.errors import ConfigError
-from runtime.router.base import RouterError
+from runtime.router.base import RouterDataError, RouterError, RouterFileError
 from runtime.router.calibration import calibrate, cloud_fraction
 from runtime.router.data import RoutingData, load_routing_data
 from runtime.router.embedding_torch import for_batches
 from runtime.router.evaluation import evaluate
 from runtime.router.features import FeatureSpec
 from runtime.router.learned import LearnedRouter, TrainParams
-from runtime.router.store import load_router, save_router
+from runtime.router.store import load_router, router_path, save_router
 from runtime.router.telemetry_data import TelemetryDataError, telemetry_data
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+EXIT_ERROR = 1  # a runtime failure: a router file that cannot be written, ...
+EXIT_USAGE = 2  # a usage error, or data / router / telemetry files that cannot be used
+MAX_SEED = 2**32 - 1  # scikit-learn's and NumPy's seeds
 TELEMETRY_HELP = (
     "train on this device's telemetry instead of --data. The label learned is the user's "
     "verdict on local answers (POST /v1/feedback): 'good' = the local model sufficed, "
@@ -53,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                                     "TANDEM_RUNTIME_TELEMETRY_PATH, else "
                                     "$XDG_STATE_HOME/tandem/telemetry.sqlite3)")
     train.add_argument("--out", required=True, help="router file to write (.npz)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--c", type=float, default=TrainParams().c, help="inverse L2 strength")
+    train.add_argument("--seed", type=_seed, default=0, help=f"0 to {MAX_SEED}")
+    train.add_argument("--c", type=_positive, default=TrainParams().c,
+                       help="inverse L2 strength (> 0)")
     train.add_argument("--hash-bits", type=int, default=FeatureSpec().word_bits, metavar="B",
                        help="2**B buckets each for word, char and stem n-grams (file size ~ 2**B)")
     train.add_argument("--embed", action="store_true",
@@ -78,6 +83,55 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEED}, not {seed}")
+    return seed
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, not {text!r}")
+    return value
+
+
+def _out_problem(out: str) -> str | None:
+    """Why a router cannot be written at `out` (checked before any work), or None. What only
+    writing can tell (permissions, space) is reported when writing."""
+    if not out:
+        return "--out is empty: name the router file to write"
+    if out.endswith(("/", os.sep)) or Path(out).name in ("", ".", ".."):
+        return f"--out {out} names a folder: name the router file to write"
+    path = router_path(out)
+    if path.is_dir():
+        return f"{path} is a folder: name the router file to write"
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # created when writing
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        return f"cannot write {path}: {folder} is not a folder"
+    return None
+
+
+def _save(router: LearnedRouter, out: str) -> Path | None:
+    """Write `router` to `out`; None (after one line on stderr) if that failed. The file
+    is replaced whole, so a router already there survives a failed write."""
+    try:
+        return save_router(router, out)
+    except OSError as exc:
+        print(f"tandem router: cannot write {router_path(out)}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return None
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         if not 10 <= args.hash_bits <= 22:
@@ -85,6 +139,9 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         if args.db and not args.from_telemetry:
             print("tandem router: --db needs --from-telemetry", file=sys.stderr)
+            return EXIT_USAGE
+        if problem := _out_problem(args.out):
+            print(f"tandem router: {problem}", file=sys.stderr)
             return EXIT_USAGE
         data = _training_data(args)
         if data is None:
@@ -99,19 +156,25 @@ def _run(args: argparse.Namespace) -> int:
             router = train_blended(data.prompts, data.weak, data.strong, bulk_encoder(), params)
         else:
             router = LearnedRouter.train(data.prompts, data.weak, data.strong, params)
-        path = save_router(router, args.out)
+        if (path := _save(router, args.out)) is None:
+            return EXIT_ERROR
         print(f"trained on {len(data)} prompts -> {path}")
         return 0
     if args.command == "calibrate":
         if not 0.0 <= args.target_cloud_fraction <= 1.0:
             print("tandem router: --target-cloud-fraction must be in [0, 1]", file=sys.stderr)
             return EXIT_USAGE
+        out = args.router if args.out is None else args.out  # default: in place
+        if problem := _out_problem(out):
+            print(f"tandem router: {problem}", file=sys.stderr)
+            return EXIT_USAGE
         # the calibration set scored in batches (torch if present)
         router = for_batches(load_router(args.router, encoder=None))
         data = load_routing_data(args.data)
         calibrated = calibrate(router, data.prompts, args.target_cloud_fraction)
         share = cloud_fraction(calibrated.score(data.prompts), calibrated.active_threshold)
-        path = save_router(calibrated, args.out or args.router)
+        if (path := _save(calibrated, out)) is None:
+            return EXIT_ERROR
         print(f"threshold {calibrated.threshold:.6f}: {share:.1%} of {len(data)} calibration "
               f"prompts go to the cloud -> {path}")
         return 0
@@ -150,22 +213,25 @@ def _training_data(args: argparse.Namespace) -> RoutingData | None:
     if not args.from_telemetry:
         return load_routing_data(args.data)
     try:
-        return telemetry_data(args.db or _configured_telemetry())
+        if args.db:
+            return telemetry_data(args.db)
+        return telemetry_data(*_configured_telemetry())
     except (TelemetryDataError, ConfigError) as exc:
         print(f"tandem router: {exc}", file=sys.stderr)
         return None
 
 
-def _configured_telemetry() -> str | None:
-    """The database the runtime writes (its `runtime.telemetry_path`; None: the default)."""
+def _configured_telemetry() -> tuple[str | None, float]:
+    """The database the runtime writes (its `runtime.telemetry_path`; None: the default)
+    and its retention (`runtime.telemetry_keep_days`: older verdicts do not train)."""
     from runtime.config import load_config
     from runtime.telemetry import is_off
 
-    setting = load_config().runtime.telemetry_path
-    if is_off(setting):
+    runtime = load_config().runtime
+    if is_off(runtime.telemetry_path):
         raise TelemetryDataError('runtime.telemetry_path is "off": there is no telemetry to '
                                  "train on (name a database with --db)")
-    return setting or None
+    return runtime.telemetry_path or None, runtime.telemetry_keep_days
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,7 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if exc.code in (0, None) else EXIT_USAGE
     try:
         return _run(args)
-    except RouterError as exc:
+    except (RouterDataError, RouterFileError) as exc:  # what was given cannot be used
+        print(f"tandem router: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RouterError as exc:  # e.g. the embedding model missing for --embed
         print(f"tandem router: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -3,15 +3,18 @@
 The file format is CSV (optionally gzip-compressed, by the `.gz` suffix) with a header and
 the columns `prompt`, `weak`, `strong` (1/0, 1.0/0.0 or true/false), and optionally `group` (or
 `subject`): a label used to hold out whole groups when evaluating. Header names are matched
-without case or surrounding spaces; a UTF-8 byte-order mark is ignored.
+without case or surrounding spaces; a UTF-8 byte-order mark is ignored. A field may hold up
+to 16 Mi characters (`MAX_FIELD`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,9 @@ from runtime.router.base import BoolArray, RouterDataError
 
 _TRUE = frozenset({"1", "1.0", "true", "yes"})  # "1.0": a spreadsheet's number column
 _FALSE = frozenset({"0", "0.0", "false", "no"})
+# The longest field read (csv's default is 128 Ki characters): prompts with a document
+# pasted in are long, and a field is held in memory whole anyway.
+MAX_FIELD = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +73,34 @@ def load_routing_data(path: str | Path) -> RoutingData:
     if path.suffix == ".gz":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise RouterDataError(f"{path} is not a valid gzip file") from exc
+        except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a corrupt stream
+            raise RouterDataError(f"{path} is not a valid gzip file ({exc})") from exc
     try:  # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise RouterDataError(f"{path} is not UTF-8 text (byte {exc.start}: "
                               f"{raw[exc.start:exc.start + 1]!r}); save it as UTF-8") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        with _field_limit(MAX_FIELD):
+            return _rows(path, reader)
+    except csv.Error as exc:  # a field over MAX_FIELD, a NUL byte in older Pythons, ...
+        # the csv reader's own count: DictReader's is updated only once a row is read
+        raise RouterDataError(f"{path}:{reader.reader.line_num}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _field_limit(limit: int) -> Iterator[None]:
+    """csv's process-wide field size limit raised to `limit` while reading (then restored)."""
+    old = csv.field_size_limit(max(limit, csv.field_size_limit()))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _rows(path: Path, reader: csv.DictReader[str]) -> RoutingData:
+    """The rows of `reader` (a routing CSV at `path`), checked."""
     # Header names are matched without surrounding spaces and case ("Prompt, Weak").
     reader.fieldnames = [f.strip().lower() for f in reader.fieldnames or ()]
     fields = set(reader.fieldnames)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from runtime.atomic import atomic_file
 from runtime.router.base import RouterFileError, read_npz
 from runtime.router.embedding import Embedder, EmbeddingUnavailable, SentenceEncoder
 from runtime.router.features import FeatureSpec, FeatureState
@@ -31,11 +33,19 @@ READS = (1, 2, 3, 4, 5, 6)
 log = logging.getLogger("tandem.router")
 
 
-def save_router(router: LearnedRouter, path: str | Path) -> Path:
-    """Write `router` to `path` (an `.npz` file; the suffix is added if missing)."""
+def router_path(path: str | Path) -> Path:
+    """The file `save_router(router, path)` writes: `path` with `.npz` added if missing."""
     path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_name(path.name + ".npz")
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+def save_router(router: LearnedRouter, path: str | Path) -> Path:
+    """Write `router` to `path` (an `.npz` file; the suffix is added if missing).
+
+    The file is replaced whole (`runtime.atomic.atomic_file`): if writing fails (disk full,
+    a file size limit) the `OSError` propagates and a router already at `path` is untouched.
+    """
+    path = router_path(path)
     header = {
         "format": FORMAT,
         "version": VERSION,
@@ -53,7 +63,6 @@ def save_router(router: LearnedRouter, path: str | Path) -> Path:
     nb = router.neighbours
     if nb is not None:
         header["neighbours"] = nb.describe()
-    path.parent.mkdir(parents=True, exist_ok=True)
     st = router.features
     extra: dict[str, Any] = {}
     if router.fallback_coef is not None and router.fallback_intercept is not None:
@@ -68,19 +77,41 @@ def save_router(router: LearnedRouter, path: str | Path) -> Path:
                      stack_intercept=nb.intercept)
     if router.spec.stem_bits:
         extra.update(stem_idf=st.stem_idf.astype(np.float32))
-    # float32 IDF/coefficients: ranking is unchanged and the file is half the size.
-    np.savez_compressed(
-        path,
-        header=np.array(json.dumps(header, sort_keys=True)),
-        word_idf=st.word_idf.astype(np.float32),
-        char_idf=st.char_idf.astype(np.float32),
-        dense_mean=st.dense_mean,
-        dense_std=st.dense_std,
-        coef=router.coef,
-        intercept=router.intercept,
-        **extra,
-    )
+    mode = _file_mode(path)
+    with atomic_file(path) as fh:
+        if hasattr(os, "fchmod"):  # POSIX (Windows has no such permissions to keep)
+            os.fchmod(fh.fileno(), mode)  # not the temporary file's 0600
+        # float32 IDF/coefficients: ranking is unchanged and the file is half the size.
+        np.savez_compressed(
+            fh,
+            header=np.array(json.dumps(header, sort_keys=True)),
+            word_idf=st.word_idf.astype(np.float32),
+            char_idf=st.char_idf.astype(np.float32),
+            dense_mean=st.dense_mean,
+            dense_std=st.dense_std,
+            coef=router.coef,
+            intercept=router.intercept,
+            **extra,
+        )
     return path
+
+
+def _file_mode(path: Path) -> int:
+    """The permissions a rewritten router file gets: those of the file it replaces, else
+    what `open()` would give a new one (0666 less the umask; read from /proc, as setting the
+    umask to learn it is not thread-safe; 022 assumed where it cannot be read)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        pass
+    umask = 0o022
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                umask = int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o666 & ~umask
 
 
 def load_router(path: str | Path, encoder: Embedder | None | str = "auto") -> LearnedRouter:

@@ -21,8 +21,10 @@ class TelemetryDataError(RouterDataError):
     """The telemetry holds too few labelled answers, or only one verdict, to learn from."""
 
 
-def telemetry_data(db: str | Path | None = None) -> RoutingData:
-    """The judged local answers in telemetry database `db` (default: the device's file)."""
+def telemetry_data(db: str | Path | None = None, keep_days: float = 0.0) -> RoutingData:
+    """The judged local answers in telemetry database `db` (default: the device's file);
+    with `keep_days` > 0 (`runtime.telemetry_keep_days`) only those of the last that many
+    days, as the runtime's retention keeps them (an older verdict no longer trains)."""
     from runtime.telemetry import Telemetry, TelemetryError, default_path
 
     path = Path(db) if db else default_path()
@@ -33,12 +35,17 @@ def telemetry_data(db: str | Path | None = None) -> RoutingData:
     except TelemetryError as exc:
         raise TelemetryDataError(str(exc)) from exc
     try:
-        rows = list(telemetry.training_rows())
+        rows = list(telemetry.training_rows(keep_days))
+        # only to say why there are too few: the judged answers outside the retention
+        too_old = (sum(1 for _ in telemetry.training_rows(0)) - len(rows)
+                   if keep_days and len(rows) < MIN_ROWS else 0)
     finally:
         telemetry.close()
     if len(rows) < MIN_ROWS:
-        raise TelemetryDataError(
-            f"{path} has {len(rows)} local answers with feedback; training needs {MIN_ROWS}")
+        older = (f" ({too_old} more are older than runtime.telemetry_keep_days = {keep_days:g} "
+                 "days)" if too_old else "")
+        raise TelemetryDataError(f"{path} has {len(rows)} local answers with feedback{older}; "
+                                 f"training needs {MIN_ROWS}")
     weak = np.array([r.weak == 1 for r in rows])
     if weak.all() or not weak.any():
         verdict = "good" if weak.all() else "bad"
