@@ -186,7 +186,7 @@ def _broken_pipe() -> int:
 
 def _config(args: argparse.Namespace) -> TandemConfig:
     overrides: dict[str, Any] = {}
-    if getattr(args, "model", None):
+    if getattr(args, "model", None) is not None:  # --model "" is refused, not ignored
         overrides["model.spec"] = args.model
     if getattr(args, "mode", None):
         overrides["runtime.mode"] = args.mode  # `serve` answers in it unless a request asks

@@ -49,6 +49,7 @@ class ModelConfig:
     cache_dir: str = ""  # where assembled / converted models go; "" = $XDG_CACHE_HOME/tandem
 
     def __post_init__(self) -> None:
+        _check(bool(self.spec.strip()), "model.spec", "must not be empty (bundled:NAME or a path)")
         _check(0 <= self.threads <= 1024, "model.threads",
                "must be in 0..1024 (0 = one per usable CPU)")
         # llama.cpp takes a 32-bit context and seed: larger values were silently cut.
@@ -227,10 +228,18 @@ def load_config(
     return TandemConfig(**built)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; /dev/zero or a wrong file is not one
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES} bytes: not a "
+                              "config file")
+        # Editors on Windows save UTF-8 with a byte-order mark, which TOML does not allow.
+        return tomllib.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except IsADirectoryError:

@@ -18,6 +18,7 @@ import queue
 import random
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,10 +84,27 @@ class OffloadConfig:
             raise ValueError("deadline_s and connect_timeout_s must be positive")
         if self.retries < 0 or self.breaker_failures < 1 or self.breaker_reset_s < 0:
             raise ValueError("retries >= 0, breaker_failures >= 1, breaker_reset_s >= 0")
+        if self.url:
+            _check_url(self.url)
 
     @property
     def configured(self) -> bool:
         return bool(self.url and self.credential)
+
+
+def _check_url(url: str) -> None:
+    """ValueError unless `url` is an http(s) URL with a host (and a valid port): checked when
+    the config loads, not as a traceback on the first offload."""
+    example = "such as http://127.0.0.1:8089"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise ValueError(f"url {url!r} is not a valid URL ({exc}); use one {example}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(
+        c.isspace() for c in url
+    ):
+        raise ValueError(f"url must be an http(s) URL with a host, {example}, not {url!r}")
 
 
 _END = object()

@@ -174,6 +174,16 @@ def test_models_lists_the_bundled_models() -> None:
          "TANDEM_MONITOR_NETWORK_TIMEOUT_S must be at most 2592000 seconds (30 days)"),
         (("chat", "--mode", "cloud-only"), {},
          "--mode cloud-only needs a cloud gateway, and no gateway is configured"),
+        # checked when the config loads, not as a traceback on the first offload
+        (("models",), {"TANDEM_OFFLOAD_URL": "notaurl"},
+         "config section [offload]: url must be an http(s) URL with a host"),
+        (("models",), {"TANDEM_OFFLOAD_URL": "http://exa mple.com"},
+         "config section [offload]: url must be an http(s) URL with a host"),
+        (("models",), {"TANDEM_OFFLOAD_URL": "http://127.0.0.1:99999"},
+         "config section [offload]: url 'http://127.0.0.1:99999' is not a valid URL"),
+        (("ask", "hi", "--model", ""), {}, "model.spec must not be empty"),
+        (("--config", "/dev/zero", "models"), {},
+         "config file /dev/zero is over 1048576 bytes: not a config file"),
         (("ask", "hi", "--mode", "cloud-only"), {}, None),
         (("frobnicate",), {}, None),
     ],
@@ -197,6 +207,13 @@ def test_usage_and_config_errors_exit_2_with_one_line(
         assert proc.stderr.strip().splitlines() == [f"tandem: {message}"] or (
             message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
         )
+
+
+def test_a_config_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    cfg = tmp_path / "t.toml"
+    cfg.write_bytes(b"\xef\xbb\xbf[model]\nthreads = 1\n")  # Notepad's UTF-8
+    proc = tandem("--config", str(cfg), "models")
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_bad_config_file_exit_2(tmp_path: Path) -> None:
