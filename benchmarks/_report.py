@@ -84,7 +84,7 @@ def at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
-seconds = positive_seconds  # an argparse type: a finite number of seconds > 0
+seconds = positive_seconds  # an argparse type: seconds > 0, at most 30 days
 
 
 def _fmt(value: Any) -> str:

@@ -36,7 +36,8 @@ _USAGE_ERRORS = (
 
 
 def positive_seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds > 0 (also the benchmarks' `seconds`)."""
+    """An argparse type: a number of seconds > 0 and at most 30 days (also the benchmarks'
+    `seconds`)."""
     try:
         value = float(text)
     except ValueError:

@@ -23,12 +23,13 @@ from benchmarks._report import table
 from kernels.errors import EngineUnavailableError
 from kernels.options import PROMPT
 
+SECONDS_RANGE = "must be a number of seconds > 0 and at most 2592000 (30 days)"
 BAD_ARGS = [
     (engines.main, ["--json", "--rounds", "0"], "--rounds: must be at least 1, not 0"),
     (engines.main, ["--max-tokens", "0"], "--max-tokens: must be at least 1, not 0"),
     (crypto.main, ["--rounds", "0"], "--rounds: must be at least 1, not 0"),
-    (crypto.main, ["--seconds", "nan"], "--seconds: must be a finite number of seconds > 0"),
-    (gateway.main, ["--seconds", "0"], "--seconds: must be a finite number of seconds > 0"),
+    (crypto.main, ["--seconds", "nan"], f"--seconds: {SECONDS_RANGE}, not nan"),
+    (gateway.main, ["--seconds", "0"], f"--seconds: {SECONDS_RANGE}, not 0"),
     (overhead.main, ["--rounds", "0"], "--rounds: must be at least 1, not 0"),
     (latency.main, ["--repeats", "0"], "--repeats: must be at least 1, not 0"),
     (privacy.main, ["--json", "--rounds", "0"], "--rounds: must be at least 1, not 0"),
