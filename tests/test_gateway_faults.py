@@ -33,7 +33,14 @@ from cloud_gateway.replay_memory import MemoryNonceStore
 from cloud_gateway.usage_redis import RedisUsageStore
 from tests.conftest_gateway import GatewayFactory, GatewayHome, RunningGateway, free_port
 from tests.fake_openai import FakeOpenAI, chat_chunk, fake_openai
-from tests.test_gateway import error_code, gateway_log, post, sealed, served_records
+from tests.test_gateway import (
+    _BrokenUpstream,
+    error_code,
+    gateway_log,
+    post,
+    sealed,
+    served_records,
+)
 
 # 4000 characters: a prompt estimate of 1000 tokens, what a failed request used to cost.
 LONG_PROMPT = "z" * 4000
@@ -348,23 +355,6 @@ def test_an_absurd_usage_is_not_sent_to_redis_and_charges_keep_flowing(
 
 
 # --- 5. an upstream bug before the first chunk -----------------------------------------------
-
-
-class _BrokenUpstream:
-    """An upstream with a bug: it raises something that is not an `UpstreamError`."""
-
-    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
-        raise RuntimeError("a bug")
-
-    async def stream(self, request: dict[str, Any]) -> Any:
-        raise RuntimeError("a bug")
-        yield b""
-
-    async def ready(self) -> tuple[bool, str]:
-        return True, ""
-
-    async def close(self) -> None:
-        pass
 
 
 def test_a_stream_whose_upstream_fails_at_once_with_a_bug_is_counted_once_and_not_charged(
