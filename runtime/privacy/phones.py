@@ -97,7 +97,8 @@ class PhoneDetector:
             return False
         if re.fullmatch(r"\d+\.\d+", core):
             return False  # a decimal number, not "123.4567"
-        cue = bool(_CUE_BEFORE.search(before) or _CUE_AFTER.search(after))
+        cue_match = _CUE_BEFORE.search(before) or _CUE_AFTER.search(after)
+        cue = cue_match is not None
         if m.group("intl"):
             return cue or self._possible_international(core)
         if m.group("paren"):
@@ -107,12 +108,11 @@ class PhoneDetector:
         groups = re.split(r"[ \t]?/[ \t]?|[ .-]", core)
         if all(_YEAR.fullmatch(g) for g in groups):
             return cue  # "1990 2004": years, not a number to call
-        cue_word = (_CUE_BEFORE.search(before) or _CUE_AFTER.search(after) or m)[0].lower()
         listed = len(groups) >= 2 and _number_list(core, groups)
-        if cue:
+        if cue_match is not None:
             # "number" / "no" also name numbers that are not phones ("the binary number
             # 1001 0011", "the eighth number in the pattern? 160 240 320 640").
-            return not (listed and re.match(r"(?:number|no)\b", cue_word))
+            return not (listed and re.match(r"(?i:number|no)\b", cue_match[0]))
         if listed or _OPERATOR_BEFORE.search(before) or _OPERATOR_AFTER.search(after):
             return False
         if len(groups) >= 2 and not _thousands_shaped(groups):
