@@ -454,8 +454,7 @@ def csv_header(text: str, start: int, end: int) -> str | None:
     )
     if delimiter is None or line_start == 0:
         return None
-    block = text[:line_start].rstrip("\n").split("\n\n")[-1].split("\n")
-    header = block[0].split(delimiter)
+    header = _block_first_line(text, line_start).split(delimiter)
     index = before.count(delimiter)
     if len(header) != line.count(delimiter) + 1 or index >= len(header):
         return None
@@ -473,6 +472,24 @@ def _national_ids(text: str) -> Iterator[Span]:
                 valid = False
             if valid:
                 yield Span(m.start(), m.end(), NATIONAL_ID, "stdnum")
+
+
+def _block_first_line(text: str, end: int) -> str:
+    """The first line of the last blank-line-separated block of `text[:end]` (trailing line
+    ends ignored): `text[:end].rstrip("\n").split("\n\n")[-1].split("\n")[0]`, found from
+    `end` backwards, so it costs the block, not the text before it (a pasted table has one
+    candidate per row)."""
+    while end > 0 and text[end - 1] == "\n":
+        end -= 1
+    start = 0
+    pair = text.rfind("\n\n", 0, end)
+    if pair >= 0:  # the run of line ends holding it; split takes them two at a time
+        run_end, run_start = pair + 2, pair
+        while run_start > 0 and text[run_start - 1] == "\n":
+            run_start -= 1
+        start = run_start + (run_end - run_start) // 2 * 2
+    stop = text.find("\n", start, end)
+    return text[start : end if stop < 0 else stop]
 
 
 def _home_users(text: str) -> Iterator[Span]:
