@@ -48,17 +48,21 @@ _LABELED = re.compile(
     r"|[ \t]*(?P<sep>=>|[:=](?![=:])|is\b|was\b)?)[ \t]*"
 )
 _LABEL_HINTS = ("pass", "pw", "pwd", "key", "token", "secret", "auth", "bearer")
+# The credential words a key may end with, longest first, so that `_label_of` takes the most
+# specific one ("secretkey" before "key").
 _COMPOUND_LABELS = tuple(
-    f"{a}{b}"
-    for a, b in [
-        *((a, "key") for a in ("api", "access", "secret", "private", "signing", "master")),
-        *((a, "key") for a in ("encryption", "auth")),
-        *((a, "token") for a in ("auth", "access", "refresh", "api", "bearer", "session", "id")),
-        ("client", "secret"),
-        ("app", "secret"),
-        *(("", a) for a in ("password", "passwd", "passwort", "passphrase", "pwd", "pass")),
-        *(("", a) for a in ("pw", "secret", "token", "key", "authorization", "auth", "bearer")),
-    ]
+    sorted(
+        words(
+            """
+            apikey accesskey secretkey privatekey signingkey masterkey encryptionkey authkey
+            authtoken accesstoken refreshtoken apitoken bearertoken sessiontoken idtoken
+            clientsecret appsecret password passwd passwort passphrase pwd pass pw secret
+            token key authorization auth bearer
+            """
+        ),
+        key=len,
+        reverse=True,
+    )
 )
 _PASSWORD_LABELS = frozenset(["password", "passwd", "passwort", "passphrase", "pwd", "pass", "pw"])
 # Labels that are ordinary English words: their value must look like a credential unless
