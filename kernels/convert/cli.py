@@ -6,10 +6,8 @@ The `tandem` CLI dispatches `tandem convert ...` here; `python -m kernels.conver
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from kernels.convert.cache import cached_onnx
@@ -20,6 +18,8 @@ from kernels.convert.pipeline import (
     TARGETS,
     ConvertOptions,
     convert_gguf,
+    put_in_place,
+    staging_folder,
 )
 from kernels.convert.progress import TextProgress
 from kernels.errors import EngineError
@@ -58,13 +58,10 @@ def _copy_whole(source: Path, out: Path) -> None:
     renamed into place once every file is there. A full disk part-way used to leave `out`
     holding a config that looks complete beside a truncated `model.onnx.data`, and the
     retry then refused `out` as not empty."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    work = staging_folder(out)
     try:
         shutil.copytree(source, work, dirs_exist_ok=True)
-        if out.is_dir():
-            out.rmdir()  # empty: checked before converting
-        os.replace(work, out)
+        put_in_place(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

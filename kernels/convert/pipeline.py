@@ -110,8 +110,7 @@ def convert_gguf(
         source = gguf if isinstance(gguf, GgufSource) else inspect_gguf(gguf)
         gguf = source.path
         s.detail = f"{source.architecture}, {_mb(gguf.stat().st_size)}, sha256 {source.sha256[:12]}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    work = staging_folder(out)
     try:
         hf, onnx_dir = work / "hf", work / "onnx"
         with step(2, "Dequantising to fp32 safetensors") as s:
@@ -149,12 +148,25 @@ def convert_gguf(
             s.detail = repr(options.check_prompt + manifest["check"]["text"])
         manifest["timings"] = timings
         _write_manifest(onnx_dir, manifest)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        onnx_dir.rename(out)
+        put_in_place(onnx_dir, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ConversionResult(out, manifest)
+
+
+def staging_folder(out: Path) -> Path:
+    """A new hidden folder beside `out` (same file system), where a model folder is built
+    whole before `put_in_place` moves it to `out`; the caller removes it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+
+
+def put_in_place(folder: Path, out: Path) -> None:
+    """Rename the finished `folder` to `out`, which is absent or an empty folder (callers
+    refuse a non-empty one before any work): `out` never holds half a model."""
+    if out.exists():
+        out.rmdir()
+    folder.rename(out)
 
 
 def check_model(folder: Path, prompt: str, max_tokens: int = 8) -> dict[str, Any]:
