@@ -7,7 +7,6 @@ printed once by `tandem gateway enroll`.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from cloud_gateway.errors import ConfigurationError
+from cloud_gateway.files import open_database
 from cloud_gateway.protocol.envelope import DEVICE_ID_RE
 from cloud_gateway.protocol.trust import DeviceCredential
 
@@ -45,19 +45,8 @@ class DeviceRegistry:
     """The devices table. Safe to use from the CLI while a gateway reads the same file."""
 
     def __init__(self, path: Path) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute(_SCHEMA)
-            except BaseException:
-                self._db.close()
-                raise
-        except (OSError, sqlite3.Error) as exc:  # not a database, a folder there, no access
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise ConfigurationError(f"cannot open the device registry {path}: {reason}"
-                                     ) from None
+        self._db = open_database(path, "the device registry", "PRAGMA journal_mode=WAL",
+                                 _SCHEMA, timeout=10.0, isolation_level=None)
 
     def close(self) -> None:
         self._db.close()

@@ -1,5 +1,5 @@
-"""Whole-file writes in the gateway's state folder: a reader (another replica, or this one
-after a crash) sees no file or a whole one, never half of one.
+"""Files in the gateway's state folder: whole-file writes (a reader, another replica or this
+one after a crash, sees no file or a whole one, never half of one) and its SQLite databases.
 
 The device side has its own (`runtime.atomic`): the gateway does not import the runtime.
 """
@@ -7,8 +7,31 @@ The device side has its own (`runtime.atomic`): the gateway does not import the 
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from cloud_gateway.errors import ConfigurationError
+
+
+def open_database(path: Path, what: str, *setup: str, **connect: Any) -> sqlite3.Connection:
+    """A connection to the SQLite file `path` (its folder created), with the `setup`
+    statements run; a file that is not a database, a folder in its place or no access is a
+    `ConfigurationError` naming `what` and the path, and no connection is left open."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db: sqlite3.Connection = sqlite3.connect(path, **connect)
+        try:
+            for statement in setup:
+                db.execute(statement)
+        except BaseException:
+            db.close()
+            raise
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigurationError(f"cannot open {what} {path}: {reason}") from None
+    return db
 
 
 def replace_file(path: Path, data: bytes, *, mode: int = 0o644) -> None:

@@ -15,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
-from cloud_gateway.errors import ConfigurationError
+from cloud_gateway.files import open_database
 from cloud_gateway.logs import LOGGER_NAME
 
 log = logging.getLogger(LOGGER_NAME)
@@ -48,22 +47,16 @@ class SqliteUsageStore:
     """
 
     def __init__(self, path: Path, flush_s: float = 1.0, busy_timeout_s: float = 10.0) -> None:
+        # busy_timeout_s: how long a flush waits for another gateway's write lock on the file.
+        self._writer = open_database(
+            path, "the usage file", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL",
+            _SCHEMA, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # How long a flush waits for another gateway's write lock on the same file.
-            self._writer = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None,
-                                           check_same_thread=False)
-            try:
-                self._writer.execute("PRAGMA journal_mode=WAL")
-                self._writer.execute("PRAGMA synchronous=NORMAL")
-                self._writer.execute(_SCHEMA)
-                self._db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
-            except BaseException:
-                self._writer.close()
-                raise
-        except (OSError, sqlite3.Error) as exc:  # not a database, a folder there, no access
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise ConfigurationError(f"cannot open the usage file {path}: {reason}") from None
+            self._db = open_database(path, "the usage file", timeout=busy_timeout_s,
+                                     isolation_level=None)
+        except BaseException:
+            self._writer.close()
+            raise
         self._write_lock = threading.Lock()  # one user of the writer connection at a time
         self._flush_s = flush_s
         self._flushed_at = time.monotonic()
