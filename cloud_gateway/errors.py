@@ -21,7 +21,7 @@ class GatewayError(Exception):
     def message(self) -> str:
         return str(self)
 
-    def to_body(self) -> dict[str, dict[str, str]]:
+    def to_body(self) -> dict[str, dict[str, object]]:
         """The OpenAI-style error body sent to the client."""
         return {"error": {"message": self.message, "type": self.type, "code": self.code}}
 
@@ -105,10 +105,22 @@ class AdmissionError(GatewayError):
 
 
 class StaleTimestamp(AdmissionError):
-    """The envelope's timestamp is outside the gateway's clock window."""
+    """The envelope's timestamp is outside the gateway's clock window.
+
+    The body carries the gateway's clock (`gateway_time_ms`) so that a device whose clock is
+    off can stamp its resealed envelope by the gateway's time (docs/protocol.md, section 5)."""
 
     status = 425  # Too Early: the gateway will not risk processing a possibly replayed request
     code = "stale_timestamp"
+
+    def __init__(self, message: str, *, gateway_time_ms: int) -> None:
+        super().__init__(message)
+        self.gateway_time_ms = gateway_time_ms
+
+    def to_body(self) -> dict[str, dict[str, object]]:
+        body = super().to_body()
+        body["error"]["gateway_time_ms"] = self.gateway_time_ms
+        return body
 
 
 class ReplayedNonce(AdmissionError):

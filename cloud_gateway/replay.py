@@ -49,17 +49,20 @@ class ReplayGuard:
     def check_timestamp(self, ts_ms: int, now: float) -> None:
         """Raise `StaleTimestamp` when the envelope's clock is off by more than the window."""
         # In integer milliseconds: ts_ms is any JSON integer, which may not fit a float.
-        skew_ms = ts_ms - int(now * 1000)
+        now_ms = int(now * 1000)
+        skew_ms = ts_ms - now_ms
         if abs(skew_ms) > self.window_s * 1000:
             skew = f"{skew_ms / 1000:+.0f} s" if abs(skew_ms) < 10**15 else "centuries"
             raise StaleTimestamp(
                 f"envelope timestamp is {skew} from the gateway clock "
-                f"(window ±{self.window_s:.0f} s)"
+                f"(window ±{self.window_s:.0f} s)",
+                gateway_time_ms=now_ms,
             )
         if ts_ms < self.not_before_ms:
             # It may have been accepted before the restart, by a store now forgotten.
             raise StaleTimestamp(
-                "envelope timestamp is before the gateway started; reseal and resend"
+                "envelope timestamp is before the gateway started; reseal and resend",
+                gateway_time_ms=now_ms,
             )
 
     async def check_nonce(self, device_id: str, nonce: bytes) -> None:

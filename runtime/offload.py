@@ -5,14 +5,18 @@ helper thread and waits for it with the remaining deadline, so the caller gets c
 on time even if the gateway hangs mid-answer; the runtime then answers locally.
 
 Retries happen only where the request surely never reached the upstream model: fetching
-keys, a refused or timed-out connect, or `421 unknown_key_id` (the gateway rotated its keys).
-Each retry seals a fresh envelope (new nonce, new response key). After `breaker_failures`
+keys, a refused or timed-out connect, `421 unknown_key_id` (the gateway rotated its keys), or
+`425 stale_timestamp` (the device's clock is off, or the gateway restarted: the envelope is
+resealed once, stamped by the clock the gateway reported, and later envelopes keep to it;
+corrections beyond `MAX_CLOCK_CORRECTION_S` are refused). Each retry seals a fresh envelope
+(new nonce, new response key). After `breaker_failures`
 failures in a row the cloud is skipped for `breaker_reset_s` seconds.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import queue
 import random
@@ -48,6 +52,7 @@ from runtime.offload_errors import (
 )
 from runtime.offload_keys import KeyCache, load_credential
 from runtime.offload_reply import (
+    ClockSkew,
     CloudReply,
     FrameReader,
     KeyRotated,
@@ -56,7 +61,13 @@ from runtime.offload_reply import (
     retry_after_s,
 )
 
-__all__ = ["CloudReply", "CloudStream", "OffloadClient", "OffloadConfig"]
+__all__ = ["MAX_CLOCK_CORRECTION_S", "CloudReply", "CloudStream", "OffloadClient",
+           "OffloadConfig"]
+
+# The largest clock error the client corrects by the gateway's word (an unsigned error body):
+# as far as the keys list's freshness rule already tolerates (KEYS_MAX_AGE_S). Beyond it the
+# device clock needs setting; a forged 425 can shift stamps by at most this much.
+MAX_CLOCK_CORRECTION_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +169,7 @@ class OffloadClient:
     (feed it to `Monitor.report_gateway`); `network_state()` lets the monitor veto calls
     when it knows the device is offline. `keys_state_path` keeps the newest keys list seen
     per gateway across restarts (`offload_keys.default_state_path()`; None: in memory).
+    `clock` is the device's wall clock in seconds (tests give a skewed one).
     """
 
     def __init__(
@@ -168,8 +180,12 @@ class OffloadClient:
         network_state: Callable[[], NetworkState | None] | None = None,
         transport: httpx.BaseTransport | None = None,
         keys_state_path: Path | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self._clock = clock
+        # Gateway clock minus device clock, learned from a 425 stale_timestamp (0 until then).
+        self._clock_offset_ms = 0
         self._on_outcome = on_outcome
         self._network_state = network_state
         self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_s)
@@ -191,6 +207,11 @@ class OffloadClient:
     @property
     def breaker(self) -> CircuitBreaker:
         return self._breaker
+
+    @property
+    def clock_offset_s(self) -> float:
+        """How far the gateway's clock is ahead of this device's (learned from a 425)."""
+        return self._clock_offset_ms / 1000
 
     def close(self) -> None:
         self._http.close()
@@ -363,7 +384,7 @@ class OffloadClient:
         timings: dict[str, float],
     ) -> None:
         assert self._keys is not None
-        attempt, rotated = 0, False
+        attempt, rotated, reclocked = 0, False, False
         while not stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -383,6 +404,20 @@ class OffloadClient:
                 # One free retry: the gateway refused before forwarding, so nothing ran.
                 rotated = True
                 self._keys.invalidate()
+            except ClockSkew as exc:
+                # The gateway refused before opening the request, so nothing ran: reseal once,
+                # stamped by the clock it reported.
+                offset_ms = exc.gateway_time_ms - exc.local_time_ms
+                if reclocked or abs(offset_ms) > MAX_CLOCK_CORRECTION_S * 1000:
+                    raise GatewayRejected(425, "stale_timestamp", self._skew_message(
+                        exc.message, offset_ms, reclocked)) from None
+                reclocked = True
+                if abs(offset_ms - self._clock_offset_ms) > 1000:
+                    logging.getLogger(__name__).warning(
+                        "this device's clock is %+.1f s off the gateway's: sealing by the "
+                        "gateway's clock", -offset_ms / 1000,
+                    )
+                self._clock_offset_ms = offset_ms
             except GatewayUnreachable as exc:
                 if not exc.retry_safe or attempt >= self.config.retries:
                     raise
@@ -390,6 +425,14 @@ class OffloadClient:
                 delay = self.config.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
                 if stop.wait(min(delay, max(0.0, deadline - time.monotonic()))):
                     return
+
+    @staticmethod
+    def _skew_message(message: str, offset_ms: int, retried: bool) -> str:
+        if retried:
+            return f"{message} (again, after resealing by the gateway's clock)"
+        skew = f"{-offset_ms / 1000:+.0f} s" if abs(offset_ms) < 10**15 else "centuries"
+        return (f"{message}; this device's clock is {skew} off the gateway's, more than the "
+                f"{MAX_CLOCK_CORRECTION_S:.0f} s corrected automatically: set the device clock")
 
     def _send(
         self,
@@ -403,6 +446,7 @@ class OffloadClient:
     ) -> None:
         assert self._credential is not None and self._signing_key is not None
         started = time.perf_counter()
+        sent_ms = int(self._clock() * 1000)
         sealed = seal_request(
             body,
             kem=key.kem,
@@ -410,6 +454,7 @@ class OffloadClient:
             gateway_key=key.public_key,
             device_id=self._credential.device_id,
             device_key=self._signing_key,
+            now_ms=sent_ms + self._clock_offset_ms,
         )
         timings["seal_ms"] = round((time.perf_counter() - started) * 1000, 3)
         headers = {"Content-Type": REQUEST_CONTENT_TYPE}
@@ -421,7 +466,11 @@ class OffloadClient:
                 timings["first_byte_ms"] = round((time.perf_counter() - started) * 1000, 3)
                 ctype = resp.headers.get("content-type", "").split(";")[0].strip()
                 if ctype not in (RESPONSE_CONTENT_TYPE, STREAM_CONTENT_TYPE):
-                    raise rejection(resp)
+                    error = rejection(resp)
+                    if isinstance(error, ClockSkew):
+                        # The gateway read its clock between our send and its answer.
+                        error.local_time_ms = (sent_ms + int(self._clock() * 1000)) // 2
+                    raise error
                 opener = FrameOpener(sealed.response_key)
                 wait = retry_after_s(resp)
                 for data in resp.iter_bytes():

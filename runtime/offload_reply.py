@@ -21,6 +21,18 @@ class KeyRotated(Exception):
     """The gateway no longer holds the key we sealed to (421 unknown_key_id): refresh, reseal."""
 
 
+class ClockSkew(Exception):
+    """The gateway refused the envelope's timestamp (425 stale_timestamp) and said what time it
+    is by its clock: reseal stamped by that clock. `local_time_ms` (the device's clock midway
+    through the exchange) is filled in by the sender."""
+
+    def __init__(self, message: str, gateway_time_ms: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.gateway_time_ms = gateway_time_ms
+        self.local_time_ms = 0
+
+
 @dataclass(frozen=True, slots=True)
 class CloudReply:
     """A whole answer from the cloud."""
@@ -143,13 +155,15 @@ def _usage(value: object) -> dict[str, int]:
 
 
 def rejection(resp: httpx.Response) -> Exception:
-    """A plain (unsealed) error answer as an exception; 421 unknown_key_id -> `KeyRotated`."""
+    """A plain (unsealed) error answer as an exception; 421 unknown_key_id -> `KeyRotated`,
+    425 stale_timestamp with the gateway's clock -> `ClockSkew`."""
     raw = b""
     for chunk in resp.iter_bytes():
         raw += chunk
         if len(raw) > _ERROR_BODY_LIMIT:
             break
     code, message = f"http_{resp.status_code}", resp.reason_phrase
+    error: Any = None
     try:
         error = json.loads(raw)["error"]
         code, message = str(error["code"]), str(error["message"])
@@ -157,6 +171,10 @@ def rejection(resp: httpx.Response) -> Exception:
         pass
     if resp.status_code == 421 and code == "unknown_key_id":
         return KeyRotated()
+    if resp.status_code == 425 and code == "stale_timestamp" and isinstance(error, dict):
+        gateway_time = error.get("gateway_time_ms")
+        if isinstance(gateway_time, int) and not isinstance(gateway_time, bool):
+            return ClockSkew(message, gateway_time)
     return GatewayRejected(resp.status_code, code, message, retry_after_s=retry_after_s(resp))
 
 

@@ -183,6 +183,8 @@ def test_an_envelope_stamped_before_the_gateway_started_is_stale(
     resp = post(gw, sealed(gw, chat(), now_ms=stamped)[0])
     assert (resp.status_code, error_code(resp)) == (425, "stale_timestamp")
     assert "before the gateway started" in resp.json()["error"]["message"]
+    # It says what time it is by the gateway's clock, for the device to reseal by.
+    assert abs(resp.json()["error"]["gateway_time_ms"] - time.time() * 1000) < 5000
     # The device's retry, sealed afresh, is served.
     assert post(gw, sealed(gw, chat())[0]).status_code == 200
 

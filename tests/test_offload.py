@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -36,6 +37,7 @@ from runtime.offload_errors import (
 )
 from runtime.offload_keys import KeyCache, default_state_path
 from tests.conftest_gateway import (
+    GatewayFactory,
     GatewayHome,
     RunningGateway,
     ThreadedServer,
@@ -470,3 +472,102 @@ def test_a_stream_closed_before_iterating_releases_the_half_open_trial(
         assert client.available() == (True, "")
         assert client.complete(CHAT).text == ANSWER
         assert client.breaker.failures == 0
+
+
+# --- the device's clock against the gateway's (docs/protocol.md, section 5) ------------------
+
+
+class NoteStatuses(httpx.BaseTransport):
+    """Passes every request through and notes the status of each POST's answer."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.statuses: list[int] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "POST":
+            self.statuses.append(response.status_code)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_device_clock_minutes_behind_is_corrected_by_the_gateways(
+    gateway: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport = NoteStatuses()
+    config = OffloadConfig(url=gateway.url, credential=gateway.home.credential)
+    behind = 150.0  # outside the gateway's ±60 s window
+    with OffloadClient(config, transport=transport, clock=lambda: time.time() - behind) as client:
+        with caplog.at_level(logging.WARNING, logger="runtime.offload"):
+            assert client.complete(CHAT).text == ANSWER
+        assert transport.statuses == [425, 200]  # refused once, resealed by the gateway's clock
+        assert abs(client.clock_offset_s - behind) < 5
+        assert re.search(r"clock is -1[45]\d\.\d s off the gateway's", caplog.text)
+        # Later requests are stamped by the learned offset: no more refusals.
+        assert "".join(client.stream(CHAT)) == ANSWER
+        assert client.complete(CHAT).text == ANSWER
+    assert transport.statuses == [425, 200, 200, 200]
+
+
+def test_a_request_stamped_before_a_gateway_restart_is_resealed(
+    start_gateway: GatewayFactory,
+) -> None:
+    # A device 20 s behind (within the window) meets a gateway that has just started with its
+    # nonce store in memory: every envelope it stamps is from before the start, so it is
+    # refused until the device corrects its stamps (before: for 20 s).
+    gw = start_gateway()
+    transport = NoteStatuses()
+    config = OffloadConfig(url=gw.url, credential=gw.home.credential)
+    with OffloadClient(config, transport=transport, clock=lambda: time.time() - 20) as client:
+        assert client.complete(CHAT).text == ANSWER
+    assert transport.statuses == [425, 200]
+
+
+def test_a_clock_far_off_is_refused_with_what_to_do(gateway: RunningGateway) -> None:
+    transport = NoteStatuses()
+    config = OffloadConfig(url=gateway.url, credential=gateway.home.credential)
+    with OffloadClient(config, transport=transport, clock=lambda: time.time() - 7200) as client:
+        with pytest.raises(
+            GatewayRejected, match=r"clock is -7200 s off .* set the device clock"
+        ) as err:
+            client.complete(CHAT)
+        assert err.value.status == 425 and err.value.code == "stale_timestamp"
+        assert client.clock_offset_s == 0  # nothing learned from it
+    assert transport.statuses == [425]  # and no retry
+
+
+class RefuseEveryStamp(httpx.BaseTransport):
+    """Test double for a hostile relay (or a gateway whose clock jumps): every POST gets a 425
+    naming a gateway clock 100 s ahead; keys requests pass through to the real gateway."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.posts = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "POST":
+            return self.inner.handle_request(request)
+        self.posts += 1
+        error = {"message": "envelope timestamp is -100 s from the gateway clock",
+                 "type": "invalid_request_error", "code": "stale_timestamp",
+                 "gateway_time_ms": int((time.time() + 100) * 1000)}
+        return httpx.Response(425, json={"error": error})
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_stamp_refused_again_after_resealing_is_not_retried_forever(
+    gateway: RunningGateway,
+) -> None:
+    transport = RefuseEveryStamp()
+    config = OffloadConfig(url=gateway.url, credential=gateway.home.credential)
+    with (
+        OffloadClient(config, transport=transport) as client,
+        pytest.raises(GatewayRejected, match="again, after resealing"),
+    ):
+        client.complete(CHAT)
+    assert transport.posts == 2
