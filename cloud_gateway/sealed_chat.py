@@ -9,7 +9,8 @@ A device that disconnects cancels its handler (the app runs with `handler_cancel
 request at once, and the request is still charged for what it used and logged with outcome
 `client_disconnected`. A request that an error ended before the upstream produced anything
 (no answer, no chunk) is not charged: the device got nothing, and would otherwise lose its
-quota to retries of a cloud that is down.
+quota to retries of a cloud that is down. An answer (or chunk) too large for a frame was
+produced, at the upstream's cost, at the device's request: it is charged, though refused.
 """
 
 from __future__ import annotations
@@ -167,12 +168,15 @@ async def _complete(
         plaintext = json.dumps(reply).encode()
         if len(plaintext) > _MAX_FRAME_PLAINTEXT:
             # Sealed, it would be a frame every device refuses: an answer nobody can read.
-            raise UpstreamError(
+            # It was produced all the same, so its usage (or estimate) stays charged.
+            oversized = UpstreamError(
                 f"the upstream's answer is {len(plaintext)} bytes, over the "
                 f"{_MAX_FRAME_PLAINTEXT}-byte frame limit"
             )
+            plaintext, status, outcome = (
+                json.dumps(oversized.to_body()).encode(), oversized.status, oversized.code)
     except UpstreamError as exc:
-        tally.failed, tally.usage_seen = True, False  # nothing delivered: nothing charged
+        tally.failed, tally.usage_seen = True, False  # nothing produced: nothing charged
         plaintext, status, outcome = json.dumps(exc.to_body()).encode(), exc.status, exc.code
         headers.update(_error_headers(exc))
     except asyncio.CancelledError:
@@ -266,6 +270,7 @@ async def _write_chunk(
     response: web.StreamResponse, sealer: FrameSealer, tally: _Tally, chunk: bytes
 ) -> None:
     if len(chunk) > _MAX_FRAME_PLAINTEXT:  # a frame the device would refuse
+        tally.chunks += 1  # produced all the same: charged
         raise UpstreamError(f"the upstream sent a chunk of {len(chunk)} bytes, over the "
                             f"{_MAX_FRAME_PLAINTEXT}-byte frame limit")
     tally.chunks += 1

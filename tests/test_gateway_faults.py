@@ -411,7 +411,8 @@ def _opened(resp: httpx.Response, key: bytes) -> list[Any]:
 def test_an_answer_over_the_frame_limit_is_a_502_the_device_can_open(
     fake: tuple[FakeOpenAI, str], start_gateway: GatewayFactory
 ) -> None:
-    answer(fake[0], json_body=completion(content="x" * MAX_FRAME_BYTES))
+    usage = {"prompt_tokens": 1000, "completion_tokens": 300_000}
+    answer(fake[0], json_body=completion(content="x" * MAX_FRAME_BYTES, usage=usage))
     gw = start_gateway(upstream_url=fake[1])
     envelope, key = sealed(gw, chat())
     before = tokens_today(gw)
@@ -420,7 +421,8 @@ def test_an_answer_over_the_frame_limit_is_a_502_the_device_can_open(
     (error,) = _opened(resp, key)  # one frame, within the limit
     assert error["error"]["code"] == "upstream_error"
     assert "frame limit" in error["error"]["message"]
-    assert tokens_today(gw) - before == 0
+    # The upstream produced it at the device's request: charged, though it could not be sent.
+    assert tokens_today(gw) - before == 301_000
 
 
 def test_a_streamed_chunk_over_the_frame_limit_ends_the_stream_with_an_error(
@@ -433,12 +435,14 @@ def test_a_streamed_chunk_over_the_frame_limit_ends_the_stream_with_an_error(
     fake[0].generate = handler
     gw = start_gateway(upstream_url=fake[1])
     envelope, key = sealed(gw, chat(stream=True))
+    before = tokens_today(gw)
     resp = served(lambda: post(gw, envelope))
     assert resp.status_code == 200  # headers go before the first chunk is written
     (trailer,) = _opened(resp, key)
     assert trailer["usage"] is None
     assert (trailer["error"]["code"], trailer["error"]["status"]) == ("upstream_error", 502)
     assert "frame limit" in trailer["error"]["message"]
+    assert tokens_today(gw) - before == PROMPT_ESTIMATE + 1  # the prompt and the chunk made
 
 
 def test_a_streamed_event_over_the_frame_limit_is_refused_before_it_is_whole(
