@@ -79,6 +79,8 @@ class LlamaCppEngine:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        self._vocab = self._llm._model.vocab
+        self._pieces: dict[tuple[int, bool], bytes] = {}  # token_to_piece, cached
         self._formatter: Jinja2ChatFormatter | None = None
         template = self._llm.metadata.get("tokenizer.chat_template")
         if model.chat and template:
@@ -89,7 +91,6 @@ class LlamaCppEngine:
                 add_generation_prompt=True,
             )
 
-        self._vocab = self._llm._model.vocab
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self._info = ModelInfo(
@@ -163,7 +164,29 @@ class LlamaCppEngine:
     def _token_text(self, token: int) -> str:
         if token < 0:
             return ""
-        return self._llm.detokenize([token], special=True).decode("utf-8", errors="ignore")
+        return self._piece(token, special=True).decode("utf-8", errors="ignore")
+
+    def _piece(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes of one token. Not `Llama.detokenize`: in llama-cpp-python 0.3.36 it reads
+        every piece through a 32-byte buffer and silently drops a longer one (SmolLM2 has 47
+        such tokens, e.g. a newline and 32 spaces of indentation, Gemma 3 has 379)."""
+        key = (token, special)
+        piece = self._pieces.get(key)
+        if piece is None:
+            import ctypes
+
+            import llama_cpp
+
+            size = 64
+            while True:
+                buf = ctypes.create_string_buffer(size)
+                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, size, 0, special)
+                if n >= 0:
+                    piece = buf.raw[:n]
+                    break
+                size = -n  # too small: llama.cpp says how large a buffer the piece needs
+            self._pieces[key] = piece
+        return piece
 
     def _decode(
         self, prompt_tokens: list[int], params: GenerationParams, stream: TokenStream
@@ -207,7 +230,7 @@ class LlamaCppEngine:
                     reason = "stop"
                     break
                 produced += 1
-                shown = text.add(decoder.decode(self._llm.detokenize([token])))
+                shown = text.add(decoder.decode(self._piece(token)))
                 # Every token yields one event (possibly with empty text) so that
                 # confidence sees every token; held-back text arrives with a later one.
                 yield TokenEvent(shown, token, recorder.logprob(token), recorder.entropy)

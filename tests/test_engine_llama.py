@@ -260,3 +260,29 @@ def test_the_option_scorer_refuses_a_corrupt_model_file_clearly(tmp_path: Path) 
     bad.write_bytes(b"GGUF" + b"\x00" * 64)  # the magic, then nothing usable
     with pytest.raises(EngineError, match="llama.cpp could not load"):
         OptionScorer(str(bad))  # was llama-cpp-python's bare ValueError
+
+
+def test_tokens_longer_than_32_bytes_keep_their_text(engine: Engine) -> None:
+    # SmolLM2 has 47 tokens over 32 bytes (64 dashes, a newline and 32 spaces, ...), which
+    # llama-cpp-python 0.3.36's detokenize drops without a word: the text lost them.
+    import ctypes
+
+    import llama_cpp
+
+    def whole_text(tokens: list[int]) -> str:  # llama.cpp's own, with a large enough buffer
+        ids = (llama_cpp.llama_token * len(tokens))(*tokens)
+        buf = ctypes.create_string_buffer(1 << 16)
+        vocab = engine._llm._model.vocab  # type: ignore[attr-defined]
+        n = llama_cpp.llama_detokenize(vocab, ids, len(tokens), buf, 1 << 16, False, False)
+        assert n >= 0
+        return buf.raw[:n].decode()
+
+    prompt = "Separator lines:\n" + ("-" * 64 + "\n") * 6
+    out = generate(engine, prompt, GenerationParams(max_tokens=8))
+    ids = [e.token_id for e in out.tokens if e.token_id >= 0]
+    assert any(len(e.text.encode()) > 32 for e in out.tokens), "expected the 64-dash token"
+    assert "-" * 64 + "\n" + "-" * 64 in out.text
+    assert out.text == whole_text(ids)
+    code = "```python\nclass A:\n" + "    " * 8 + "x = 1\n" + "    " * 8 + "y = 2\n"
+    indented = generate(engine, code, GenerationParams(max_tokens=12))
+    assert indented.text == whole_text([e.token_id for e in indented.tokens if e.token_id >= 0])
