@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import NamedTuple
 
@@ -207,6 +208,23 @@ def test_laptop_tree_combines_two_batteries_and_ignores_the_mouse() -> None:
     assert battery == BatteryState(
         percent=76.5, plugged_in=False, seconds_left=23410.0, source="sysfs"
     )
+
+
+def test_an_empty_second_battery_still_weighs_in_the_combined_charge() -> None:
+    # ThinkPads drain the external battery first: BAT1 at 0 Wh, BAT0 full. Weighed by energy
+    # that is 48.05 of 71.53 Wh, not the mean of 100 % and 0 %.
+    supplies = SysfsBatteryProbe(DATA / "sysfs_laptop").read_supplies()
+    bat0_full = supplies[1].energy_full_wh
+    drained = [
+        dataclasses.replace(s, energy_now_wh=0.0) if s.name == "BAT1"
+        else dataclasses.replace(s, energy_now_wh=bat0_full) if s.name == "BAT0"
+        else s
+        for s in supplies
+    ]
+    assert battery_from_supplies(drained).percent == 67.2  # type: ignore[union-attr]
+    nearly = [dataclasses.replace(s, energy_now_wh=1e-6) if s.name == "BAT1" else s
+              for s in drained]
+    assert battery_from_supplies(nearly).percent == 67.2  # type: ignore[union-attr]
 
 
 def test_laptop_tree_lists_every_supply() -> None:

@@ -155,8 +155,9 @@ def _is_system_battery(supply: PowerSupply) -> bool:
 def _combined_percent(batteries: Sequence[PowerSupply]) -> float:
     now = [b.energy_now_wh for b in batteries]
     full = [b.energy_full_wh for b in batteries]
-    if len(batteries) > 1 and all(now) and all(full):
-        # Two batteries of different sizes: weigh by energy, as the OS battery icon does.
+    if len(batteries) > 1 and all(n is not None for n in now) and all(full):
+        # Two batteries of different sizes: weigh by energy, as the OS battery icon does. An
+        # empty one (0 Wh now: ThinkPads drain the external one first) still weighs.
         return round(100.0 * sum(n or 0.0 for n in now) / sum(f or 0.0 for f in full), 1)
     percents = [p for p in (b.percent() for b in batteries) if p is not None]
     return round(sum(percents) / len(percents), 1)
