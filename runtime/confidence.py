@@ -209,7 +209,11 @@ class RunningConfidence:
 
 def _confidence(w: ConfidenceWeights, mean_lp: float, min_lp: float, mean_h: float,
                 low: float, n: int, scored: int) -> Confidence:
-    z = w.mean_logprob * mean_lp - w.low_fraction * low - w.mean_entropy * mean_h + w.bias
+    # No step's entropy known (a server that sends log-probs but no top log-probs): the mean
+    # surprisal of the chosen tokens stands in, the entropy's estimate from tokens sampled
+    # from the step distributions (the reported mean_entropy stays NaN: unknown).
+    h = mean_h if math.isfinite(mean_h) else -mean_lp
+    z = w.mean_logprob * mean_lp - w.low_fraction * low - w.mean_entropy * h + w.bias
     return Confidence(_sigmoid(z), mean_lp, min_lp, mean_h, n, low, scored)
 
 

@@ -33,7 +33,20 @@ def test_a_step_without_an_entropy_does_not_erase_the_answers_score() -> None:
     assert c.available
     assert c.mean_logprob == pytest.approx(-2.6 / 3)
     assert c.mean_entropy == pytest.approx(1.75)
-    assert not score(_events([-3.0, -0.1], [4.0, math.nan])).available  # none known
+
+
+def test_an_answer_with_no_known_entropy_is_scored_on_its_surprisal() -> None:
+    # A server that sends each token's log-prob but never top log-probs: no step has an
+    # entropy. The score stands -mean log-prob in for it (the entropy's estimate from
+    # sampled tokens) instead of being NaN ("no local confidence") for every answer.
+    w = ConfidenceWeights()
+    c = score(_events([-3.0, -0.1, -2.5, -0.05], [4.0, math.nan, math.nan, math.nan]))
+    assert c.available and math.isnan(c.mean_entropy)  # reported as unknown
+    mean_lp = (-0.1 - 2.5 - 0.05) / 3
+    assert c.mean_logprob == pytest.approx(mean_lp)
+    z = w.mean_logprob * mean_lp - w.low_fraction * (1 / 3) + w.mean_entropy * mean_lp + w.bias
+    assert c.score == pytest.approx(1 / (1 + math.exp(-z)))
+    assert c.to_dict()["mean_entropy"] is None
 
 
 def test_score_follows_the_documented_formula() -> None:
