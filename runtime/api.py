@@ -315,7 +315,9 @@ async def device_signals(request: web.Request) -> web.Response:
     except (TypeError, ValueError) as exc:
         fields = tuple(f.name for f in dataclasses.fields(PushedSignals))
         raise ApiError(400, str(exc), "invalid_value", param_named(str(exc), fields)) from None
-    snap = runtime.monitor.snapshot(max_age_s=0)
+    # The cached snapshot, which the push has just recomposed: a refresh would run every
+    # hardware probe (vcgencmd, sysfs) again, and not on the event loop, which serves streams.
+    snap = await asyncio.get_running_loop().run_in_executor(None, runtime.monitor.snapshot)
     # null means "not reported in this push" (an earlier value stays until it expires)
     accepted = sorted(k for k, v in body.items() if v is not None)
     return web.json_response({"accepted": accepted, "snapshot": snap.to_dict()})

@@ -121,6 +121,31 @@ def test_pushed_signals_show_in_the_status(base_url: str) -> None:
     assert status["thermal"]["hottest_c"] == 71.5
 
 
+def test_a_push_answers_from_the_cached_snapshot_without_probing_again(
+    runtime: Runtime, base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monitor = runtime.monitor
+    monkeypatch.setattr(monitor, "_cache_interval_s", 3600.0)  # no expiry during the test
+    httpx.get(f"{base_url}/v1/device/status")  # the cache holds a probed snapshot now
+    probes: list[float] = []
+    real_probe = monitor._probe
+
+    def counted() -> object:
+        probes.append(0.0)
+        return real_probe()
+
+    monkeypatch.setattr(monitor, "_probe", counted)
+    for percent in (40.0, 12.0):
+        r = httpx.post(f"{base_url}/v1/device/signals",
+                       json={"battery_percent": percent, "plugged_in": False})
+        assert r.status_code == 200, r.text
+        assert r.json()["snapshot"]["battery"]["percent"] == percent
+        assert r.json()["snapshot"]["battery"]["source"] == "pushed"
+    # No hardware probe ran for either push (vcgencmd takes up to 0.5 s on a Pi, and it used
+    # to run on the server's event loop, stalling every stream).
+    assert probes == []
+
+
 @pytest.mark.parametrize(
     ("payload", "status", "code"),
     [
