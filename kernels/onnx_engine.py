@@ -179,6 +179,8 @@ class OnnxEngine:
         cancel: threading.Event | None = None,
     ) -> TokenStream:
         tokens = self.tokenize(self.render(prompt))
+        if not tokens:  # onnxruntime-genai refuses it only once generating: "input_ids is empty"
+            raise ValueError("the prompt is empty: there is nothing to continue")
         check_context(len(tokens), self._info.context_length)
         stream = TokenStream(iter(()), cancel)
         stream._events = self._decode(tokens, params, stream)

@@ -250,35 +250,63 @@ class OpenAIEngine:
         return self._count_on_server(text)
 
     def _count_on_server(self, text: str) -> int | None:
+        """The server's token count of `text`, or None when it has no working tokenize route.
+
+        Each route is tried in turn until one answers in its own shape; that one is used from
+        then on. An answer of another shape does not show that a route works: an HTML page
+        (a proxy's fallback), or llama-server's `{"tokens": []}` to the vLLM body, which has
+        no `content`. Nor does a count of 0 for some text: a server that ignored the body.
+        """
         root = self._base_url.removesuffix("/v1")
-        routes: list[tuple[str, dict[str, Any]]] = [
-            (f"{root}/extras/tokenize/count", {"input": text}),  # llama-cpp-python
-            (f"{root}/tokenize", {"model": self._model, "prompt": text}),  # vLLM
-            (f"{root}/tokenize", {"content": text}),  # llama.cpp server
+        routes: list[tuple[str, dict[str, Any], str]] = [
+            # llama-cpp-python: {"count": N}
+            (f"{root}/extras/tokenize/count", {"input": text}, "count"),
+            # vLLM: {"count": N, "max_model_len": M, "tokens": [...]}
+            (f"{root}/tokenize", {"model": self._model, "prompt": text}, "count"),
+            # llama.cpp's llama-server: {"tokens": [...]}
+            (f"{root}/tokenize", {"content": text}, "tokens"),
         ]
         with self._count_lock:
             if self._count_via == "":
                 return None
             if self._count_via is not None:
-                routes = [r for r in routes if r[0] + str(sorted(r[1])) == self._count_via]
-            for url, body in routes:
+                routes = [r for r in routes if _route_key(r[0], r[1]) == self._count_via]
+            zero = False  # a route counted 0 tokens in this text: proof of nothing
+            for url, body, field in routes:
                 try:
-                    response = self._client.post(url, json=body)
+                    counted = self._ask_count(url, body, field)
                 except httpx.TransportError:
                     return None
-                if response.status_code != 200:
+                if counted is None:
                     continue
-                data = response.json()
-                if isinstance(data.get("count"), int):
-                    counted = int(data["count"])
-                elif isinstance(data.get("tokens"), list):
-                    counted = len(data["tokens"])
-                else:
+                if counted == 0 and text:
+                    zero = True
                     continue
-                self._count_via = url + str(sorted(body))
+                if counted > 0:
+                    self._count_via = _route_key(url, body)
                 return counted
-            self._count_via = ""  # none of them: estimate from now on
+            if not zero:
+                self._count_via = ""  # none of them: estimate from now on
             return None
+
+    def _ask_count(self, url: str, body: dict[str, Any], field: str) -> int | None:
+        """The count a tokenize route gives in its reply's `field`; None if it gives none."""
+        try:
+            response = self._client.post(url, json=body)
+        except httpx.DecodingError:
+            return None  # a body that does not decode as the headers say
+        if response.status_code != 200:
+            return None
+        try:
+            data = response.json()
+        except ValueError:  # not JSON (a proxy's HTML page), or not UTF-8
+            return None
+        value = data.get(field) if isinstance(data, dict) else None
+        if field == "tokens":
+            return len(value) if isinstance(value, list) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        return None
 
 
 class _ServerEvents(Iterator[TokenEvent]):
@@ -365,6 +393,11 @@ class _ServerEvents(Iterator[TokenEvent]):
                              else engine.count_tokens(engine.render(prompt)))
             usage = Usage(prompt_tokens, assembler.steps)
         stream.finish(reason, usage)
+
+
+def _route_key(url: str, body: dict[str, Any]) -> str:
+    """A tokenize route: its URL and the fields of its body (two routes share /tokenize)."""
+    return url + str(sorted(body))
 
 
 def _error_from_body(body: bytes, status: int) -> EngineError:

@@ -9,7 +9,8 @@ Confidence from a server means what it means everywhere in Tandem:
   vLLM (default `logprobs_mode`) report it under the raw model distribution, i.e. before
   temperature and top-p, like the in-process engines.
 - `entropy` cannot be computed exactly from the `top_logprobs` a server returns (at most 20
-  of the vocabulary). `entropy_lower_bound` gives the tightest bound those numbers allow:
+  of the vocabulary; 5 for a raw prompt, whose legacy completions API allows no more).
+  `entropy_lower_bound` gives the tightest bound those numbers allow:
   every token outside the top k has a probability no larger than the k-th, so the tail
   contributes at least `-tail_mass * log(p_k)` nats.
 - a server that returns no log-probabilities yields events whose `logprob` and `entropy` are
@@ -37,6 +38,10 @@ Non-negative on purpose: consumers treat negative ids as text emitted without a 
 
 DEFAULT_TOP_LOGPROBS: Final = 20  # the most the OpenAI API (and vLLM by default) allows
 
+COMPLETIONS_MAX_LOGPROBS: Final = 5
+"""The most alternatives the legacy completions API's `logprobs` may ask for (OpenAI's limit;
+`mlc_llm serve` refuses more with a 422): raw prompts get at most this many."""
+
 JSONDict = dict[str, Any]
 
 
@@ -62,7 +67,8 @@ def build_request(
 ) -> Request:
     """The request for `prompt`: chat messages go to chat/completions, raw text to completions.
 
-    `top_logprobs=0` asks for no log-probabilities at all (for servers that reject them).
+    `top_logprobs=0` asks for no log-probabilities at all (for servers that reject them);
+    completions get at most `COMPLETIONS_MAX_LOGPROBS` of them.
     """
     body: JSONDict = {
         "model": model,
@@ -80,7 +86,8 @@ def build_request(
     if isinstance(prompt, str):
         body["prompt"] = prompt
         if top_logprobs > 0:
-            body["logprobs"] = top_logprobs  # the legacy completions form: an int
+            # the legacy completions form: an int, at most 5 (the entropy bound is looser)
+            body["logprobs"] = min(top_logprobs, COMPLETIONS_MAX_LOGPROBS)
         return Request("completions", body)
     body["messages"] = [m.to_dict() for m in prompt]
     if top_logprobs > 0:

@@ -150,6 +150,13 @@ def test_prompt_longer_than_context_is_refused(onnx: OnnxEngine) -> None:
         onnx.stream("word " * 1100, GenerationParams(max_tokens=4))
 
 
+def test_an_empty_raw_prompt_is_a_clear_error(onnx: OnnxEngine) -> None:
+    # as in the llama.cpp engine (a 400 from the device API); was an EngineError from the first
+    # step ("input_ids is empty"), which the device API answers with a 503 to retry
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        onnx.stream("", GenerationParams(max_tokens=4))
+
+
 def test_count_tokens_matches_the_prompt_usage(onnx: OnnxEngine) -> None:
     gen = generate(onnx, QUESTION, GenerationParams(max_tokens=1))
     assert onnx.count_tokens(onnx.render(QUESTION)) == gen.usage.prompt_tokens

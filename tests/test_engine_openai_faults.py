@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from kernels import (
+    ContextOverflowError,
     EngineError,
     EngineUnavailableError,
     GenerationParams,
@@ -21,6 +22,7 @@ from kernels import (
 )
 from kernels.openai_engine import OpenAIEngine
 from kernels.openai_protocol import entropy_lower_bound
+from tests.conftest_gateway import ThreadedServer
 from tests.fake_openai import (
     FakeOpenAI,
     Handler,
@@ -218,3 +220,149 @@ def test_a_runtime_stream_cancelled_while_the_server_stalls_ends_at_once() -> No
             assert seen.items == ["Hi"]
             assert stream.result is not None and stream.result.finish_reason == "cancelled"
             assert fake.disconnected.wait(10)
+
+
+# -- counting tokens on the server's tokenize route ----------------------------------------
+
+Asked = list[tuple[str, dict[str, Any]]]
+
+
+@contextlib.contextmanager
+def _tokenizing_server(
+    routes: dict[str, Callable[[dict[str, Any]], web.Response]],
+) -> Iterator[tuple[FakeOpenAI, str, Asked]]:
+    """`fake_openai` with tokenize routes beside /v1 (where servers have them): each answers
+    a request's JSON body with `routes[path](body)`. Also yields the (path, body) asked."""
+    fake = FakeOpenAI()
+    app = fake.app()
+    asked: Asked = []
+
+    def route(path: str, answer: Callable[[dict[str, Any]], web.Response],
+              ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            body = await request.json()
+            asked.append((path, body))
+            return answer(body)
+        return handle
+
+    for path, answer in routes.items():
+        app.router.add_post(path, route(path, answer))
+    server = ThreadedServer(app).start()
+    try:
+        yield fake, server.url + "/v1", asked
+    finally:
+        server.stop()
+
+
+def _llama_server_tokenize(body: dict[str, Any]) -> web.Response:
+    # llama.cpp's llama-server (handle_tokenize): a body without "content" tokenizes nothing
+    words = str(body["content"]).split() if "content" in body else []
+    return web.json_response({"tokens": list(range(len(words)))})
+
+
+def test_llama_servers_tokenize_route_counts_the_prompt() -> None:
+    with _tokenizing_server({"/tokenize": _llama_server_tokenize}) as (fake, url, asked):
+        eng = OpenAIEngine(url, "fake", top_logprobs=0, context_length=64)
+        try:
+            # was 0: its {"tokens": []} for vLLM's body was taken for a count
+            assert eng.count_tokens("word " * 500) == 500
+            with pytest.raises(ContextOverflowError, match="prompt is 500 tokens.*context is 64"):
+                eng.stream("word " * 500, GenerationParams(max_tokens=4))
+            assert eng.count_tokens("two words") == 2
+        finally:
+            eng.close()
+    assert not fake.generating.is_set()  # refused before sending
+    # vLLM's body, then llama-server's, which is the one used from then on
+    assert [sorted(body) for _, body in asked] == [
+        ["model", "prompt"], ["content"], ["content"], ["content"]]
+
+
+def test_a_count_of_zero_for_some_text_does_not_choose_the_route() -> None:
+    # a server that ignores the body it was sent counts nothing, whatever the text
+    routes = {"/extras/tokenize/count": lambda body: web.json_response({"count": 0}),
+              "/tokenize": _llama_server_tokenize}
+    with _tokenizing_server(routes) as (_fake, url, asked):
+        eng = OpenAIEngine(url, "fake", top_logprobs=0)
+        try:
+            assert eng.count_tokens("") == 0  # true of the empty text, but proves nothing
+            assert eng.count_tokens("word " * 500) == 500
+            assert eng.count_tokens("two words") == 2
+        finally:
+            eng.close()
+    assert [(path, sorted(body)) for path, body in asked] == [
+        ("/extras/tokenize/count", ["input"]),
+        ("/extras/tokenize/count", ["input"]), ("/tokenize", ["model", "prompt"]),
+        ("/tokenize", ["content"]),
+        ("/tokenize", ["content"])]
+
+
+def _reply(content_type: str, text: str) -> Callable[[dict[str, Any]], web.Response]:
+    return lambda body: web.Response(status=200, content_type=content_type, text=text)
+
+
+@pytest.mark.parametrize(("content_type", "text"), [
+    ("text/html", "<!doctype html><html>app</html>"),  # a proxy's fallback page
+    ("application/json", "[1, 2, 3]"),
+    ("application/json", '"ok"'),
+])
+def test_tokenize_routes_answering_no_json_object_leave_the_estimate(content_type: str,
+                                                                     text: str) -> None:
+    reply = _reply(content_type, text)
+    routes = {"/extras/tokenize/count": reply, "/tokenize": reply}
+    with _tokenizing_server(routes) as (_fake, url, asked):
+        eng = OpenAIEngine(url, "fake", top_logprobs=0)
+        try:
+            assert eng.count_tokens("hello world!") == 3  # 12 characters / 4: the estimate
+            gen = generate(eng, QUESTION, GenerationParams(max_tokens=5))
+        finally:
+            eng.close()
+    assert gen.text == "Hi!" and gen.finish_reason == "stop"
+    assert len(asked) == 3  # each route once; then never again
+
+
+def test_a_tokenize_route_answering_html_is_passed_over_for_the_next() -> None:
+    def vllm(body: dict[str, Any]) -> web.Response:
+        if "prompt" not in body:
+            return web.json_response({"object": "error", "message": "prompt: Field required"},
+                                     status=400)
+        tokens = list(range(len(str(body["prompt"]).split())))
+        return web.json_response({"count": len(tokens), "max_model_len": 2048, "tokens": tokens})
+
+    routes = {"/extras/tokenize/count": _reply("text/html", "<html>app</html>"), "/tokenize": vllm}
+    with _tokenizing_server(routes) as (_fake, url, asked):
+        eng = OpenAIEngine(url, "fake", top_logprobs=0)
+        try:
+            assert eng.count_tokens("one two three") == 3
+            assert eng.count_tokens("one two three four") == 4
+        finally:
+            eng.close()
+    assert [path for path, _ in asked] == ["/extras/tokenize/count", "/tokenize", "/tokenize"]
+
+
+def test_a_raw_prompt_asks_mlc_serve_for_no_more_alternatives_than_it_allows() -> None:
+    asked: list[int] = []
+    with fake_openai() as (fake, url):
+        async def mlc(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+            if "prompt" not in body:
+                return await fake.well_formed(request, body)  # chat: up to 20 alternatives
+            asked.append(body["logprobs"])
+            if not 0 <= body["logprobs"] <= 5:  # its CompletionRequest's check, as FastAPI says
+                return web.json_response({"detail": [
+                    {"msg": 'Value error, "logprobs" must be in range [0, 5]'}]}, status=422)
+            top = [{"token": " Paris", "logprob": -0.25}, {"token": " the", "logprob": -2.0}]
+            return await fake.stream(request, [{"choices": [{
+                "index": 0, "text": " Paris", "finish_reason": "stop",
+                "logprobs": {"content": [
+                    {"token": " Paris", "logprob": -0.25, "top_logprobs": top}]}}]}])
+
+        fake.generate = mlc
+        eng = OpenAIEngine(url, "fake")
+        try:
+            assert eng.info.has_logprobs
+            gen = generate(eng, "The capital of France is", GenerationParams(max_tokens=4))
+        finally:
+            eng.close()
+    assert asked == [5]
+    assert gen.text == " Paris" and gen.finish_reason == "stop"
+    assert gen.tokens[0].logprob == -0.25
+    assert gen.tokens[0].entropy == pytest.approx(entropy_lower_bound([-0.25, -2.0]))

@@ -54,7 +54,10 @@ def test_chat_request_asks_for_logprobs_and_top_logprobs() -> None:
 def test_raw_prompt_goes_to_completions_with_the_legacy_logprobs_int() -> None:
     req = build_request("Once", GenerationParams(), model="m", top_logprobs=20)
     assert req.path == "completions" and req.body["prompt"] == "Once"
-    assert req.body["logprobs"] == 20 and "top_logprobs" not in req.body
+    # at most 5: the OpenAI API's limit there (`mlc_llm serve` refuses more with a 422)
+    assert req.body["logprobs"] == 5 and "top_logprobs" not in req.body
+    fewer = build_request("Once", GenerationParams(), model="m", top_logprobs=3)
+    assert fewer.body["logprobs"] == 3
     plain = build_request("Once", GenerationParams(), model="m", top_logprobs=0)
     assert "logprobs" not in plain.body
 
