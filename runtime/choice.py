@@ -319,7 +319,7 @@ def run_choice(rt: Runtime, question: str, options: Sequence[str],
             usage=dict(usage), redactions=dict(plan.prepared.redactions) if plan.prepared else {},
             decision=plan.decision, total_ms=(time.perf_counter() - started) * 1000,
             question_cut=cut)
-        rt._record_choice(result, msgs[0].content)
+        rt._record_choice(result, msgs[0].content, plan.reservation)
         return result
 
     def ask_cloud() -> tuple[int, str]:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from kernels import Engine, EngineError, GenerationParams, Message
 from kernels.registry import load_engine
 from runtime import routes
+from runtime.budget import Reservations
 from runtime.cloud import CloudPath
 from runtime.confidence import RunningConfidence
 from runtime.config import MODES, Mode, TandemConfig
@@ -144,6 +145,10 @@ class Runtime:
                                                 config.runtime.telemetry_keep_days)
         self._router: _LoadedRouter | None = None  # loaded on first use
         self._speed: dict[str, float] = {}
+        # Cloud tokens of requests still running count toward the budget (runtime.budget);
+        # a reservation whose request never logs an answer lapses after the cloud deadline.
+        self._reserved = Reservations(ttl_s=config.offload.deadline_s + 60.0)
+        self._budget_lock = threading.Lock()  # reading the budget and reserving are one step
         # Loaded at start, so an unusable state file is reported (and set aside) at once.
         self._online: OnlineRouter | None = None
         if config.policy.bandit:
@@ -374,7 +379,6 @@ class Runtime:
             router=router,
             router_problem=router_problem,
             bandit=bandit,
-            budget=self._budget_used(),
             latency=LatencyEstimates(
                 local_tokens_per_s=self._speed.get("local"),
                 local_prompt_tokens_per_s=self._speed.get("local_prefill"),
@@ -382,13 +386,21 @@ class Runtime:
             ),
             circuit_open=not cloud.client.breaker.peek()[0],
         )
-        decision = decide(inputs, self.config.policy)
+        policy = self.config.policy
+        reservation = None
+        with self._budget_lock:  # no other plan reads the budget between ours and our claim
+            inputs = dataclasses.replace(inputs, budget=self._budget_used())
+            decision = decide(inputs, policy)
+            if decision.route == "cloud" and (policy.daily_cloud_tokens > 0
+                                              or policy.daily_cloud_cost > 0):
+                reservation = self._reserved.reserve(
+                    request.prompt_tokens + request.expected_output_tokens)
         error = decision.error()
         if error is not None:
             raise error
         route: Route = "local" if decision.route == "refuse" else decision.route
         return Plan(route, decision.reason, prepared, fallback=mode != "cloud-only",
-                    decision=decision.to_dict())
+                    decision=decision.to_dict(), reservation=reservation)
 
     def _prompt_tokens(self, messages: Sequence[Message]) -> int:
         engine = self.engine
@@ -426,8 +438,10 @@ class Runtime:
 
     def _budget_used(self) -> BudgetState:
         """Today's cloud use from telemetry (a budget needs telemetry: `TandemConfig`
-        refuses one with it off), its cost at the configured price."""
+        refuses one with it off) plus what requests still running have reserved, and its
+        cost at the configured price."""
         tokens = self.telemetry.cloud_tokens_today() if self.telemetry else 0
+        tokens += self._reserved.total()
         price = self.config.policy.cloud_cost_per_1k_tokens
         return BudgetState(cloud_tokens_used=tokens, cloud_cost_used=tokens / 1000 * price)
 
@@ -451,7 +465,8 @@ class Runtime:
         With `policy.bandit` on, the bandit also learns from it: the cost-aware reward of
         the arm that actually answered (the answer's `source`), on the context its decision
         recorded. Only an answer's first verdict teaches the bandit (a LinUCB update cannot
-        be taken back); answers planned without the bandit teach it nothing. A later
+        be taken back); answers planned without the bandit teach it nothing, nor do device
+        answers the cloud had a part in (a continuation of a half-sent cloud answer). A later
         verdict replaces the stored one. A note over `telemetry.MAX_NOTE` characters is a
         ValueError.
         """
@@ -463,6 +478,10 @@ class Runtime:
             self.telemetry.feedback(answer_id, good, note)
             online = self._online
             if online is None or before is None or before["feedback"] is not None:
+                return
+            if before["source"] == "local" and before.get("cloud_tokens"):
+                # The device finished what the cloud began (or the cloud's reply was
+                # unusable): neither arm alone earned this verdict.
                 return
             decision = json.loads(before["decision"]) if before["decision"] else None
             try:
@@ -523,8 +542,10 @@ class Runtime:
         """A place in the local engine's queue (`QueueFullError` when it is full)."""
         return self._queue.admit()
 
-    def _record_choice(self, result: ChoiceResult, prompt: str) -> None:
+    def _record_choice(self, result: ChoiceResult, prompt: str,
+                       reservation: int | None = None) -> None:
         self._log_answer(lambda t: t.record_choice(result, prompt))
+        self._reserved.release(reservation)
 
     def _log_answer(self, write: Callable[[Telemetry], None]) -> None:
         """Write an answer's telemetry row, if telemetry is on; a database error costs a
@@ -544,6 +565,7 @@ class Runtime:
         if ctx is not None:
             prompt = ctx.prompt
             self._log_answer(lambda t: t.record(result, prompt))
+            self._reserved.release(ctx.plan.reservation)  # logged: telemetry counts it now
         for listener in self.listeners:
             listener(result)
 

@@ -24,6 +24,7 @@ class Plan:
     prepared: Prepared | None = None
     fallback: bool = True  # a failed cloud call is answered locally (False for cloud-only)
     decision: dict[str, Any] | None = None  # the policy's decision and trace
+    reservation: int | None = None  # its claim on the daily cloud budget (runtime.budget)
 
 
 COLLECT_PACE_S = 0.05  # see Runtime.stream(pace_s=...)

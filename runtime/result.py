@@ -54,6 +54,9 @@ class Result:
     # A local answer's tokens: (the text emitted at that step, its natural-log probability
     # under the model), in order; None for a cloud answer or an engine without log-probs.
     token_logprobs: tuple[tuple[str, float], ...] | None = None
+    # Tokens this answer spent in the cloud (they count toward the daily budget): a cloud
+    # answer's usage, or the cloud's part of a device answer that continued it.
+    cloud_tokens: int = 0
 
     def tandem(self) -> dict[str, Any]:
         """The `tandem` object carried by API responses."""

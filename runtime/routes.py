@@ -287,8 +287,9 @@ def local_after_cloud_failure(
         if not prefix:
             return result
         prompt, sent = prefix_tokens
+        # The cloud read the prompt and wrote the prefix: that much was spent there.
         return dataclasses.replace(result, usage=Usage(
-            prompt, sent + result.usage.completion_tokens))
+            prompt, sent + result.usage.completion_tokens), cloud_tokens=prompt + sent)
 
     try:
         yield from local.pieces()
@@ -315,7 +316,7 @@ def cloud_result(
     confidence: Confidence,
 ) -> Result:
     done = time.perf_counter()
-    completion = int(usage.get("completion_tokens", 0))
+    prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
     first_s = float(timings.get("first_text_s", done - started))
     decode_s = (done - started) - first_s
     return Result(
@@ -323,7 +324,7 @@ def cloud_result(
         source="cloud",
         reason=reason,
         confidence=confidence,
-        usage=Usage(int(usage.get("prompt_tokens", 0)), completion),
+        usage=Usage(prompt, completion),
         timings=Timings(
             queued_ms=0.0,
             ttft_ms=first_s * 1e3,
@@ -337,4 +338,5 @@ def cloud_result(
         model=model or "cloud",
         mode=mode,
         redactions=dict(plan.prepared.redactions) if plan.prepared else {},
+        cloud_tokens=prompt + completion,
     )

@@ -53,11 +53,19 @@ CREATE TABLE IF NOT EXISTS answers (
     decision TEXT,
     feedback INTEGER,
     feedback_ts REAL,
-    feedback_note TEXT
+    feedback_note TEXT,
+    cloud_tokens INTEGER
 );
 DROP INDEX IF EXISTS answers_day;
 CREATE INDEX IF NOT EXISTS answers_ts ON answers (ts, source);
 """
+
+# `cloud_tokens`: what the answer spent in the cloud, whoever answered in the end: a cloud
+# answer's usage, but also a device answer that continued a half-sent cloud answer, or a
+# multiple-choice answer whose cloud reply named no option. NULL in rows written before the
+# column existed (added to older files when they open): those count a cloud answer's usage.
+_CLOUD_TOKENS = ("COALESCE(cloud_tokens, CASE WHEN source = 'cloud' "
+                 "THEN prompt_tokens + completion_tokens ELSE 0 END)")
 
 
 MAX_NOTE = 1000  # characters of a feedback note
@@ -116,6 +124,8 @@ class Telemetry:
                 db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
                                      check_same_thread=False, isolation_level=None)
                 db.execute("SELECT id, prompt, feedback FROM answers LIMIT 1")
+                columns = {row[1] for row in db.execute("PRAGMA table_info(answers)")}
+                self._cloud_tokens = "cloud_tokens" in columns  # not in older files
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -126,6 +136,10 @@ class Telemetry:
                 if keep_days:
                     db.execute("PRAGMA secure_delete=ON")  # pruned prompts leave no trace
                 db.executescript(SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(answers)")}
+                if "cloud_tokens" not in columns:  # a file from before the column
+                    db.execute("ALTER TABLE answers ADD COLUMN cloud_tokens INTEGER")
+                self._cloud_tokens = True
         except (OSError, sqlite3.Error) as exc:
             if db is not None:
                 db.close()
@@ -147,15 +161,28 @@ class Telemetry:
             raise ConfigError(f"runtime.telemetry_path: {exc}") from exc
 
     def prune(self, now: float | None = None) -> int:
-        """Delete the answers older than `keep_days` (none when it is 0); how many went."""
+        """Delete the answers older than `keep_days` (none when it is 0); how many went
+        (deleted, or emptied as below).
+
+        Today's cloud spending outlives a retention shorter than the day (or a 25-hour day):
+        such an answer loses its prompt, text of its verdict and decision (overwritten) but
+        keeps its token counts until local midnight, or the daily budget would forget it."""
         if not self.keep_days:
             return 0
         now = time.time() if now is None else now
+        cutoff = now - self.keep_days * 86_400
+        midnight = _local_midnight(now)
         with self._lock:
             self._pruned_at = now
-            cur = self._db.execute("DELETE FROM answers WHERE ts < ?",
-                                   (now - self.keep_days * 86_400,))
-        return cur.rowcount
+            cur = self._db.execute(
+                f"DELETE FROM answers WHERE ts < ? AND NOT (ts >= ? AND {_CLOUD_TOKENS} > 0)",
+                (cutoff, midnight))
+            deleted = cur.rowcount
+            cur = self._db.execute(
+                "UPDATE answers SET prompt = '', decision = NULL, feedback = NULL, "
+                "feedback_note = NULL, mode = '', reason = '' "
+                "WHERE ts < ? AND prompt != ''", (cutoff,))
+        return deleted + cur.rowcount
 
     def close(self) -> None:
         with self._lock:
@@ -171,7 +198,7 @@ class Telemetry:
             mean_logprob=_num(c.mean_logprob), min_logprob=_num(c.min_logprob),
             mean_entropy=_num(c.mean_entropy), ttft_ms=t.ttft_ms, total_ms=t.total_ms,
             tokens_per_s=t.tokens_per_s, finish_reason=result.finish_reason,
-            decision=result.decision)
+            decision=result.decision, cloud_tokens=result.cloud_tokens)
 
     def record_choice(self, result: ChoiceResult, prompt: str) -> None:
         """A multiple-choice answer (`Runtime.choose`): its P(right) is the confidence, its
@@ -182,7 +209,10 @@ class Telemetry:
             prompt=prompt, prompt_tokens=result.usage.get("prompt_tokens", 0),
             completion_tokens=result.usage.get("completion_tokens", 0),
             confidence=None if p is None else _num(p), total_ms=result.total_ms,
-            finish_reason="choice", decision=result.decision)
+            finish_reason="choice", decision=result.decision,
+            # its usage is the cloud's, whoever answered: the device's option scoring has none
+            cloud_tokens=sum(result.usage.get(k, 0)
+                             for k in ("prompt_tokens", "completion_tokens")))
 
     def _insert(self, *, decision: dict[str, Any] | None, **columns: Any) -> None:
         """One answer row (stamped with the time and day, the decision as JSON); columns not
@@ -210,12 +240,13 @@ class Telemetry:
             raise FeedbackError(f"no answer with id {answer_id!r} on this device")
 
     def cloud_tokens_today(self) -> int:
-        """Cloud tokens (prompt + completion) since local midnight: the daily budget's day
-        is the device's own, in its current time zone."""
+        """Cloud tokens (prompt + completion) spent since local midnight, by every answer
+        (device answers that used the cloud on the way too): the daily budget's day is the
+        device's own, in its current time zone."""
         with self._lock:
             row = self._db.execute(
-                "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM answers "
-                "WHERE ts >= ? AND source = 'cloud'", (_local_midnight(time.time()),)
+                f"SELECT COALESCE(SUM({_CLOUD_TOKENS}), 0) FROM answers WHERE ts >= ?",
+                (_local_midnight(time.time()),)
             ).fetchone()
         return int(row[0])
 
@@ -235,7 +266,8 @@ class Telemetry:
 
         A local answer the user judged good: the weak (local) model sufficed. Judged bad: it
         did not, and the strong model is assumed to do better (an optimistic label, as the
-        cloud's answer to that prompt was not seen). Cloud answers carry no local label.
+        cloud's answer to that prompt was not seen). Cloud answers carry no local label, nor
+        do device answers the cloud had a part in (a continuation of a half-sent cloud answer).
 
         Only answers within `keep_days` of `now` (default: this database's own retention,
         `self.keep_days`; 0 = all), as `prune` would keep them: a file opened read-only, or
@@ -250,7 +282,9 @@ class Telemetry:
         with self._lock:
             rows = self._db.execute(
                 "SELECT prompt, feedback FROM answers WHERE source = 'local' "
-                "AND feedback IS NOT NULL AND ts >= ? ORDER BY ts", (since,)).fetchall()
+                "AND feedback IS NOT NULL AND ts >= ? AND prompt != '' "
+                + ("AND COALESCE(cloud_tokens, 0) = 0 " if self._cloud_tokens else "")
+                + "ORDER BY ts", (since,)).fetchall()
         for prompt, feedback in rows:
             yield TrainingRow(prompt=str(prompt), weak=int(feedback), strong=1)
 

@@ -293,3 +293,17 @@ def test_choose_after_close_is_refused(engine: Engine, chooser: LocalChooser) ->
     rt.close()
     with pytest.raises(EngineError, match="the runtime is closed"):
         rt.choose(SKY, SKY_OPTIONS)  # an owned chooser used to load its models again
+
+
+def test_a_cloud_reply_naming_no_option_still_counts_toward_the_budget(
+        engine: Engine, chooser: LocalChooser, start_gateway: GatewayFactory) -> None:
+    gw, upstream = _gateway(start_gateway, "Hard to say, honestly.")
+    with make_runtime(engine, chooser, gw, threshold=1.0) as rt:
+        assert rt.telemetry is not None
+        r = rt.choose(SKY, SKY_OPTIONS)
+        spent = rt.telemetry.cloud_tokens_today()
+        row = rt.telemetry.answer(r.id)
+    assert len(upstream.requests) == 1
+    assert r.source == "local" and "named no option" in r.reason  # the device answers ...
+    assert row is not None and row["source"] == "local"
+    assert sum(r.usage.values()) > 0 and spent == sum(r.usage.values())  # ... the cloud spent

@@ -563,3 +563,52 @@ def test_the_draft_is_off_by_default(engine: Engine, echo: Any) -> None:
     with make_runtime(engine, gw.url, gw.home.credential, threshold=1.0) as rt:
         rt.generate(Q, params=rt.params(max_tokens=6))
     assert [m["role"] for m in upstream.requests[-1]["messages"]] == ["user"]
+
+
+def test_concurrent_requests_cannot_overshoot_the_cloud_budget(
+    engine: Engine, gateway: RunningGateway
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runtime.policy import PolicyConfig
+
+    with make_runtime(engine, gateway.url, gateway.home.credential,
+                      upstream_model="slow") as rt:
+        # ~37 tokens projected per request: the budget holds one. Four planned at once used
+        # to see the same (empty) spending and all go to the cloud.
+        rt.config = rt.config.replace(policy=PolicyConfig(daily_cloud_tokens=45))
+        params = rt.params(max_tokens=4)
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(
+                lambda _: rt.generate(Q, mode="prefer-cloud", params=params), range(4)))
+        assert rt.telemetry is not None
+        spent = rt.telemetry.cloud_tokens_today()
+        assert rt._reserved.total() == 0  # every reservation released with its answer
+    assert sorted(r.source for r in results) == ["cloud", "local", "local", "local"]
+    assert all("the daily cloud budget is spent" in r.reason
+               for r in results if r.source == "local")
+    assert 0 < spent <= 45
+
+
+def test_a_half_streamed_cloud_answer_counts_toward_the_budget(
+    engine: Engine, start_gateway: GatewayFactory
+) -> None:
+    gw = start_gateway()
+    with make_runtime(engine, gw.url, gw.home.credential, upstream_model="slow") as rt:
+        assert rt.telemetry is not None
+        stream = rt.stream(Q, mode="prefer-cloud", params=rt.params(max_tokens=24))
+        first = next(stream)
+        gw.server.stop()
+        rest = "".join(stream)
+        result = stream.result
+        assert result is not None and result.source == "local"  # the device continued it
+        # The cloud read the prompt and wrote the first piece: that was spent there.
+        assert first and result.text.startswith(first)
+        usage = result.usage
+        assert usage.prompt_tokens < result.cloud_tokens < usage.prompt_tokens + \
+            usage.completion_tokens  # the prompt and the prefix, not the device's own part
+        assert rt.telemetry.cloud_tokens_today() == result.cloud_tokens
+        assert rest  # the device added to it
+        # A verdict on a mostly cloud-written answer does not label the local model.
+        rt.feedback(result.id, False)
+        assert list(rt.telemetry.training_rows()) == []

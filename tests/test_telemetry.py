@@ -290,3 +290,39 @@ def test_training_rows_leave_out_verdicts_older_than_the_retention(
     assert [r.prompt for r in retained.training_rows()] == ["my secret week",
                                                             "my secret today"]
     retained.close()
+
+
+def test_a_retention_shorter_than_the_day_keeps_todays_cloud_spending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runtime.telemetry as telemetry_module
+
+    # 18:00 local: answers at 09:00, 11:00 (cloud) and 17:00 (cloud, recent), 6 h retention.
+    t = time.localtime()
+    now = time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 18, 0, 0, 0, 0, -1))
+    path = tmp_path / "t.sqlite3"
+    tel = Telemetry(path)
+    for answer_id, hour, source in (("local-9", 9, "local"), ("cloud-11", 11, "cloud"),
+                                    ("cloud-17", 17, "cloud")):
+        monkeypatch.setattr(telemetry_module.time, "time", lambda h=hour: now - (18 - h) * 3600)
+        tel._insert(decision={"route": "cloud"}, id=answer_id, mode="prefer-cloud",
+                    source=source, reason="r", prompt=f"secret {answer_id}", prompt_tokens=3000,
+                    completion_tokens=1000)
+        tel.feedback(answer_id, True, "a note")
+    monkeypatch.setattr(telemetry_module.time, "time", lambda: now)
+    assert tel.cloud_tokens_today() == 8000
+    tel.close()
+    tel = Telemetry(path, keep_days=0.25)  # pruned when opened
+    # The old cloud answer's tokens stay until midnight: the budget still counts them ...
+    assert tel.cloud_tokens_today() == 8000
+    assert tel.answer("local-9") is None
+    kept = tel.answer("cloud-11")
+    # ... but nothing it said: its prompt, decision, verdict and note are gone.
+    assert kept is not None
+    assert (kept["prompt"], kept["decision"], kept["feedback"], kept["feedback_note"]) == (
+        "", None, None, None)
+    assert tel.answer("cloud-17")["prompt"] == "secret cloud-17"  # type: ignore[index]
+    # After midnight the old one goes for good.
+    assert tel.prune(now + 8 * 3600) >= 1 and tel.answer("cloud-11") is None
+    tel.close()
+    assert b"secret cloud-11" not in path.read_bytes()  # secure_delete: no trace in the file
