@@ -462,12 +462,13 @@ class Runtime:
     def feedback(self, answer_id: str, good: bool, note: str = "") -> None:
         """Record a user's verdict on an answer (telemetry must be on).
 
-        With `policy.bandit` on, the bandit also learns from it: the cost-aware reward of
-        the arm that actually answered (the answer's `source`), on the context its decision
-        recorded. Only an answer's first verdict teaches the bandit (a LinUCB update cannot
-        be taken back); answers planned without the bandit teach it nothing, nor do device
-        answers the cloud had a part in (a continuation of a half-sent cloud answer). A later
-        verdict replaces the stored one. A note over `telemetry.MAX_NOTE` characters is a
+        With `policy.bandit` on, the bandit also learns from it: the arm that actually
+        answered (the answer's `source`) learns the answer's quality (the price of the cloud
+        is charged when choosing), on the context its decision recorded. Only an answer's
+        first verdict teaches the bandit (a LinUCB update cannot be taken back); answers
+        planned without the bandit teach it nothing, nor do device answers the cloud had a
+        part in (a continuation of a half-sent cloud answer). A later verdict replaces the
+        stored one. A note over `telemetry.MAX_NOTE` characters is a
         ValueError.
         """
         if self.telemetry is None:

@@ -13,6 +13,7 @@ from runtime.router.bandit import (
     LinUcbBandit,
     Statistics,
     cost_aware_reward,
+    policy_value,
     router_context,
     simulate,
 )
@@ -62,6 +63,42 @@ def test_bandit_reward_rises_on_simulated_feedback(replay: Replay) -> None:
     assert after > max(ev.weak.mean(), ev.strong.mean() - cost)
 
 
+def test_simulation_teaches_quality_and_values_choices_at_the_price(replay: Replay) -> None:
+    """The arms learn whether the answer was good; the price is charged when choosing and
+    valuing (the learned sums once held quality minus the price)."""
+    contexts, held, eval_contexts, ev = replay
+    n, cost = 400, 0.2
+    bandit = LinUcbBandit(contexts.shape[1], BanditConfig(cloud_cost=cost))
+    sim = simulate(bandit, contexts[:n], held.weak[:n], held.strong[:n], seed=2,
+                   evaluation=(eval_contexts, ev.weak, ev.strong), checkpoints=2)
+    order = np.random.default_rng(2).permutation(n)
+    good = np.where(sim.cloud, held.strong[order], held.weak[order]).astype(np.float64)
+    assert 0 < sim.cloud.sum() < n  # both arms learned something
+    assert np.array_equal(sim.rewards, good - cost * sim.cloud)  # valued as before
+    learned = np.stack([(good[arm] * contexts[order][arm].T).sum(axis=1)
+                        for arm in (~sim.cloud, sim.cloud)])
+    assert np.allclose(bandit.statistics().rewards, learned)
+    assert sim.learning_curve[-1] == (n, policy_value(
+        bandit.greedy_cloud(eval_contexts, cost), ev.weak, ev.strong, cost))
+
+
+def test_the_price_is_subtracted_when_comparing_the_arms() -> None:
+    """Taught the answers' quality, one learned state serves any price: the cloud arm's
+    bound drops by exactly the price, and the choice follows."""
+    bandit = LinUcbBandit(1, BanditConfig(alpha=0.0))
+    x = np.ones(1)
+    for k in range(100):  # the cloud is right 80 % of the time, the device 60 %
+        bandit.update(x, "cloud", float(k % 5 != 0))
+        bandit.update(x, "local", float(k % 5 < 3))
+    free = bandit.upper_bounds(x)
+    assert free == pytest.approx([60 / 101, 80 / 101])  # ridge 1: sums over 1 + count
+    for price, arm in ((0.1, "cloud"), (0.3, "local")):
+        assert bandit.upper_bounds(x, price) == pytest.approx(free - [0.0, price])
+        assert bandit.choose(x, price) == arm
+        assert bandit.greedy_cloud(np.ones((2, 1)), price).tolist() == [arm == "cloud"] * 2
+    assert bandit.choose(x) == "cloud"  # no price: the rewards are taken as they are
+
+
 def test_simulation_is_deterministic_for_a_seed(replay: Replay) -> None:
     contexts, held, _, _ = replay
     runs = [simulate(LinUcbBandit(contexts.shape[1]), contexts[:500], held.weak[:500],
@@ -80,6 +117,45 @@ def test_bandit_state_round_trips(replay: Replay, tmp_path: Path) -> None:
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(RouterFileError):
         LinUcbBandit.load(tmp_path / "junk.npz")
+
+
+def _state(**arrays: np.ndarray) -> dict[str, np.ndarray]:
+    """The arrays of a 3-dimensional bandit's state file, with `arrays` replacing some."""
+    bandit = LinUcbBandit(3)
+    bandit.update(np.array([1.0, 0.5, 0.2]), "cloud", 1.0)
+    return {"a_inv": bandit._a_inv, "b": bandit._b, "config": np.array([1.0, 1.0, 0.1]),
+            "updates": np.array(1), **arrays}
+
+
+@pytest.mark.parametrize(("arrays", "says"), [
+    ({"a_inv": np.zeros((2, 3, 3))}, "a_inv is not positive definite"),
+    ({"a_inv": np.stack([-np.eye(3)] * 2)}, "a_inv is not positive definite"),
+    ({"a_inv": np.stack([np.triu(np.ones((3, 3)))] * 2)}, "a_inv is not symmetric"),
+    ({"a_inv": np.zeros((2, 2, 2))}, r"a_inv has shape \(2, 2, 2\), not \(2, 3, 3\)"),
+    ({"a_inv": np.stack([np.eye(3)] * 3), "b": np.zeros((3, 3))},
+     r"b has shape \(3, 3\), not \(2, dimension\)"),
+    ({"b": np.zeros(3)}, r"b has shape \(3,\)"),
+    ({"b": np.full((2, 3), np.nan)}, "b holds non-finite values"),
+    ({"b": np.array([["x"] * 3] * 2)}, "b holds <U1 values, not numbers"),
+    ({"updates": np.array([1, 2])}, r"updates is an array of shape \(2,\)"),
+    ({"updates": np.array(-1)}, "updates is -1, not a whole number"),
+    ({"updates": np.array(1.5)}, "updates is 1.5, not a whole number"),
+    ({"config": np.array([1.0, 0.0, 0.1])}, "config has alpha 1.0, ridge 0.0: needs alpha >= 0"),
+    ({"config": np.array(1.0)}, r"config has shape \(\), not \(3,\)"),
+], ids=["singular", "negative definite", "asymmetric", "a_inv shape", "three arms", "b 1-D",
+        "nan", "strings", "updates list", "negative updates", "fractional updates", "ridge 0",
+        "config scalar"])
+def test_a_malformed_state_is_refused_naming_what_is_wrong(
+    tmp_path: Path, arrays: dict[str, np.ndarray], says: str
+) -> None:
+    """Each used to escape as NumPy's own error (LinAlgError, ValueError, TypeError) or,
+    with three arms, load as if the third were not there."""
+    path = tmp_path / "bandit.npz"
+    np.savez(path, **_state(**arrays))
+    with pytest.raises(RouterFileError, match=f"{path} is not a bandit state file: {says}"):
+        LinUcbBandit.load(path)
+    np.savez(path, **_state())
+    assert LinUcbBandit.load(path).updates == 1  # the file unchanged loads
 
 
 def test_context_of_the_wrong_size_is_rejected() -> None:

@@ -21,10 +21,9 @@ from runtime.router.bandit import (
     Arm,
     BanditConfig,
     LinUcbBandit,
-    cost_aware_reward,
     router_context,
 )
-from runtime.router.base import RouterFileError, RouterVerdict
+from runtime.router.base import RouterFileError, RouterVerdict, read_npz
 from runtime.router.data import load_routing_data
 from runtime.router.features import FeatureSpec
 from runtime.router.learned import LearnedRouter, TrainParams
@@ -79,6 +78,33 @@ def _cloud_is_better(path: Path) -> OnlineRouter:
         online.bandit.update(x, "local", 0.0)
     online.save()
     return online
+
+
+def _write_state(path: Path, **change: np.ndarray | None) -> None:
+    """Replace `path`, as another process would, by a state file as `OnlineRouter` saves
+    it (prompt layout, one update learned), with `change` replacing some of its arrays
+    (None: leaving one out)."""
+    made = path.with_name("made.npz")
+    source = OnlineRouter.fresh(made)
+    source.bandit.update(np.array(context_vector(PROMPT_FEATURES, None, 30, ())), "cloud", 1.0)
+    source.save()
+    arrays = {**read_npz(made, "bandit state file"), **change}
+    np.savez(made, **{k: v for k, v in arrays.items() if v is not None})
+    made.replace(path)
+
+
+_N = len(PROMPT_FEATURES)
+# Valid .npz archives whose arrays no bandit could have written, and one from before
+# the price was applied when choosing.
+BAD_STATES: dict[str, dict[str, np.ndarray | None]] = {
+    "singular a_inv": {"a_inv": np.zeros((2, _N, _N))},
+    "a_inv of another shape": {"a_inv": np.zeros((2, 2, 2))},
+    "updates not one number": {"updates": np.array([1, 2])},
+    "three arms": {"a_inv": np.stack([np.eye(_N)] * 3), "b": np.zeros((3, _N))},
+    "infinite b": {"b": np.full((2, _N), np.inf)},
+    "features not a list": {"features": np.array("bias")},
+    "rewards net of a price": {"reward": None},
+}
 
 
 def test_context_vector_follows_each_layout() -> None:
@@ -185,10 +211,12 @@ def test_learn_uses_the_recorded_context_and_ignores_answers_without_one(
     assert not online.learn(decision, "elsewhere", True)
     assert not (tmp_path / "bandit.npz").exists()
     assert online.learn(decision, "cloud", True)
-    # One cloud answer judged good: reward 1 - 0.25 on the cloud arm, saved at once.
+    # One cloud answer judged good: quality 1 on the cloud arm, saved at once; the price
+    # is the loader's (here the default 0.1), applied when choosing.
     mirror = OnlineRouter.fresh(tmp_path / "mirror.npz")
-    mirror.bandit.update(np.array(x), "cloud", 0.75)
+    mirror.bandit.update(np.array(x), "cloud", 1.0)
     assert OnlineRouter.load(tmp_path / "bandit.npz").verdict(x) == mirror.verdict(x)
+    assert online.verdict(x).ucb_cloud == pytest.approx(mirror.verdict(x).ucb_cloud - 0.15)
 
 
 Feedback = list[tuple[tuple[float, ...], Arm, bool]]
@@ -204,10 +232,11 @@ def _feedback(n: int, seed: int) -> Feedback:
 
 
 def _everything(feedback: Feedback, cloud_cost: float = 0.1) -> LinUcbBandit:
-    """One bandit that saw all of `feedback` itself: the reference a shared file must equal."""
+    """One bandit that saw all of `feedback` itself: the reference a shared file must equal
+    (its arms learn the answers' quality, whatever the price)."""
     bandit = LinUcbBandit(len(PROMPT_FEATURES), BanditConfig(cloud_cost=cloud_cost))
     for x, source, good in feedback:
-        bandit.update(np.array(x), source, cost_aware_reward(good, source, cloud_cost))
+        bandit.update(np.array(x), source, float(good))
     return bandit
 
 
@@ -222,6 +251,92 @@ def _same_state(a: LinUcbBandit, b: LinUcbBandit) -> bool:
     sa, sb = a.statistics(), b.statistics()
     return (sa.updates == sb.updates and np.allclose(sa.precision, sb.precision)
             and np.allclose(sa.rewards, sb.rewards))
+
+
+def test_a_new_price_applies_to_everything_learned(tmp_path: Path) -> None:
+    """`policy.bandit_cloud_cost` is policy: each runtime compares what the arms learned,
+    the answers' quality, at its own price, whoever learned it at whatever price. (The
+    price was subtracted before learning: restarted at 1.0, a bandit taught at 0.1 chose
+    exactly as before, and runtimes sharing a file at two prices mixed their rewards.)"""
+    path = tmp_path / "bandit.npz"
+    x = (1.0, 0.6, 0.8)
+    cheap = OnlineRouter.open(path, cloud_cost=0.1, features=ROUTER_FEATURES)
+    dear = OnlineRouter.open(path, cloud_cost=1.0, features=ROUTER_FEATURES)
+    for k in range(100):  # the cloud is right 80 % of the time, the device 60 %
+        online = cheap if k % 2 else dear
+        assert _answer_and_judge(online, x, "cloud", k % 5 != 0)
+        assert _answer_and_judge(online, x, "local", k % 5 < 3)
+    learned = OnlineRouter.load(path).bandit.statistics()
+    assert learned.updates == 200
+    assert np.allclose(learned.rewards, [np.multiply(60, x), np.multiply(80, x)])
+    mine, theirs = cheap.verdict(x), dear.verdict(x)
+    assert (mine.arm, theirs.arm, mine.updates, theirs.updates) == ("cloud", "local", 200, 200)
+    assert theirs.ucb_local == pytest.approx(mine.ucb_local)
+    assert theirs.ucb_cloud == pytest.approx(mine.ucb_cloud - 0.9)
+    for price, arm in ((0.1, "cloud"), (1.0, "local")):  # a restart at either price
+        again = OnlineRouter.open(path, cloud_cost=price, features=ROUTER_FEATURES).verdict(x)
+        assert again.arm == arm
+        assert (again.ucb_local, again.ucb_cloud) == pytest.approx(
+            (mine.ucb_local, mine.ucb_cloud + 0.1 - price))
+
+
+def test_a_state_file_learned_net_of_a_price_is_refused(tmp_path: Path) -> None:
+    """An earlier version's file holds quality less a price it does not record: read as
+    quality it would favour the cloud by that price, so it is refused (and `open` sets it
+    aside, as a file of another layout)."""
+    path = tmp_path / "bandit.npz"
+    _write_state(path)
+    assert OnlineRouter.load(path).updates == 1
+    _write_state(path, reward=None)
+    with pytest.raises(RouterFileError, match=f"{path} holds rewards net of the cloud price"):
+        OnlineRouter.load(path)
+    _write_state(path, reward=np.array("quality minus 0.1"))
+    with pytest.raises(RouterFileError, match="holds rewards net of the cloud price"):
+        OnlineRouter.load(path)
+
+
+@pytest.mark.parametrize("change", BAD_STATES.values(), ids=BAD_STATES)
+def test_open_sets_a_malformed_state_file_aside_and_starts_fresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, change: dict[str, np.ndarray | None]
+) -> None:
+    """A valid archive with arrays no bandit wrote is unusable like a corrupt one. (A
+    singular a_inv, a wrong shape or a list of updates escaped as NumPy's errors and
+    stopped the runtime; three arms loaded silently.)"""
+    path = tmp_path / "bandit.npz"
+    _write_state(path, **change)
+    with pytest.raises(RouterFileError, match=str(path)):
+        OnlineRouter.load(path)
+    with caplog.at_level(logging.WARNING, logger="tandem.router.online"):
+        online = OnlineRouter.open(path)
+    assert online.updates == 0 and not path.exists()
+    assert len(list(tmp_path.glob("bandit.npz.bad-*"))) == 1
+    (record,) = caplog.records
+    assert "starting fresh" in record.getMessage() and str(path) in record.getMessage()
+    verdict = online.verdict(context_vector(PROMPT_FEATURES, None, 30, ()))
+    assert (verdict.arm, verdict.updates) == ("local", 0)
+
+
+@pytest.mark.parametrize("change", BAD_STATES.values(), ids=BAD_STATES)
+def test_a_malformed_state_file_written_meanwhile_is_set_aside_on_reread(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, change: dict[str, np.ndarray | None]
+) -> None:
+    """Choosing rereads a file another process rewrote; an unusable one is set aside and
+    this process keeps what it learned (the errors used to escape from `verdict`)."""
+    path = tmp_path / "bandit.npz"
+    online = OnlineRouter.open(path)
+    feedback = _feedback(3, seed=7)
+    for x, source, good in feedback[:2]:
+        assert _answer_and_judge(online, x, source, good)
+    _write_state(path, **change)
+    x, source, good = feedback[2]
+    with caplog.at_level(logging.WARNING, logger="tandem.router.online"):
+        verdict = online.verdict(x)
+    assert verdict.updates == 2 and not path.exists()
+    assert len(list(tmp_path.glob("bandit.npz.bad-*"))) == 1
+    (record,) = caplog.records
+    assert "keeping this process's state" in record.getMessage()
+    assert online.learn({"bandit": verdict.to_dict()}, source, good)
+    assert _same_state(OnlineRouter.load(path).bandit, _everything(feedback))
 
 
 def test_two_routers_sharing_a_state_file_lose_no_update_and_see_each_other(
@@ -401,10 +516,16 @@ def test_bandit_off_leaves_decisions_and_state_alone(
     assert not (tmp_path / "bandit.npz").exists()
 
 
+@pytest.mark.parametrize("archive", [False, True], ids=["zeros", "singular a_inv"])
 def test_runtime_with_a_corrupt_state_file_warns_and_starts_fresh(
-    engine: Engine, gateway: RunningGateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    engine: Engine, gateway: RunningGateway, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    archive: bool,
 ) -> None:
-    (tmp_path / "bandit.npz").write_bytes(b"\x00" * 64)
+    # A valid archive with a singular matrix used to stop `Runtime()` (LinAlgError).
+    if archive:
+        _write_state(tmp_path / "bandit.npz", **BAD_STATES["singular a_inv"])
+    else:
+        (tmp_path / "bandit.npz").write_bytes(b"\x00" * 64)
     with caplog.at_level(logging.WARNING, logger="tandem.router.online"), \
             _runtime(engine, gateway, tmp_path) as rt:
         result = rt.generate(Q, params=rt.params(max_tokens=2))
@@ -470,7 +591,7 @@ def test_the_live_loop_learns_from_verdicts_on_labelled_queries(
                          for q in prompts])
 
     def value() -> float:
-        cloud = online.bandit.greedy_cloud(eval_ctx)
+        cloud = online.bandit.greedy_cloud(eval_ctx, online.cloud_cost)
         return float(np.where(cloud, ev.strong - 0.1, ev.weak).mean())
 
     eval_ctx = contexts(ev.prompts)
@@ -483,7 +604,7 @@ def test_the_live_loop_learns_from_verdicts_on_labelled_queries(
     after = value()
     assert online.updates == 2000
     assert before == pytest.approx(float(ev.weak.mean()))  # untrained: all local
-    # 0.672 untrained, 0.716 after; always cloud 0.704
+    # 0.672 untrained, 0.720 after (0.719 when the price was learned); always cloud 0.704
     assert after > max(float(ev.weak.mean()), float(ev.strong.mean()) - 0.1) + 0.005
 
 

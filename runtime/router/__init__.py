@@ -3,7 +3,8 @@
 The learned router (`LearnedRouter`) is trained offline on labelled prompts
 (`tandem router train`), calibrated to a target cloud share (`tandem router calibrate`)
 and loaded by the runtime from a small NPZ file. `LinUcbBandit` keeps learning online from
-feedback with a cost-aware reward. `metrics` holds RouteLLM's APGR / CPT measures.
+feedback: each arm learns its answers' quality, and the cloud's price is charged when the
+arms are compared. `metrics` holds RouteLLM's APGR / CPT measures.
 
 Names are imported lazily: the policy needs only `RouterVerdict`, and must not pull in
 scikit-learn (the `router` extra) on a device that runs without a learned router.

@@ -2,9 +2,13 @@
 
 Each arm keeps a ridge regression of its reward on the request's context (e.g. the
 learned router's outcome probabilities); the bandit picks the arm with the highest upper
-confidence bound, then learns from the feedback. The reward is cost-aware: whether the
-answer was good, minus `cloud_cost` when the cloud answered, so the bandit only pays for
-the cloud where the expected gain in quality exceeds the price.
+confidence bound, then learns from the feedback. The choice is cost-aware: each arm learns
+the quality of its answers (1 good, 0 bad), and the cloud's price, `cloud_cost`, is
+subtracted from the cloud arm's estimate when the arms are compared (`upper_bounds`,
+`choose`, `greedy_cloud`), so the bandit only pays for the cloud where the expected gain in
+quality exceeds the price, and a new price applies at once to all that was learned. (The
+price used to be subtracted from the reward before learning: the learned state then held
+the old price, and the ridge prior shrank the net rewards, price included, towards 0.)
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ class BanditConfig:
 
 
 def cost_aware_reward(good: bool, arm: Arm, cloud_cost: float) -> float:
-    """1 for a good answer, 0 for a bad one, minus `cloud_cost` if the cloud gave it."""
+    """1 for a good answer, 0 for a bad one, minus `cloud_cost` if the cloud gave it: the
+    value of a choice (what `simulate` and `policy_value` score), not what the arms learn."""
     return float(good) - (cloud_cost if arm == "cloud" else 0.0)
 
 
@@ -57,7 +62,14 @@ class Statistics:
 
 
 class LinUcbBandit:
-    """Disjoint-arm LinUCB (Li et al., 2010) over a fixed-length context vector."""
+    """Disjoint-arm LinUCB (Li et al., 2010) over a fixed-length context vector.
+
+    `update` learns whatever reward it is given. The comparisons take the cloud's price as
+    `cloud_cost` and subtract it from the cloud arm's estimate: the live loop and `simulate`
+    teach the answers' quality and pass `config.cloud_cost`; a caller whose rewards are
+    already net of every cost (`benchmarks.routing`'s cascade check, where a cascade that
+    escalates pays the cloud on the local arm) leaves it at 0.
+    """
 
     def __init__(self, dim: int, config: BanditConfig | None = None) -> None:
         self.config = config or BanditConfig()
@@ -72,24 +84,26 @@ class LinUcbBandit:
             raise ValueError(f"context must have shape ({self.dim},), not {x.shape}")
         return x
 
-    def upper_bounds(self, context: FloatArray) -> FloatArray:
-        """Each arm's optimistic reward estimate for this context (local, cloud)."""
+    def upper_bounds(self, context: FloatArray, cloud_cost: float = 0.0) -> FloatArray:
+        """Each arm's optimistic reward estimate for this context (local, cloud), the
+        cloud's less `cloud_cost`, the price of a call."""
         x = self._context(context)
         theta = np.einsum("aij,aj->ai", self._a_inv, self._b)
         width = np.sqrt(np.einsum("i,aij,j->a", x, self._a_inv, x))
-        out: FloatArray = theta @ x + self.config.alpha * width
+        out: FloatArray = theta @ x + self.config.alpha * width - np.array([0.0, cloud_cost])
         return out
 
-    def choose(self, context: FloatArray) -> Arm:
-        """The arm to use for this request (ties go local: it is free)."""
-        ucb = self.upper_bounds(context)
+    def choose(self, context: FloatArray, cloud_cost: float = 0.0) -> Arm:
+        """The arm to use for this request at this cloud price (ties go local: it is free)."""
+        ucb = self.upper_bounds(context, cloud_cost)
         return "cloud" if ucb[1] > ucb[0] else "local"
 
-    def greedy_cloud(self, contexts: FloatArray) -> BoolArray:
-        """Where the current estimates alone (no exploration bonus) pick the cloud."""
+    def greedy_cloud(self, contexts: FloatArray, cloud_cost: float = 0.0) -> BoolArray:
+        """Where the current estimates alone (no exploration bonus) pick the cloud at this
+        price."""
         theta = np.einsum("aij,aj->ai", self._a_inv, self._b)
         means = np.asarray(contexts, dtype=np.float64) @ theta.T
-        out: BoolArray = means[:, 1] > means[:, 0]
+        out: BoolArray = means[:, 1] - cloud_cost > means[:, 0]
         return out
 
     def update(self, context: FloatArray, arm: Arm, reward: float) -> None:
@@ -136,16 +150,56 @@ class LinUcbBandit:
 
     @classmethod
     def from_arrays(cls, npz: Mapping[str, npt.NDArray[Any]], path: str | Path) -> LinUcbBandit:
-        """The bandit a state file's arrays (`read_npz`) hold; `path` names it in errors."""
+        """The bandit a state file's arrays (`read_npz`) hold; `path` names it in errors.
+
+        Whatever the arrays, the outcome is a usable bandit or `RouterFileError`: a config
+        of three finite numbers (alpha >= 0, ridge > 0); per arm of the two, a symmetric
+        positive definite `a_inv` (d, d) and a finite `b` (d,); a whole `updates` >= 0.
+        (A singular `a_inv`, a wrong shape or a list of updates used to escape as NumPy's
+        own errors and stop the runtime; a third arm was read as if absent.)
+        """
         try:
-            alpha, ridge, cost = (float(v) for v in npz["config"])
-            bandit = cls(int(npz["b"].shape[1]), BanditConfig(alpha, ridge, cost))
-            bandit._a_inv = npz["a_inv"].astype(np.float64)
-            bandit._b = npz["b"].astype(np.float64)
-            bandit.updates = int(npz["updates"])
-        except (KeyError, ValueError, IndexError) as exc:
+            config = _numbers(npz["config"], "config")
+            a_inv, b = _numbers(npz["a_inv"], "a_inv"), _numbers(npz["b"], "b")
+            updates = npz["updates"]
+            if config.shape != (3,):
+                raise ValueError(f"config has shape {config.shape}, not (3,)")
+            alpha, ridge, cost = (float(v) for v in config)
+            if not alpha >= 0.0 or not ridge > 0.0:
+                raise ValueError(f"config has alpha {alpha}, ridge {ridge}: "
+                                 "needs alpha >= 0 and ridge > 0")
+            if b.ndim != 2 or b.shape[0] != len(ARMS) or b.shape[1] < 1:
+                raise ValueError(f"b has shape {b.shape}, not ({len(ARMS)}, dimension)")
+            dim = b.shape[1]
+            if a_inv.shape != (len(ARMS), dim, dim):
+                raise ValueError(f"a_inv has shape {a_inv.shape}, not {(len(ARMS), dim, dim)}")
+            if not np.allclose(a_inv, a_inv.transpose(0, 2, 1)):
+                raise ValueError("a_inv is not symmetric")
+            np.linalg.cholesky(a_inv)  # LinAlgError unless positive definite
+            if updates.shape != () or updates.dtype.kind not in "iu" or int(updates) < 0:
+                what = (repr(updates.item()) if updates.shape == ()
+                        else f"an array of shape {updates.shape}")
+                raise ValueError(f"updates is {what}, not a whole number >= 0")
+            bandit = cls(dim, BanditConfig(alpha, ridge, cost))
+            bandit._a_inv, bandit._b, bandit.updates = a_inv, b, int(updates)
+            if not np.all(np.isfinite(bandit.statistics().precision)):
+                raise ValueError("a_inv is too close to singular")
+        except np.linalg.LinAlgError as exc:
+            raise RouterFileError(f"{path} is not a bandit state file: a_inv is not "
+                                  "positive definite") from exc
+        except (KeyError, ValueError, IndexError, TypeError) as exc:
             raise RouterFileError(f"{path} is not a bandit state file: {exc}") from exc
         return bandit
+
+
+def _numbers(array: npt.NDArray[Any], name: str) -> FloatArray:
+    """`array` as float64, or ValueError naming it unless it holds finite real numbers."""
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"{name} holds {array.dtype} values, not numbers")
+    out: FloatArray = array.astype(np.float64)
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"{name} holds non-finite values")
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +235,9 @@ def simulate(
     """Replay labelled queries in a seeded random order as bandit feedback.
 
     The reward of a choice is what the labels say that model would have scored
-    (weak correctness for local, strong correctness for cloud), made cost-aware. With
+    (weak correctness for local, strong correctness for cloud), made cost-aware; the
+    bandit learns the correctness and compares the arms at `config.cloud_cost`, as the
+    live loop (`online.OnlineRouter`) does. With
     `evaluation` (contexts, weak, strong of other queries), the greedy policy is valued
     on it before any feedback and after each of `checkpoints` equal slices of the replay.
     """
@@ -195,15 +251,15 @@ def simulate(
     def checkpoint(rounds: int) -> None:
         if evaluation is not None:
             ctx, w, s = evaluation
-            curve.append((rounds, policy_value(bandit.greedy_cloud(ctx), w, s, cost)))
+            curve.append((rounds, policy_value(bandit.greedy_cloud(ctx, cost), w, s, cost)))
 
     checkpoint(0)
     for step, i in enumerate(order):
-        arm = bandit.choose(contexts[i])
+        arm = bandit.choose(contexts[i], cost)
         good = bool(strong[i]) if arm == "cloud" else bool(weak[i])
         rewards[step] = cost_aware_reward(good, arm, cost)
         cloud[step] = arm == "cloud"
-        bandit.update(contexts[i], arm, rewards[step])
+        bandit.update(contexts[i], arm, float(good))
         if step + 1 in marks:
             checkpoint(step + 1)
     return Simulation(rewards=rewards, cloud=cloud, learning_curve=tuple(curve))

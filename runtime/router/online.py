@@ -18,10 +18,18 @@ The context is small and fixed, in one of two layouts (`layout`):
 - `PROMPT_FEATURES`, without a router: `[1, log prompt tokens, one flag per task cue]`,
   all the bandit knows about a prompt before generating.
 
-The names are written into the state file with the bandit's arrays, so a file learned on
-another layout (after configuring a router, or an upgrade) is refused rather than silently
-misread. A decision carries its layout and context vector (`BanditVerdict.to_dict`), so
-feedback learns from exactly what the bandit saw, without recomputing it.
+Each arm learns the quality of its answers (1 good, 0 bad); the cloud's price,
+`policy.bandit_cloud_cost`, is subtracted when the arms are compared, so a new price applies
+at once to all that was learned, and runtimes sharing a file at different prices learn the
+same thing. (The price used to be subtracted before learning: the state held it, and a
+changed price changed nothing learned before.)
+
+The names are written into the state file with the bandit's arrays, and with them what
+the rewards are (`reward`: "quality"), so a file learned on another layout (after
+configuring a router, or an upgrade) or with rewards net of a price (written before this
+version) is refused rather than silently misread. A decision carries its layout and context
+vector (`BanditVerdict.to_dict`), so feedback learns from exactly what the bandit saw,
+without recomputing it.
 
 Several runtimes (an HTTP server and a CLI, say) may share one state file. LinUCB's state is
 a sum over updates, so each remembers the state it last read or wrote and, under an
@@ -47,7 +55,7 @@ import numpy as np
 
 from runtime.atomic import atomic_file, exclusive_lock
 from runtime.cues import CUE_NAMES
-from runtime.router.bandit import ARMS, Arm, BanditConfig, LinUcbBandit, cost_aware_reward
+from runtime.router.bandit import ARMS, Arm, BanditConfig, LinUcbBandit
 from runtime.router.base import RouterFileError, RouterVerdict, read_npz
 from runtime.telemetry import default_path as telemetry_path
 
@@ -57,6 +65,9 @@ ROUTER_FEATURES: tuple[str, ...] = ("bias", "p_local_right", "p_cloud_right")
 PROMPT_FEATURES: tuple[str, ...] = ("bias", "log_prompt_tokens",
                                     *(f"cue_{c}" for c in CUE_NAMES))
 LAYOUTS: tuple[tuple[str, ...], ...] = (ROUTER_FEATURES, PROMPT_FEATURES)
+# What the arms of a state file learned: the answers' quality, the price applied when
+# choosing. Files without it (older versions) learned quality net of their price.
+REWARD = "quality"
 # log(1 + tokens) / log(4096): about 1 for a 4k-token prompt, so no feature dwarfs the bias.
 _LOG_TOKENS_SCALE = math.log(4096.0)
 
@@ -147,14 +158,16 @@ class OnlineRouter:
         """Read a state file written by `save`; `RouterFileError` naming it if unusable.
 
         `features`: the layout the caller uses (None: whichever of `LAYOUTS` the file
-        holds); a file learned on another is refused. `alpha` and `cloud_cost` come from
-        the configuration, not the file: they are policy, which the user may change between
-        runs; the ridge is baked into the learned matrices and stays as it was.
+        holds); a file learned on another is refused, as is one whose rewards are not the
+        answers' quality (`REWARD`; older files learned them net of their price). `alpha`
+        and `cloud_cost` come from the configuration, not the file: they are policy, which
+        the user may change between runs, and the price applies to everything learned;
+        the ridge is baked into the learned matrices and stays as it was.
         """
         path = Path(path)
         seen = _signature(path)  # before reading: a later rewrite is then reread, not missed
         arrays = read_npz(path, "bandit state file")
-        if "features" not in arrays:
+        if "features" not in arrays or arrays["features"].ndim != 1:
             raise RouterFileError(f"{path} is not a bandit state file: it names no context")
         found = tuple(str(f) for f in arrays["features"])
         wanted = features or (found if found in LAYOUTS else None)
@@ -162,6 +175,11 @@ class OnlineRouter:
             uses = (f"this runtime uses {list(features)}" if features
                     else f"known layouts are {' and '.join(str(list(f)) for f in LAYOUTS)}")
             raise RouterFileError(f"{path} was learned on context {list(found)}, {uses}")
+        reward = arrays.get("reward")
+        if reward is None or reward.shape != () or str(reward) != REWARD:
+            raise RouterFileError(
+                f"{path} holds rewards net of the cloud price it was learned at (a file from "
+                f"an earlier version), not the answers' quality: a new price cannot apply")
         dim = len(found)
         bandit = LinUcbBandit.from_arrays(arrays, path)
         if bandit.dim != dim or not np.all(np.isfinite(bandit.upper_bounds(np.ones(dim)))):
@@ -213,8 +231,8 @@ class OnlineRouter:
                 except OSError as exc:  # warned once per change; a save merges it anyway
                     self._seen = now
                     log.warning("bandit state %s not reread: %s", self.path, exc)
-            ucb = self.bandit.upper_bounds(x)
-            arm = self.bandit.choose(x)
+            ucb = self.bandit.upper_bounds(x, self.cloud_cost)
+            arm = self.bandit.choose(x, self.cloud_cost)
             updates = self.bandit.updates
         return BanditVerdict(arm=arm, ucb_local=float(ucb[0]), ucb_cloud=float(ucb[1]),
                              context=tuple(float(v) for v in x), updates=updates,
@@ -224,12 +242,12 @@ class OnlineRouter:
         """Update from a user's verdict on an answer and save; False if nothing to learn.
 
         `decision` is the answer's recorded decision, `source` where the answer was actually
-        computed: the reward goes to that arm (a cascade that escalated, or a cloud call
-        that fell back to the device, is judged as what the user saw; crediting the arm the
-        bandit chose instead was measured by `benchmarks.routing`'s `bandit_cascade` and
-        was no better). Answers planned without the bandit, or on another context layout,
-        teach it nothing. If saving fails (`OSError`), the update stays in memory and the
-        next save writes it.
+        computed: that arm learns the answer's quality, 1 good or 0 bad (the price is
+        applied when choosing). A cascade that escalated, or a cloud call that fell back to
+        the device, is judged as what the user saw; crediting the arm the bandit chose
+        instead was measured by `benchmarks.routing`'s `bandit_cascade` and was no better.
+        Answers planned without the bandit, or on another context layout, teach it nothing.
+        If saving fails (`OSError`), the update stays in memory and the next save writes it.
         """
         entry = (decision or {}).get("bandit")
         if not isinstance(entry, Mapping) or source not in ARMS:
@@ -241,9 +259,8 @@ class OnlineRouter:
         if context.shape != (len(self.features),) or not np.all(np.isfinite(context)):
             return False
         arm: Arm = "cloud" if source == "cloud" else "local"
-        reward = cost_aware_reward(good, arm, self.cloud_cost)
         with self._lock:
-            self.bandit.update(context, arm, reward)
+            self.bandit.update(context, arm, float(good))
             self._sync_locked(write=True)  # an OSError keeps the update unsaved, in memory
         return True
 
@@ -280,10 +297,10 @@ class OnlineRouter:
             return None
 
     def _write_locked(self) -> None:
-        # LinUcbBandit.save owns the array layout; the context names go into the same file
-        # so that it describes itself.
+        # LinUcbBandit.save owns the array layout; the context names and what the rewards
+        # are go into the same file so that it describes itself.
         with atomic_file(self.path) as fh:
-            self.bandit.save(fh, features=np.array(self.features))
+            self.bandit.save(fh, features=np.array(self.features), reward=np.array(REWARD))
 
 
 _Signature = tuple[int, int, int] | None
