@@ -66,11 +66,19 @@ class CloudPath:
         vault = Vault()
         wire: list[dict[str, str]] = [m.to_dict() for m in messages]
         redactions: dict[str, Any] = {"counts": {}, "blocked": None}
+        stops = list(params.stop)
         privacy = self.privacy
         if privacy is not None:
             red = privacy.redact_messages(wire, vault)
             wire = [dict(m) for m in red.messages]
             redactions = red.to_dict()
+            # Stop strings leave the device too ("\nBob Smith:"): redacted with the same
+            # vault, so they name what the cloud sees, and match its placeholder text.
+            for i, stop in enumerate(stops):
+                red_stop = privacy.redact(stop, vault)
+                stops[i] = red_stop.text
+                if red_stop.blocked and not redactions["blocked"]:
+                    redactions["blocked"] = f"a stop string: {red_stop.blocked}"
         body: dict[str, Any] = {
             "model": self._model,
             "messages": wire,
@@ -78,20 +86,24 @@ class CloudPath:
             "temperature": params.temperature,
             "top_p": params.top_p,
         }
-        if params.stop:
-            body["stop"] = list(params.stop)
+        if stops:
+            body["stop"] = stops
         if params.seed is not None:
             body["seed"] = params.seed
         return Prepared(body, vault, redactions)
 
-    def with_draft(self, prepared: Prepared, draft: str) -> Prepared:
-        """The request plus the device's draft answer, for the cloud to check and refine.
+    def with_draft(self, prepared: Prepared, draft: str) -> tuple[Prepared, str]:
+        """The request plus the device's draft answer, for the cloud to check and refine,
+        and "" — or, when the draft must stay on the device (a stay-local topic or a blocked
+        type in it), the request unchanged and why.
 
         The draft is redacted with the request's vault (it may repeat personal data).
         """
         privacy = self.privacy
         if privacy is not None:
             red = privacy.redact(draft, prepared.vault)
+            if red.blocked:
+                return prepared, red.blocked
             draft = red.text
             counts = dict(prepared.redactions.get("counts") or {})
             for label, n in red.counts.items():
@@ -102,7 +114,8 @@ class CloudPath:
         messages = [*prepared.body["messages"],
                     {"role": "assistant", "content": draft},
                     {"role": "user", "content": DRAFT_INSTRUCTION}]
-        return Prepared({**prepared.body, "messages": messages}, prepared.vault, redactions)
+        return Prepared({**prepared.body, "messages": messages}, prepared.vault,
+                        redactions), ""
 
     def complete(
         self, prepared: Prepared, deadline_s: float | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from kernels import GenerationParams, Message
@@ -21,6 +21,7 @@ from runtime.request import CancelEvent
 from runtime.result import Result, Timings, Usage
 
 if TYPE_CHECKING:
+    from runtime.cloud import Prepared
     from runtime.config import Mode
     from runtime.facade import Runtime
     from runtime.request import Plan, ResultStream, Slot
@@ -162,31 +163,67 @@ def escalate(
     rt: Runtime, stream: ResultStream, local: LocalRun, msgs: list[Message], mode: Mode,
     params: GenerationParams, plan: Plan, started: float, why: str,
 ) -> Iterator[str]:
+    """Ask the cloud for the answer the device was unsure of (with the device's draft, if
+    `runtime.send_draft`). The cloud's answer is read as a stream linked to the request's
+    cancel, so a client that leaves ends the cloud call at once, not at its deadline."""
     assert rt.cloud is not None and plan.prepared is not None
     prepared = plan.prepared
     draft = local.text
     if rt.config.runtime.send_draft and draft.strip() and not local.cancelled:
-        prepared = rt.cloud.with_draft(prepared, draft)
-        why += "; the local draft went along to be refined"
+        with_draft, kept_back = rt.cloud.with_draft(prepared, draft)
+        if kept_back:
+            why += f"; the local draft stayed on the device ({kept_back})"
+        else:
+            prepared = with_draft
+            why += "; the local draft went along to be refined"
+    cancel = stream._cancel
+    parts: list[str] = []
     try:
-        text, reply = rt.cloud.complete(prepared)
+        pieces, raw = rt.cloud.stream(prepared)
+        if isinstance(cancel, CancelEvent):
+            cancel.link(raw.cancel)
+        try:
+            for piece in pieces:
+                parts.append(piece)
+                if cancel.is_set():
+                    break
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
     except OffloadError as exc:
+        failed = f"mode prefer-local: {why}, but the cloud failed ({exc})"
+        if cancel.is_set():  # the client left: nothing more to compute
+            rt._finish(stream, _sent(local.result(
+                f"{failed}; cancelled", mode, started, rt.monitor.snapshot(), plan.prepared),
+                prepared))
+            return
         if local.cancelled:  # early escalation stopped the local draft: finish it locally
             yield from local_after_cloud_failure(
-                rt, stream, msgs, mode, params, plan, started, f"{why}; cloud failed ({exc})")
+                rt, stream, msgs, mode, params, plan, started, failed)
             return
-        result = local.result(f"mode prefer-local: {why}, but the cloud failed ({exc}); "
-                              "the device answers", mode, started, rt.monitor.snapshot(),
-                              plan.prepared)
+        result = _sent(local.result(f"{failed}; the device answers", mode, started,
+                                    rt.monitor.snapshot(), plan.prepared), prepared)
         rt._finish(stream, result)
         yield result.text
         return
+    text = "".join(parts)
+    finish = "cancelled" if cancel.is_set() else raw.finish_reason or "stop"
     result = cloud_result(
-        rt, text, reply.usage, reply.model, reply.finish_reason, reply.timings, started,
+        rt, text, raw.usage, raw.model, finish, raw.timings, started,
         f"mode prefer-local: {why}, escalated to the cloud", mode, plan, local.confidence,
+        msgs=msgs,
     )
-    rt._finish(stream, result)
+    rt._finish(stream, _sent(result, prepared))
     yield text
+
+
+def _sent(result: Result, prepared: Prepared | None) -> Result:
+    """`result`, reporting what was redacted in the request that went to the cloud (with
+    the draft, if it went along), whoever answered in the end."""
+    if prepared is None:
+        return result
+    return dataclasses.replace(result, redactions=dict(prepared.redactions))
 
 
 def run_cloud(
@@ -201,7 +238,7 @@ def run_cloud(
         return cloud_result(
             rt, "".join(emitted), raw.usage, raw.model, finish,
             {**raw.timings, "first_text_s": (first or time.perf_counter()) - started},
-            started, plan.reason, mode, plan, NO_CONFIDENCE)
+            started, plan.reason, mode, plan, NO_CONFIDENCE, msgs=msgs)
 
     try:
         pieces, raw = rt.cloud.stream(plan.prepared)
@@ -282,8 +319,10 @@ def local_after_cloud_failure(
     what = "continues the answer" if prefix else "answers"
 
     def answered() -> Result:
-        result = local.result(f"{why}; the device {what}", mode, started,
-                              rt.monitor.snapshot(), plan.prepared, prefix=prefix)
+        # The request did go to the cloud (redacted): say what was redacted.
+        result = _sent(local.result(f"{why}; the device {what}", mode, started,
+                                    rt.monitor.snapshot(), plan.prepared, prefix=prefix),
+                       plan.prepared)
         if not prefix:
             return result
         prompt, sent = prefix_tokens
@@ -313,10 +352,17 @@ def _closed_early(rt: Runtime, stream: ResultStream, partial: Callable[[], Resul
 def cloud_result(
     rt: Runtime, text: str, usage: Mapping[str, int], model: str, finish: str,
     timings: Mapping[str, float], started: float, reason: str, mode: Mode, plan: Plan,
-    confidence: Confidence,
+    confidence: Confidence, *, msgs: Sequence[Message] | None = None,
 ) -> Result:
+    """A cloud answer's `Result`. An upstream that reported no usage (0 / 0) gets the
+    device's count of the request (`msgs`) and of the answer instead, with the engine's
+    tokenizer: the daily budget must not take such answers as free."""
     done = time.perf_counter()
     prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+    if prompt == 0 and completion == 0 and msgs:
+        engine = rt.engine
+        prompt = engine.count_tokens(engine.render(list(msgs)))
+        completion = engine.count_tokens(text) if text else 0
     first_s = float(timings.get("first_text_s", done - started))
     decode_s = (done - started) - first_s
     return Result(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cloud_gateway.fixed_upstream import ANSWER
-from kernels import Engine, Message, TokenEvent, TokenStream
+from kernels import Engine, Message, TokenEvent, TokenStream, Usage
 from runtime.cloud import CloudPath
 from runtime.config import RuntimeConfig, TandemConfig, load_config
 from runtime.errors import ModeError, OffloadError, PrivacyBlockError
@@ -612,3 +612,127 @@ def test_a_half_streamed_cloud_answer_counts_toward_the_budget(
         # A verdict on a mostly cloud-written answer does not label the local model.
         rt.feedback(result.id, False)
         assert list(rt.telemetry.training_rows()) == []
+
+
+class _Scripted:
+    """Stand-in local engine (the real engine's template and tokenizer, scripted text at low
+    log-probs, so the cascade escalates with a draft of known content)."""
+
+    def __init__(self, engine: Engine, text: str) -> None:
+        self._engine = engine
+        self.info = engine.info
+        self.words = [w + " " for w in text.split()]
+
+    def render(self, prompt: Any) -> str:
+        return self._engine.render(prompt)
+
+    def count_tokens(self, text: str) -> int:
+        return self._engine.count_tokens(text)
+
+    def stream(self, prompt: Any, params: Any, cancel: Any = None) -> TokenStream:
+        out = TokenStream(iter(()), cancel)
+        words = self.words[: params.max_tokens]
+
+        def events() -> Iterator[TokenEvent]:
+            for i, word in enumerate(words):
+                if out.cancel_event.is_set():
+                    out.finish("cancelled", Usage(10, i))
+                    return
+                yield TokenEvent(word, 100 + i, -2.5, 2.5)
+            out.finish("stop", Usage(10, len(words)))
+
+        out._events = events()
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_draft_on_a_stay_local_topic_stays_on_the_device(engine: Engine, echo: Any) -> None:
+    gw, upstream = echo
+    scripted: Any = _Scripted(engine, "Constant thirst can be a sign of diabetes; get a "
+                                      "blood test.")
+    with make_runtime(scripted, gw.url, gw.home.credential, threshold=0.99, send_draft=True,
+                      privacy=PrivacyConfig(stay_local_categories=("health",))) as rt:
+        result = rt.generate([{"role": "user", "content": "I am thirsty all the time. Why?"}],
+                             params=rt.params(max_tokens=40))
+    # The question may leave; the draft names a health topic and may not.
+    assert result.source == "cloud"
+    assert "the local draft stayed on the device (stay-local topic health)" in result.reason
+    sent = json.dumps(upstream.requests[-1]["messages"])
+    assert "diabetes" not in sent and [m["role"] for m in upstream.requests[-1]["messages"]] \
+        == ["user"]
+
+
+def test_what_the_draft_had_redacted_is_reported(engine: Engine, echo: Any) -> None:
+    gw, upstream = echo
+    scripted: Any = _Scripted(engine, "Write to help@acme-support.com for help.")
+    with make_runtime(scripted, gw.url, gw.home.credential, threshold=0.99,
+                      send_draft=True) as rt:
+        result = rt.generate([{"role": "user", "content": "How do I reach Acme support?"}],
+                             params=rt.params(max_tokens=40))
+    assert "help@acme-support.com" not in json.dumps(upstream.requests[-1])
+    assert result.source == "cloud" and result.redactions["counts"] == {"EMAIL": 1}
+
+
+def test_stop_strings_leave_the_device_redacted(engine: Engine, echo: Any) -> None:
+    gw, upstream = echo
+    chat = [{"role": "user", "content": "Continue the chat.\nJane Doe: hi Bob Smith, call me "
+                                        "on +1 415 555 0132\nBob Smith: hello\nJane Doe:"}]
+    with make_runtime(engine, gw.url, gw.home.credential) as rt:
+        rt.generate(chat, mode="cloud-only",
+                    params=rt.params(max_tokens=16, stop=("\nBob Smith:", "+1 415 555 0132")))
+    sent = upstream.requests[-1]
+    assert "Bob Smith" not in json.dumps(sent) and "555 0132" not in json.dumps(sent)
+    # The stops name what the cloud sees: the placeholders of the same values.
+    person, phone = sent["stop"]
+    assert person.startswith("\n<PERSON_") and person.endswith(">:") and person[1:-1] in \
+        sent["messages"][0]["content"]
+    assert phone.startswith("<PHONE_") and phone in sent["messages"][0]["content"]
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["whole", "streamed"])
+def test_a_cancel_while_escalating_ends_the_cloud_call(
+    engine: Engine, gateway: RunningGateway, streaming: bool
+) -> None:
+    scripted: Any = _Scripted(engine, "a b c d e f g h i j")
+    with make_runtime(scripted, gateway.url, gateway.home.credential, threshold=0.99,
+                      upstream_model="hang", deadline_s=60.0) as rt:
+        from runtime.request import CancelEvent
+
+        cancel = CancelEvent()  # as the device API's (a plain Event is seen between pieces)
+        threading.Timer(1.0, cancel.set).start()
+        started = time.monotonic()
+        if streaming:
+            stream = rt.stream(Q, params=rt.params(max_tokens=40), cancel=cancel)
+            "".join(stream)
+            result = stream.result
+        else:
+            result = rt.generate(Q, params=rt.params(max_tokens=40), cancel=cancel)
+        took = time.monotonic() - started
+    # It waited out the 60 s cloud deadline before; the bound is loose on purpose.
+    assert took < 30
+    assert result is not None and result.finish_reason == "cancelled"
+    assert result.source == "cloud" and result.reason.startswith("mode prefer-local: ")
+
+
+def test_a_cloud_answer_without_usage_is_counted_by_the_device(
+    engine: Engine, gateway: RunningGateway
+) -> None:
+    with make_runtime(engine, gateway.url, gateway.home.credential,
+                      upstream_model="nousage") as rt:
+        assert rt.telemetry is not None
+        whole = rt.generate(Q, mode="cloud-only")
+        stream = rt.stream(Q, mode="cloud-only")
+        "".join(stream)
+        streamed = stream.result
+        today = rt.telemetry.cloud_tokens_today()
+        prompt = engine.count_tokens(engine.render([Message("user", "Name a fruit.")]))
+    assert streamed is not None
+    for result in (whole, streamed):
+        # The device's own count (its tokenizer), not 0: the budget must see the spending.
+        assert result.usage.prompt_tokens == prompt
+        assert result.usage.completion_tokens == engine.count_tokens(result.text) > 0
+        assert result.cloud_tokens == result.usage.prompt_tokens + \
+            result.usage.completion_tokens
+    assert today == whole.cloud_tokens + streamed.cloud_tokens
