@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -127,7 +128,10 @@ class Telemetry:
                 columns = {row[1] for row in db.execute("PRAGMA table_info(answers)")}
                 self._cloud_tokens = "cloud_tokens" in columns  # not in older files
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Prompts are personal: a folder and a file for this user only (SQLite gives
+                # its -wal and -shm files the database file's permissions).
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
                 db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 # In WAL mode NORMAL never corrupts the file; a power cut may lose the last

@@ -326,3 +326,23 @@ def test_a_retention_shorter_than_the_day_keeps_todays_cloud_spending(
     assert tel.prune(now + 8 * 3600) >= 1 and tel.answer("cloud-11") is None
     tel.close()
     assert b"secret cloud-11" not in path.read_bytes()  # secure_delete: no trace in the file
+
+
+def test_the_telemetry_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    # It holds prompts, personal data included: with the usual umask 022 the folder and the
+    # file (and SQLite's -wal/-shm beside it) used to be readable by every local user.
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "state" / "tandem" / "telemetry.sqlite3"
+        tel = Telemetry(path)
+        _insert(tel, "a", "local", 3)
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()}
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert modes["telemetry.sqlite3"] == 0o600
+        assert all(mode == 0o600 for mode in modes.values()), modes
+        tel.close()
+    finally:
+        os.umask(old)
