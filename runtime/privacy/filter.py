@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kernels.base import Message
 from runtime.errors import PrivacyBlockError
 from runtime.privacy.entities import RAW, ContextDetector, Detector, Span, resolve
-from runtime.privacy.placeholders import ESCAPE
+from runtime.privacy.known import known_values, merge, occurrences
+from runtime.privacy.placeholders import PLACEHOLDER
 from runtime.privacy.policy import PrivacyConfig, PrivacyPolicy
 from runtime.privacy.restore import Restored, StreamRestorer, restore
 from runtime.privacy.vault import Vault
+
+if TYPE_CHECKING:
+    from runtime.privacy.gazetteer import NameLists
 
 M = TypeVar("M", Message, Mapping[str, Any])
 log = logging.getLogger(__name__)
@@ -91,10 +96,14 @@ def fold_for_detection(text: str) -> str:
 
 
 class _PlaceholderEcho:
-    """Text that already looks like a placeholder: vaulted as RAW so restore stays exact."""
+    """Text that already looks like a placeholder: vaulted as RAW so restore stays exact.
+
+    Only what `restore` would take for one (`PLACEHOLDER`): a look-alike inside a word
+    ("validate_1") is left, unless a replacement next to it exposes it (`_escape_exposed`).
+    """
 
     def detect(self, text: str) -> list[Span]:
-        return [Span(m.start(), m.end(), RAW, "echo") for m in ESCAPE.finditer(text)]
+        return [Span(m.start(), m.end(), RAW, "echo") for m in PLACEHOLDER.finditer(text)]
 
 
 class PrivacyFilter:
@@ -127,27 +136,107 @@ class PrivacyFilter:
         spaces or an en dash ("4111\u00a01111…", "123–45–6789") is found like its ASCII
         form; the spans are positions in `text` either way.
         """
-        folded = fold_for_detection(text)
+        return self._detect_folded(fold_for_detection(text))
+
+    def _detect_folded(self, folded: str) -> list[Span]:
         found: list[Span] = []
         for step in self._steps:
             found.extend(step(folded, found))
         return resolve(found, folded)
 
     def redact(self, text: str, vault: Vault) -> Redaction:
-        """`text` with personal data replaced according to the policy."""
+        """`text` with personal data replaced according to the policy.
+
+        Values `vault` already holds are replaced wherever they occur in `text`, detected
+        here or not (a draft answer that repeats "4821" after the user's "my PIN is 4821").
+        """
+        return self._redact_texts([text], vault)[0]
+
+    def redact_messages(self, messages: Iterable[M], vault: Vault) -> MessagesRedaction:
+        """Redact every message (dicts or `Message`s), with one shared vault.
+
+        A dict in OpenAI's shape may hold its text as a string or as a list of parts: each
+        `{"type": "text", "text": ...}` part is redacted, and its `name` (a participant's
+        name, "jane_doe") too. `content` None (an assistant turn that only called a tool) has
+        nothing to redact. Anything else — an image part, a number — raises `ValueError`,
+        naming the message: it cannot be checked, so it must not leave unchecked.
+
+        Detection runs over every text first; then every occurrence of a value found in any
+        of them (or held by `vault`) is replaced in all of them, whatever the role: a value
+        found by its context in the user's turn ("my PIN is 4821") is replaced in the
+        assistant's turn that repeats it ("4821 is easy to guess").
+        """
+        messages = list(messages)
+        texts: list[str] = []
+
+        def collect(value: str) -> str:
+            texts.append(value)
+            return value
+
+        _map_texts(messages, collect)  # raises before anything is vaulted
+        redactions = iter(self._redact_texts(texts, vault))
+        counts: Counter[str] = Counter()
+        blocked: str | None = None
+
+        def put(_value: str) -> str:
+            nonlocal blocked
+            red = next(redactions)
+            counts.update(red.counts)
+            blocked = blocked or red.blocked
+            return red.text
+
+        out = _map_texts(messages, put)
+        return MessagesRedaction(tuple(out), MappingProxyType(dict(counts)), blocked)
+
+    def _redact_texts(self, texts: Sequence[str], vault: Vault) -> list[Redaction]:
+        """Redact `texts` together: detect in all, then replace every known value in each."""
+        folded = [fold_for_detection(text) for text in texts]
+        detected = [self._detect_folded(f) for f in folded]
+        allowed = [self.policy.allowed(text) for text in texts]
+
+        def replacer(ranges: list[tuple[int, int]]) -> Callable[[Span], bool]:
+            def replaced(span: Span) -> bool:
+                if span.label == RAW:
+                    return True
+                if self.policy.action(span.label) == "allow":
+                    return False
+                return not any(a <= span.start and span.end <= b for a, b in ranges)
+
+            return replaced
+
+        replacers = [replacer(ranges) for ranges in allowed]
+        values = [
+            (span.label, f[span.start : span.end])
+            for f, spans, replaced in zip(folded, detected, replacers, strict=True)
+            for span in spans
+            if span.label != RAW and replaced(span)
+        ]
+        values.extend((label, fold_for_detection(value)) for label, value in vault.known())
+        known = known_values(values, self._name_lists())
+        out = []
+        for text, f, spans, replaced in zip(texts, folded, detected, replacers, strict=True):
+            spans = merge(spans, occurrences(known, f), f, replaced)
+            out.append(self._substitute(text, f, spans, replaced, vault))
+        return out
+
+    def _substitute(
+        self,
+        text: str,
+        folded: str,
+        spans: list[Span],
+        replaced: Callable[[Span], bool],
+        vault: Vault,
+    ) -> Redaction:
         blocked = self.policy.stay_local_reason(text)
         if blocked is not None:
             blocked = "stay-local topic " + blocked.split(":", 1)[0]
+        spans = [span for span in spans if replaced(span)]
+        spans = _escape_exposed(text, folded, spans)
         counts: Counter[str] = Counter()
         parts: list[str] = []
         pos = 0
-        allowed = self.policy.allowed(text)
-        for span in self.detect(text):
+        for span in spans:
             action = "placeholder" if span.label == RAW else self.policy.action(span.label)
-            if action == "allow" or span.label != RAW and any(
-                a <= span.start and span.end <= b for a, b in allowed
-            ):
-                continue
             if action == "block" and blocked is None:
                 blocked = f"contains {span.label}"
             parts.append(text[pos : span.start])
@@ -161,45 +250,16 @@ class PrivacyFilter:
         parts.append(text[pos:])
         return Redaction("".join(parts), MappingProxyType(dict(counts)), blocked)
 
-    def redact_messages(self, messages: Iterable[M], vault: Vault) -> MessagesRedaction:
-        """Redact every message (dicts or `Message`s), with one shared vault.
-
-        A dict in OpenAI's shape may hold its text as a string or as a list of parts: each
-        `{"type": "text", "text": ...}` part is redacted, and its `name` (a participant's
-        name, "jane_doe") too. `content` None (an assistant turn that only called a tool) has
-        nothing to redact. Anything else — an image part, a number — raises `ValueError`,
-        naming the message: it cannot be checked, so it must not leave unchecked.
-        """
-        out: list[Any] = []
-        counts: Counter[str] = Counter()
-        blocked: str | None = None
-
-        def text(value: str) -> str:
-            nonlocal blocked
-            red = self.redact(value, vault)
-            counts.update(red.counts)
-            blocked = blocked or red.blocked
-            return red.text
-
-        for i, message in enumerate(messages):
-            if isinstance(message, Message):
-                out.append(Message(role=message.role, content=text(message.content)))
-                continue
-            redacted = dict(message)
-            content = message.get("content")
-            if isinstance(content, str):
-                redacted["content"] = text(content)
-            elif isinstance(content, list):
-                redacted["content"] = [_text_part(part, i, text) for part in content]
-            elif content is not None:
-                raise ValueError(
-                    f"message {i}: content must be a string or a list of text parts, "
-                    f"not {type(content).__name__}"
-                )
-            if isinstance(message.get("name"), str):
-                redacted["name"] = text(message["name"])
-            out.append(redacted)
-        return MessagesRedaction(tuple(out), MappingProxyType(dict(counts)), blocked)
+    def _name_lists(self) -> NameLists | None:
+        """The name lists of the name detector, if the filter has one (for name parts)."""
+        names = sys.modules.get("runtime.privacy.names")  # not imported: no name detector
+        if names is None:
+            return None
+        for detector in self._detectors:
+            if isinstance(detector, names.NameDetector):
+                lists: NameLists = detector.lists
+                return lists
+        return None
 
     def restore(self, text: str, vault: Vault) -> Restored:
         """Put the vault's values back into `text` (the cloud's answer)."""
@@ -208,6 +268,69 @@ class PrivacyFilter:
     def stream_restorer(self, vault: Vault) -> StreamRestorer:
         """A restorer for a streamed answer (feed chunks, then flush)."""
         return StreamRestorer(vault)
+
+
+def _map_texts(messages: Sequence[Any], text: Callable[[str], str]) -> list[Any]:
+    """`messages` with `text` applied to each text they hold, in order (see redact_messages)."""
+    out: list[Any] = []
+    for i, message in enumerate(messages):
+        if isinstance(message, Message):
+            out.append(Message(role=message.role, content=text(message.content)))
+            continue
+        redacted = dict(message)
+        content = message.get("content")
+        if isinstance(content, str):
+            redacted["content"] = text(content)
+        elif isinstance(content, list):
+            redacted["content"] = [_text_part(part, i, text) for part in content]
+        elif content is not None:
+            raise ValueError(
+                f"message {i}: content must be a string or a list of text parts, "
+                f"not {type(content).__name__}"
+            )
+        if isinstance(message.get("name"), str):
+            redacted["name"] = text(message["name"])
+        out.append(redacted)
+    return out
+
+
+def _escape_exposed(text: str, folded: str, spans: list[Span]) -> list[Span]:
+    """`spans` (to be replaced, sorted) plus the placeholder look-alikes their replacement
+    would expose, as RAW spans.
+
+    A look-alike inside a word ("validate_1", "UPDATE1", "PERSON_1KaR") is an ordinary word
+    that `restore` leaves; it becomes a placeholder to restore only when a replacement next
+    to it gives it a word boundary ("PERSON_1" + "<SECRET_1>"). The text is probed with
+    every span blanked out (what a placeholder does to word boundaries), and what reads
+    as a placeholder there is vaulted too, until nothing does; whole look-alikes were
+    vaulted by the placeholder echo already.
+    """
+    if text == folded and not any(
+        _word_at(text, span.start - 1) or _word_at(text, span.end) for span in spans
+    ):
+        # A new match needs a new word boundary, next to a span; the echo read this text.
+        return spans
+    probe = _blank(text, spans)
+    while exposed := [Span(m.start(), m.end(), RAW, "echo") for m in PLACEHOLDER.finditer(probe)]:
+        spans = sorted([*spans, *exposed], key=lambda s: s.start)
+        probe = _blank(probe, exposed)
+    return spans
+
+
+def _word_at(text: str, index: int) -> bool:
+    """Whether `text[index]` exists and is a word character (as `\\w` reads it)."""
+    return 0 <= index < len(text) and (text[index].isalnum() or text[index] == "_")
+
+
+def _blank(text: str, spans: Sequence[Span]) -> str:
+    """`text` with each of `spans` (sorted, disjoint) written over with NULs."""
+    parts: list[str] = []
+    pos = 0
+    for span in spans:
+        parts += (text[pos : span.start], "\x00" * (span.end - span.start))
+        pos = span.end
+    parts.append(text[pos:])
+    return "".join(parts)
 
 
 def _text_part(part: object, index: int, text: Callable[[str], str]) -> dict[str, Any]:

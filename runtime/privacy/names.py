@@ -188,6 +188,11 @@ class NameDetector:
         self._lists = lists if lists is not None else load()
         self._not_people = not_people if not_people is not None else load_not_people()
 
+    @property
+    def lists(self) -> NameLists:
+        """The name and English word lists it judges by."""
+        return self._lists
+
     def detect(self, text: str) -> list[Span]:
         """Spans of `text` that are people's names."""
         tokens = _tokens(text)

@@ -28,10 +28,9 @@ _BRACKETED = (
 # other case with it (`Person_1`, `person_1`). All but `PERSON_1` can be ordinary words
 # (`IP6`, `date_1` in code): see `is_strict`.
 _BARE = rf"(?:(?P<bare>{_UPPER_RE})(?P<sep>_?)|(?P<lenient>(?i:{_UPPER_RE}))_)(?P<bnum>\d{{1,6}})"
+# Redaction vaults every match in the input as RAW; a bare form inside a word ("validate_1")
+# only where replacing a value next to it gives it a word boundary (filter._escape_exposed).
 PLACEHOLDER = re.compile(rf"{_BRACKETED}|\b{_BARE}\b")
-# What redaction escapes in the input: every PLACEHOLDER match, and bare forms even inside a
-# word ("PERSON_1KaR"), since replacing the word's tail could give them a word boundary.
-ESCAPE = re.compile(rf"{_BRACKETED}|{_BARE}")
 MAX_LENGTH = 48  # longest lenient placeholder a stream reader waits for
 
 

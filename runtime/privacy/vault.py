@@ -45,6 +45,16 @@ class Vault:
         with self._lock:
             return self._by_placeholder.get((label, number))
 
+    def known(self) -> list[tuple[str, str]]:
+        """Every (type, value) the vault holds, in the order they were issued.
+
+        For the filter, which redacts every later occurrence of a known value (a value
+        found by its context once, "PIN is 4821", is redacted wherever it recurs); like the
+        vault itself, what it returns must never leave the device or reach a log.
+        """
+        with self._lock:
+            return [(label, value) for (label, _n), value in self._by_placeholder.items()]
+
     def counts(self) -> dict[str, int]:
         """How many distinct values of each type the vault holds (no values)."""
         with self._lock:
