@@ -110,20 +110,26 @@ def load_mmlu(path: Path) -> list[Item]:
     return items
 
 
-def _mmlu_key(question: str, options: tuple[str, ...]) -> str:
-    letters = "".join(f"\n{'ABCD'[i]}. {o}" for i, o in enumerate(options))
-    return " ".join(f"{question}{letters}".split())
+def _mmlu_key(subject: str, question: str, options: tuple[str, ...]) -> tuple[str, str]:
+    # RouteLLM's file went through pandas, which wrote an option "None" as "nan" (10 items).
+    letters = "".join(f"\n{'ABCD'[i]}. {'nan' if o == 'None' else o}"
+                      for i, o in enumerate(options))
+    return subject, " ".join(f"{question}{letters}".split())
 
 
 def join_gpt4(items: list[Item], routing: Path = ROUTING_MMLU) -> tuple[list[Item], int]:
-    """Attach GPT-4's correctness (RouteLLM) to MMLU items; drop those it does not cover."""
-    strong: dict[str, int] = {}
+    """Attach GPT-4's correctness (RouteLLM) to MMLU items; drop those it does not cover.
+
+    Keyed by subject and text: a few questions appear under two subjects, with GPT-4's
+    correctness recorded for each."""
+    strong: dict[tuple[str, str], int] = {}
     with _open_text(routing) as handle:
         for row in csv.DictReader(handle):
-            strong[" ".join(row["prompt"].removesuffix("Answer:").split())] = int(row["strong"])
+            text = " ".join(row["prompt"].removesuffix("Answer:").split())
+            strong[row["subject"], text] = int(row["strong"])
     joined = []
     for item in items:
-        label = strong.get(_mmlu_key(item.question, item.options))
+        label = strong.get(_mmlu_key(item.group, item.question, item.options))
         if label is not None:
             joined.append(Item(item.question, item.options, item.gold, item.group, label))
     return joined, len(items) - len(joined)

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import httpx
 
@@ -77,8 +78,11 @@ def _bare(engine: LlamaCppEngine, prompt: str, max_tokens: int) -> Sample:
     for chunk in llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0,
                                        top_k=1, stream=True):
         now = time.perf_counter()
+        choice: Any = chunk["choices"][0]  # type: ignore[index]
+        if choice["finish_reason"] is not None and not choice["text"]:
+            continue  # the closing chunk carries no token: 24 tokens came as 25 chunks
         n += 1
-        if chunk["choices"][0]["text"] and not first:  # type: ignore[index]
+        if choice["text"] and not first:
             first = now
         last = now
     return Sample("bare", (first - start) * 1e3, _rate(n, first, last), n)

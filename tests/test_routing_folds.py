@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.routing import main, random_folds, subject_folds, target_checks
+from benchmarks.routing import (
+    main,
+    random_folds,
+    subject_folds,
+    target_checks,
+    without_test_copies,
+)
 
 
 @pytest.mark.parametrize("k", [2, 3, 5])
@@ -64,3 +70,18 @@ def test_target_checks_compare_ours_with_the_best_baseline_and_the_floors() -> N
         "beats_baselines_random": True, "beats_baselines_subject": False,
         "apgr_random_ge_0.70": True, "apgr_subject_ge_0.60": False,
         "cpt50_random_le_25pct": True}
+
+
+def test_training_parts_hold_no_copy_of_a_held_out_prompt() -> None:
+    # RouteLLM's MMLU holds 105 questions twice, 78 of them under two subjects: a held-out
+    # subject's question must not be learned from its copy in the other half.
+    prompts = ["q0", "q1", "dup", "q3", "dup", "q5"]
+    groups = ("a", "a", "a", "b", "b", "b")
+    folds = subject_folds(groups, seed=0)
+    clean = without_test_copies(folds, prompts)
+    for (train, test), (kept, same_test) in zip(folds, clean, strict=True):
+        assert same_test is test  # every query is still scored once
+        held = {prompts[i] for i in test}
+        assert sorted(kept) == [i for i in sorted(train) if prompts[i] not in held]
+        assert "dup" not in {prompts[i] for i in kept}
+        assert len(kept) == len(train) - 1
