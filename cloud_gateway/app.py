@@ -3,8 +3,8 @@
 Routes:
 - `POST /v1/sealed/chat/completions`: a sealed envelope in, a sealed answer (or stream) out.
 - `GET /v1/keys`: the current HPKE public keys, signed by the gateway identity.
-- `GET /healthz` (alive), `GET /readyz` (a current key, the upstream and Redis reachable),
-  `GET /metrics` (Prometheus).
+- `GET /healthz` (alive), `GET /readyz` (a current key, the upstream reachable, Redis taking
+  writes), `GET /metrics` (Prometheus).
 
 Run it with `RUN_OPTIONS` (`web.run_app(app, **RUN_OPTIONS)`, or `web.AppRunner`).
 """
@@ -29,11 +29,18 @@ from cloud_gateway.admission import Admission
 from cloud_gateway.charge_journal import ChargeJournal
 from cloud_gateway.config import GatewayConfig
 from cloud_gateway.devices import DeviceDirectory, DeviceRegistry
-from cloud_gateway.errors import ConfigurationError, GatewayError, PayloadTooLarge, RateLimited
+from cloud_gateway.errors import (
+    ConfigurationError,
+    GatewayError,
+    PayloadTooLarge,
+    RateLimited,
+    StoreUnavailable,
+)
 from cloud_gateway.keys import KeyRing
 from cloud_gateway.limits import RateLimiter, UsageStore
 from cloud_gateway.logs import LOGGER_NAME
 from cloud_gateway.metrics import GatewayMetrics, create_metrics
+from cloud_gateway.redis_store import answered, describe, write_probe
 from cloud_gateway.replay import NonceStore, ReplayGuard
 from cloud_gateway.replay_memory import MemoryNonceStore
 from cloud_gateway.replay_redis import RedisNonceStore
@@ -144,16 +151,21 @@ def _state_context(
                 # The message, not the URL: the URL may hold a password.
                 raise ConfigurationError(f"redis_url is invalid: {exc}") from None
             try:
-                await redis.ping()  # fail at startup, not on the first request
+                # Fail at startup, not on the first request: a write, since a read-only
+                # replica or a full Redis answers PING but refuses what every request does.
+                await write_probe(redis)
             except RedisError as exc:
                 await redis.aclose()
-                raise ConfigurationError(f"cannot reach Redis (redis_url): {exc}") from None
+                what = "Redis refuses writes" if answered(exc) else "cannot reach Redis"
+                raise ConfigurationError(f"{what} (redis_url): {exc}") from None
             nonces, usage = RedisNonceStore(redis), RedisUsageStore(redis)
         else:
             sqlite_usage = SqliteUsageStore(state_dir / "usage.sqlite3", config.usage_flush_s)
             nonces, usage = MemoryNonceStore(), sqlite_usage
             not_before_ms = int(time.time() * 1000)
-        registry = DeviceRegistry(state_dir / "devices.sqlite3")
+        # Re-stat'ed as often as lookups are cached: a registry replaced on disk (a new
+        # file renamed over it) is seen as soon as an edit in place would be.
+        registry = DeviceRegistry(state_dir / "devices.sqlite3", recheck_s=config.device_cache_s)
         journal = _journal(state_dir / "uncharged") if charge_journal.available() else None
         limiter = RateLimiter(usage, config.requests_per_minute, config.tokens_per_day,
                               journal=journal)
@@ -265,10 +277,10 @@ def _error_response(request: web.Request, exc: GatewayError) -> web.Response:
     if exc.status < 500:
         metrics.rejections.labels(exc.code).inc()
     metrics.requests.labels(exc.code).inc()
-    logging.getLogger(LOGGER_NAME).info(
-        "rejected",
-        extra={"fields": {"path": request.path, "status": exc.status, "code": exc.code}},
-    )
+    fields: dict[str, object] = {"path": request.path, "status": exc.status, "code": exc.code}
+    if isinstance(exc, StoreUnavailable) and exc.cause:
+        fields["cause"] = exc.cause  # what Redis said (or that it did not answer)
+    logging.getLogger(LOGGER_NAME).info("rejected", extra={"fields": fields})
     return web.json_response(exc.to_body(), status=exc.status, headers=headers)
 
 
@@ -291,9 +303,12 @@ async def _readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "not ready", "reason": "no current key"}, status=503)
     if state.redis is not None:
         try:
-            await state.redis.ping()
+            await write_probe(state.redis)  # PING passes on a Redis that refuses writes
         except RedisError as exc:
-            reason = f"redis unreachable: {type(exc).__name__}"
+            if answered(exc):
+                reason = f"redis refuses writes: {describe(exc)}"
+            else:
+                reason = f"redis unreachable: {type(exc).__name__}"
             return web.json_response({"status": "not ready", "reason": reason}, status=503)
     ok, reason = await state.upstream.ready()
     if not ok:

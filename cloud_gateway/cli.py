@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -104,6 +105,11 @@ def _command(args: argparse.Namespace, config: GatewayConfig, state: Path) -> in
         for stored in keys:
             p = stored.published
             status = "current" if p.not_after > now else "expired"
+            if status == "current" and stored.problem is not None:
+                # Published by no gateway: it cannot open what is sealed to it.
+                status = "unusable"
+                print(f"tandem gateway: key {p.key_id} unusable: {stored.problem}",
+                      file=sys.stderr)
             until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(p.not_after))
             print(f"{p.key_id}\t{p.kem}\t{status}\tnot after {until} UTC")
         return 0
@@ -117,12 +123,17 @@ def _command(args: argparse.Namespace, config: GatewayConfig, state: Path) -> in
 
 def _devices(args: argparse.Namespace, state: Path) -> int:
     db = state / "devices.sqlite3"
+    identity = b""
+    if args.command == "enroll":
+        # The gateway's identity must exist already: enrolling never creates one, or a
+        # mistyped --state-dir would issue a credential no gateway can verify (and leave a
+        # new identity and registry behind). Checked before the registry is created.
+        identity = load_identity(state, create=False).public_key().public_bytes_raw()
     # Only enrolling creates the registry: for the others an absent one is an empty one,
     # held in memory, so they answer as they would over an empty file and write nothing.
     registry = DeviceRegistry(db if args.command == "enroll" or db.exists() else Path(":memory:"))
     try:
         if args.command == "enroll":
-            identity = load_identity(state).public_key().public_bytes_raw()
             if args.out:
                 _enroll_to_file(registry, args.name, identity, args.replace, Path(args.out))
                 print(f"enrolled {args.name}; credential written to {args.out}")
@@ -177,39 +188,76 @@ def _serve(config: GatewayConfig) -> int:
     from aiohttp import web
 
     from cloud_gateway.app import RUN_OPTIONS, create_app
-    from cloud_gateway.keys import KeyRing
     from cloud_gateway.logs import configure_logging
 
-    if not KeyRing(config.state_path).current():  # fail before binding a port
-        raise ConfigurationError(
-            f"no current key in {config.state_path}: run `tandem gateway keygen`"
-        )
+    _check_keys(config.state_path)  # fail before binding a port
     log = configure_logging(config.log_level)
-    log.info(
-        "starting",
-        extra={
-            "fields": {
-                "host": config.host,
-                "port": config.port,
-                "upstream": config.upstream_url or f"embedded:{config.engine_spec}",
-                "replay_store": "redis" if config.redis_url else "memory",
-            }
-        },
-    )
+    where = f"{config.host}:{config.port}"
     try:
-        web.run_app(
-            create_app(config),
-            host=config.host,
-            port=config.port,
-            access_log=None,
-            print=None,
-            **RUN_OPTIONS,
+        sock = _bind(config.host) if config.port == 0 else None
+        port = config.port if sock is None else int(sock.getsockname()[1])
+        log.info(
+            "starting",
+            extra={
+                "fields": {
+                    "host": config.host,
+                    "port": port,
+                    "upstream": config.upstream_url or f"embedded:{config.engine_spec}",
+                    "replay_store": "redis" if config.redis_url else "memory",
+                }
+            },
         )
+        if sock is not None:  # a port the system chose: say which, whatever the log level
+            print(f"listening on {config.host}:{port}", flush=True)
+        try:
+            web.run_app(
+                create_app(config),
+                host=None if sock is not None else config.host,
+                port=None if sock is not None else config.port,
+                sock=sock,
+                access_log=None,
+                print=None,
+                **RUN_OPTIONS,
+            )
+        finally:
+            if sock is not None:
+                sock.close()
     except OSError as exc:  # binding the port: the app's own startup failures (Redis, the
         # state folder's files) arrive as ConfigurationError
-        where, reason = f"{config.host}:{config.port}", exc.strerror or exc
-        raise ConfigurationError(f"cannot listen on {where}: {reason}") from None
+        raise ConfigurationError(f"cannot listen on {where}: {exc.strerror or exc}") from None
     return 0
+
+
+def _check_keys(state: Path) -> None:
+    """A `ConfigurationError` unless the gateway has its identity and a current key it can
+    use. Logging is not set up yet, so what makes keys unusable goes to stderr, one line each,
+    as `tandem gateway keys` says it."""
+    load_identity(state, create=False)
+    skipped: list[str] = []
+    now = time.time()
+    current = [k for k in list_keys(state, skipped) if k.published.not_after > now]
+    if any(k.problem is None for k in current):
+        return  # the running gateway logs the others (`key file skipped`)
+    for problem in skipped:
+        print(f"tandem gateway: key file skipped: {problem}", file=sys.stderr)
+    for stored in current:
+        print(f"tandem gateway: key {stored.key_id} unusable: {stored.problem}", file=sys.stderr)
+    raise ConfigurationError(f"no current key in {state}: run `tandem gateway keygen`")
+
+
+def _bind(host: str) -> socket.socket:
+    """A socket bound to a free port on `host` (its first address), for `--port 0`: aiohttp
+    would bind one itself but never say which port it got."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 if __name__ == "__main__":

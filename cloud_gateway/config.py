@@ -41,8 +41,8 @@ class GatewayConfig:
     upstream_connect_timeout_s: float = 5.0
     upstream_max_connections: int = 256
     engine_spec: str = "bundled:smollm2-135m"
-    engine_threads: int = 0
-    engine_context_length: int = 2048
+    engine_threads: int = 0  # 0..1024, 0 = one per usable CPU (the device's model.threads)
+    engine_context_length: int = 2048  # 64..1048576 (the device's model.context_length)
     redis_url: str = ""  # "" = in-process replay cache and SQLite usage; redis://... = shared
     # One Redis command (or connect) that takes longer fails: a Redis that stops answering
     # without refusing connections is then a 503, as a Redis that is down, not a hung request.
@@ -73,6 +73,10 @@ class GatewayConfig:
             "upstream_timeout_s": self.upstream_timeout_s > 0,
             "upstream_connect_timeout_s": self.upstream_connect_timeout_s > 0,
             "upstream_max_connections": self.upstream_max_connections > 0,
+            # The ranges the device's runtime takes (runtime.config.ModelConfig): checked here
+            # too, or a bad value would fail only when the embedded model first loads.
+            "engine_threads": 0 <= self.engine_threads <= 1024,
+            "engine_context_length": 64 <= self.engine_context_length <= 1 << 20,
             # Beyond an hour, a device clock would be wrong enough to matter elsewhere (TLS),
             # and every nonce is kept 3 windows (replay.NONCE_TTL_WINDOWS).
             "clock_window_s": 0 < self.clock_window_s <= MAX_CLOCK_WINDOW_S,
@@ -85,9 +89,14 @@ class GatewayConfig:
             "redis_timeout_s": self.redis_timeout_s > 0,
             "log_level": self.log_level.lower() in ("debug", "info", "warning", "error"),
         }
+        ranges = {"engine_threads": "0..1024 (0 = one per usable CPU)",
+                  "engine_context_length": "64..1048576"}
         for key, ok in checks.items():
             if not ok:
-                raise ConfigurationError(f"gateway config {key}={getattr(self, key)!r} is invalid")
+                must = f": it must be in {ranges[key]}" if key in ranges else ""
+                raise ConfigurationError(
+                    f"gateway config {key}={getattr(self, key)!r} is invalid{must}"
+                )
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError("gateway config redis_url must start with redis://")
         if self.upstream_url and not _is_http_url(self.upstream_url):

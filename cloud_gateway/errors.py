@@ -182,10 +182,15 @@ class RateLimited(AdmissionError):
 
 
 class StoreUnavailable(GatewayError):
-    """The gateway's shared state store (Redis: replay cache, rate limits) is unreachable."""
+    """The gateway's shared state store (Redis: replay cache, rate limits) is unreachable, or
+    refuses the request (a read-only replica, a full Redis)."""
 
     status = 503
     code = "store_unavailable"
+
+    def __init__(self, message: str = "", *, cause: str | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause  # the store's own error, for the log (never sent to the client)
 
 
 # --- upstream ----------------------------------------------------------------------------------

@@ -41,6 +41,13 @@ from cloud_gateway.protocol.trust import PublishedKey, sign_keys_document
 
 _DAY = 86_400
 _MAX_VALID_DAYS = 36_500  # 100 years: keeps not_after a representable date
+# An hour: a shorter key is a slip (`--not-after 0.000001` meant something else), and would
+# expire before a device's cached key list (`keys_ttl_s`, an hour) is due for a refresh.
+_MIN_VALID_DAYS = 1 / 24
+# The `/v1/keys` document is re-signed once per period, with `issued_at` the period's start:
+# every replica holding the same keys signs the same document (Ed25519 is deterministic), so
+# a device switching between replicas never sees one list as older than another's.
+KEYS_RESIGN_S = 60
 _SHORT_KEM = {"x25519": "x25519", "mlkem768-x25519": "mlkem"}
 
 
@@ -50,6 +57,9 @@ class StoredKey:
 
     published: PublishedKey
     created_at: int
+    # Why the gateway could not use this key (its private file missing or unreadable), as
+    # `list_keys` found it; None when it can, or when not checked.
+    problem: str | None = None
 
     @property
     def key_id(self) -> str:
@@ -93,10 +103,10 @@ def generate_key(
 
     The validity is checked before anything is written, so a refused key leaves no files.
     """
-    if not (math.isfinite(valid_days) and 0 < valid_days <= _MAX_VALID_DAYS):
+    if not (math.isfinite(valid_days) and _MIN_VALID_DAYS <= valid_days <= _MAX_VALID_DAYS):
         raise ConfigurationError(
-            f"a key's validity must be a number of days in (0, {_MAX_VALID_DAYS}],"
-            f" not {valid_days!r}"
+            f"a key's validity must be a number of days from {_MIN_VALID_DAYS:.4f} (one hour)"
+            f" to {_MAX_VALID_DAYS}, not {valid_days!r}"
         )
     now = time.time() if now is None else now
     load_identity(state_dir)  # the identity must exist before any key is published
@@ -128,14 +138,20 @@ def retire_key(state_dir: Path, key_id: str, *, now: float | None = None) -> Sto
 def list_keys(state_dir: Path, skipped: list[str] | None = None) -> list[StoredKey]:
     """Every stored key (current or not), oldest first. A file that does not read as a key
     is skipped, as the running gateway skips it (`KeyRing`): its problem is appended to
-    `skipped`, or logged as `key file skipped` without a list to take it."""
+    `skipped`, or logged as `key file skipped` without a list to take it. A key whose
+    private file the gateway could not read is listed with that `problem`."""
     folder = keys_dir(state_dir)
     if not folder.is_dir():
         return []
     keys = []
     for path in sorted(folder.glob("*.json")):
         try:
-            keys.append(_read_public(path))
+            stored = _read_public(path)
+            try:
+                _read_private(path, stored.published.kem)
+            except ConfigurationError as exc:
+                stored = StoredKey(stored.published, stored.created_at, problem=str(exc))
+            keys.append(stored)
         except ConfigurationError as exc:
             if skipped is not None:
                 skipped.append(str(exc))
@@ -162,6 +178,15 @@ def _read_public(path: Path) -> StoredKey:
         return StoredKey(published, int(data["created_at"]))
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise ConfigurationError(f"key file {path} is invalid: {exc}") from None
+
+
+def _read_private(public_path: Path, kem: Kem) -> PrivateKey:
+    """The private key beside the public record `public_path` (`<key_id>.key`)."""
+    secret_path = public_path.with_suffix(".key")
+    try:
+        return private_key(kem, b64d(secret_path.read_text().strip()))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ConfigurationError(f"private key {secret_path} is unreadable: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +216,6 @@ class KeyRing:
         self._problems: list[str] = []
         self._document: dict[str, Any] | None = None
         self._document_ids: tuple[str, ...] = ()
-        self._document_at = 0.0
         self.reload()
 
     @property
@@ -232,12 +256,7 @@ class KeyRing:
         prior = self._keys.get(stored.key_id)
         if prior is not None and prior.published.public_key == stored.published.public_key:
             return _LoadedKey(stored.published, prior.private, stored.created_at)
-        secret_path = path.with_suffix(".key")
-        try:
-            secret = b64d(secret_path.read_text().strip())
-            private = private_key(stored.published.kem, secret)
-        except (OSError, ValueError) as exc:
-            raise ConfigurationError(f"private key {secret_path} is unreadable: {exc}") from None
+        private = _read_private(path, stored.published.kem)
         return _LoadedKey(stored.published, private, stored.created_at)
 
     def _maybe_rescan(self) -> None:
@@ -265,12 +284,14 @@ class KeyRing:
         return tuple(k.published for k in self._keys.values() if k.published.not_after > now)
 
     def document(self) -> dict[str, Any]:
-        """The signed `/v1/keys` document (re-signed when keys change, or every minute)."""
+        """The signed `/v1/keys` document, re-signed when the keys change and at the start of
+        every `KEYS_RESIGN_S` period, with `issued_at` that period's start (by the wall
+        clock): replicas sharing a keys folder publish the same document, byte for byte."""
         keys = self.current()
         ids = tuple(k.key_id for k in keys)
-        now = time.monotonic()
+        period = int(time.time()) // KEYS_RESIGN_S * KEYS_RESIGN_S
         doc = self._document
-        if doc is None or now - self._document_at > 60 or ids != self._document_ids:
-            doc = sign_keys_document(keys, self._identity)
-            self._document, self._document_ids, self._document_at = doc, ids, now
+        if doc is None or doc["issued_at"] != period or ids != self._document_ids:
+            doc = sign_keys_document(keys, self._identity, issued_at=period)
+            self._document, self._document_ids = doc, ids
         return doc

@@ -77,6 +77,7 @@ class RateLimiter:
         self._unsent: dict[tuple[str, int], int] = {}
         self._sent: dict[str, Kept] = {}
         self._uncharged = 0  # their tokens
+        self._cause: str | None = None  # why the store last refused a charge, for the log
         self._applying = asyncio.Lock()
         self._journal = journal
         self._dirty = False  # kept charges changed since the journal was written
@@ -125,7 +126,8 @@ class RateLimiter:
                     device, day, tokens, charge_id=charge_id, first_attempt=True
                 )
                 return True
-            except StoreUnavailable:
+            except StoreUnavailable as exc:
+                self._cause = exc.cause
                 self._keep(device, day, tokens, charge_id)
                 return False
         self._keep(device, day, tokens)
@@ -152,7 +154,8 @@ class RateLimiter:
         log.warning(
             "usage charge deferred",
             extra={"fields": {"device": device, "day": _date(day), "tokens": tokens,
-                              "uncharged_tokens": self.uncharged_tokens}},
+                              "uncharged_tokens": self.uncharged_tokens,
+                              "cause": self._cause}},
         )
 
     async def apply_uncharged(self) -> bool:
@@ -178,7 +181,8 @@ class RateLimiter:
                     await self.store.add_tokens(
                         charge.device, charge.day, charge.tokens, charge_id=charge_id
                     )
-                except StoreUnavailable:
+                except StoreUnavailable as exc:
+                    self._cause = exc.cause
                     if applied:
                         log.info("deferred usage charged", extra={"fields": {"tokens": applied}})
                     return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from cloud_gateway.errors import StoreUnavailable
+from cloud_gateway.redis_store import store_unavailable
 
 
 class RedisNonceStore:
@@ -22,7 +22,7 @@ class RedisNonceStore:
                 self._prefix + key, b"1", nx=True, px=int(ttl_s * 1000)
             )
         except RedisError as exc:
-            raise StoreUnavailable("the replay store is unreachable; retry later") from exc
+            raise store_unavailable("the replay store", exc) from exc
         return bool(created)
 
     async def close(self) -> None:

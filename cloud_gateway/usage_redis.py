@@ -14,7 +14,7 @@ import uuid
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from cloud_gateway.errors import StoreUnavailable
+from cloud_gateway.redis_store import store_unavailable
 
 _MINUTE_TTL = 120
 _DAY_TTL = 2 * 86_400
@@ -59,7 +59,7 @@ class RedisUsageStore:
         try:
             requests, _, _, _, tokens = await pipe.execute()
         except RedisError as exc:
-            raise StoreUnavailable("the rate-limit store is unreachable; retry later") from exc
+            raise store_unavailable("the rate-limit store", exc) from exc
         return int(requests), int(tokens or 0)
 
     async def add_tokens(
@@ -77,7 +77,7 @@ class RedisUsageStore:
         try:
             await self._add_once(keys=[key, marker], args=[tokens, ttl, _DAY_TTL])
         except RedisError as exc:
-            raise StoreUnavailable("the rate-limit store is unreachable") from exc
+            raise store_unavailable("the rate-limit store", exc) from exc
 
     async def close(self) -> None:
         """The Redis client is owned by the app; nothing to release here."""

@@ -2,8 +2,9 @@
 
 The key list must be signed by the gateway identity in the device credential, so a relay that
 serves its own keys is caught before anything is sealed to them. It must also be fresh (issued
-at most `KEYS_MAX_AGE_S` ago) and never older than the newest list accepted for that gateway,
-so a relay replaying an old list cannot bring back a retired key.
+at most `KEYS_MAX_AGE_S` ago) and not more than `KEYS_ROLLBACK_TOLERANCE_S` older than the
+newest list accepted for that gateway, so a relay replaying an old list cannot bring back a
+retired key (the tolerance lets replicas whose clocks differ a little take turns).
 
 With a state file (the runtime's: `default_state_path()`), "the newest list accepted" outlives
 the process: the file holds the newest `issued_at` per gateway identity, written atomically
@@ -64,7 +65,9 @@ def default_state_path() -> Path:
 
 
 class KeyCache:
-    """The newest valid gateway key of the configured KEM, refreshed every `ttl_s`.
+    """The newest valid gateway key of the configured KEM, refreshed every `ttl_s`: the last
+    of that KEM in the list, which the gateway orders oldest first (by creation), so after a
+    rotation the device moves to the new key even if it expires before the old one.
 
     `state_path` keeps the newest accepted `issued_at` across restarts (None: in memory)."""
 
@@ -134,7 +137,7 @@ class KeyCache:
         if not usable:
             message = f"the gateway publishes no current {self._kem} key"
             raise GatewayRejected(200, "no_key", message)
-        return max(usable, key=lambda k: (k.not_after, k.key_id))
+        return usable[-1]  # the list is oldest first: the newest key, not the longest-lived
 
 
 def _read_state(path: Path) -> dict[str, int]:

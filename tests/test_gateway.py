@@ -12,6 +12,7 @@ import logging
 import os
 import struct
 import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,13 +21,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloud_gateway import keys as keys_module
 from cloud_gateway.fixed_upstream import ANSWER
-from cloud_gateway.keys import generate_key, retire_key
+from cloud_gateway.keys import KeyRing, generate_key, retire_key
 from cloud_gateway.logs import JsonFormatter
 from cloud_gateway.protocol import (
     REQUEST_CONTENT_TYPE,
     DeviceCredential,
     open_response,
+    read_keys_document,
     seal_request,
     verify_keys_document,
 )
@@ -372,6 +375,29 @@ def test_key_rotation_drops_no_request(gateway: RunningGateway) -> None:
     client.close()
     keys = httpx.get(gateway.url + "/v1/keys").json()["keys"]
     assert [k["key_id"] for k in keys] == [new.key_id]
+
+
+def test_replicas_sharing_a_keys_folder_publish_the_same_keys_document(
+    gateway_home: GatewayHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [float(int(time.time()) // 60 * 60 + 30)]  # half a minute into one
+    fake_time = types.SimpleNamespace(
+        time=lambda: clock[0], monotonic=time.monotonic, strftime=time.strftime, gmtime=time.gmtime
+    )
+    monkeypatch.setattr(keys_module, "time", fake_time)
+    start = clock[0] - 30
+    replica_a = KeyRing(gateway_home.state_dir)
+    first = replica_a.document()
+    assert first["issued_at"] == start  # the minute's start, not the moment it was signed
+    clock[0] += 10
+    replica_b = KeyRing(gateway_home.state_dir)  # a replica started later, the same minute
+    assert replica_b.document() == first  # the same document, signature included
+    clock[0] += 25  # the next minute: both re-sign, to the same new document
+    assert replica_a.document()["issued_at"] == start + 60
+    assert replica_a.document() == replica_b.document()
+    credential = DeviceCredential.parse(gateway_home.credential)
+    doc = read_keys_document(replica_b.document(), credential.identity_key(), now=clock[0])
+    assert [k.key_id for k in doc.keys] == [gateway_home.key_id]
 
 
 def test_post_quantum_hybrid_suite_round_trips(gateway: RunningGateway) -> None:

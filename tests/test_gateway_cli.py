@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cloud_gateway.cli import main
@@ -299,3 +301,123 @@ def test_keys_lists_the_keys_and_names_each_file_it_skips(
     assert err.startswith("tandem gateway: key file skipped: ") and err.count("\n") == 1
     assert "backup.json" in err
     assert [k.key_id for k in list_keys(tmp_path)] == [key_id]  # skipped, not raised
+
+
+def test_enroll_on_a_state_dir_without_an_identity_issues_nothing_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A mistyped --state-dir (or another user's $HOME under sudo) must not mint a new
+    # gateway identity and a credential no gateway can verify.
+    typo = tmp_path / "gatewy"
+    credential = tmp_path / "phone.cred"
+    for extra in (("--out", str(credential)), ()):
+        code, out, err = run(capsys, "enroll", "phone", "--state-dir", str(typo), *extra)
+        assert (code, out) == (2, "")
+        assert err == (
+            f"tandem gateway: no gateway identity at {typo / 'keys' / 'identity.key'}:"
+            " run `tandem gateway keygen`\n"
+        )
+    assert not typo.exists()
+    assert not credential.exists()
+
+
+def test_a_key_whose_private_file_is_missing_is_listed_unusable_and_serve_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = str(tmp_path)
+    key_id = run(capsys, "keygen", "--state-dir", state)[1].split("\t")[0]
+    private = tmp_path / "keys" / f"{key_id}.key"
+    private.unlink()
+    problem = (
+        f"private key {private} is unreadable: [Errno 2] No such file or directory: '{private}'"
+    )
+    # serve: each problem on a line of its own (logging is not set up yet), then the verdict.
+    done = _serve(tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"tandem gateway: key {key_id} unusable: {problem}",
+        f"tandem gateway: no current key in {tmp_path}: run `tandem gateway keygen`",
+    ]
+    second = run(capsys, "keygen", "--state-dir", state)[1].split("\t")[0]
+    code, out, err = run(capsys, "keys", "--state-dir", state)
+    assert code == 0
+    lines = [line.split("\t")[:3] for line in out.splitlines()]
+    assert sorted(lines) == sorted(
+        [[key_id, "x25519", "unusable"], [second, "x25519", "current"]]
+    )
+    assert err == f"tandem gateway: key {key_id} unusable: {problem}\n"
+    assert [(k.key_id, k.problem) for k in list_keys(tmp_path) if k.key_id == key_id] == [
+        (key_id, problem)
+    ]
+
+
+@pytest.mark.parametrize("days", ["0.000001", "0.04"])
+def test_keygen_refuses_a_validity_under_an_hour(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], days: str
+) -> None:
+    code, out, err = run(capsys, "keygen", "--state-dir", str(tmp_path), "--not-after", days)
+    assert (code, out) == (2, "")
+    assert err == (
+        "tandem gateway: a key's validity must be a number of days from 0.0417 (one hour)"
+        f" to 36500, not {float(days)!r}\n"
+    )
+    assert not (tmp_path / "keys").exists()
+    code, out, _ = run(capsys, "keygen", "--state-dir", str(tmp_path), "--not-after", "0.0417")
+    assert code == 0
+    (stored,) = list_keys(tmp_path)
+    assert 3600 <= stored.published.not_after - time.time() <= 3604
+
+
+def test_serve_on_port_zero_says_which_port_it_got(tmp_path: Path) -> None:
+    generate_key(tmp_path, "x25519")
+    argv = [sys.executable, "-m", "cloud_gateway", "serve", "--state-dir", str(tmp_path),
+            "--port", "0", "--upstream-url", f"http://127.0.0.1:{free_port()}/v1"]
+    env = {**os.environ, "TANDEM_GATEWAY_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "serve --port 0 said nothing on stdout within 30 s"
+        line = proc.stdout.readline()
+        assert line.startswith("listening on 127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        assert port > 0
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        assert health.json() == {"status": "alive"}
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("ENGINE_CONTEXT_LENGTH", "-5"),
+        ("ENGINE_CONTEXT_LENGTH", "63"),
+        ("ENGINE_CONTEXT_LENGTH", "1048577"),
+        ("ENGINE_THREADS", "-1"),
+        ("ENGINE_THREADS", "1025"),
+    ],
+)
+def test_engine_settings_out_of_the_runtimes_ranges_are_refused(var: str, value: str) -> None:
+    field = var.lower()
+    must = "64..1048576" if var == "ENGINE_CONTEXT_LENGTH" else "0..1024 (0 = one per usable CPU)"
+    with pytest.raises(ConfigurationError) as info:
+        load_gateway_config({f"TANDEM_GATEWAY_{var}": value})
+    assert str(info.value) == (
+        f"gateway config {field}={int(value)} is invalid: it must be in {must}"
+    )
+
+
+def test_engine_settings_at_the_ends_of_the_runtimes_ranges_are_accepted() -> None:
+    for threads, context in ((0, 64), (1024, 1 << 20)):
+        config = GatewayConfig(engine_threads=threads, engine_context_length=context)
+        assert (config.engine_threads, config.engine_context_length) == (threads, context)

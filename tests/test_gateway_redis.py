@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -66,6 +67,64 @@ def test_with_redis_down_requests_get_503_and_the_gateway_is_not_ready(
     ready = httpx.get(gw.url + "/readyz")
     assert ready.status_code == 503
     assert ready.json()["reason"].startswith("redis unreachable")
+
+
+@pytest.mark.parametrize("refusal", ["read-only replica", "full"])
+def test_a_redis_that_answers_but_refuses_writes_is_not_ready_and_the_log_says_why(
+    start_gateway: GatewayFactory, own_redis: tuple[subprocess.Popen[bytes], str], refusal: str
+) -> None:
+    _, url = own_redis
+    gw = start_gateway(redis_url=url)
+    assert post(gw, sealed(gw)[0]).status_code == 200
+    with Redis.from_url(url) as admin:
+        if refusal == "read-only replica":  # e.g. redis_url still on the old primary after
+            # a failover: it follows a primary (here one that is down) and answers READONLY
+            admin.replicaof("127.0.0.1", str(free_port()))
+            error = "ReadOnlyError: You can't write against a read only replica."
+        else:  # maxmemory reached under the noeviction policy: every write answers OOM
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", "1")
+            error = "OutOfMemoryError: command not allowed when used memory > 'maxmemory'."
+        assert admin.ping()  # what readiness used to ask, and Redis still answers
+        try:
+            with gateway_log(logging.INFO) as records:
+                resp = post(gw, sealed(gw)[0])
+            ready = httpx.get(gw.url + "/readyz")
+        finally:
+            admin.replicaof("NO", "ONE")
+            admin.config_set("maxmemory", "0")
+    assert (ready.status_code, ready.json()) == (
+        503, {"status": "not ready", "reason": f"redis refuses writes: {error}"}
+    )
+    assert resp.status_code == 503
+    assert resp.json()["error"] == {
+        "message": "the replay store refused the request; retry later",  # not "unreachable"
+        "type": "server_error",
+        "code": "store_unavailable",
+    }
+    (rejected,) = [r for r in records if r.getMessage() == "rejected"]
+    assert rejected.fields["cause"] == error  # type: ignore[attr-defined]
+    # And back once Redis takes writes again.
+    assert httpx.get(gw.url + "/readyz").json() == {"status": "ready"}
+    assert post(gw, sealed(gw)[0]).status_code == 200
+
+
+def test_serve_with_a_redis_that_refuses_writes_says_so_in_one_line(
+    gateway_home: GatewayHome, own_redis: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    _, url = own_redis
+    with Redis.from_url(url) as admin:
+        admin.replicaof("127.0.0.1", str(free_port()))
+        try:
+            done = _serve(gateway_home, TANDEM_GATEWAY_PORT=str(free_port()),
+                          TANDEM_GATEWAY_REDIS_URL=url)
+        finally:
+            admin.replicaof("NO", "ONE")
+    assert done.returncode == 2
+    assert done.stderr == (
+        "tandem gateway: Redis refuses writes (redis_url): "
+        "You can't write against a read only replica.\n"
+    )
 
 
 def test_a_redis_that_stops_answering_is_a_503_not_a_hung_request(
@@ -526,3 +585,31 @@ def test_lock_files_left_by_crashed_gateways_are_removed_but_a_live_ones_stays(
     journal.close()
     alive.close()
     assert [p.name for p in folder.iterdir()] == ["young.lock"]
+
+
+class _StoreRefusingCharges:
+    """A usage store that counts requests but whose charges Redis refuses (e.g. OOM)."""
+
+    async def count_request(self, device: str, minute: int, day: int) -> tuple[int, int]:
+        return 1, 0
+
+    async def add_tokens(self, device: str, day: int, tokens: int,
+                         charge_id: str | None = None, *, first_attempt: bool = False) -> None:
+        raise StoreUnavailable("the rate-limit store refused the request; retry later",
+                               cause="OutOfMemoryError: command not allowed")
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_deferred_charge_is_logged_with_what_the_store_answered() -> None:
+    limiter = RateLimiter(_StoreRefusingCharges(), 0, 0)
+    with gateway_log(logging.INFO) as records:
+        assert asyncio.run(limiter.record("phone", 5, time.time())) is False
+        assert asyncio.run(limiter.record("phone", 3, time.time())) is False
+    deferred = [r for r in records if r.getMessage() == "usage charge deferred"]
+    assert [(r.fields["tokens"], r.fields["cause"]) for r in deferred] == [  # type: ignore[attr-defined]
+        (5, "OutOfMemoryError: command not allowed"),
+        (3, "OutOfMemoryError: command not allowed"),
+    ]
+    assert limiter.uncharged_tokens == 8

@@ -6,16 +6,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from redis import Redis
 
+from cloud_gateway.fixed_upstream import ANSWER
 from cloud_gateway.logs import LOGGER_NAME
 from cloud_gateway.usage_sqlite import SqliteUsageStore
+from runtime.offload import OffloadClient, OffloadConfig
 from tests.conftest_gateway import GatewayHome, spawn_gateway, wait_for_fresh_minute
-from tests.test_gateway import post, sealed
+from tests.test_gateway import CHAT, post, sealed
 
 
 @pytest.fixture
@@ -60,6 +64,31 @@ def test_rate_limit_is_shared_by_the_replicas(
     cred = gateway_home.credential
     statuses = [post(url, sealed(url, credential=cred)[0]).status_code for url in (a, b, a, b)]
     assert statuses == [200, 200, 200, 429]  # 3 per minute in total, not per replica
+
+
+def test_a_device_going_from_replica_to_replica_accepts_each_ones_keys_list(
+    replicas: tuple[str, str], gateway_home: GatewayHome, tmp_path: Path
+) -> None:
+    a, b = replicas
+    # Consecutive `tandem ask` runs (each a new process on the device's state file) land on
+    # the replicas in turn. B is asked for its list first, A a second later: each used to
+    # sign its own list when first asked (and keep it a minute), so B's list was older than
+    # the one the device had just accepted from A, and refused as `stale_keys`.
+    state = tmp_path / "gateway_keys.json"
+    httpx.get(b + "/v1/keys").raise_for_status()
+    time.sleep(1.1)
+    for url in (a, b, a):  # the fixture allows 3 requests a minute
+        with OffloadClient(OffloadConfig(url=url, credential=gateway_home.credential),
+                           keys_state_path=state) as client:
+            assert client.complete(CHAT).text == ANSWER
+    # Replicas sharing a keys folder publish the same document, byte for byte (issued_at is
+    # the minute's start, and Ed25519 signatures are deterministic).
+    for _ in range(2):  # a second try if a minute ended between the two requests
+        docs = [httpx.get(url + "/v1/keys").json() for url in (a, b)]
+        if docs[0]["issued_at"] == docs[1]["issued_at"]:
+            break
+    assert docs[0] == docs[1]
+    assert docs[0]["issued_at"] % 60 == 0
 
 
 def test_two_gateways_sharing_usage_sqlite_add_up_instead_of_overwriting(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_gateway.fixed_upstream import ANSWER
-from cloud_gateway.keys import list_keys, load_identity
+from cloud_gateway.keys import generate_key, list_keys, load_identity
 from cloud_gateway.protocol import DeviceCredential, PublishedKey, sign_keys_document
 from cloud_gateway.protocol.codec import b64e
 from kernels.base import Engine, GenerationParams, Message, generate
@@ -260,7 +260,8 @@ def test_replayed_keys_documents_cannot_bring_back_a_retired_key(gateway_home: G
     now = int(time.time())
     served = [
         sign_keys_document((current,), identity, issued_at=now),
-        sign_keys_document((retired,), identity, issued_at=now - 30),  # rolled back
+        # rolled back, further than replicas' lists differ (KEYS_ROLLBACK_TOLERANCE_S)
+        sign_keys_document((retired,), identity, issued_at=now - 300),
         sign_keys_document((retired,), identity, issued_at=now - 3600),  # too old
     ]
 
@@ -286,7 +287,7 @@ def test_replayed_keys_documents_cannot_bring_back_a_retired_key(gateway_home: G
 class _KeysRelay:
     """A relay serving, in turn, keys documents the gateway signed: the current key now, and
     a key since retired in a document `rolled_back_s` older (still fresh enough to pass the
-    age check)."""
+    age check; the current key again with `current=True`: a replica's list)."""
 
     def __init__(self, home: GatewayHome) -> None:
         identity = load_identity(home.state_dir)
@@ -303,8 +304,8 @@ class _KeysRelay:
         app.router.add_get("/v1/keys", keys)
         self.server = ThreadedServer(app).start()
 
-    def serve(self, *, rolled_back_s: int = 0) -> None:
-        key = self.retired if rolled_back_s else self.current
+    def serve(self, *, rolled_back_s: int = 0, current: bool = False) -> None:
+        key = self.retired if rolled_back_s and not current else self.current
         self.served.append(
             sign_keys_document((key,), self._identity, issued_at=self.now - rolled_back_s)
         )
@@ -335,14 +336,59 @@ def test_a_keys_list_replayed_after_a_restart_is_still_refused(
     identity = b64e(DeviceCredential.parse(gateway_home.credential).gateway_identity)
     stored = json.loads(state.read_text())
     assert stored == {"version": 1, "newest_issued_at": {identity: keys_relay.now}}
-    # "Restarted": a new cache on the same state file is served a list 30 s older.
-    keys_relay.serve(rolled_back_s=30)
+    # "Restarted": a new cache on the same state file is served a list 5 minutes older.
+    keys_relay.serve(rolled_back_s=300)
     with pytest.raises(GatewayRejected, match="older than one already accepted") as info:
         keys_relay.fetch(_cache(keys_relay, gateway_home, state))
     assert info.value.code == "stale_keys"
     # Without a state file (a library cache) only this process's memory holds the rule.
-    keys_relay.serve(rolled_back_s=30)
+    keys_relay.serve(rolled_back_s=300)
     assert keys_relay.fetch(_cache(keys_relay, gateway_home, None)).key_id == "retired-1"
+
+
+def test_lists_of_replicas_a_little_apart_are_accepted_across_restarts(
+    keys_relay: _KeysRelay, gateway_home: GatewayHome, tmp_path: Path
+) -> None:
+    # Consecutive `tandem ask` runs (a new cache on the state file each) reach replicas behind
+    # a load balancer: their lists may be a re-signing period (60 s) apart, or two with an
+    # HTTP cache in front. Up to KEYS_ROLLBACK_TOLERANCE_S (120 s) older is still accepted.
+    state = tmp_path / "gateway_keys.json"
+    keys_relay.serve()
+    assert keys_relay.fetch(_cache(keys_relay, gateway_home, state)) == keys_relay.current
+    for behind in (60, 120, 0, 119):
+        keys_relay.serve(rolled_back_s=behind, current=True)
+        assert keys_relay.fetch(_cache(keys_relay, gateway_home, state)) == keys_relay.current
+    identity = b64e(DeviceCredential.parse(gateway_home.credential).gateway_identity)
+    stored = json.loads(state.read_text())["newest_issued_at"]
+    assert stored == {identity: keys_relay.now}  # the newest accepted, not the last
+    # Further back is a replayed list, refused (a retired key's list the same way).
+    keys_relay.serve(rolled_back_s=121, current=True)
+    with pytest.raises(GatewayRejected, match=r"by 121 s, at most 120\): a replayed") as info:
+        keys_relay.fetch(_cache(keys_relay, gateway_home, state))
+    assert info.value.code == "stale_keys"
+
+
+def test_after_a_rotation_the_device_seals_to_the_newest_key_even_if_it_ends_sooner(
+    gateway: RunningGateway, gateway_home: GatewayHome
+) -> None:
+    (old,) = list_keys(gateway_home.state_dir)
+    # The new key is valid 30 days, the old one 90: devices must move to the new one anyway
+    # (they used to pick the key that ends last, and so kept the old key until it ended).
+    new = generate_key(gateway_home.state_dir, valid_days=30, now=time.time() + 1)
+    assert new.published.not_after < old.published.not_after
+    credential = DeviceCredential.parse(gateway_home.credential)
+    deadline = time.monotonic() + 10
+    while True:  # the gateway re-reads its keys folder within a second
+        doc = httpx.get(gateway.url + "/v1/keys").json()
+        if len(doc["keys"]) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [k["key_id"] for k in doc["keys"]] == [old.key_id, new.key_id]  # oldest first
+    cache = KeyCache(gateway.url, credential, "x25519", ttl_s=0.0)
+    with httpx.Client() as http:
+        assert cache.current(http, httpx.Timeout(5.0)).key_id == new.key_id
+    with make_client(gateway.url, gateway_home.credential) as client:
+        assert client.complete(CHAT).text == ANSWER
 
 
 def test_the_state_file_keeps_the_newest_list_of_each_gateway(
@@ -417,7 +463,7 @@ def test_an_unusable_keys_state_file_is_a_warning_not_a_stop(
     assert "gateway keys state" in caplog.text and str(state) in caplog.text
     if content is not None:  # replaced by a good one
         assert json.loads(state.read_text())["version"] == 1
-        keys_relay.serve(rolled_back_s=30)
+        keys_relay.serve(rolled_back_s=300)
         with pytest.raises(GatewayRejected, match="older than one already accepted"):
             keys_relay.fetch(_cache(keys_relay, gateway_home, state))
 

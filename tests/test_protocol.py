@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloud_gateway import protocol
 from cloud_gateway.errors import (
     BadCredential,
     BadSignature,
@@ -215,13 +216,38 @@ def test_old_or_rolled_back_keys_documents_are_refused_as_stale() -> None:
     old = sign_keys_document(_published(), identity, issued_at=now - 601)
     with pytest.raises(StaleKeys, match="601 s ago"):
         read_keys_document(old, identity.public_key(), now=now)
-    recent = sign_keys_document(_published(), identity, issued_at=now - 30)
-    assert read_keys_document(recent, identity.public_key(), now=now).issued_at == now - 30
-    # Within the age limit, but older than a list already accepted: a rollback.
+    recent = sign_keys_document(_published(), identity, issued_at=now - 300)
+    assert read_keys_document(recent, identity.public_key(), now=now).issued_at == now - 300
+    # Within the age limit, but well older than a list already accepted: a rollback.
     with pytest.raises(StaleKeys, match="older than one already accepted"):
         read_keys_document(recent, identity.public_key(), now=now, not_before=now - 10)
-    same = read_keys_document(recent, identity.public_key(), now=now, not_before=now - 30)
+    same = read_keys_document(recent, identity.public_key(), now=now, not_before=now - 300)
     assert same.keys == _published()  # the same list again (a cache) is fine
+
+
+def test_a_list_from_a_replica_a_little_behind_is_accepted_within_the_tolerance() -> None:
+    # Two replicas whose clocks put them in different minutes sign lists 60 s apart; an HTTP
+    # cache may add 60 s more. Up to KEYS_ROLLBACK_TOLERANCE_S (120 s) older is accepted.
+    identity = Ed25519PrivateKey.generate()
+    now = 1_800_000_000
+    newest = now - 10
+    for behind in (0, 1, 60, 120):
+        doc = sign_keys_document(_published(), identity, issued_at=newest - behind)
+        read = read_keys_document(doc, identity.public_key(), now=now, not_before=newest)
+        assert read.issued_at == newest - behind
+    for behind in (121, 300):
+        doc = sign_keys_document(_published(), identity, issued_at=newest - behind)
+        with pytest.raises(StaleKeys, match=f"by {behind} s, at most 120"):
+            read_keys_document(doc, identity.public_key(), now=now, not_before=newest)
+    # The tolerance never extends the age limit.
+    doc = sign_keys_document(_published(), identity, issued_at=now - 601)
+    with pytest.raises(StaleKeys, match="601 s ago"):
+        read_keys_document(doc, identity.public_key(), now=now, not_before=now - 600)
+    # A caller may ask for the strict rule.
+    doc = sign_keys_document(_published(), identity, issued_at=newest - 1)
+    with pytest.raises(StaleKeys, match="older than one already accepted"):
+        read_keys_document(doc, identity.public_key(), now=now, not_before=newest, tolerance_s=0)
+    assert protocol.KEYS_ROLLBACK_TOLERANCE_S == 120
 
 
 def test_credential_round_trips_and_hides_its_secret() -> None:

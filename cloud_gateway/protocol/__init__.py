@@ -34,6 +34,7 @@ from cloud_gateway.protocol.frames import (
 from cloud_gateway.protocol.suites import KEMS, Kem, check_kem
 from cloud_gateway.protocol.trust import (
     KEYS_MAX_AGE_S,
+    KEYS_ROLLBACK_TOLERANCE_S,
     DeviceCredential,
     KeysDocument,
     PublishedKey,
@@ -45,6 +46,7 @@ from cloud_gateway.protocol.trust import (
 __all__ = [
     "KEMS",
     "KEYS_MAX_AGE_S",
+    "KEYS_ROLLBACK_TOLERANCE_S",
     "NONCE_BYTES",
     "REQUEST_CONTENT_TYPE",
     "RESPONSE_CONTENT_TYPE",

@@ -5,8 +5,12 @@ published at `GET /v1/keys`, so a relay cannot substitute its own key. The ident
 reaches the device inside its credential at enrollment, the one out-of-band step.
 
 A keys document is fresh for `KEYS_MAX_AGE_S` after its `issued_at` (the gateway re-signs it
-every minute), and a device never goes back to a document older than one it already accepted:
-a relay replaying an old list cannot steer a device to a retired (perhaps leaked) key.
+every minute, `issued_at` the minute's start, so replicas sharing their keys publish the same
+document), and a device never goes back to a document more than `KEYS_ROLLBACK_TOLERANCE_S`
+older than one it already accepted: a relay replaying an old list cannot steer a device to a
+retired (perhaps leaked) key for longer than that tolerance, nor at all once the list is older
+than `KEYS_MAX_AGE_S`. The tolerance lets a device behind a load balancer alternate between
+replicas whose clocks (and so whose minutes) differ a little.
 
 A credential is one string, `tdc1.` followed by base64url(JSON):
 `{"device": NAME, "device_key": b64url(Ed25519 seed), "gateway_identity": b64url(public key)}`.
@@ -31,6 +35,12 @@ from cloud_gateway.protocol.suites import SUITE_NAMES, Kem, check_kem, public_ke
 CREDENTIAL_PREFIX = "tdc1."
 KEYS_DOCUMENT_VERSION = 1
 KEYS_MAX_AGE_S = 600.0  # the gateway re-signs every 60 s; caches may add 60 s; the rest is skew
+# How much older than the newest list accepted a list may be: one re-signing period (a replica
+# whose clock is just behind another's is still in the previous minute) plus an HTTP cache's
+# 60 s (`Cache-Control: max-age=60`). Not more: it is how long a replayed list naming a retired
+# key can still be taken by a device that has seen lists issued after it (a device refuses it
+# once it has accepted one issued more than this later), and never beyond KEYS_MAX_AGE_S.
+KEYS_ROLLBACK_TOLERANCE_S = 120
 _KEYS_CONTEXT = b"tandem/1 keys\x00"
 
 
@@ -81,9 +91,11 @@ def read_keys_document(
     *,
     max_age_s: float = KEYS_MAX_AGE_S,
     not_before: int | None = None,
+    tolerance_s: float = KEYS_ROLLBACK_TOLERANCE_S,
 ) -> KeysDocument:
     """Verify a `/v1/keys` document: `UntrustedKeys` if it is not genuine, `StaleKeys` if it
-    was issued more than `max_age_s` ago or before `not_before` (the newest one accepted)."""
+    was issued more than `max_age_s` ago, or more than `tolerance_s` before `not_before` (the
+    `issued_at` of the newest one accepted)."""
     if not isinstance(doc, dict) or doc.get("version") != KEYS_DOCUMENT_VERSION:
         raise UntrustedKeys("not a version-1 keys document")
     unsigned = {k: v for k, v in doc.items() if k != "signature"}
@@ -103,8 +115,11 @@ def read_keys_document(
             f"the keys document was issued {now - issued_at:.0f} s ago (at most {max_age_s:.0f}):"
             " a replayed list, or a wrong clock here or at the gateway"
         )
-    if not_before is not None and issued_at < not_before:
-        raise StaleKeys("the keys document is older than one already accepted: a replayed list")
+    if not_before is not None and issued_at < not_before - tolerance_s:
+        raise StaleKeys(
+            f"the keys document is older than one already accepted (by {not_before - issued_at}"
+            f" s, at most {tolerance_s:.0f}): a replayed list"
+        )
     keys = [_parse_key(e) for e in entries]
     return KeysDocument(issued_at, tuple(k for k in keys if k.not_after > now))
 
