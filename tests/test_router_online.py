@@ -628,3 +628,23 @@ def test_the_cascade_credit_check_values_both_rules_against_fixed_policies(
     # The credit rule changes what is learned: the cloud shares differ somewhere.
     assert any(c["chosen"]["cloud_share_median"] != c["answered"]["cloud_share_median"]
                for c in cells)
+
+
+def test_a_device_answer_the_cloud_had_a_part_in_teaches_the_bandit_nothing(
+    engine: Engine, gateway: RunningGateway, tmp_path: Path
+) -> None:
+    # A continuation of a half-sent cloud answer is logged as local with the cloud's tokens:
+    # neither arm alone earned its verdict. (Made here by marking a logged answer so.)
+    with _runtime(engine, gateway, tmp_path) as rt:
+        assert rt.telemetry is not None
+        mixed = rt.generate(Q, params=rt.params(max_tokens=4))
+        plain = rt.generate(Q, params=rt.params(max_tokens=4))
+        with rt.telemetry._lock:
+            rt.telemetry._db.execute(
+                "UPDATE answers SET source = 'local', cloud_tokens = 40 WHERE id = ?",
+                (mixed.id,))
+        rt.feedback(mixed.id, False)
+        assert not (tmp_path / "bandit.npz").exists()  # nothing learned, nothing saved
+        assert rt.telemetry.answer(mixed.id)["feedback"] == 0  # type: ignore[index]
+        rt.feedback(plain.id, True)
+    assert OnlineRouter.load(tmp_path / "bandit.npz").updates == 1
