@@ -9,8 +9,9 @@ continued) on the device, and says so in its reason.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from kernels import GenerationParams, Message
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from runtime.cloud import Prepared
     from runtime.config import Mode
     from runtime.facade import Runtime
+    from runtime.offload import CloudStream
     from runtime.request import Plan, ResultStream, Slot
 
 
@@ -177,20 +179,9 @@ def escalate(
             prepared = with_draft
             why += "; the local draft went along to be refined"
     cancel = stream._cancel
-    parts: list[str] = []
     try:
         pieces, raw = rt.cloud.stream(prepared)
-        if isinstance(cancel, CancelEvent):
-            cancel.link(raw.cancel)
-        try:
-            for piece in pieces:
-                parts.append(piece)
-                if cancel.is_set():
-                    break
-        finally:
-            close = getattr(pieces, "close", None)
-            if close is not None:
-                close()
+        parts = list(_until_cancelled(pieces, raw, cancel))
     except OffloadError as exc:
         failed = f"mode prefer-local: {why}, but the cloud failed ({exc})"
         if cancel.is_set():  # the client left: nothing more to compute
@@ -242,23 +233,18 @@ def run_cloud(
 
     try:
         pieces, raw = rt.cloud.stream(plan.prepared)
-        if isinstance(stream._cancel, CancelEvent):  # a cancel ends even a stalled stream
-            stream._cancel.link(raw.cancel)
+        linked = _until_cancelled(pieces, raw, stream._cancel)
         try:
-            for piece in pieces:
+            for piece in linked:
                 if first is None:
                     first = time.perf_counter()
                 emitted.append(piece)
                 yield piece
-                if stream._cancel.is_set():
-                    break
         except GeneratorExit:  # the tokens the cloud sent so far still count
             _closed_early(rt, stream, lambda: answered("cancelled"))
             raise
         finally:
-            close = getattr(pieces, "close", None)
-            if close is not None:
-                close()
+            linked.close()
     except OffloadError as exc:
         if not plan.fallback:
             raise
@@ -284,6 +270,24 @@ def run_cloud(
         return
     rt._finish(stream, answered(
         "cancelled" if stream._cancel.is_set() else raw.finish_reason or "stop"))
+
+
+def _until_cancelled(
+    pieces: Iterator[str], raw: CloudStream, cancel: threading.Event
+) -> Generator[str, None, None]:
+    """The cloud's text pieces until they end or the request is cancelled; the cloud stream
+    is closed either way. A `CancelEvent` also ends a stream stalled between pieces."""
+    if isinstance(cancel, CancelEvent):
+        cancel.link(raw.cancel)
+    try:
+        for piece in pieces:
+            yield piece
+            if cancel.is_set():
+                return
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
 
 
 def _prefix_tokens(rt: Runtime, msgs: list[Message], prefix: str) -> tuple[int, int]:
@@ -360,9 +364,8 @@ def cloud_result(
     done = time.perf_counter()
     prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
     if prompt == 0 and completion == 0 and msgs:
-        engine = rt.engine
-        prompt = engine.count_tokens(engine.render(list(msgs)))
-        completion = engine.count_tokens(text) if text else 0
+        prompt = rt._prompt_tokens(msgs)
+        completion = rt.engine.count_tokens(text) if text else 0
     first_s = float(timings.get("first_text_s", done - started))
     decode_s = (done - started) - first_s
     return Result(
