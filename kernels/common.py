@@ -1,8 +1,10 @@
-"""Helpers every engine shares: thread count, base-model transcripts, stop strings."""
+"""Helpers every engine shares: thread count, sampling seeds, base-model transcripts, stop
+strings."""
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Sequence
 
 from kernels.base import Message
@@ -15,6 +17,18 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def sampling_seed(request_seed: int | None, engine_seed: int | None) -> int:
+    """The seed one generation samples with: the request's own seed, else the engine's
+    configured one (`model.seed`: every such request samples alike), else a fresh random
+    32-bit seed, so that repeating a request draws a new sample (as OpenAI's API does when
+    a request has no `seed`). Greedy decoding does not depend on it."""
+    if request_seed is not None:
+        return request_seed
+    if engine_seed is not None:
+        return engine_seed
+    return secrets.randbits(32)
 
 
 def check_context(prompt_tokens: int, context_length: int) -> None:

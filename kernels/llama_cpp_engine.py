@@ -26,7 +26,13 @@ from kernels.base import (
     TokenStream,
     Usage,
 )
-from kernels.common import StopText, check_context, default_threads, render_transcript
+from kernels.common import (
+    StopText,
+    check_context,
+    default_threads,
+    render_transcript,
+    sampling_seed,
+)
 from kernels.errors import EngineError, ModelNotFoundError
 from kernels.logprobs import StepRecorder
 from kernels.registry import ResolvedModel
@@ -44,8 +50,11 @@ class LlamaCppEngine:
         *,
         threads: int = 0,
         context_length: int = 2048,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
+        """`seed`: what a request without its own seed samples with (None: a fresh random
+        seed per request)."""
+        import llama_cpp
         from llama_cpp import Llama
 
         from kernels.llama_log import route_llama_logs
@@ -66,7 +75,8 @@ class LlamaCppEngine:
                 n_ctx=context_length,
                 n_threads=n_threads,
                 n_threads_batch=n_threads,
-                seed=seed,
+                # every decode sets its own seed (_decode); this one is never sampled with
+                seed=llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed,
                 verbose=False,
             ).result()
         except (ValueError, RuntimeError) as exc:
@@ -76,7 +86,6 @@ class LlamaCppEngine:
         self._seed = seed
         self._lock = threading.Lock()
         self._closed = False  # set under the lock: the model's memory is freed on close
-        import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self._vocab = self._llm._model.vocab
@@ -204,7 +213,7 @@ class LlamaCppEngine:
         vocab_size = self._llm.n_vocab()
 
         # the caller (`_Pinned`) holds self._lock; this body runs on the pinned thread
-        self._llm.set_seed(params.seed if params.seed is not None else self._seed)
+        self._llm.set_seed(sampling_seed(params.seed, self._seed))
         # Re-evaluate the whole prompt every time: reusing a cached prefix splits the
         # prompt into different batches, which changes float rounding and so greedy output.
         self._llm.reset()  # type: ignore[no-untyped-call]

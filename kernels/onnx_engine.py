@@ -35,7 +35,13 @@ from kernels.base import (
     TokenStream,
     Usage,
 )
-from kernels.common import StopText, check_context, default_threads, render_transcript
+from kernels.common import (
+    StopText,
+    check_context,
+    default_threads,
+    render_transcript,
+    sampling_seed,
+)
 from kernels.errors import (
     EngineError,
     EngineUnavailableError,
@@ -82,6 +88,13 @@ def sliding_window(genai_model: dict[str, Any]) -> int:
     return int(window or 0)
 
 
+def og_seed(seed: int) -> int:
+    """`seed` as onnxruntime-genai takes it: its `random_seed` is a 32-bit signed int (2**31
+    and above fail to convert) and any negative value means "draw a random seed", so every
+    seed is folded into 0..2**31-1 (s and s + 2**31 sample alike)."""
+    return seed % 2**31
+
+
 class OnnxEngine:
     """An ONNX Runtime GenAI model folder. One generation at a time (a lock serialises)."""
 
@@ -91,8 +104,10 @@ class OnnxEngine:
         *,
         threads: int = 0,
         context_length: int = 2048,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
+        """`seed`: what a request without its own seed samples with (None: a fresh random
+        seed per request)."""
         og = import_onnxruntime_genai()
         folder = model.path
         config_path = folder / "genai_config.json"
@@ -208,7 +223,7 @@ class OnnxEngine:
             # never below the sliding window: the windowed KV cache needs the whole window
             "max_length": max(length, self._window),
             "do_sample": params.temperature > 0,
-            "random_seed": params.seed if params.seed is not None else self._seed,
+            "random_seed": og_seed(sampling_seed(params.seed, self._seed)),
         }
         if params.temperature > 0:
             # top_k 0 = no top-k cut, as in the llama.cpp engine; only top-p applies

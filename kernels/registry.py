@@ -179,10 +179,15 @@ def load_engine(
     *,
     threads: int = 0,
     context_length: int = 2048,
-    seed: int = 0,
+    seed: int | None = None,
     cache_dir: str | Path | None = None,
 ) -> Engine:
-    """Resolve `spec` and load it with the engine its format needs."""
+    """Resolve `spec` and load it with the engine its format needs.
+
+    `seed`: what an in-process engine (llama.cpp, ONNX) samples with when a request has no
+    seed of its own; None draws a fresh random seed per request. Server and MLC engines send
+    a request's own seed and otherwise none (the server's default applies): the runtime
+    puts `model.seed` in each request's parameters (`Runtime.params`), so they get it too."""
     model = resolve(spec, cache_dir)
     if model.format == "gguf":
         try:

@@ -45,7 +45,10 @@ class ModelConfig:
     spec: str = "bundled:smollm2-135m"  # bundled:NAME, a .gguf path, or an engine-specific spec
     threads: int = 0  # 0: one per CPU this process may use
     context_length: int = 2048
-    seed: int = 0
+    # What a sampled request without its own `seed` uses. None (the key left out; in the
+    # environment an empty TANDEM_MODEL_SEED): a fresh random seed per request, as OpenAI's
+    # API does. A number: every such request samples with it (repeatable answers).
+    seed: int | None = None
     cache_dir: str = ""  # where assembled / converted models go; "" = $XDG_CACHE_HOME/tandem
 
     def __post_init__(self) -> None:
@@ -55,7 +58,8 @@ class ModelConfig:
         # llama.cpp takes a 32-bit context and seed: larger values were silently cut.
         _check(64 <= self.context_length <= 1 << 20, "model.context_length",
                "must be in 64..1048576")
-        _check(0 <= self.seed <= 2**32 - 1, "model.seed", "must be in 0..4294967295")
+        _check(self.seed is None or 0 <= self.seed <= 2**32 - 1, "model.seed",
+               "must be in 0..4294967295 (or left out: a fresh random seed per request)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,18 @@ os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="tandem-test-state-")
 
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Engine]:
-    """SmolLM2-135M through llama.cpp (the real bundled model)."""
+    """SmolLM2-135M through llama.cpp (the real bundled model), seeded: a sampled request
+    without a seed of its own gives the same answer every time."""
     eng = load_engine("bundled:smollm2-135m", context_length=1024, seed=0)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def unseeded_engine() -> Iterator[Engine]:
+    """The same model with no `model.seed`: each sampled request without a seed of its own
+    draws a fresh random one (the default)."""
+    eng = load_engine("bundled:smollm2-135m", context_length=1024)
     yield eng
     eng.close()
 

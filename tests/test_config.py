@@ -91,6 +91,38 @@ def test_bad_values_name_the_key(
         load_config(_toml(tmp_path, text), env=env)
 
 
+def test_model_seed_is_unset_unless_configured(tmp_path: Path) -> None:
+    """Unset (None): each sampled request without a seed draws a fresh one; the key left out
+    of the file, or TANDEM_MODEL_SEED empty (which also unsets a seed from the file)."""
+    assert load_config(env={}).model.seed is None
+    for seed in (0, 7, 2**32 - 1):
+        path = _toml(tmp_path, f"[model]\nseed = {seed}\n")
+        assert load_config(path, env={}).model.seed == seed
+    path = _toml(tmp_path, "[model]\nseed = 7\n")
+    assert load_config(path, env={"TANDEM_MODEL_SEED": "12"}).model.seed == 12
+    assert load_config(path, env={"TANDEM_MODEL_SEED": ""}).model.seed is None
+
+
+def test_a_bad_model_seed_is_refused_and_the_range_error_says_how_to_unset_it(
+    tmp_path: Path,
+) -> None:
+    hint = r"must be in 0\.\.4294967295 \(or left out: a fresh random seed per request\)$"
+    for text, env, message in [
+        ("[model]\nseed = -1\n", {}, f"^model.seed {hint}"),
+        ("[model]\nseed = 4294967296\n", {}, f"^model.seed {hint}"),
+        ("", {"TANDEM_MODEL_SEED": "-1"}, f"^model.seed {hint}"),
+        # TOML has no null, and the config takes no "random" / -1 spelling: unset = left out
+        ('[model]\nseed = "random"\n', {}, "model.seed must be an integer, not 'random'"),
+        ('[model]\nseed = ""\n', {}, "model.seed must be an integer, not ''"),
+        ("[model]\nseed = 1.5\n", {}, "model.seed must be an integer, not 1.5"),
+        ("[model]\nseed = true\n", {}, "model.seed must be an integer, not True"),
+        ("", {"TANDEM_MODEL_SEED": "random"},
+         "TANDEM_MODEL_SEED must be an integer, not 'random'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(_toml(tmp_path, text), env=env)
+
+
 def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"config file not found: {tmp_path / 'nope.toml'}"):
         load_config(tmp_path / "nope.toml", env={})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -69,6 +70,38 @@ def test_seeded_sampling_is_repeatable_and_seed_dependent(engine: Engine) -> Non
     c = generate(engine, QUESTION, GenerationParams(max_tokens=24, temperature=1.0, seed=2))
     assert a.text == b.text
     assert [t.token_id for t in a.tokens] != [t.token_id for t in c.tokens]
+
+
+# An open prompt at temperature 1 over the whole vocabulary: 24 sampled tokens from two
+# independent seeds coincide with negligible probability.
+POEM = [Message("user", "Write a short poem about the sea.")]
+SAMPLED = GenerationParams(max_tokens=24, temperature=1.0)
+
+
+def test_without_any_seed_each_sampled_request_is_a_fresh_draw(unseeded_engine: Engine) -> None:
+    """No request seed and no `model.seed`: "regenerate" gives a new answer, as OpenAI's API;
+    a request's own seed still repeats, and greedy decoding does not depend on seeds."""
+    texts = [generate(unseeded_engine, POEM, SAMPLED).text for _ in range(3)]
+    assert len(set(texts)) >= 2, texts
+    seeded = dataclasses.replace(SAMPLED, seed=11)
+    assert generate(unseeded_engine, POEM, seeded).text == \
+        generate(unseeded_engine, POEM, seeded).text
+    greedy = GenerationParams(max_tokens=12)
+    assert generate(unseeded_engine, POEM, greedy).text == \
+        generate(unseeded_engine, POEM, greedy).text
+
+
+def test_the_engine_seed_repeats_unseeded_requests_and_a_request_seed_wins(
+    engine: Engine, unseeded_engine: Engine
+) -> None:
+    texts = [generate(engine, POEM, SAMPLED).text for _ in range(3)]  # engine seed 0
+    assert len(set(texts)) == 1
+    assert generate(unseeded_engine, POEM, dataclasses.replace(SAMPLED, seed=0)).text == texts[0]
+    own = [generate(e, POEM, dataclasses.replace(SAMPLED, seed=11)).text
+           for e in (engine, unseeded_engine)]
+    assert own[0] == own[1] != texts[0]
+    # and without a seed the unseeded engine does not fall back to any fixed one
+    assert {generate(unseeded_engine, POEM, SAMPLED).text for _ in range(3)} - {texts[0]}
 
 
 def test_logprobs_match_llama_cpp_logits_all(engine: Engine) -> None:

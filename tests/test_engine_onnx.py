@@ -7,6 +7,7 @@ without the convert extra and no converted model in the cache these tests skip, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -89,6 +90,48 @@ def test_seeded_sampling_is_repeatable_and_seed_dependent(onnx: OnnxEngine) -> N
     c = generate(onnx, QUESTION, GenerationParams(max_tokens=16, temperature=1.0, seed=2))
     assert [t.token_id for t in a.tokens] == [t.token_id for t in b.tokens]
     assert [t.token_id for t in a.tokens] != [t.token_id for t in c.tokens]
+
+
+POEM = [Message("user", "Write a short poem about the sea.")]
+SAMPLED = GenerationParams(max_tokens=24, temperature=1.0)
+
+
+@pytest.fixture(scope="module")
+def unseeded_onnx(onnx_dir: Path) -> Iterator[OnnxEngine]:
+    eng = load_engine(str(onnx_dir), context_length=1024)
+    assert isinstance(eng, OnnxEngine)
+    yield eng
+    eng.close()
+
+
+def test_without_any_seed_each_sampled_request_is_a_fresh_draw(
+    unseeded_onnx: OnnxEngine, onnx: OnnxEngine
+) -> None:
+    """No request seed and no `model.seed`: a new sample each time (onnx is seeded 0)."""
+    texts = [generate(unseeded_onnx, POEM, SAMPLED).text for _ in range(3)]
+    assert len(set(texts)) >= 2, texts
+    fixed = generate(onnx, POEM, SAMPLED).text
+    assert generate(onnx, POEM, SAMPLED).text == fixed
+    assert set(texts) - {fixed}  # not a fall-back to seed 0
+    own = [generate(e, POEM, dataclasses.replace(SAMPLED, seed=11)).text
+           for e in (onnx, unseeded_onnx)]
+    assert own[0] == own[1]
+    greedy = GenerationParams(max_tokens=12)
+    assert generate(unseeded_onnx, POEM, greedy).text == generate(unseeded_onnx, POEM, greedy).text
+
+
+def test_every_seed_samples_repeatably(onnx_dir: Path) -> None:
+    """onnxruntime-genai takes a signed 32-bit seed (2**31 and up failed to convert, and a
+    negative one means random): the top of `model.seed`'s range and request seeds beyond
+    int32 still give repeatable samples."""
+    eng = load_engine(str(onnx_dir), context_length=256, seed=2**32 - 1)
+    try:
+        for params in (SAMPLED, dataclasses.replace(SAMPLED, seed=2**31),
+                       dataclasses.replace(SAMPLED, seed=-5)):
+            first, second = (generate(eng, POEM, params) for _ in range(2))
+            assert [t.token_id for t in first.tokens] == [t.token_id for t in second.tokens]
+    finally:
+        eng.close()
 
 
 def test_logprobs_equal_the_log_softmax_of_a_teacher_forced_run(

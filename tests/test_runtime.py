@@ -143,3 +143,25 @@ def test_a_running_runtime_takes_new_thresholds_but_not_what_it_read_at_start(
     with pytest.raises(ValueError, match="cannot change model"):
         rt.config = cfg.replace(model=dataclasses.replace(cfg.model, threads=7))
     assert rt.config is live  # a refused config leaves the old one whole
+
+
+def test_model_seed_decides_whether_a_repeated_sampled_request_repeats() -> None:
+    """`model.seed` unset (the default): asked again, the same sampled request gets a fresh
+    answer (OpenAI's API without `seed`); set: the same answer. A request's seed wins."""
+    poem = [{"role": "user", "content": "Write a short poem about the sea."}]
+    env = {"TANDEM_MODEL_CONTEXT_LENGTH": "1024", "TANDEM_RUNTIME_TELEMETRY_PATH": "off"}
+    with Runtime(load_config(env=env)) as fresh:  # loads its own engine from the config
+        def answers(rt: Runtime, n: int = 3, **params: int) -> list[str]:
+            return [rt.generate(poem, mode="local-only", params=rt.params(
+                max_tokens=24, temperature=1.0, **params)).text for _ in range(n)]
+
+        assert len(set(answers(fresh))) >= 2
+        assert fresh.config.model.seed is None
+        seeded = Runtime(load_config(env={**env, "TANDEM_MODEL_SEED": "5"}),
+                         engine=fresh.engine)
+        with seeded:
+            fixed = answers(seeded)
+            assert len(set(fixed)) == 1
+            assert answers(fresh, 1, seed=5) == fixed[:1]
+            own = answers(seeded, 2, seed=9)
+            assert own == answers(fresh, 1, seed=9) * 2 and own[0] != fixed[0]
