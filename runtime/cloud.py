@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kernels import GenerationParams, Message
@@ -30,6 +30,10 @@ class Prepared:
     body: dict[str, Any]
     vault: Vault
     redactions: dict[str, Any]  # {"counts": {TYPE: n}, "blocked": reason | None}
+    # The request as the user wrote it (messages, stop strings): never sent, kept so that a
+    # draft added later is redacted together with it (`CloudPath.with_draft`).
+    plain: tuple[dict[str, str], ...] = field(default=(), repr=False)
+    plain_stops: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def blocked(self) -> str | None:
@@ -64,21 +68,9 @@ class CloudPath:
     def prepare(self, messages: Sequence[Message], params: GenerationParams) -> Prepared:
         """Redact `messages` and build the chat body. Never raises for a block: see `blocked`."""
         vault = Vault()
-        wire: list[dict[str, str]] = [m.to_dict() for m in messages]
-        redactions: dict[str, Any] = {"counts": {}, "blocked": None}
-        stops = list(params.stop)
-        privacy = self.privacy
-        if privacy is not None:
-            red = privacy.redact_messages(wire, vault)
-            wire = [dict(m) for m in red.messages]
-            redactions = red.to_dict()
-            # Stop strings leave the device too ("\nBob Smith:"): redacted with the same
-            # vault, so they name what the cloud sees, and match its placeholder text.
-            for i, stop in enumerate(stops):
-                red_stop = privacy.redact(stop, vault)
-                stops[i] = red_stop.text
-                if red_stop.blocked and not redactions["blocked"]:
-                    redactions["blocked"] = f"a stop string: {red_stop.blocked}"
+        plain = tuple(m.to_dict() for m in messages)
+        stops = tuple(params.stop)
+        wire, red_stops, redactions = self._redact(plain, stops, vault)
         body: dict[str, Any] = {
             "model": self._model,
             "messages": wire,
@@ -86,36 +78,56 @@ class CloudPath:
             "temperature": params.temperature,
             "top_p": params.top_p,
         }
-        if stops:
-            body["stop"] = stops
+        if red_stops:
+            body["stop"] = red_stops
         if params.seed is not None:
             body["seed"] = params.seed
-        return Prepared(body, vault, redactions)
+        return Prepared(body, vault, redactions, plain, stops)
+
+    def _redact(
+        self, plain: Sequence[dict[str, str]], stops: Sequence[str], vault: Vault
+    ) -> tuple[list[dict[str, str]], list[str], dict[str, Any]]:
+        """The messages and stop strings redacted *together*, with `vault`: a value found
+        by its context in any of them ("my PIN is 4821" in a draft, "\nBob Smith:" in a
+        stop string) is replaced in all. Stop strings leave the device too, redacted so
+        that they name what the cloud sees and match its placeholder text."""
+        privacy = self.privacy
+        if privacy is None:
+            return [dict(m) for m in plain], list(stops), {"counts": {}, "blocked": None}
+        texts = [*plain, *({"role": "user", "content": stop} for stop in stops)]
+        red = privacy.redact_messages(texts, vault)
+        wire = [dict(m) for m in red.messages[: len(plain)]]
+        red_stops = [str(m["content"]) for m in red.messages[len(plain):]]
+        blocked = red.blocked
+        if blocked:  # say where: the messages, or only a stop string
+            in_messages = privacy.redact_messages(plain, Vault()).blocked
+            if not in_messages:
+                blocked = f"a stop string: {blocked}"
+        return wire, red_stops, {"counts": dict(sorted(red.counts.items())), "blocked": blocked}
 
     def with_draft(self, prepared: Prepared, draft: str) -> tuple[Prepared, str]:
         """The request plus the device's draft answer, for the cloud to check and refine,
         and "" — or, when the draft must stay on the device (a stay-local topic or a blocked
         type in it), the request unchanged and why.
 
-        The draft is redacted with the request's vault (it may repeat personal data).
+        The draft is redacted together with the request, with its vault: a value the draft
+        repeats gets the request's placeholder, and one found only in the draft ("your PIN
+        4821") is replaced in the request's messages too, not just in the draft.
         """
         privacy = self.privacy
+        draft_msg = {"role": "assistant", "content": draft}
         if privacy is not None:
-            red = privacy.redact(draft, prepared.vault)
+            red = privacy.redact(draft, Vault())
             if red.blocked:
                 return prepared, red.blocked
-            draft = red.text
-            counts = dict(prepared.redactions.get("counts") or {})
-            for label, n in red.counts.items():
-                counts[label] = counts.get(label, 0) + n
-            redactions = {**prepared.redactions, "counts": dict(sorted(counts.items()))}
-        else:
-            redactions = dict(prepared.redactions)
-        messages = [*prepared.body["messages"],
-                    {"role": "assistant", "content": draft},
-                    {"role": "user", "content": DRAFT_INSTRUCTION}]
-        return Prepared({**prepared.body, "messages": messages}, prepared.vault,
-                        redactions), ""
+        wire, stops, redactions = self._redact(
+            [*prepared.plain, draft_msg], prepared.plain_stops, prepared.vault)
+        body = {**prepared.body,
+                "messages": [*wire, {"role": "user", "content": DRAFT_INSTRUCTION}]}
+        if stops:
+            body["stop"] = stops
+        return Prepared(body, prepared.vault, redactions, (*prepared.plain, draft_msg),
+                        prepared.plain_stops), ""
 
     def complete(
         self, prepared: Prepared, deadline_s: float | None = None
