@@ -5,10 +5,13 @@ The budget counts what telemetry has logged today (`Telemetry.cloud_tokens_today
 answer is logged when it ends. Without this ledger, six requests planned at once would each
 see the same spending and all go to the cloud, however little budget was left. A request
 routed to the cloud reserves its projected tokens (prompt + expected output, what the budget
-rule projects) when it is planned; its reservation is released once its answer is logged.
-A request that fails without an answer (a cloud-only call refused by the gateway) releases
-nothing: its reservation lapses after `ttl_s` (the cloud deadline and a margin), in which
-time the budget is cautious by that many tokens.
+rule projects) when it is planned; a cascade reserves nothing then, but checks the budget
+again and reserves the same projection (plus its draft, if that goes along) when it
+escalates, or does not escalate if the budget cannot take it. A reservation is released
+once its answer is logged. A request that fails without an answer (a cloud-only call
+refused by the gateway) releases nothing: its reservation lapses after `ttl_s` (the cloud
+deadline and a margin), in which time the budget is cautious by that many tokens.
+Reservations are taken only while a daily budget is set.
 """
 
 from __future__ import annotations

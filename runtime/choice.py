@@ -290,7 +290,8 @@ def run_choice(rt: Runtime, question: str, options: Sequence[str],
     """`Runtime.choose`: the policy decides the route, as for any request.
 
     local: the device's chooser answers. cascade (prefer-local): the chooser answers, and a
-    calibrated P(right) below `runtime.choice_threshold` escalates the question to the cloud.
+    calibrated P(right) below `runtime.choice_threshold` escalates the question to the cloud,
+    unless the daily cloud budget is spent by then (the device's answer stands).
     cloud: the cloud answers; if it fails (or names no option) the device answers, except in
     cloud-only mode, which raises. The question goes through the privacy filter like any
     request; a privacy block keeps it on the device.
@@ -353,6 +354,11 @@ def run_choice(rt: Runtime, question: str, options: Sequence[str],
         return done(c.index, "local", f"mode {chosen}: calibrated P(right) {c.p_correct:.2f} "
                     f">= threshold {threshold:.2f}, the device answers", c)
     why = f"mode {chosen}: calibrated P(right) {c.p_correct:.2f} < threshold {threshold:.2f}"
+    # The plan reserved nothing: claim the escalation's tokens on the daily cloud budget now
+    # (`done` logs the answer with the new plan's decision and releases its reservation).
+    plan, spent = rt._escalation_budget(plan)
+    if spent:
+        return done(c.index, "local", f"{why}, not escalated: {spent}; the device answers", c)
     try:
         index, model = ask_cloud()
     except (OffloadError, _CloudNoOption) as exc:

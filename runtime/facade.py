@@ -41,8 +41,10 @@ from runtime.offload_keys import default_state_path as default_keys_state_path
 from runtime.policy import (
     BudgetState,
     LatencyEstimates,
+    PolicyConfig,
     PolicyInputs,
     RequestFeatures,
+    budget_rule,
     decide,
 )
 from runtime.request import (
@@ -387,20 +389,41 @@ class Runtime:
             circuit_open=not cloud.client.breaker.peek()[0],
         )
         policy = self.config.policy
+        projected = request.prompt_tokens + request.expected_output_tokens
         reservation = None
         with self._budget_lock:  # no other plan reads the budget between ours and our claim
             inputs = dataclasses.replace(inputs, budget=self._budget_used())
             decision = decide(inputs, policy)
-            if decision.route == "cloud" and (policy.daily_cloud_tokens > 0
-                                              or policy.daily_cloud_cost > 0):
-                reservation = self._reserved.reserve(
-                    request.prompt_tokens + request.expected_output_tokens)
+            if decision.route == "cloud" and _budget_set(policy):
+                reservation = self._reserved.reserve(projected)
         error = decision.error()
         if error is not None:
             raise error
         route: Route = "local" if decision.route == "refuse" else decision.route
         return Plan(route, decision.reason, prepared, fallback=mode != "cloud-only",
-                    decision=decision.to_dict(), reservation=reservation)
+                    decision=decision.to_dict(), reservation=reservation,
+                    projected_tokens=projected)
+
+    def _escalation_budget(self, plan: Plan, extra_tokens: int = 0) -> tuple[Plan, str]:
+        """A cascade about to escalate (its plan reserved nothing): the `budget` rule again,
+        now, on today's spending and open reservations, for the plan's projection plus
+        `extra_tokens` (the draft going along). Within the budget, the projection is
+        reserved like a cloud request's (released when the answer is logged, or lapsing
+        after the TTL); past it, the caller must not escalate. Returns the plan with that
+        reservation and the rule's verdict under its decision's `escalation`, and "" or, when
+        the budget is spent, the rule's detail. With no budget set: the plan unchanged, ""."""
+        policy = self.config.policy
+        if not _budget_set(policy):
+            return plan, ""
+        tokens = plan.projected_tokens + extra_tokens
+        with self._budget_lock:  # as in `plan`: no one reads the budget between ours and our claim
+            entry = budget_rule(tokens, self._budget_used(), policy)
+            key = None if entry.fired else self._reserved.reserve(tokens)
+        decision = (None if plan.decision is None
+                    else {**plan.decision, "escalation": entry.to_dict()})
+        plan = dataclasses.replace(plan, decision=decision,
+                                   reservation=plan.reservation if key is None else key)
+        return plan, entry.detail if entry.fired else ""
 
     def _prompt_tokens(self, messages: Sequence[Message]) -> int:
         engine = self.engine
@@ -588,6 +611,11 @@ def _read_at_start(config: TandemConfig) -> dict[str, Any]:
         "policy.router_path (to or from none: the bandit's context layout)":
             _bandit_layout(config) if p.bandit else None,
     }
+
+
+def _budget_set(policy: PolicyConfig) -> bool:
+    """A daily cloud budget is configured: only then are reservations taken."""
+    return policy.daily_cloud_tokens > 0 or policy.daily_cloud_cost > 0
 
 
 def _bandit_layout(config: TandemConfig) -> tuple[str, ...]:

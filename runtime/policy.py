@@ -250,8 +250,14 @@ def _circuit(inputs: PolicyInputs) -> TraceEntry:
 
 
 def _budget(inputs: PolicyInputs, config: PolicyConfig) -> TraceEntry:
-    req, used = inputs.request, inputs.budget
-    tokens = req.prompt_tokens + req.expected_output_tokens
+    req = inputs.request
+    return budget_rule(req.prompt_tokens + req.expected_output_tokens, inputs.budget, config)
+
+
+def budget_rule(tokens: int, used: BudgetState, config: PolicyConfig) -> TraceEntry:
+    """The `budget` rule for a cloud call projected to spend `tokens`, with `used` spent (or
+    reserved) today: fired when it would pass either daily limit. The policy applies it when
+    planning; a cascade applies it again when it escalates (`Runtime._escalation_budget`)."""
     if config.daily_cloud_tokens > 0:
         projected = used.cloud_tokens_used + tokens
         if projected > config.daily_cloud_tokens:

@@ -25,6 +25,9 @@ class Plan:
     fallback: bool = True  # a failed cloud call is answered locally (False for cloud-only)
     decision: dict[str, Any] | None = None  # the policy's decision and trace
     reservation: int | None = None  # its claim on the daily cloud budget (runtime.budget)
+    # The cloud tokens the budget rule projected (prompt + expected output); what a cascade
+    # claims on the budget when it escalates (0: planned without the cloud as an option).
+    projected_tokens: int = 0
 
 
 COLLECT_PACE_S = 0.05  # see Runtime.stream(pace_s=...)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from kernels import GenerationParams, Message
+from runtime.cloud import DRAFT_INSTRUCTION
 from runtime.confidence import NO_CONFIDENCE, Checkpoint, Confidence
 from runtime.errors import OffloadError
 from runtime.local import LocalRun
@@ -57,7 +58,8 @@ def run_cascade(
     checkpoint K where the running score is below threshold - margin_K, decoding stops and
     the request escalates at once (the margins keep this from escalating answers the whole
     answer's score would keep; `benchmarks.early_escalation` measures both with the same
-    `EarlyEscalation` rule).
+    `EarlyEscalation` rule). The daily cloud budget is checked first: spent, decoding goes on
+    and the whole answer is judged as without the early rule.
     """
     cfg = rt.config.runtime
     threshold = cfg.confidence_threshold
@@ -70,8 +72,11 @@ def run_cascade(
                 fired = rule.check(seen, local.running, threshold)
                 seen = local.tokens
                 if fired is not None:
-                    local.cancel()  # stop decoding an answer we will not use
-                    break
+                    plan, spent = _escalation_budget(rt, stream, plan)
+                    if not spent:
+                        local.cancel()  # stop decoding an answer we will not use
+                        break
+                    fired, rule = None, None  # the budget says no: the device goes on
     finally:
         local.close()
         slot.release()
@@ -80,11 +85,13 @@ def run_cascade(
         why = (f"local confidence {conf.score:.2f} over the first {local.tokens} tokens "
                f"< threshold {threshold:.2f} - margin {fired.margin:.2f} at checkpoint "
                f"{fired.tokens} (early escalation)")
-        yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why)
+        yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why,
+                            claimed=True)
         return
     if not local.cancelled and not local.text.strip():
         why = "the device's answer is empty"
-        yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why)
+        yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why,
+                            claimed=fired is not None)
         return
     if local.cancelled or not (conf.available and conf.score < threshold):
         reason = f"mode prefer-local: {_kept(conf, threshold)}, the device answers"
@@ -111,19 +118,26 @@ def run_cascade_stream(
 
     The reason of a kept answer gives the confidence the decision was made on (over the
     tokens held when it was made), not the whole answer's, which `Result.confidence`
-    reports: the two differ, and the decision never saw the later tokens.
+    reports: the two differ, and the decision never saw the later tokens. An unconfident
+    opening with the daily cloud budget spent is kept too, and its reason says so.
     """
     k = rt.config.runtime.stream_decide_tokens
     threshold = rt.config.runtime.confidence_threshold
     held: list[str] = []
     decided = False
     at_decision: tuple[int, Confidence] | None = None  # (tokens, confidence) when decided
+    spent = ""  # why the budget refused the escalation the decision wanted
+    claimed = False  # the decision claimed the escalation's tokens on the budget
 
     def kept() -> Result:
         tokens, conf = at_decision or (local.tokens, local.confidence)
         opening = f" over the first {tokens} tokens"
-        reason = (f"mode prefer-local: {_kept(conf, threshold, opening)}, "
-                  "the device answers")
+        if spent:
+            reason = (f"mode prefer-local: local confidence {conf.score:.2f}{opening} < "
+                      f"threshold {threshold:.2f}, {_not_escalated(spent)}")
+        else:
+            reason = (f"mode prefer-local: {_kept(conf, threshold, opening)}, "
+                      "the device answers")
         return local.result(reason, mode, started, rt.monitor.snapshot(), plan.prepared)
 
     try:
@@ -135,8 +149,11 @@ def run_cascade_stream(
             if local.tokens >= k:
                 conf = local.confidence
                 if conf.available and conf.score < threshold:
-                    local.cancel()  # early escalation: stop decoding what we won't use
-                    break
+                    plan, spent = _escalation_budget(rt, stream, plan)
+                    if not spent:
+                        claimed = True
+                        local.cancel()  # early escalation: stop decoding what we won't use
+                        break
                 decided = True
                 at_decision = (local.tokens, conf)
                 yield from held  # one by one: each piece keeps its tokens
@@ -149,7 +166,8 @@ def run_cascade_stream(
     conf = local.confidence
     if not decided and not local.cancelled and not "".join(held).strip():
         why = "the device's answer is empty"
-        yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why)
+        yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why,
+                            claimed=claimed)
         return
     if decided or local.cancelled_by_user or not (conf.available and conf.score < threshold):
         if not decided and held:
@@ -158,43 +176,87 @@ def run_cascade_stream(
         return
     why = (f"local confidence {conf.score:.2f} over the first {local.tokens} tokens "
            f"< threshold {threshold:.2f}")
-    yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why)
+    yield from escalate(rt, stream, local, msgs, mode, params, plan, started, why,
+                        claimed=claimed)
+
+
+def _escalation_budget(rt: Runtime, stream: ResultStream, plan: Plan,
+                       extra_tokens: int = 0) -> tuple[Plan, str]:
+    """`Runtime._escalation_budget` for a streamed request: the plan it returns (with the
+    escalation's reservation and budget verdict) becomes the stream's, which `_finish`
+    logs and releases."""
+    plan, spent = rt._escalation_budget(plan, extra_tokens)
+    if stream.context is not None:
+        stream.context = dataclasses.replace(stream.context, plan=plan)
+    return plan, spent
+
+
+def _not_escalated(spent: str) -> str:
+    """The end of the reason of an answer the daily cloud budget kept on the device."""
+    return f"not escalated: {spent}; the device answers"
 
 
 def escalate(
     rt: Runtime, stream: ResultStream, local: LocalRun, msgs: list[Message], mode: Mode,
-    params: GenerationParams, plan: Plan, started: float, why: str,
+    params: GenerationParams, plan: Plan, started: float, why: str, *, claimed: bool = False,
 ) -> Iterator[str]:
     """Ask the cloud for the answer the device was unsure of (with the device's draft, if
     `runtime.send_draft`). The cloud's answer is read as a stream linked to the request's
-    cancel, so a client that leaves ends the cloud call at once, not at its deadline."""
+    cancel, so a client that leaves ends the cloud call at once, not at its deadline.
+
+    First the escalation claims its tokens on the daily cloud budget (the plan's projection,
+    plus the draft's when it goes along), unless `claimed` (an early escalation claims before
+    it stops the local decoding); with the budget spent, the device's answer stands.
+    """
     assert rt.cloud is not None and plan.prepared is not None
     prepared = plan.prepared
     draft = local.text
+    sent_msgs = msgs  # the request as the cloud reads it, for counting its tokens
+    along = ""
     if rt.config.runtime.send_draft and draft.strip() and not local.cancelled:
         with_draft, kept_back = rt.cloud.with_draft(prepared, draft)
         if kept_back:
-            why += f"; the local draft stayed on the device ({kept_back})"
+            along = f"; the local draft stayed on the device ({kept_back})"
         else:
             prepared = with_draft
-            why += "; the local draft went along to be refined"
+            sent_msgs = [*msgs, Message("assistant", draft), Message("user", DRAFT_INSTRUCTION)]
+            along = "; the local draft went along to be refined"
+    if not claimed:
+        extra = 0 if sent_msgs is msgs else rt._prompt_tokens(sent_msgs) - rt._prompt_tokens(msgs)
+        plan, spent = _escalation_budget(rt, stream, plan, extra)
+        if spent:  # the device's answer stands, whole: nothing stopped its decoding
+            result = local.result(f"mode prefer-local: {why}, {_not_escalated(spent)}", mode,
+                                  started, rt.monitor.snapshot(), plan.prepared)
+            rt._finish(stream, result)
+            yield result.text
+            return
+    why += along
     cancel = stream._cancel
+    parts: list[str] = []  # as they arrive: a stream that fails midway still spent them
     try:
         pieces, raw = rt.cloud.stream(prepared)
-        parts = list(_until_cancelled(pieces, raw, cancel))
+        for piece in _until_cancelled(pieces, raw, cancel):
+            parts.append(piece)
     except OffloadError as exc:
         failed = f"mode prefer-local: {why}, but the cloud failed ({exc})"
+        # The cloud read the request and wrote what came before the failure: count that
+        # (the device's own answer follows, the cloud's text is not shown).
+        partial = "".join(parts)
+        spent_tokens = sum(_prefix_tokens(rt, sent_msgs, partial)) if partial else 0
         if cancel.is_set():  # the client left: nothing more to compute
-            rt._finish(stream, _sent(local.result(
+            rt._finish(stream, dataclasses.replace(_sent(local.result(
                 f"{failed}; cancelled", mode, started, rt.monitor.snapshot(), plan.prepared),
-                prepared))
+                prepared), cloud_tokens=spent_tokens))
             return
         if local.cancelled:  # early escalation stopped the local draft: finish it locally
             yield from local_after_cloud_failure(
-                rt, stream, msgs, mode, params, plan, started, failed)
+                rt, stream, msgs, mode, params, plan, started, failed,
+                cloud_tokens=spent_tokens)
             return
-        result = _sent(local.result(f"{failed}; the device answers", mode, started,
-                                    rt.monitor.snapshot(), plan.prepared), prepared)
+        result = dataclasses.replace(
+            _sent(local.result(f"{failed}; the device answers", mode, started,
+                               rt.monitor.snapshot(), plan.prepared), prepared),
+            cloud_tokens=spent_tokens)
         rt._finish(stream, result)
         yield result.text
         return
@@ -303,14 +365,15 @@ def _prefix_tokens(rt: Runtime, msgs: list[Message], prefix: str) -> tuple[int, 
 def local_after_cloud_failure(
     rt: Runtime, stream: ResultStream, msgs: list[Message], mode: Mode, params: GenerationParams,
     plan: Plan, started: float, why: str, prefix: str = "",
-    prefix_tokens: tuple[int, int] = (0, 0),
+    prefix_tokens: tuple[int, int] = (0, 0), cloud_tokens: int = 0,
 ) -> Iterator[str]:
     """The device answers after the cloud failed, or continues the cloud's half-sent answer
     (`prefix`; `prefix_tokens`: the request's prompt tokens and the prefix's, from
     `_prefix_tokens`). A continuation is one answer with the cloud's part: it may add only
     what is left of `max_tokens` (the client asked for that many in all), and its usage is
     the request's prompt, not prompt + prefix as the device reads it, and the prefix's
-    tokens + the device's as completion."""
+    tokens + the device's as completion. `cloud_tokens`: what the failed cloud call spent
+    when the device answers afresh (its text not shown: an escalation's cut-off answer)."""
     if prefix:
         params = dataclasses.replace(params, max_tokens=params.max_tokens - prefix_tokens[1])
     slot = rt._admit()
@@ -328,7 +391,7 @@ def local_after_cloud_failure(
                                     rt.monitor.snapshot(), plan.prepared, prefix=prefix),
                        plan.prepared)
         if not prefix:
-            return result
+            return dataclasses.replace(result, cloud_tokens=cloud_tokens)
         prompt, sent = prefix_tokens
         # The cloud read the prompt and wrote the prefix: that much was spent there.
         return dataclasses.replace(result, usage=Usage(

@@ -307,3 +307,41 @@ def test_a_cloud_reply_naming_no_option_still_counts_toward_the_budget(
     assert r.source == "local" and "named no option" in r.reason  # the device answers ...
     assert row is not None and row["source"] == "local"
     assert sum(r.usage.values()) > 0 and spent == sum(r.usage.values())  # ... the cloud spent
+
+
+def test_questions_planned_at_once_cannot_escalate_past_the_budget(
+        engine: Engine, chooser: LocalChooser, start_gateway: GatewayFactory) -> None:
+    from kernels import Message
+    from runtime.policy import PolicyConfig
+
+    gw, upstream = _gateway(start_gateway, "C")  # the upstream counts 5 + 1 tokens
+    prompt = engine.count_tokens(engine.render([Message("user",
+                                                        cloud_prompt(SKY, SKY_OPTIONS))]))
+    projection = prompt + 16  # a question's cloud call asks for 16 tokens at most
+    budget = projection + 3  # one question's projection, not a second after 6 spent
+    results: list[ChoiceResult] = []
+    with make_runtime(engine, chooser, gw, threshold=1.0) as rt:
+        rt.config = rt.config.replace(policy=PolicyConfig(daily_cloud_tokens=budget))
+        workers = [threading.Thread(target=lambda: results.append(rt.choose(SKY, SKY_OPTIONS)))
+                   for _ in range(2)]
+        with rt._chooser_lock:  # both are planned (and queued) before either escalates
+            for w in workers:
+                w.start()
+            deadline = time.monotonic() + 30
+            while rt._choice_queue.depth < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        for w in workers:
+            w.join(120)
+        assert rt.telemetry is not None
+        spent = rt.telemetry.cloud_tokens_today()
+        assert rt._reserved.total() == 0
+    assert len(upstream.requests) == 1
+    assert sorted(r.source for r in results) == ["cloud", "local"]
+    assert spent == 6
+    kept = next(r for r in results if r.source == "local")
+    assert (kept.option, kept.usage) == ("blue", {})
+    assert kept.reason.endswith("< threshold 1.00, not escalated: the daily cloud budget is "
+                                f"spent ({projection} + {projection} > {budget} tokens); the "
+                                "device answers") or \
+        kept.reason.endswith(f"spent (6 + {projection} > {budget} tokens); the device answers")
+    assert kept.decision is not None and kept.decision["escalation"]["fired"] is True

@@ -736,3 +736,150 @@ def test_a_cloud_answer_without_usage_is_counted_by_the_device(
         assert result.cloud_tokens == result.usage.prompt_tokens + \
             result.usage.completion_tokens
     assert today == whole.cloud_tokens + streamed.cloud_tokens
+
+
+STORY = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
+
+
+def _budget_for_one(engine: Engine, messages: list[dict[str, str]], max_tokens: int) -> tuple[
+        int, int]:
+    """(what the budget rule projects for `messages`, a daily token budget that holds one
+    such projection but not a second request after the fixed upstream's answer (21 tokens))."""
+    from runtime.facade import to_messages
+
+    projection = engine.count_tokens(engine.render(to_messages(messages))) + max_tokens
+    return projection, projection + 8
+
+
+@pytest.mark.parametrize("max_tokens", [4, 40], ids=["after-the-answer", "at-the-decision"])
+def test_streamed_cascades_planned_at_once_cannot_escalate_past_the_budget(
+    engine: Engine, gateway: RunningGateway, max_tokens: int
+) -> None:
+    from runtime.policy import PolicyConfig
+
+    projection, budget = _budget_for_one(engine, STORY, max_tokens)
+    with make_runtime(engine, gateway.url, gateway.home.credential, threshold=1.0) as rt:
+        rt.config = rt.config.replace(policy=PolicyConfig(daily_cloud_tokens=budget))
+        params = rt.params(max_tokens=max_tokens)
+        # Both planned before either escalates: each plan saw nothing spent. A cascade's
+        # escalation used to go ahead whatever the budget said by then.
+        first, second = rt.stream(STORY, params=params), rt.stream(STORY, params=params)
+        assert "".join(first) == ANSWER
+        text = "".join(second)
+        assert rt.telemetry is not None
+        spent = rt.telemetry.cloud_tokens_today()
+        assert rt._reserved.total() == 0  # the escalation's reservation went with its answer
+    a, b = first.result, second.result
+    assert a is not None and b is not None
+    assert a.source == "cloud" and a.cloud_tokens == 21
+    assert b.source == "local" and text == b.text and b.text
+    assert b.cloud_tokens == 0 and spent == 21 <= budget
+    assert b.reason.startswith("mode prefer-local: local confidence ")
+    assert b.reason.endswith(
+        f"< threshold 1.00, not escalated: the daily cloud budget is spent (21 + {projection} "
+        f"> {budget} tokens); the device answers")
+    if max_tokens == 40:  # refused at the decision: the device went on with its answer
+        assert "over the first 16 tokens" in b.reason and b.confidence.tokens > 16
+    assert a.decision is not None and b.decision is not None
+    assert a.decision["route"] == b.decision["route"] == "cascade"
+    assert a.decision["escalation"]["fired"] is False
+    assert a.decision["escalation"]["value"] == projection  # 0 spent + its projection
+    refused = b.decision["escalation"]
+    assert (refused["rule"], refused["fired"], refused["value"], refused["threshold"]) == (
+        "budget", True, 21 + projection, budget)
+
+
+@pytest.mark.parametrize("early", [((), ()), ((4,), (0.0,))], ids=["whole", "early"])
+def test_whole_answer_cascades_planned_at_once_cannot_escalate_past_the_budget(
+    engine: Engine, gateway: RunningGateway,
+    early: tuple[tuple[int, ...], tuple[float, ...]],
+) -> None:
+    from runtime.policy import PolicyConfig
+
+    _, budget = _budget_for_one(engine, STORY, 24)
+    results: list[Any] = []
+    with make_runtime(engine, gateway.url, gateway.home.credential, threshold=1.0,
+                      early=early) as rt:
+        rt.config = rt.config.replace(policy=PolicyConfig(daily_cloud_tokens=budget))
+        params = rt.params(max_tokens=24)
+        workers = [threading.Thread(target=lambda: results.append(
+            rt.generate(STORY, params=params))) for _ in range(2)]
+        with rt._engine_lock:  # neither generates before both are planned (and queued)
+            for w in workers:
+                w.start()
+            deadline = time.monotonic() + 30
+            while rt.queue_depth < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        for w in workers:
+            w.join(120)
+        assert rt.telemetry is not None
+        spent = rt.telemetry.cloud_tokens_today()
+        assert rt._reserved.total() == 0
+    assert sorted(r.source for r in results) == ["cloud", "local"]
+    assert spent == 21 <= budget
+    kept = next(r for r in results if r.source == "local")
+    # judged whole (an early checkpoint refused by the budget does not stop the decoding)
+    assert kept.confidence.tokens > 4 and kept.cloud_tokens == 0
+    assert "< threshold 1.00, not escalated: the daily cloud budget is spent (" in kept.reason
+    assert kept.decision is not None and kept.decision["escalation"]["fired"] is True
+
+
+def test_without_a_budget_an_escalation_reserves_and_records_nothing(
+    engine: Engine, gateway: RunningGateway
+) -> None:
+    with make_runtime(engine, gateway.url, gateway.home.credential, threshold=1.0) as rt:
+        taken: list[int] = []
+        reserve = rt._reserved.reserve
+
+        def counted(tokens: int) -> int:
+            taken.append(tokens)
+            return reserve(tokens)
+
+        rt._reserved.reserve = counted  # type: ignore[method-assign]
+        up = rt.generate(Q, params=rt.params(max_tokens=4))
+    assert up.source == "cloud" and "escalated to the cloud" in up.reason
+    assert taken == [] and up.decision is not None and "escalation" not in up.decision
+
+
+class _BreaksMidStream(EchoUpstream):
+    """A cloud model whose streamed answer fails after its first chunk ("You said:"), as an
+    upstream that crashes mid-answer: the gateway ends the stream with an error trailer."""
+
+    async def stream(self, request: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+        from cloud_gateway.errors import UpstreamError
+
+        chunks = super().stream(request)
+        yield await anext(chunks)
+        await chunks.aclose()
+        raise UpstreamError("the model crashed")
+
+
+@pytest.mark.parametrize(("streaming", "max_tokens"), [(False, 8), (True, 8), (True, 40)],
+                         ids=["whole", "streamed", "streamed-early"])
+def test_an_escalation_cut_off_midway_counts_what_the_cloud_spent(
+    engine: Engine, start_gateway: GatewayFactory, streaming: bool, max_tokens: int
+) -> None:
+    upstream = _BreaksMidStream()
+    gw = start_gateway(upstream=upstream)
+    rendered = engine.render([Message(role="user", content=Q[0]["content"])])
+    prompt = engine.count_tokens(rendered)
+    received = engine.count_tokens(rendered + "You said:") - prompt
+    with make_runtime(engine, gw.url, gw.home.credential, threshold=1.0) as rt:
+        params = rt.params(max_tokens=max_tokens)
+        if streaming:
+            stream = rt.stream(Q, params=params)
+            text = "".join(stream)
+            result = stream.result
+        else:
+            result = rt.generate(Q, params=params)
+            text = result.text
+        assert rt.telemetry is not None
+        today = rt.telemetry.cloud_tokens_today()
+    assert len(upstream.requests) == 1
+    assert result is not None and result.source == "local"
+    assert "the cloud failed (" in result.reason and "the model crashed" in result.reason
+    assert "You said" not in text  # what the user sees is still the device's answer
+    # The cloud read the prompt and wrote "You said:" before failing: that much was spent.
+    assert result.cloud_tokens == prompt + received
+    assert today == result.cloud_tokens
+    assert result.usage.prompt_tokens == prompt  # the device's own usage is unchanged
