@@ -8,14 +8,14 @@ redacted together, so a value maps to the same placeholder throughout it).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kernels import GenerationParams, Message
 from runtime.errors import PrivacyBlockError
 from runtime.offload import CloudReply, CloudStream, OffloadClient
-from runtime.privacy import PrivacyConfig, PrivacyFilter, Vault
+from runtime.privacy import PrivacyConfig, PrivacyFilter, StreamRestorer, Vault
 
 DRAFT_INSTRUCTION = (
     "The answer above is a draft from a small on-device model. Check it and reply with a "
@@ -39,6 +39,46 @@ class Prepared:
     def blocked(self) -> str | None:
         value = self.redactions.get("blocked")
         return str(value) if value else None
+
+
+class RestoredStream(Iterator[str]):
+    """The cloud's answer as restored text deltas (`CloudPath.stream`). Once read,
+    `unknown_placeholders` lists the placeholders it held that this request's vault never
+    issued (the cloud made them up): they stay in the text as written. `close()` closes the
+    cloud stream."""
+
+    def __init__(self, raw: CloudStream, restorer: StreamRestorer | None) -> None:
+        self._restorer = restorer
+        self._pieces = self._restore(raw, restorer)
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def close(self) -> None:
+        self._pieces.close()
+
+    @property
+    def unknown_placeholders(self) -> tuple[str, ...]:
+        return self._restorer.unknown_placeholders if self._restorer is not None else ()
+
+    @staticmethod
+    def _restore(raw: CloudStream, restorer: StreamRestorer | None) -> Generator[str, None, None]:
+        if restorer is None:
+            try:
+                yield from raw
+            finally:
+                raw.close()
+            return
+        try:
+            for chunk in raw:
+                out = restorer.feed(chunk)
+                if out:
+                    yield out
+        finally:
+            raw.close()
+        tail = restorer.flush()
+        if tail:
+            yield tail
 
 
 class CloudPath:
@@ -141,28 +181,13 @@ class CloudPath:
 
     def stream(
         self, prepared: Prepared, deadline_s: float | None = None
-    ) -> tuple[Iterator[str], CloudStream]:
+    ) -> tuple[RestoredStream, CloudStream]:
         """Restored text deltas, and the underlying stream (usage etc. once exhausted)."""
         self._check(prepared)
         raw = self.client.stream(prepared.body, deadline_s)
-        return self._restored(raw, prepared), raw
-
-    def _restored(self, raw: CloudStream, prepared: Prepared) -> Iterator[str]:
         privacy = self.privacy
-        if privacy is None:
-            yield from raw
-            return
-        restorer = privacy.stream_restorer(prepared.vault)
-        try:
-            for chunk in raw:
-                out = restorer.feed(chunk)
-                if out:
-                    yield out
-        finally:
-            raw.close()
-        tail = restorer.flush()
-        if tail:
-            yield tail
+        restorer = privacy.stream_restorer(prepared.vault) if privacy is not None else None
+        return RestoredStream(raw, restorer), raw
 
     @staticmethod
     def _check(prepared: Prepared) -> None:

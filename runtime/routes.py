@@ -265,7 +265,7 @@ def escalate(
     result = cloud_result(
         rt, text, raw.usage, raw.model, finish, raw.timings, started,
         f"mode prefer-local: {why}, escalated to the cloud", mode, plan, local.confidence,
-        msgs=msgs,
+        msgs=msgs, unrestored=pieces.unknown_placeholders,
     )
     rt._finish(stream, _sent(result, prepared))
     yield text
@@ -276,7 +276,9 @@ def _sent(result: Result, prepared: Prepared | None) -> Result:
     the draft, if it went along), whoever answered in the end."""
     if prepared is None:
         return result
-    return dataclasses.replace(result, redactions=dict(prepared.redactions))
+    unrestored = result.redactions.get("unrestored")
+    return dataclasses.replace(result, redactions=dict(
+        prepared.redactions, **({"unrestored": unrestored} if unrestored else {})))
 
 
 def run_cloud(
@@ -291,7 +293,8 @@ def run_cloud(
         return cloud_result(
             rt, "".join(emitted), raw.usage, raw.model, finish,
             {**raw.timings, "first_text_s": (first or time.perf_counter()) - started},
-            started, plan.reason, mode, plan, NO_CONFIDENCE, msgs=msgs)
+            started, plan.reason, mode, plan, NO_CONFIDENCE, msgs=msgs,
+            unrestored=pieces.unknown_placeholders)
 
     try:
         pieces, raw = rt.cloud.stream(plan.prepared)
@@ -420,10 +423,13 @@ def cloud_result(
     rt: Runtime, text: str, usage: Mapping[str, int], model: str, finish: str,
     timings: Mapping[str, float], started: float, reason: str, mode: Mode, plan: Plan,
     confidence: Confidence, *, msgs: Sequence[Message] | None = None,
+    unrestored: Sequence[str] = (),
 ) -> Result:
     """A cloud answer's `Result`. An upstream that reported no usage (0 / 0) gets the
     device's count of the request (`msgs`) and of the answer instead, with the engine's
-    tokenizer: the daily budget must not take such answers as free."""
+    tokenizer: the daily budget must not take such answers as free. `unrestored`: the
+    placeholders the answer held that the request's vault never issued (the cloud made
+    them up; they stay in the text), reported under `redactions["unrestored"]`."""
     done = time.perf_counter()
     prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
     if prompt == 0 and completion == 0 and msgs:
@@ -449,6 +455,7 @@ def cloud_result(
         "cancelled" if finish == "cancelled" else "stop",
         model=model or "cloud",
         mode=mode,
-        redactions=dict(plan.prepared.redactions) if plan.prepared else {},
+        redactions={**(plan.prepared.redactions if plan.prepared else {}),
+                    **({"unrestored": list(unrestored)} if unrestored else {})},
         cloud_tokens=prompt + completion,
     )
