@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 import unicodedata
 from collections import Counter
@@ -66,15 +67,41 @@ class MessagesRedaction:
             raise PrivacyBlockError(f"request kept on the device: {self.blocked}")
 
 
+# Format characters (Unicode category Cf) beyond the Basic Multilingual Plane and its
+# supplement: the tag characters (U+E0001, U+E0020-E007F).
+_FORMAT_PLANE = range(0xE0000, 0xE0080)
+
+
+@functools.cache
+def _format_chars() -> frozenset[str]:
+    """Every format character (category Cf): invisible, and nothing a detector reads.
+
+    The zero-width space, joiner and non-joiner, word joiner, byte-order mark, soft hyphen,
+    the bidi marks and embeddings (LRM, RLM, U+202A-202E, U+2066-2069), invisible operators,
+    interlinear annotations, tags ...
+    """
+    return frozenset(
+        chr(code)
+        for code in (*range(0x20000), *_FORMAT_PLANE)
+        if unicodedata.category(chr(code)) == "Cf"
+    )
+
+
+@functools.cache
+def _format_run() -> re.Pattern[str]:
+    return re.compile("[" + "".join(sorted(_format_chars())) + "]+")
+
+
 @functools.cache
 def _detection_fold() -> dict[int, str]:
     """One character for one: what copy-paste puts in numbers, as the ASCII detectors expect.
 
-    No-break and other Unicode spaces (and the invisible zero-width space, word joiner,
-    byte-order mark and soft hyphen) → " "; hyphens, en dash, minus sign → "-"; full-width
-    ASCII (ＡＢ１２＠) → ASCII; every script's decimal digits → 0-9. Each maps to exactly one
-    character, so offsets found in the folded text are offsets in the original, whose values
-    are what the vault keeps. The em dash stays: it separates clauses, not digit groups.
+    No-break and other Unicode spaces and every invisible format character (zero-width
+    space, joiner and non-joiner, word joiner, byte-order mark, soft hyphen, bidi marks:
+    category Cf) → " "; hyphens, en dash, minus sign → "-"; full-width ASCII (ＡＢ１２＠) →
+    ASCII; every script's decimal digits → 0-9. Each maps to exactly one character, so
+    offsets found in the folded text are offsets in the original, whose values are what the
+    vault keeps. The em dash stays: it separates clauses, not digit groups.
     """
     table: dict[int, str] = {}
     for code in range(0x20000):  # past the last space (U+3000) and digit (U+1FBF9)
@@ -83,16 +110,48 @@ def _detection_fold() -> dict[int, str]:
             table[code] = " "
         elif unicodedata.category(char) == "Nd" and not "0" <= char <= "9":
             table[code] = str(unicodedata.digit(char))
-    table.update({code: " " for code in (0x200B, 0x2060, 0xFEFF, 0x00AD)})
+    table.update({ord(char): " " for char in _format_chars()})
     table.update({code: "-" for code in (0x2010, 0x2011, 0x2012, 0x2013, 0x2212, 0xFE63)})
     table.update({code: chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)})
     return table
 
 
-
 def fold_for_detection(text: str) -> str:
-    """`text` as the detectors read it: same length, Unicode look-alikes made ASCII."""
-    return text.translate(_detection_fold())
+    """`text` as the detectors read it: same length, Unicode look-alikes made ASCII.
+
+    Only the detectors (and the matching of known values) read it; the text sent and the
+    values vaulted are `text` as written. A run of invisible format characters reads as
+    spaces, which separate digit groups as a space does ("123\\u200d45\\u200d6789" is an SSN),
+    except inside a word: between a letter and a letter, ".", "@" or "_" it reads as "-",
+    so that it neither splits an e-mail, URL or secret ("jane\\u200d.doe@example.com") nor
+    hides the word from the detectors.
+    """
+    folded = text.translate(_detection_fold())
+    if text.isascii() or _format_chars().isdisjoint(text):
+        return folded
+    parts: list[str] = []
+    pos = 0
+    for m in _format_run().finditer(text):
+        start, end = m.span()
+        if _inside_word(folded[start - 1 : start], folded[end : end + 1]):
+            parts += (folded[pos:start], "-" * (end - start))
+            pos = end
+    if not parts:
+        return folded
+    parts.append(folded[pos:])
+    return "".join(parts)
+
+
+def _inside_word(before: str, after: str) -> bool:
+    """Whether format characters between `before` and `after` (one character each, or ""
+    at an end of the text) sit inside a word, an e-mail address or a URL."""
+
+    def letter(char: str) -> bool:
+        return char.isalpha() or char == "_"
+
+    return (letter(before) and (letter(after) or after in (".", "@"))) or (
+        letter(after) and before in (".", "@")
+    )
 
 
 class _PlaceholderEcho:

@@ -7,6 +7,7 @@ dates. Phone numbers live in `phones`, credentials in `credentials`.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
@@ -44,7 +45,11 @@ from runtime.privacy.entities import (
     Span,
 )
 
-_EMAIL = re.compile(r"(?<![\w.+-])[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}(?![\w-])")
+# An apostrophe between letters belongs to the name part ("john.o'reilly@example.ie").
+_EMAIL = re.compile(
+    r"(?<![\w.+-])[\w.%+-]+(?:(?<=\w)'(?=\w)[\w.%+-]+)*@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}"
+    r"(?![\w-])"
+)
 _URL = re.compile(r"(?i)\b(?:https?://|ftp://|www\.)[^\s<>\"'`]+")
 # Bare domains need a TLD from this list: 2-letter ccTLDs that are also file extensions
 # (.py, .md, .rs, .sh, .pl ...) would turn every file name into a "domain".
@@ -54,9 +59,43 @@ _TLDS = (
     "hu|ro|bg|hr|si|rs|ee|lv|lt|ua|ru|tr|us|ca|mx|br|ar|cl|au|nz|jp|cn|kr|in|za|il|cy"
 )
 _DOMAIN = re.compile(
-    rf"(?i)(?<![\w@.-])(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)+(?:{_TLDS})(?![\w-])"
-    r"(?:/[^\s<>\"'`]*)?"
+    rf"(?i)(?<![\w@.-])(?P<host>(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)+(?P<tld>{_TLDS}))"
+    r"(?![\w-])(?P<path>/[^\s<>\"'`]*)?"
 )
+# TLDs that are also English or code words: "late.is", "logging.info", "self.app", "ASP.NET",
+# "Socket.IO". A bare name.tld with one of them is a domain only with a path, "www." or a
+# scheme (found as a URL then); "jdoe.github.io", with more labels, stays a domain.
+_WORD_TLDS = frozenset(
+    ["is", "it", "in", "at", "no", "me", "be", "us", "info", "app", "io", "net", "int"]
+)
+# A bare name followed by a call, an index or more of a dotted name is code: "df.info()",
+# "self.app.run()", "np.int[...]".
+_CODE_AFTER = re.compile(r"[(\[]|\.\w")
+# Every country-code TLD, for addresses spelled out against scrapers ("raj at company dot sg"),
+# where file extensions do not turn up; the ones that are English words need an address-like
+# name there, as "com" does.
+_CCTLDS = frozenset([
+    "ac", "ad", "ae", "af", "ag", "ai", "al", "am", "ao", "aq", "ar", "as", "at", "au", "aw",
+    "ax", "az", "ba", "bb", "bd", "be", "bf", "bg", "bh", "bi", "bj", "bm", "bn", "bo", "br",
+    "bs", "bt", "bw", "by", "bz", "ca", "cc", "cd", "cf", "cg", "ch", "ci", "ck", "cl", "cm",
+    "cn", "co", "cr", "cu", "cv", "cw", "cx", "cy", "cz", "de", "dj", "dk", "dm", "do", "dz",
+    "ec", "ee", "eg", "er", "es", "et", "eu", "fi", "fj", "fk", "fm", "fo", "fr", "ga", "gd",
+    "ge", "gf", "gg", "gh", "gi", "gl", "gm", "gn", "gp", "gq", "gr", "gs", "gt", "gu", "gw",
+    "gy", "hk", "hm", "hn", "hr", "ht", "hu", "id", "ie", "il", "im", "in", "io", "iq", "ir",
+    "is", "it", "je", "jm", "jo", "jp", "ke", "kg", "kh", "ki", "km", "kn", "kp", "kr", "kw",
+    "ky", "kz", "la", "lb", "lc", "li", "lk", "lr", "ls", "lt", "lu", "lv", "ly", "ma", "mc",
+    "md", "me", "mg", "mh", "mk", "ml", "mm", "mn", "mo", "mp", "mq", "mr", "ms", "mt", "mu",
+    "mv", "mw", "mx", "my", "mz", "na", "nc", "ne", "nf", "ng", "ni", "nl", "no", "np", "nr",
+    "nu", "nz", "om", "pa", "pe", "pf", "pg", "ph", "pk", "pl", "pm", "pn", "pr", "ps", "pt",
+    "pw", "py", "qa", "re", "ro", "rs", "ru", "rw", "sa", "sb", "sc", "sd", "se", "sg", "sh",
+    "si", "sk", "sl", "sm", "sn", "so", "sr", "ss", "st", "sv", "sx", "sy", "sz", "tc", "td",
+    "tf", "tg", "th", "tj", "tk", "tl", "tm", "tn", "to", "tr", "tt", "tv", "tw", "tz", "ua",
+    "ug", "uk", "us", "uy", "uz", "va", "vc", "ve", "vg", "vi", "vn", "vu", "wf", "ws", "ye",
+    "yt", "za", "zm", "zw",
+])  # fmt: skip
+_WORD_CCTLDS = frozenset(["am", "as", "at", "be", "by", "do", "id", "in", "is", "it", "me", "my",
+                          "no", "so", "to", "us"])  # fmt: skip
+_MAIL_TLDS = "|".join(sorted(set(_TLDS.split("|")) | set(_CCTLDS), key=lambda t: (-len(t), t)))
 # An address spelled out against scrapers: "jane.doe [at] example [dot] com", "jane dot doe
 # at gmail dot com", "j.doe (at) example.org". A bare " at " counts only when the name looks
 # like an address's (a dot, digit, underscore, plus or a spelled dot in it) or the domain is a
@@ -68,10 +107,12 @@ _SPELLED_AT = re.compile(r"(?i)[\[({<]\s*at\s*[\])}>]|@|(?P<word_at>(?<=\s)at(?=
 _LOCAL_BEFORE = re.compile(
     rf"(?i)(?<![\w.+-])(?P<local>[\w+-]+(?:{_SPELLED_DOT}[\w+-]+){{0,4}})\s*\Z"
 )
+# Greedy: "acme(dot)co(dot)uk" whole, not "acme(dot)co".
 _DOMAIN_AFTER = re.compile(
-    rf"(?i)\s*(?P<domain>[\w-]+(?:{_SPELLED_DOT}[\w-]+){{0,3}}?{_SPELLED_DOT}(?:{_TLDS}))"
+    rf"(?i)\s*(?P<domain>[\w-]+(?:{_SPELLED_DOT}[\w-]+){{0,3}}{_SPELLED_DOT}(?P<tld>{_MAIL_TLDS}))"
     r"(?![\w-])"
 )
+_WORD_DOT = re.compile(r"(?i)\s+dot\s+|[\[({<]\s*dot")
 _ADDRESS_LIKE = re.compile(r"(?i)[._+\d]|\sdot\s|[\[({<]")
 _MAIL_PROVIDER = re.compile(
     r"(?i)(?:gmail|googlemail|yahoo|hotmail|outlook|live|icloud|aol|proton(?:mail)?|gmx|"
@@ -79,24 +120,51 @@ _MAIL_PROVIDER = re.compile(
 )
 _TRAILING = ".,;:!?)]}'\""
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?(?![\d]|\.\d)")
+# "package==1.2.3.4", "lib>=10.0.0.1": a version pin, unless the name is an address's;
+# "version 1.2.3.4", "v1.2.3.4": a version.
+_VERSION_PIN = re.compile(
+    r"(?<![\w.-])(?P<name>[A-Za-z][\w.\[\],-]*)\s*(?:===|[=<>!~]=)\s*$"
+    r"|(?i:\b(?:version|ver\.?|release|build)\s*[:#]?\s*|(?<![\w.-])v)$"
+)
+_ADDRESS_NAME = re.compile(
+    r"(?i)(?:^|[._\[-])(?:ip|ipv[46]|addr|address|host|src|dst|server|client|gateway|gw|dns|"
+    r"subnet|mask|peer|remote|local)(?:$|[._\]-])"
+)
 _IPV6 = re.compile(r"(?i)(?<![\w:])(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?:/\d{1,3})?(?![\w:])")
+# Between the digit groups of a card, an IBAN or an SSN: a space or a hyphen, or a looser gap:
+# a run of spaces or tabs ("4532  0151"), a spaced hyphen ("4111 - 1111"), a line break
+# ("4111 1111\n1111 1111"). The looser the gap, the more the validator or a cue must say.
+_GAP = r"(?:[ \t]{1,3}|[ \t]{0,2}-[ \t]{0,2}|[ \t]{0,2}\n[ \t]{0,2})"
 # Spaces or dashes anywhere; dots only in groups of four (4111.1111.1111.1111), since dotted
-# digit runs are otherwise amounts, versions and IP addresses.
+# digit runs are otherwise amounts, versions and IP addresses. A run may hold several cards
+# (one a line) and what comes before or after them: `_cards` looks for them in it.
 _CARD = re.compile(
-    r"(?<![\d+.-])(?:\d(?:[ -]?\d){11,18}|\d{4}(?:\.\d{4}){2,3}(?:\.\d{1,3})?)(?![\d])"
+    rf"(?<![\d+.-])(?:\d{{4}}(?:\.\d{{4}}){{2,3}}(?:\.\d{{1,3}})?(?![\d])|\d(?:{_GAP}?\d){{11,}})"
+    r"(?![\d])"
 )
-_CARD_GROUP_END = re.compile(r"\d(?=[ .-])")
+_DIGIT_GROUP = re.compile(r"\d+")
+_DIGIT_GAP = re.compile(r"\D+")
+# A gap a printed number does not have: several spaces, a tab, a line break, a spaced hyphen.
+_LOOSE_GAP = re.compile(r"\s\S|\S\s|\s\s|[\t\n]")
+_YEAR_GROUP = re.compile(r"(?:19|20)\d\d")
 _IBAN_COMPACT = re.compile(r"(?i)\b[a-z]{2}\d{2}[a-z0-9]{11,30}\b")
+# The same separator between the groups (one space or hyphen, a run of spaces or tabs, a
+# spaced hyphen), or a line break; the checksum decides.
 _IBAN_SPACED = re.compile(
-    r"(?i)\b[a-z]{2}\d{2}(?P<sep>[ -])[a-z0-9]{4}(?:(?P=sep)[a-z0-9]{4}){1,6}"
-    r"(?:(?P=sep)[a-z0-9]{1,4})?\b"
+    r"(?i)\b[a-z]{2}\d{2}(?P<sep>[ \t]{1,3}|[ \t]{0,2}-[ \t]{0,2})[a-z0-9]{4}"
+    r"(?:(?:(?P=sep)|[ \t]{0,2}\n[ \t]{0,2})[a-z0-9]{4}){1,6}"
+    r"(?:(?:(?P=sep)|[ \t]{0,2}\n[ \t]{0,2})[a-z0-9]{1,4})?\b"
 )
+_LAST_IBAN_GROUP = re.compile(r"[\s-]+[A-Za-z0-9]*\Z")
+_DIGIT_SPACE = re.compile(r"[\s-]+")
 # Any grouping ("DE89 370400440532013000", "DE 89 3704 …", dots), next to any script
 # ("IBAN是DE89…"): a candidate, cut back until the checksum and the country's format agree.
 # An upper-case country code only: lower-case words are most of a text, and the patterns
 # above take lower-case IBANs in their usual groupings.
 _IBAN_LOOSE = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}[ .-]?\d{2}(?:[ .-]?[A-Za-z0-9]){11,30}")
-_SSN = re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d-])")
+# 123-45-6789 or 123 45 6789; with other gaps (123 - 45 - 6789, 123  45  6789, a line break,
+# mixed) only after an SSN cue: spaced hyphens are also subtraction.
+_SSN = re.compile(rf"(?<![\d-])\d{{3}}(?P<a>{_GAP})\d{{2}}(?P<b>{_GAP})\d{{4}}(?![\d-])")
 _SSN_BARE = re.compile(r"(?<!\d)\d{9}(?!\d)")
 _SSN_CUE = re.compile(
     r"(?i)\b(?:ssn|social security(?: number| no\.?)?)(?:\s*(?:is|:|#|number|no\.?))*\W{0,3}$"
@@ -207,13 +275,27 @@ _AFTER_CARD = re.compile(
 )
 
 # Document numbers without a checksum: only after the document's name.
+_DOC_NUMBER = r"(?:number|no\.?|nr\.?|#|id)"
 _DOCUMENT = re.compile(
-    r"(?i)\b(?:driver'?s?\s+licen[cs]e|driving\s+licen[cs]e|licen[cs]e\s+plate|number\s+plate|"
-    r"licen[cs]e|passport|id\s+card|identity\s+card|membership|policy|account|customer|"
-    r"patient|employee|student|medical\s+record|mrn|vin|user\s*name|user\s+id|login|handle|"
+    r"(?i)\b(?:(?:driver'?s?\s+licen[cs]e|driving\s+licen[cs]e|licen[cs]e\s+plate|"
+    r"number\s+plate|passport|id\s+card|identity\s+card|membership|account|customer|"
+    r"employee|student|medical\s+record|mrn|vin|user\s*name|user\s+id|login|"
     r"d\.?l\.?(?=\s*(?:#|:|no\b|number\b)))"  # "DL# D123-…", not "DL link"
-    r"(?:\s+(?:number|no\.?|nr\.?|#|id))?\s*(?:is|:|=|#)?\s*"
+    rf"(?:\s+{_DOC_NUMBER})?\s*(?:is|:|=|#)?"
+    # Words that are also verbs or a text's topic ("handle UTF-16 files", "the license
+    # Apache-2.0", "the patient 45-year-old"): only with a number word, ":" or "is" after
+    # them ("policy no. AB-123456", "patient ID 55-1234"), or a handle's "@".
+    r"|(?:licen[cs]e|policy|patient|handle)"
+    rf"(?:\s+{_DOC_NUMBER}(?:\s*(?:is|:|=|#))?|\s*[:=#]|\s+is\b|(?<=handle)(?=\s+@)))\s*"
     r"(?P<value>@?(?=[\w.-]*\d)[A-Z0-9][\w.-]{4,19})\b"
+)
+# Values after those words that name no one: an SPDX licence, an encoding, an age.
+_NOT_DOCUMENT = re.compile(
+    r"(?i)(?:a?gpl|lgpl|g?fdl|apache|mit|0?bsd|mpl|epl|eupl|cc0|cc-by|cddl|artistic|isc|zlib|"
+    r"ofl|bsl|psf|python|afl|osl|unicode|wtfpl|upl|ms-[pr]l|cecill|lppl|sspl|elastic|"
+    r"postgresql|x11|curl|zpl|ecl|apsl|openssl)-[\w.+-]*"
+    r"|(?:utf|ucs|iso|iec|rfc|windows|latin)-?\d[\w.-]*"
+    r"|\d+-(?:year|month|week|day)s?-old"
 )
 # The account name in a home directory: /home/alice.wong/…, /Users/jsmith, C:\Users\Bob.
 _HOME_USER = re.compile(
@@ -284,8 +366,9 @@ def _strip_trailing(text: str, start: int, end: int) -> int:
 
 
 def _emails(text: str) -> Iterator[Span]:
-    for m in _EMAIL.finditer(text):
-        yield Span(m.start(), m.end(), EMAIL, "email")
+    if "@" in text:
+        for m in _EMAIL.finditer(text):
+            yield Span(m.start(), m.end(), EMAIL, "email")
     for at in _SPELLED_AT.finditer(text):
         domain = _DOMAIN_AFTER.match(text, at.end())  # first: rarely there in prose
         if domain is None:
@@ -299,9 +382,22 @@ def _emails(text: str) -> Iterator[Span]:
         if at.group("word_at") and not (
             _ADDRESS_LIKE.search(local.group("local"))
             or _MAIL_PROVIDER.match(domain.group("domain"))
+            or _spelled_country_domain(domain)
         ):
             continue  # "look at this dot com": a bare " at " needs an address-like name
         yield Span(local.start("local"), domain.end(), EMAIL, "spelled-email")
+
+
+def _spelled_country_domain(domain: re.Match[str]) -> bool:
+    """Whether a spelled-out domain ends in a spelled dot and a country's TLD that is no
+    English word ("company dot sg", "acme dot co dot uk"), which prose does not write
+    ("look at this dot com" is left)."""
+    tld = domain.group("tld").lower()
+    return (
+        tld in _CCTLDS
+        and tld not in _WORD_CCTLDS
+        and _WORD_DOT.search(domain.group("domain")) is not None
+    )
 
 
 def _urls(text: str) -> Iterator[Span]:
@@ -311,14 +407,28 @@ def _urls(text: str) -> Iterator[Span]:
             yield Span(m.start(), end, URL, "url")
     if "." in text:
         for m in _DOMAIN.finditer(text):
+            if m.group("path") is None and not _bare_domain(text, m):
+                continue
             end = _strip_trailing(text, m.start(), m.end())
             if end > m.start():
                 yield Span(m.start(), end, URL, "domain")
 
 
+def _bare_domain(text: str, m: re.Match[str]) -> bool:
+    """Whether `m`, a name.tld with no scheme, "www." or path, is a domain, not a sentence
+    run together ("running late.Is that ok?", "the help.It worked") nor code ("df.info()",
+    "self.app.run()", "ASP.NET", "Socket.IO")."""
+    host, tld = m.group("host"), m.group("tld")
+    if _CODE_AFTER.match(text, m.end()):
+        return False
+    if tld[0].isupper() and host[-len(tld) - 2].islower():
+        return False  # a capitalised word after a lower-case one: a sentence break
+    return not (tld.lower() in _WORD_TLDS and host.count(".") == 1)
+
+
 def _ips(text: str) -> Iterator[Span]:
     for m in _IPV4.finditer(text):
-        if _is_ip(m.group()):
+        if _is_ip(m.group()) and not _version_pin(text, m.start()):
             yield Span(m.start(), m.end(), IP, "ipv4")
     if "::" in text or text.count(":") >= 3:
         for m in _IPV6.finditer(text):
@@ -328,6 +438,12 @@ def _ips(text: str) -> Iterator[Span]:
                 and sum(c.isalnum() for c in m.group()) >= 3
             ):
                 yield Span(m.start(), m.end(), IP, "ipv6")
+
+
+def _version_pin(text: str, start: int) -> bool:
+    """Whether the dotted quad at `start` is a pinned version ("package==1.2.3.4")."""
+    pin = _VERSION_PIN.search(text, max(0, start - 80), start)
+    return pin is not None and _ADDRESS_NAME.search(pin.group("name") or "") is None
 
 
 def _is_ip(value: str) -> bool:
@@ -340,36 +456,122 @@ def _is_ip(value: str) -> bool:
 
 def _cards(text: str) -> Iterator[Span]:
     for m in _CARD.finditer(text):
-        # The run may have swallowed a following expiry or CVV ("4111 ... 1111 05/27"): on a
-        # Luhn failure try the shorter runs that end at a group boundary, longest first.
-        ends = [m.end()]
-        ends += [m.start() + g.end() for g in reversed(list(_CARD_GROUP_END.finditer(m.group())))]
-        for end in ends:
-            digits = re.sub(r"\D", "", text[m.start() : end])
-            if len(digits) < 12:
-                break
+        run = _DigitRun(text, m)
+        i, card_before = 0, False
+        while i < len(run.groups):
+            found = None
+            if i == 0 or card_before or run.loose[i - 1]:
+                found = _card_at(run, i)
+            card_before = found is not None
+            if found is None:
+                i += 1
+                continue
+            start, end, i = found
+            yield Span(start, end, CARD, "luhn")
+            yield from _after_card(text, end)
+
+
+class _DigitRun:
+    """A run of digit groups that may hold card numbers: a card may start at its first
+    group, after a loose gap (a line break, a tab: the next field; several spaces) or right
+    after a card found in it, and end at any group (a card followed by an expiry or CVV,
+    "4111 ... 1111 05/27"). The cues are looked for once, not for every candidate: a run
+    may cover a whole table."""
+
+    __slots__ = ("_cue_ends", "_cue_starts", "_header", "gaps", "groups", "loose", "spans",
+                 "start", "text")  # fmt: skip
+
+    def __init__(self, text: str, m: re.Match[str]) -> None:
+        self.text, self.start = text, m.start()
+        offset = m.start()
+        self.spans = [(offset + g.start(), offset + g.end()) for g in _DIGIT_GROUP.finditer(m[0])]
+        self.groups = [text[a:b] for a, b in self.spans]
+        self.gaps = [text[a[1] : b[0]] for a, b in zip(self.spans, self.spans[1:], strict=False)]
+        self.loose = [_LOOSE_GAP.search(gap) is not None for gap in self.gaps]
+        self._cue_starts: list[int] | None = None
+        self._cue_ends: list[int] = []
+        self._header: bool | None = None
+
+    def _cues(self) -> list[int]:
+        if self._cue_starts is None:
+            region = (max(0, self.start - 60), self.spans[-1][1])
+            found = list(_CARD_CUE.finditer(self.text, *region))
+            self._cue_starts = [c.start() for c in found]
+            self._cue_ends = [c.end() for c in found]
+        return self._cue_starts
+
+    def any_cue(self) -> bool:
+        """Whether a card word is near the run at all (in it, before it or in a header)."""
+        return bool(self._cues()) or self.header()
+
+    def cued(self, start: int) -> bool:
+        """Whether a card word lies within the 60 characters before `start`."""
+        i = bisect.bisect_left(self._cues(), start - 60)
+        return i < len(self._cues()) and self._cue_ends[i] <= start
+
+    def header(self) -> bool:
+        """Whether the first line of the block of lines the run starts in (a table's
+        header) names a card."""
+        if self._header is None:
+            line_start = self.text.rfind("\n", 0, self.start) + 1
+            first = _block_first_line(self.text, line_start)
+            self._header = _CARD_CUE.search(first) is not None
+        return self._header
+
+
+def _card_at(run: _DigitRun, i: int) -> tuple[int, int, int] | None:
+    """The longest card number in `run` that starts at its group `i`: its span and the
+    index of the group after it, or None."""
+    total = n = 0
+    for group in run.groups[i : i + 19]:  # 19 digits at most
+        if total + len(group) > 19:
+            break
+        total += len(group)
+        n += 1
+    start = run.spans[i][0]
+    # With no card word near, only a printed grouping passes: 4 digits first, or one group.
+    one_group = len(run.groups[i]) != 4 and not run.any_cue()
+    for j in range(i + n - 1, i - 1, -1):
+        if total < 12:
+            break
+        if j == i or not one_group:
+            groups = run.groups[i : j + 1]
+            digits = "".join(groups)
             if (
-                len(digits) <= 19
-                and len(set(digits)) > 1
+                len(set(digits)) > 1
+                and _card_grouped(run, start, groups, run.gaps[i:j])
                 and luhn.is_valid(digits)
-                and _card_grouped(text, m.start(), text[m.start() : end])
             ):
-                yield Span(m.start(), end, CARD, "luhn")
-                yield from _after_card(text, end)
-                break
+                return start, run.spans[j][1], j + 1
+        total -= len(run.groups[j])
+    return None
 
 
-def _card_grouped(text: str, start: int, value: str) -> bool:
+def _card_grouped(run: _DigitRun, start: int, groups: list[str], gaps: list[str]) -> bool:
     """Grouped as cards are printed (4-4-4-4, the last group shorter; Amex 4-6-5, Diners
-    4-6-4) or unbroken; other groupings only in a text about a card. One in ten digit runs
-    passes Luhn by chance, and "160 240 320 640" or "2 3 5 7 11 13 17 19 23" are lists."""
-    groups = re.split(r"[ .-]", value)
-    if len(groups) == 1 or _CARD_CUE.search(text[max(0, start - 60) : start]):
+    4-6-4) or unbroken; other groupings only in a text about a card (a card word in the 60
+    characters before). One in ten digit runs passes Luhn by chance, and "160 240 320 640"
+    or "2 3 5 7 11 13 17 19 23" are lists. Split by a tab or a line break (a table's fields,
+    lines of figures) only in a text about a card, or in a table whose header names one; by
+    runs of spaces or a spaced hyphen, as printed if the gaps are alike ("4532  0151  1283
+    0366"); never a run of years without a cue."""
+    if len(groups) == 1:
         return True
+    tab = any("\t" in gap for gap in gaps)
+    if tab and len({gap for gap in gaps if "\n" not in gap}) > 1:
+        return False  # "42\t4532 0151 …": a table's fields, the card one of them
+    if tab or any("\n" in gap for gap in gaps):
+        return run.cued(start) or run.header()
     sizes = [len(g) for g in groups]
-    if sizes[:2] == [4, 6] and len(sizes) == 3 and sizes[2] in (4, 5):
-        return True
-    return all(n == 4 for n in sizes[:-1]) and 1 <= sizes[-1] <= 4
+    printed = (
+        not all(_YEAR_GROUP.fullmatch(g) for g in groups)
+        and not (len(set(gaps)) > 1 and any(len(gap) > 1 for gap in gaps))
+        and (
+            (sizes[:2] == [4, 6] and len(sizes) == 3 and sizes[2] in (4, 5))
+            or (all(n == 4 for n in sizes[:-1]) and 1 <= sizes[-1] <= 4)
+        )
+    )
+    return printed or run.cued(start)
 
 
 def _after_card(text: str, end: int) -> Iterator[Span]:
@@ -407,13 +609,15 @@ def _ibans(text: str) -> Iterator[Span]:
     for pattern in (_IBAN_COMPACT, _IBAN_SPACED):
         for m in pattern.finditer(text):
             value = m.group()
-            sep = m.groupdict().get("sep") or " "
             # A spaced IBAN may have swallowed a following word: drop groups until valid.
             while value:
-                if std_iban.is_valid(value):
+                if std_iban.is_valid(_DIGIT_SPACE.sub("", value)):
                     yield Span(m.start(), m.start() + len(value), IBAN, "iban")
                     break
-                value = value.rpartition(sep)[0]
+                shorter = _LAST_IBAN_GROUP.sub("", value)
+                if shorter == value:
+                    break
+                value = shorter
     for m in _IBAN_LOOSE.finditer(text):
         end = m.end()
         while end - m.start() >= 15:
@@ -426,14 +630,22 @@ def _ibans(text: str) -> Iterator[Span]:
 
 def _ssns(text: str) -> Iterator[Span]:
     for m in _SSN.finditer(text):
-        if us_ssn.is_valid(m.group().replace(" ", "-")):
+        printed = m.group("a") == m.group("b") and m.group("a") in ("-", " ")
+        if (printed or _ssn_cued(text, m.start(), m.end())) and us_ssn.is_valid(
+            _DIGIT_GAP.sub("", m.group())
+        ):
             yield Span(m.start(), m.end(), SSN, "us-ssn")
     for m in _SSN_BARE.finditer(text):
-        cued = _SSN_CUE.search(text, max(0, m.start() - 30), m.start()) or _SSN_COLUMN.search(
-            csv_header(text, m.start(), m.end()) or ""
-        )
-        if cued and us_ssn.is_valid(m.group()):
+        if _ssn_cued(text, m.start(), m.end()) and us_ssn.is_valid(m.group()):
             yield Span(m.start(), m.end(), SSN, "us-ssn")
+
+
+def _ssn_cued(text: str, start: int, end: int) -> bool:
+    """An SSN word just before `text[start:end]`, or the column it is in headed by one."""
+    return bool(
+        _SSN_CUE.search(text, max(0, start - 30), start)
+        or _SSN_COLUMN.search(csv_header(text, start, end) or "")
+    )
 
 
 _SSN_COLUMN = re.compile(r"(?i)^\W*(?:ssn|social[\s_-]*security(?:[\s_-]*(?:number|no))?)\W*$")
@@ -500,7 +712,8 @@ def _home_users(text: str) -> Iterator[Span]:
 
 def _documents(text: str) -> Iterator[Span]:
     for m in _DOCUMENT.finditer(text):
-        yield Span(m.start("value"), m.end("value"), NATIONAL_ID, "document")
+        if not _NOT_DOCUMENT.fullmatch(m.group("value")):
+            yield Span(m.start("value"), m.end("value"), NATIONAL_ID, "document")
 
 
 def _dates(text: str) -> Iterator[Span]:
