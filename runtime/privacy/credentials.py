@@ -1,12 +1,15 @@
 """Secrets: private keys, API keys and tokens, by their published shapes and by entropy;
-passwords, keys and tokens after the word that names them, passwords in URLs, seed phrases
-and PINs."""
+passwords, keys and tokens after the word that names them (in several languages, in
+snake_case, dotted or camelCase keys), passwords and PINs set "to" a value, passwords on
+command lines (mysql, curl, sshpass, `--password`), cookie values, passwords in URLs, seed
+phrases and PINs."""
 
 from __future__ import annotations
 
 import math
 import re
 from collections import Counter
+from collections.abc import Iterator
 
 from runtime.privacy.entities import SECRET, Span
 from runtime.privacy.gazetteer import words
@@ -32,22 +35,48 @@ _KNOWN = re.compile(
     r"|\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b"
     r"|\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
 )
+# Words for a password in other languages (each unambiguous: no English word, no name).
+_FOREIGN_PASSWORDS = (
+    "mot de passe", "contraseña", "contrasena", "kennwort", "senha", "wachtwoord", "hasło",
+    "haslo", "пароль", "lösenord", "losenord", "salasana", "passord", "adgangskode", "heslo",
+    "jelszó", "jelszo",
+)  # fmt: skip
 # A credential word, alone or as the last part of a key: `password`, `DB_PASSWORD`,
-# `"db_password"`, `spring.datasource.password`, `X-API-Key`, `Twilio auth token`.
+# `"db_password"`, `spring.datasource.password`, `X-API-Key`, `Twilio auth token`, the
+# camelCase `dbPassword`, `slackToken`, the glued `PGPASSWORD`, `mot de passe`.
 _LABELED = re.compile(
     r"(?i)(?<![\w.-])(?P<open>[\"'`])?"
-    r"(?P<key>(?P<prefix>(?:[a-z0-9]+[_.-])*)"
-    r"(?:password|passwd|passwort|passphrase|pwd|pass|pw"
+    r"(?P<key>(?P<prefix>(?:[a-z0-9]+[_.-])*"
+    # camelCase: lower-case words before the capitalised label (`dbPassword`, `slackApiToken`)
+    r"(?-i:[a-z][a-z0-9]*(?:[A-Z][a-z0-9]+)*(?=[A-Z])"
+    # an upper-case prefix glued to PASSWORD (`PGPASSWORD`, `MYSQLPASSWORD`)
+    r"|(?!NOPASSW)[A-Z][A-Z0-9]*(?=PASSW(?:OR)?D\b))?)"
+    r"(?:password|passwd|passwort|passphrase|passcode|pwd|pass|pw"
+    r"|mot[ _-]de[ _-]passe|contrase[ñn]a|kennwort|senha|wachtwoord|has[łl]o|пароль"
+    r"|l[öo]senord|salasana|passord|adgangskode|heslo|jelsz[óo]"
     r"|(?:api|access|secret|private|signing|master|encryption|auth)[ _.-]?key"
     r"|(?:auth|access|refresh|api|bearer|session|id)[ _-]?token"
     r"|(?:client|app)[ _-]secret|secret|token|key|auth|authorization|bearer))"
     r"(?![\w-])[\"'`]?"
     # `password for the wifi is ...`: a qualifier, then a separator, is not optional.
     r"(?:(?P<qualifier>[ \t]+(?:for|of|on|to|at)(?:[ \t]+[\w@.'-]+){1,3}?)[ \t]*"
-    r"(?P<qsep>[:=]|is\b|was\b)"
-    r"|[ \t]*(?P<sep>=>|[:=](?![=:])|is\b|was\b)?)[ \t]*"
+    r"(?P<qsep>[:=]|(?:is|was)(?:[ \t]+(?:now|still|currently))?\b)"
+    # `Password - Tr0ub4dor&3`, `password → x`: a dash or an arrow, spaced, is a weak
+    # separator, like "is": the value must look like a credential.
+    r"|[ \t]*(?P<sep>=>|[:=](?![=:])|(?:is|was)(?:[ \t]+(?:now|still|currently))?\b"
+    r"|(?<=[ \t])(?:->|→|[-–—])(?=[ \t]))?)[ \t]*"
 )
-_LABEL_HINTS = ("pass", "pw", "pwd", "key", "token", "secret", "auth", "bearer")
+_LABEL_HINTS = (
+    "pass", "pw", "pwd", "key", "token", "secret", "auth", "bearer", *_FOREIGN_PASSWORDS,
+)  # fmt: skip
+
+
+def _flat(key: str) -> str:
+    """`key` lower-cased without its separators: `DB_PASSWORD`, `mot de passe` ->
+    `dbpassword`, `motdepasse`."""
+    return re.sub(r"[ _.-]", "", key.lower())
+
+
 # The credential words a key may end with, longest first, so that `_label_of` takes the most
 # specific one ("secretkey" before "key").
 _COMPOUND_LABELS = tuple(
@@ -56,15 +85,18 @@ _COMPOUND_LABELS = tuple(
             """
             apikey accesskey secretkey privatekey signingkey masterkey encryptionkey authkey
             authtoken accesstoken refreshtoken apitoken bearertoken sessiontoken idtoken
-            clientsecret appsecret password passwd passwort passphrase pwd pass pw secret
-            token key authorization auth bearer
+            clientsecret appsecret password passwd passwort passphrase passcode pwd pass pw
+            secret token key authorization auth bearer
             """
-        ),
+        )
+        | {_flat(label) for label in _FOREIGN_PASSWORDS},
         key=len,
         reverse=True,
     )
 )
-_PASSWORD_LABELS = frozenset(["password", "passwd", "passwort", "passphrase", "pwd", "pass", "pw"])
+_PASSWORD_LABELS = frozenset(
+    ["password", "passwd", "passwort", "passphrase", "passcode", "pwd", "pass", "pw"]
+) | {_flat(label) for label in _FOREIGN_PASSWORDS}
 # Labels that are ordinary English words: their value must look like a credential unless
 # the key is written as one (`HF_TOKEN=`, `"secret": ...`, `TOKEN=`).
 _WORD_LABELS = frozenset(["pass", "pw", "secret", "token", "auth", "bearer"])
@@ -114,6 +146,45 @@ _PIN = re.compile(
     r"(?i)\b(?:pin|passcode)(?:\s*(?:code|number|no\.?|#))?\s*(?:[:=]|is\b|was\b)?\s*"
     r"(?P<value>\d{4,8})(?!\d|[/.,:-]\d)"
 )
+# `I changed my password to X`, `set my PIN to 4821`, `the password was reset to X`: a verb
+# of setting before the label, "to" or "as" after it. The value must look like a credential.
+_SET_TO = re.compile(
+    r"(?i)(?:\b(?:chang(?:e|ed|es|ing)|set(?:s|ting)?|reset(?:s|ting)?|updat(?:e|ed|es|ing))"
+    r"(?:[ \t]+up)?(?:[ \t]+[\w'’-]+){0,3}?[ \t]+(?P<label>password|passcode|passphrase|pin)"
+    r"|\b(?P<plabel>password|passcode|passphrase|pin)(?:[ \t]+(?:code|number))?[ \t]+"
+    r"(?:was|is|has[ \t]+been|had[ \t]+been|got)[ \t]+(?:chang|set|reset|updat)(?:ed)?)"
+    r"[ \t]+(?:to|as)(?:[ \t]+be)?[ \t]+"
+)
+_PIN_VALUE = re.compile(r"\d{4,8}(?!\d|[/.,:-]\d)")
+# A password of letters only, with a capital inside ("BlueMonkey"): after "to" or "pass:",
+# where a lower-case or capitalised word would be prose ("to default", "pass: Yes").
+_INNER_CAPITAL = re.compile(r"(?-i:[A-Za-z]*[a-z][A-Z][A-Za-z]*)")
+# A passphrase of dashed words ("correct-horse-battery-staple"), three or more.
+_DASHED_WORDS = re.compile(r"[A-Za-z]{3,}(?:-[A-Za-z]{3,}){2,}")
+# Command lines that carry a password: `mysql -pSECRET`, `sshpass -p SECRET`, `curl -u
+# user:SECRET`, `docker login -p SECRET`, and any `--password=SECRET` / `--token SECRET`.
+# A command runs to the end of its line or to `|`, `;`, `&`; its options are looked for in it
+# (one pass over the command: a lazy scan from each command name was quadratic).
+_COMMAND = re.compile(
+    r"\b(?P<cmd>mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck"
+    r"|mariadb(?:-dump|-admin)?|docker[ \t]+login|curl)\b[^\n|;&]*"
+)
+_COMMAND_OPTIONS = {
+    "mysql": re.compile(r"[ \t]-p(?=[^\s-])"),  # `-pSECRET`; `-p` alone prompts, `-P` is a port
+    "docker": re.compile(r"[ \t]-p[ \t]+"),
+    "curl": re.compile(r"[ \t](?:-[uU][ \t]*|--(?:proxy-)?user[ \t=]+)[\"']?[^\s:\"']*:"),
+}
+_CURL_COOKIE = re.compile(r"[ \t](?:-b|--cookie)[ \t]*[\"']?")
+_SSHPASS = re.compile(r"\bsshpass[ \t]+-p[ \t]*")
+_PASSWORD_FLAG = re.compile(
+    r"(?i)(?<![\w-])--(?:password|passwd|pass|pwd|token|secret|(?:api|auth|access)[-_]?"
+    r"(?:key|token)|client[-_]secret)(?:=|[ \t]+)"
+)
+_CLI_VALUE = re.compile(r"\"(?P<dq>[^\"\n]+)\"|'(?P<sq>[^'\n]+)'|(?P<bare>[^\s\"'`;|&]+)")
+# An HTTP cookie header (`Cookie: a=1; b=2`, `Set-Cookie: id=...; Path=/`) or curl's
+# `--cookie` / `-b`: the values of its name=value pairs.
+_COOKIE = re.compile(r"(?i)(?<![\w-])(?P<set>set-)?cookie[\"']?[ \t]*:[ \t]*[\"']?")
+_COOKIE_PAIR = re.compile(r"[ \t]*(?P<name>[^\s=;,\"']+)=(?P<value>[^\s;,\"']*)[ \t]*;?")
 _TOKEN = re.compile(r"(?<![\w+/=-])[A-Za-z0-9+/_=-]{24,}(?![\w+/=-])")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
@@ -146,7 +217,7 @@ def _not_a_value(value: str) -> bool:
 def _label_of(key: str) -> str:
     """The credential word that ends `key`, the longest one: `AWS_SECRET_ACCESS_KEY` is an
     access key, `primary_key` only a key."""
-    flat = re.sub(r"[ _.-]", "", key.lower())
+    flat = _flat(key)
     return next((label for label in _COMPOUND_LABELS if flat.endswith(label)), flat)
 
 
@@ -192,6 +263,9 @@ def _labeled_value(text: str, m: re.Match[str]) -> tuple[int, int] | None:
         return None
     end = pos + len(value)
     looks = _CREDENTIAL.fullmatch(value) if password else _TOKEN_LIKE.fullmatch(value)
+    if not looks and label in ("pass", "pw") and sep == ":" and not key.isupper():
+        # `pass: BlueMonkey`; not `PASS: TestLogin` (test runners), nor `pass: Yes`
+        looks = _INNER_CAPITAL.fullmatch(value)
     if not any_value:
         if not sep and not password and len(value) < 16:
             return None  # "key 3rd-party": a bare word after the label must be long
@@ -227,6 +301,82 @@ def _passphrase_end(text: str, end: int, stopped: bool) -> int | None:
     return end if count <= _PASSPHRASE_WORDS else None
 
 
+def _set_to(text: str) -> Iterator[Span]:
+    """Values a password or PIN is set to: `I changed my password to Tr0ub4dor&3`, `set my
+    PIN to 4821`. Not `set the pin to high`, `reset the password to default`."""
+    for m in _SET_TO.finditer(text):
+        label = (m.group("label") or m.group("plabel")).lower()
+        pos = m.end()
+        if label == "pin":
+            pin = _PIN_VALUE.match(text, pos)
+            if pin is not None:
+                yield Span(pin.start(), pin.end(), SECRET, "pin")
+            continue
+        if pos < len(text) and text[pos] in "\"'`":
+            end = text.find(text[pos], pos + 1)
+            value = text[pos + 1 : end]
+            if end > pos + 1 and "\n" not in value and not _PLACEHOLDER.fullmatch(value):
+                yield Span(pos + 1, end, SECRET, "assigned")
+            continue
+        first = _VALUE.match(text, pos)
+        if first is None:
+            continue
+        value = _SENTENCE_END.sub("", first.group())
+        if not value or _not_a_value(value) or value.lower() in _PROSE:
+            continue
+        if (
+            _CREDENTIAL.fullmatch(value)
+            or _INNER_CAPITAL.fullmatch(value)
+            or _DASHED_WORDS.fullmatch(value)
+        ):
+            yield Span(pos, pos + len(value), SECRET, "assigned")
+
+
+def _command_line(text: str) -> Iterator[Span]:
+    """Passwords given on a command line: `mysql -pSECRET`, `curl -u user:SECRET`,
+    `sshpass -p SECRET`, `--password=SECRET`; not `$VARS`, `<placeholders>`, `-p` alone."""
+    starts = [m.end() for m in _SSHPASS.finditer(text)]
+    starts += [m.end() for m in _PASSWORD_FLAG.finditer(text)]
+    for command in _COMMAND.finditer(text):
+        name = command.group("cmd")
+        kind = name if name == "curl" else "docker" if name.startswith("docker") else "mysql"
+        options = _COMMAND_OPTIONS[kind]
+        starts += [m.end() for m in options.finditer(text, command.end("cmd"), command.end())]
+    for pos in starts:
+        v = _CLI_VALUE.match(text, pos)
+        if v is None:
+            continue
+        group = next(g for g in ("dq", "sq", "bare") if v.group(g) is not None)
+        value = v.group(group)
+        if group == "bare":
+            value = _SENTENCE_END.sub("", value)
+        if not value or value.startswith("-") or _not_a_value(value):
+            continue
+        if _BRACKETED.fullmatch(value):
+            continue
+        yield Span(v.start(group), v.start(group) + len(value), SECRET, "command-line")
+
+
+def _cookies(text: str) -> Iterator[Span]:
+    """The values of a cookie header's pairs (`Cookie: sessionid=...; csrftoken=...`), the
+    first pair only of a `Set-Cookie` (the rest are attributes: `Path=/`). Short words and
+    numbers (`theme=dark`, `lang=en`, `consent=1`) and placeholders stay."""
+    headers = [(m.end(), bool(m.group("set"))) for m in _COOKIE.finditer(text)]
+    for command in _COMMAND.finditer(text) if "curl" in text else ():
+        if command.group("cmd") == "curl":
+            found = _CURL_COOKIE.finditer(text, command.end("cmd"), command.end())
+            headers += [(m.end(), False) for m in found]
+    for pos, first_only in headers:
+        while pair := _COOKIE_PAIR.match(text, pos):
+            value = pair.group("value")
+            mixed = any(c.isdigit() for c in value) and any(c.isalpha() for c in value)
+            if (len(value) >= 6 or mixed) and not _PLACEHOLDER.fullmatch(value):
+                yield Span(pair.start("value"), pair.end("value"), SECRET, "cookie")
+            if first_only or pair.end() == pos:
+                break
+            pos = pair.end()
+
+
 class SecretDetector:
     """Private keys, API keys, tokens, assigned passwords, seed phrases and PINs."""
 
@@ -248,6 +398,12 @@ class SecretDetector:
             spans.append(Span(m.start("value"), m.end("value"), SECRET, "seed-phrase"))
         for m in _PIN.finditer(text):
             spans.append(Span(m.start("value"), m.end("value"), SECRET, "pin"))
+        if "pass" in lower or "pin" in lower:
+            spans.extend(_set_to(text))
+        if "-" in text:
+            spans.extend(_command_line(text))
+        if "cookie" in lower or "curl" in lower:
+            spans.extend(_cookies(text))
         for m in _TOKEN.finditer(text):
             if _looks_random(m.group()):
                 spans.append(Span(m.start(), m.end(), SECRET, "entropy"))

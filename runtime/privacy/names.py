@@ -2,8 +2,11 @@
 
 A run of capitalised words ("Krisztián Szöllösy", "John A. Leiva") is a person when one of
 its words is a known first name or surname, or when a cue stands next to it: a title
-("Mr.", "Dr."), a naming phrase ("my name is", "called", "Name:"), a greeting ("Dear",
-"Hi"), a relation ("my daughter", "beneficiary"), or a speech verb after it ("said").
+("Mr.", "Dr."), a naming phrase ("my name is", "called", "Name:"), the key of a record
+(`"name": "`, `first_name=`, `<fullName>`) or a column of names in a delimited table (under
+`name` beside a column of people such as `age` or `email`, or under `first_name`, `Full
+Name`), a greeting ("Dear", "Hi"), a relation ("my daughter", "beneficiary"), or a speech
+verb after it ("said").
 Lower-case names ("patricia desrosiers") need a first name followed by another name, or a
 naming cue. Words that are common English words ("Will", "Rich", "Page") count as weak
 evidence; function words, days and months never do. In upper or lower case, "DOE, JOHN"
@@ -13,11 +16,16 @@ continues it.
 Weak evidence (one word, with no title, greeting, sign-off or naming phrase before it and
 no surname after it) is overruled by the "not a person" list (`not_a_person`, shared with
 the spaCy detector): software, dishes, eponymous algorithms, cooking words, non-English
-function words and form labels, some only in context ("Ruby" near "code").
+function words and form labels, some only in context ("Ruby" near "code"); and by the shape
+of the text around it: a literal or an identifier in a line of code (`return True`, `x =
+Max(a, b)`), a verb that opens an instruction ("Mark the correct answer", "Bill the client"),
+a greeting ("Good evening").
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -47,7 +55,8 @@ NOT_NAMES = words(
     over under after before about again still even never always ever not don't i'm i've i'd
     i'll it's that's there's what's let's english french german spanish italian dutch polish
     swedish norwegian danish finnish russian chinese japanese korean american british
-    european african asian arabic greek turkish portuguese czech hungarian
+    european african asian arabic greek turkish portuguese czech hungarian true false none
+    null undefined
     """
 )
 _TITLE = (
@@ -73,6 +82,22 @@ _RELATION = (
     r"client|customer|employee|manager|assistant|ceo|cto|cfo|founder|director|producer|"
     r"singer|songwriter|author|writer|actor|actress|player|coach|commenter|member)"
 )
+# The key or column of a record that holds a person's name, qualified: `first_name`,
+# `fullName`, `customer_name`, `<LastName>`, `"patient full name"`.
+_NAME_QUALIFIER = (
+    r"(?:full|first|last|given|family|middle|maiden|legal|sur|customer|patient|client|"
+    r"contact|employee|guest|passenger|applicant|holder|account[ _-]?holder|card[ _-]?holder)"
+)
+_QUALIFIED_NAME = rf"(?:{_NAME_QUALIFIER}[ _-]?){{1,2}}name"
+# As a key (`first_name: `, `"fullName": "`, `'last_name' => '`) or an XML element.
+_QUALIFIED_KEY = rf"\b{_QUALIFIED_NAME}[\"'`]?\s*(?:[:=]|=>)\s*[\"'`]?|<{_QUALIFIED_NAME}>"
+# A plain `name` key, quoted (`"name": "`, `'name': '`) or an element (`<name>`): a cue, not
+# a strong one, since records of things have names too (`{"name": "Grafana"}`).
+_PLAIN_KEY = r"[\"'`]name[\"'`]\s*(?:[:=]|=>)\s*[\"'`]?|<name>"
+# Searched apart from the cues below, and only where "name" occurs: they cost a search at
+# every position of the text before each candidate.
+_QUALIFIED_KEY_CUE = re.compile(rf"(?i)(?:{_QUALIFIED_KEY})\s*$")
+_KEY_CUE = re.compile(rf"(?i)(?:{_QUALIFIED_KEY}|{_PLAIN_KEY})\s*$")
 # A cue that makes the next capitalised (or any non-common) word a name.
 _CUE_BEFORE = re.compile(
     rf"(?i)(?:\b{_TITLE}"
@@ -158,6 +183,43 @@ _ORG_ENDS = words(
 # (also a surname) was taken for a person.
 _STREET_ENDS = STRONG_SUFFIX - {"st", "str", "dr", "u", "utca", "pl", "ct", "ln", "rd"}
 _SENTENCE_END = re.compile(r"(?:^|[.!?;\n]|[.!?][\"”')\]]|\n\s*[>?#*-]+)\s*$")
+# The header of a column of names in a delimited table ("name,age,role", "First Name;...").
+_NAME_COLUMN = re.compile(rf"(?i)[\s\"'`]*(?:(?P<qualified>{_QUALIFIED_NAME})|names?)[\s\"'`]*")
+_FIELD_DELIMITERS = ",;\t|"
+_BLANK_LINES = re.compile(r"\n(?:[ \t]*\n)+")
+# Columns that only a table of people has beside a plain `name` column.
+_PERSON_COLUMN = re.compile(
+    r"(?i)\b(?:age|e-?mail|phone|mobile|tel|cell|dob|birth\w*|born|gender|sex|address|"
+    r"street|city|zip|postcode|ssn|role|title|department|dept|salary|manager|employee|patient|"
+    r"customer|member|student|grade|class|nationality|occupation|job|position|team|"
+    r"username|user|contact|relation\w*|surname)\b"
+)
+# Literals of programming languages: never a person, whatever the lists hold ("True").
+_CODE_LITERALS = frozenset(
+    ["True", "False", "None", "Null", "NULL", "NaN", "Nil", "Infinity", "TRUE", "FALSE"]
+)
+# A line of code, and a word in it that is an identifier, not a person: after `=`, `(`, `[`,
+# `,`, `:` or a leading `return`, before `)`, `]`, `}`, `,`, `;`, `(` or the line end.
+_CODE_LINE = re.compile(
+    r"\w\(|[=!<>]=|\w=[\w\"'(\[]|;\s*$|[{}]"
+    r"|^\s*(?:return|yield|def|lambda|assert|const|let|var|elif)\b"
+)
+_CODE_BEFORE = re.compile(r"(?:[=(\[,{:]|^\s*(?:return|yield))\s*$")
+_CODE_AFTER = re.compile(r"\s*(?:[)\]};,(:]|[=!<>]=|$)")
+# Verbs that are also names, at the start of an instruction before their object: "Mark the
+# correct answer", "Bill the client", "Sue them", "Grant access". Not "Jack the Ripper".
+# Only verbs common in instructions: "Carol the ..." or "Bob the ..." are more likely people.
+_IMPERATIVES = words("mark bill sue will grant pat rob drew chase jack skip page trace echo win")
+_OBJECT_AFTER = re.compile(
+    r"(?i)\s+(?:(?P<the>the)|an?|this|that|these|those|your|my|our|his|her|their|its|all|"
+    r"each|every|any|some|both|no|it|them|him|me|us|as|up|down|off|out|access|"
+    r"permissions?|privileges|rights)\b(?P<next>\s+\w)?"
+)
+_CLAUSE_START = re.compile(r"(?:^|[.!?;:\n]|[.!?][\"”')\]])\s*(?:[-*•>#]+\s*|\d+[.)]\s*|[\"“'(])?$")
+# Greetings and wishes that hold a word of the name lists ("Good" is a surname).
+_GREETINGS = frozenset(
+    ["good morning", "good evening", "good afternoon", "good night", "good day", "good luck"]
+) | {"merry christmas"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,20 +258,21 @@ class NameDetector:
     def detect(self, text: str) -> list[Span]:
         """Spans of `text` that are people's names."""
         tokens = _tokens(text)
+        tables = _Tables(text)
         spans: list[Span] = []
         i = 0
         while i < len(tokens):
-            inverted = self._inverted(text, tokens, i)
+            inverted = self._inverted(text, tokens, i, tables)
             if inverted is not None:
                 spans.append(inverted)
                 while i < len(tokens) and tokens[i].start < inverted.end:
                     i += 1
                 continue
-            run = self._run(text, tokens, i)
+            run = self._run(text, tokens, i, tables)
             if not run:
                 i += 1
                 continue
-            span = self._judge(text, run)
+            span = self._judge(text, run, tables)
             if span is not None:
                 spans.append(span)
             i += len(run)
@@ -227,16 +290,17 @@ class NameDetector:
             return "particle"
         return "lower"
 
-    def _run(self, text: str, tokens: list[_Token], i: int) -> list[_Token]:
+    def _run(self, text: str, tokens: list[_Token], i: int, tables: _Tables) -> list[_Token]:
         """The longest run of name-shaped tokens from `tokens[i]`, one case style, one line."""
         first = self._kind(tokens[i])
         if first in ("other", "particle"):
             return []
         style = "title" if first == "initial" else first
         if style in ("lower", "upper"):
-            return self._caseless_run(text, tokens, i)
+            return self._caseless_run(text, tokens, i, tables)
         run = [tokens[i]]
-        for tok in tokens[i + 1 :]:
+        # islice, not tokens[i + 1 :]: a copy of the rest per run was quadratic in the text
+        for tok in itertools.islice(tokens, i + 1, None):
             gap = text[run[-1].end : tok.start]
             if gap not in (" ", ". ", "  ") or (gap == ". " and not run[-1].dotted):
                 break
@@ -253,20 +317,23 @@ class NameDetector:
             run.pop()
         return run
 
-    def _caseless_run(self, text: str, tokens: list[_Token], i: int) -> list[_Token]:
+    def _caseless_run(
+        self, text: str, tokens: list[_Token], i: int, tables: _Tables
+    ) -> list[_Token]:
         """In lower- or upper-case text only name-list words can start a run."""
         lists = self._lists
         head = tokens[i]
         style = self._kind(head)
-        # After a naming label a word the lists do not hold is a name too ("okafor chidi").
-        named = bool(_NAMING.search(text[max(0, head.start - 40) : head.start]))
         if (
-            not (lists.is_name(head.word) or named and _unlisted(lists, head.word))
-            or lists.is_common(head.word)
+            lists.is_common(head.word)
             or fold(head.word) in NOT_NAMES
             or self._not_people.is_listed(head.word)  # "dot org", "guten morgen"
         ):
             return [head]  # judged (and rejected) on its own
+        # After a naming label a word the lists do not hold is a name too ("okafor chidi").
+        named = _naming_label(text, head.start, tables)
+        if not (lists.is_name(head.word) or named and _unlisted(lists, head.word)):
+            return [head]
         run = [head]
         for tok in tokens[i + 1 : i + 3]:
             if text[run[-1].end : tok.start] != " " or self._kind(tok) != style:
@@ -282,7 +349,7 @@ class NameDetector:
             run.append(tok)
         return run
 
-    def _inverted(self, text: str, tokens: list[_Token], i: int) -> Span | None:
+    def _inverted(self, text: str, tokens: list[_Token], i: int, tables: _Tables) -> Span | None:
         """A surname, a comma and given names in the same case, as forms and records write
         them: "DOE, JOHN", or "doe, john" after a naming label."""
         if i + 1 >= len(tokens):
@@ -300,13 +367,12 @@ class NameDetector:
             and not any(lists.is_common(t.word) or fold(t.word) in NOT_NAMES for t in (last, given))
         ):
             return None
-        before = text[max(0, last.start - 40) : last.start]
-        if style == "lower" and not _NAMING.search(before):
+        if style == "lower" and not _naming_label(text, last.start, tables):
             return None  # "smith, john" in running lower-case text may be a list
-        run = self._caseless_run(text, tokens, i + 1)
+        run = self._caseless_run(text, tokens, i + 1, tables)
         return Span(last.start, run[-1].end, PERSON, "names-inverted")
 
-    def _judge(self, text: str, run: list[_Token]) -> Span | None:
+    def _judge(self, text: str, run: list[_Token], tables: _Tables) -> Span | None:
         lists = self._lists
         for k in range(len(run)):  # "Visit New Zealand": a place, whatever precedes it
             if lists.is_place(" ".join(t.word for t in run[k:])):
@@ -331,12 +397,12 @@ class NameDetector:
             run = run[:-1]
         if not run:
             return None
-        span = self._person(text, run)
-        if span is None or not_a_person(text, span.start, span.end, self._not_people):
+        span = self._person(text, run, tables)
+        if span is None or not_a_person(text, span.start, span.end, self._not_people, tables):
             return None
         return span
 
-    def _person(self, text: str, run: list[_Token]) -> Span | None:
+    def _person(self, text: str, run: list[_Token], tables: _Tables) -> Span | None:
         """`run` (trimmed of context words) judged as a person."""
         lists = self._lists
         start, end = run[0].start, run[-1].end
@@ -349,8 +415,13 @@ class NameDetector:
         common_unknown = sum(lists.is_common(w) and not lists.is_name(w) for w in words)
         before = text[max(0, start - 60) : start]
         after = text[end : end + 40]
-        cue = bool(_CUE_BEFORE.search(before) or _CUE_AFTER.match(after))
+        cue = bool(
+            _CUE_BEFORE.search(before) or _CUE_AFTER.match(after) or _key_cue(_KEY_CUE, before)
+        )
         weak_cue = cue and bool(_WEAK_CUE.search(before)) and not _CUE_AFTER.match(after)
+        if (weak_cue or not cue) and tables.column(start) is not None:
+            # a field under a column of names ("name,age" above "Jane Roe,42")
+            cue, weak_cue = True, False
         sentence_start = bool(_SENTENCE_END.search(before))
         style = self._kind(run[0])
         if common_unknown:
@@ -360,7 +431,7 @@ class NameDetector:
             has_first = lists.is_first(words[0]) and not lists.is_common(words[0])
             if (has_first and len(words) >= 2) or (cue and not weak_cue and strong):
                 return Span(start, end, PERSON, "names")
-            if _NAMING.search(before) and not any(map(lists.is_english, words)):
+            if _naming_label(text, start, tables) and not any(map(lists.is_english, words)):
                 return Span(start, end, PERSON, "names-cue")  # "name: chidi"
             return None
         if strong and (unknown <= strong or (cue and not weak_cue)):
@@ -396,17 +467,148 @@ def _given_name_last(lists: NameLists, run: list[_Token]) -> bool:
     )
 
 
-def strong_cue(text: str, start: int, end: int) -> bool:
+class _Tables:
+    """The delimited tables of one text ("name,age,role" above "Jane Roe,42,admin"): which
+    column a field lies in. A table is a block of lines up to a blank line whose first line
+    names the columns. The blocks are found once per text, so that a pasted table of
+    thousands of rows costs a line per row, not the block."""
+
+    __slots__ = ("_headers", "_starts", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._starts: list[int] | None = None
+        # (block, delimiter) -> the header's columns, and whether it is a table of people
+        self._headers: dict[tuple[int, str], tuple[list[str], bool]] = {}
+
+    def column(self, start: int) -> str | None:
+        """Whether the field that starts at `text[start]` (after spaces or a quote) lies in a
+        column of names: "qualified" under `first_name`, `Full Name`, `customer_name`;
+        "plain" under `name` in a table of people (another column says so: `age`, `email`,
+        `role`; not "name,price"); None if not, or not in a table."""
+        text = self._text
+        line_start = text.rfind("\n", 0, start) + 1
+        field_start = start
+        while field_start > line_start and text[field_start - 1] in " \"'":
+            field_start -= 1
+        if field_start > line_start and text[field_start - 1] not in _FIELD_DELIMITERS:
+            return None  # not the first word of a field
+        line_end = text.find("\n", start)
+        line_end = len(text) if line_end < 0 else line_end
+        if field_start == line_start and not any(
+            text.find(d, start, line_end) >= 0 for d in _FIELD_DELIMITERS
+        ):
+            return None  # a line with one field
+        if self._starts is None:
+            self._starts = [0, *(m.end() for m in _BLANK_LINES.finditer(text))]
+        block = self._starts[bisect.bisect_right(self._starts, line_start) - 1]
+        if block == line_start:
+            return None  # the header itself, or no table
+        for delimiter in _FIELD_DELIMITERS:
+            if field_start > line_start and text[field_start - 1] != delimiter:
+                continue
+            columns, people = self._header(block, delimiter)
+            if len(columns) < 2 or len(columns) != text.count(delimiter, line_start, line_end) + 1:
+                continue
+            m = _NAME_COLUMN.fullmatch(columns[text.count(delimiter, line_start, field_start)])
+            if m is not None and m.group("qualified"):
+                return "qualified"
+            if m is not None and people:
+                return "plain"
+        return None
+
+    def _header(self, block: int, delimiter: str) -> tuple[list[str], bool]:
+        """The columns of the block's first line, and whether one of them is of people."""
+        key = (block, delimiter)
+        if key not in self._headers:
+            end = self._text.find("\n", block)
+            columns = self._text[block : len(self._text) if end < 0 else end].split(delimiter)
+            people = any(_PERSON_COLUMN.search(c) for c in columns)
+            self._headers[key] = (columns, people)
+        return self._headers[key]
+
+
+def name_column(text: str, start: int) -> str | None:
+    """Whether the field of a delimited table that starts at `text[start]` lies in a column
+    of names: "qualified", "plain" or None (see `_Tables.column`)."""
+    return _Tables(text).column(start)
+
+
+def _key_cue(pattern: re.Pattern[str], before: str) -> bool:
+    """Whether `before` ends with the key of a name (`pattern`: `_KEY_CUE` or
+    `_QUALIFIED_KEY_CUE`), looked for only where "name" occurs."""
+    return "name" in before.lower() and pattern.search(before) is not None
+
+
+def _naming_label(text: str, start: int, tables: _Tables | None = None) -> bool:
+    """Whether a naming label stands before `text[start]` ("name: ", `"first_name": "`), or
+    it opens a field under a qualified column of names (`first_name`), where a word the
+    lists do not hold is a name too."""
+    before = text[max(0, start - 40) : start]
+    if _NAMING.search(before) or _key_cue(_QUALIFIED_KEY_CUE, before):
+        return True
+    return (tables or _Tables(text)).column(start) == "qualified"
+
+
+def _code_identifier(text: str, start: int, end: int) -> bool:
+    """Whether the word text[start:end] is a literal or an identifier in a line of code:
+    `return True`, `x = Max(a, b)`, `f(x, Will)`; not a word in a string literal."""
+    if text[start:end] in _CODE_LITERALS:
+        return True
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line = text[line_start : len(text) if line_end < 0 else line_end]
+    head = text[line_start:start]
+    if head.count('"') % 2 or head.count("'") % 2:
+        return False  # inside a string: `"Anna, Mark, Sue"` lists people
+    return bool(
+        _CODE_BEFORE.search(text, line_start, start)
+        and _CODE_AFTER.match(text, end, line_start + len(line))
+        and _CODE_LINE.search(line)
+    )
+
+
+def _instruction(text: str, start: int, end: int, word: str, tables: _Tables) -> bool:
+    """Whether `word` is a verb that opens an instruction ("Mark the correct answer", "Bill
+    the client monthly", "Grant access to ..."): at the start of a sentence, a line or a
+    clause after ":", before its object. "Jack the Ripper" keeps its epithet."""
+    if word not in _IMPERATIVES:
+        return False
+    m = _OBJECT_AFTER.match(text, end)
+    if m is None or m.group("the") and m.group("next") and m.group("next")[-1].isupper():
+        return False  # no object, or an epithet ("Jack the Ripper")
+    if not _CLAUSE_START.search(text, max(0, start - 12), start):
+        return False
+    # "Patient: Mark the ...", "Contact: Bill the ...": a label of a person before it
+    before = text[max(0, start - 60) : start]
+    return not (
+        _CUE_BEFORE.search(before)
+        or _key_cue(_KEY_CUE, before)
+        or _naming_label(text, start, tables)
+    )
+
+
+def strong_cue(text: str, start: int, end: int, tables: _Tables | None = None) -> bool:
     """Whether text[start:end] has a strong sign of a person around it: a title, naming
     phrase, greeting or sign-off, or relation before it; a speech verb or relation after
     it; or a vocative at the start of a sentence ("Julia, can you ...")."""
     before, after = text[max(0, start - 60) : start], text[end : end + 40]
     if _STRONG_BEFORE.search(before) or _STRONG_AFTER.match(after):
         return True
-    return bool(_VOCATIVE.match(after) and _SENTENCE_END.search(before))
+    if _key_cue(_QUALIFIED_KEY_CUE, before):
+        return True
+    if _VOCATIVE.match(after) and _SENTENCE_END.search(before):
+        return True
+    return (tables or _Tables(text)).column(start) == "qualified"
 
 
-def not_a_person(text: str, start: int, end: int, not_people: NotPeople | None = None) -> bool:
+def not_a_person(
+    text: str,
+    start: int,
+    end: int,
+    not_people: NotPeople | None = None,
+    tables: _Tables | None = None,
+) -> bool:
     """Whether the person-shaped text[start:end] names a thing on weak evidence.
 
     Strong cues (`strong_cue`) keep a person. Otherwise it is a thing when the span, alone or
@@ -417,7 +619,8 @@ def not_a_person(text: str, start: int, end: int, not_people: NotPeople | None =
     """
     things = not_people if not_people is not None else load_not_people()
     found = [fold(w) for w in _PLAIN.findall(text, start, end)]
-    if not found or strong_cue(text, start, end):
+    tables = tables or _Tables(text)
+    if not found or strong_cue(text, start, end, tables):
         return False
     if _PLACE_OF.search(text[max(0, start - 40) : start]):
         return True
@@ -429,10 +632,12 @@ def not_a_person(text: str, start: int, end: int, not_people: NotPeople | None =
         around.append(f"{fold(prev.group(1))} {phrase}")
     if nxt:
         around.append(f"{phrase} {fold(nxt.group(1))}")
-    if any(things.is_thing(p) for p in around):
-        return True
+    if any(things.is_thing(p) or p in _GREETINGS for p in around):
+        return True  # "Eggs Benedict", "Good evening"
     if len(found) > 1:
         return all(things.is_thing(w) for w in found)
+    if _code_identifier(text, start, end) or _instruction(text, start, end, phrase, tables):
+        return True
     lo = _sentence_start(text, start)
     hi = next((m.start() for m in _SENTENCE_BREAK.finditer(text, end)), len(text))
     context = {fold(w) for w in _PLAIN.findall(text, lo, hi)}
