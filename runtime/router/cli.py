@@ -18,10 +18,12 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from kernels.base import check_text
 from runtime.errors import ConfigError
 from runtime.router.base import RouterDataError, RouterError, RouterFileError
 from runtime.router.calibration import calibrate, cloud_fraction
@@ -158,7 +160,8 @@ def _run(args: argparse.Namespace) -> int:
             router = LearnedRouter.train(data.prompts, data.weak, data.strong, params)
         if (path := _save(router, args.out)) is None:
             return EXIT_ERROR
-        print(f"trained on {len(data)} prompts -> {path}")
+        print(f"trained on {len(data)} prompts -> {_shown(path)}")
+        print(_uncalibrated(router, data, path), file=sys.stderr)
         return 0
     if args.command == "calibrate":
         if not 0.0 <= args.target_cloud_fraction <= 1.0:
@@ -176,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
         if (path := _save(calibrated, out)) is None:
             return EXIT_ERROR
         print(f"threshold {calibrated.threshold:.6f}: {share:.1%} of {len(data)} calibration "
-              f"prompts go to the cloud -> {path}")
+              f"prompts go to the cloud -> {_shown(path)}")
         return 0
     if args.command == "evaluate":
         return _evaluate(args)
@@ -184,26 +187,64 @@ def _run(args: argparse.Namespace) -> int:
     if blank:  # a verdict on nothing would still print a score
         print(f"tandem router: prompt {', '.join(blank)} is empty", file=sys.stderr)
         return EXIT_USAGE
+    for i, prompt in enumerate(args.prompts, 1):
+        try:  # undecodable bytes on the command line (as `tandem ask` refuses them)
+            check_text(prompt, f"prompt {i}")
+        except ValueError as exc:
+            print(f"tandem router: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     router = load_router(args.router)
     for prompt in args.prompts:
-        print(json.dumps(router.verdict(prompt).to_dict()))
+        # "calibrated": false = the threshold is training's 0.0 (see `train`'s warning)
+        print(json.dumps({**router.verdict(prompt).to_dict(),
+                          "calibrated": router.calibrated}))
     return 0
+
+
+def _uncalibrated(router: LearnedRouter, data: RoutingData, path: Path) -> str:
+    """`train`'s warning: the share of its training prompts the new router sends to the
+    cloud at its threshold (training's 0.0: the cloud wherever it is expected to be more
+    accurate, often nearly all), and how to calibrate it. An embedding router is measured
+    by its n-gram part (encoding every prompt again would cost more than the warning is
+    worth)."""
+    part = router.with_encoder(None) if router.embedding_model else router
+    share = cloud_fraction(part.score(data.prompts), part.active_threshold)
+    by = " (by its n-gram part)" if router.embedding_model else ""
+    return (f"tandem router: {_shown(path)} is uncalibrated: at its threshold "
+            f"{router.threshold} it sends {share:.1%} of its {len(data)} training prompts "
+            f"to the cloud{by}; run `tandem router calibrate --router {_quoted(path)} "
+            "--data HELD_OUT.csv --target-cloud-fraction F` on prompts it was not trained on")
+
+
+def _shown(path: str | Path) -> str:
+    """`path` as it can be printed whatever stdout's encoding: the bytes of a name that is
+    not UTF-8 (held as lone surrogates) as \\x escapes, as Python shows them on stderr."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _quoted(path: str | Path) -> str:
+    """`path` quoted for a shell command line, if it needs it."""
+    return shlex.quote(_shown(path))
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     data = load_routing_data(args.data)
     for path in args.routers:
-        found = evaluate(load_router(path, encoder=None), data)
+        router = load_router(path, encoder=None)
+        found = evaluate(router, data)
         if args.json:
-            print(json.dumps({"router_file": path, **found.to_dict()}))
+            print(json.dumps({"router_file": path, "calibrated": router.calibrated,
+                              **found.to_dict()}))
             continue
+        how = "" if router.calibrated else " (uncalibrated: training's default)"
         q = found.quality_at
-        print(f"{path} ({found.router}, trained on {found.trained_rows} prompts) on "
+        print(f"{_shown(path)} ({found.router}, trained on {found.trained_rows} prompts) on "
               f"{found.prompts} prompts: weak {found.weak_accuracy:.3f}, strong "
               f"{found.strong_accuracy:.3f}\n"
               f"  APGR {found.apgr:.3f}  CPT(50%) {found.cpt50:.1%}  CPT(80%) {found.cpt80:.1%}\n"
               f"  quality at 20/40/60% cloud: {q[0.2]:.3f} / {q[0.4]:.3f} / {q[0.6]:.3f}\n"
-              f"  at its threshold {found.threshold:.6f}: {found.cloud_share:.1%} to the cloud, "
+              f"  at its threshold {found.threshold:.6f}{how}: {found.cloud_share:.1%} to the "
+              "cloud, "
               f"quality {found.quality:.3f} (gap recovered {found.recovered:.3f})")
     return 0
 

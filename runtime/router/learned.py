@@ -5,7 +5,10 @@ one right, only the strong (cloud) one right, both right. Fitting all four at on
 than the single label "strong wins") uses every labelled row, and gives the score that
 ranks best: the expected accuracy gain of the cloud, P(strong only) - P(weak only).
 Probabilities come from a log-loss fit, so `p_strong_wins` is calibrated on data like the
-training set; `threshold` is set separately by `calibration.calibrate`.
+training set; `threshold` is set separately by `calibration.calibrate`. Until then it is 0.0:
+"cloud" wherever the cloud is expected to be more accurate, which on most data is nearly
+every prompt (the stronger model is seldom expected to be worse), so `tandem router train`
+says which share of its training prompts that would send and that the file is uncalibrated.
 
 With `FeatureSpec.embedding` set, a sentence embedding of the prompt is appended to the
 n-gram features, and a second, n-gram-only model is fitted beside the full one: a device
@@ -80,6 +83,10 @@ class LearnedRouter:
                                                                 repr=False)
     # Threshold for the scores of the n-gram fallback (None: use `threshold`).
     fallback_threshold: float | None = None
+    # Whether `threshold` was chosen (`calibration.calibrate`, `with_threshold`): False
+    # straight from training, where it is 0.0, "the cloud whenever it is expected to be
+    # more accurate", which on most data sends nearly every prompt to the cloud.
+    calibrated: bool = False
 
     @classmethod
     def train(
@@ -204,9 +211,11 @@ class LearnedRouter:
         )
 
     def with_threshold(self, threshold: float, fallback: float | None = None) -> LearnedRouter:
-        """A copy whose verdicts say "cloud" above `threshold` (`fallback`: n-gram scores)."""
+        """A copy whose verdicts say "cloud" above `threshold` (`fallback`: n-gram scores),
+        marked `calibrated`."""
         return replace(self, threshold=float(threshold),
-                       fallback_threshold=None if fallback is None else float(fallback))
+                       fallback_threshold=None if fallback is None else float(fallback),
+                       calibrated=True)
 
 
 def _reuse(ngram: LearnedRouter, featurizer: Featurizer, params: TrainParams
