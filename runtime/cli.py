@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 a runtime failure (engine, cloud); 2 a usage or configuration
 error (including a mode the config cannot serve and a prompt longer than the context),
-printed as one line naming the key or path.
+printed as one line naming the key or path; 130 interrupted (Ctrl-C), with one line
+"tandem: interrupted", never a traceback.
 """
 
 from __future__ import annotations
@@ -14,30 +15,47 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kernels import ContextOverflowError, EngineError, ModelNotFoundError
-from runtime.calibration import CalibrationError
-from runtime.config import MAX_SECONDS, MODES, TandemConfig, load_config
-from runtime.errors import ConfigError, ModeError, PrivacyBlockError, TandemError
-from runtime.offload_errors import OffloadNotConfigured
+# Only the standard library at import time: the rest loads inside `main`, where Ctrl-C
+# during the (slow) imports ends with "interrupted" and 130, not a traceback.
+if TYPE_CHECKING:
+    from runtime.config import TandemConfig
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
-# Errors a retry cannot fix, only a change of flags, config or input: exit 2. They are checked
-# before the TandemError / EngineError parents they derive from.
-_USAGE_ERRORS = (
-    ConfigError, CalibrationError, ModelNotFoundError, ValueError,
-    ModeError,  # a mode this config cannot serve (cloud-only with no gateway)
-    OffloadNotConfigured,  # no or a malformed gateway URL / device credential
-    ContextOverflowError,  # the prompt does not fit model.context_length
-    PrivacyBlockError,  # the privacy policy forbids what the mode asks for
-)
+EXIT_INTERRUPTED = 128 + 2  # what a shell reports for a process ended by SIGINT
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Errors a retry cannot fix, only a change of flags, config or input: exit 2. They are
+    checked before the TandemError / EngineError parents they derive from."""
+    from kernels import ContextOverflowError, ModelNotFoundError
+    from runtime.calibration import CalibrationError
+    from runtime.errors import ConfigError, ModeError, PrivacyBlockError
+    from runtime.offload_errors import OffloadNotConfigured
+
+    return (
+        ConfigError, CalibrationError, ModelNotFoundError, ValueError,
+        ModeError,  # a mode this config cannot serve (cloud-only with no gateway)
+        OffloadNotConfigured,  # no or a malformed gateway URL / device credential
+        ContextOverflowError,  # the prompt does not fit model.context_length
+        PrivacyBlockError,  # the privacy policy forbids what the mode asks for
+    )
+
+
+def _say(text: str) -> None:
+    """A message on stderr; dropped when stderr is closed (`2>&-`): never sent to stdout,
+    where `print(file=None)` would write it."""
+    if sys.stderr is not None:
+        print(text, file=sys.stderr, flush=True)
 
 
 def positive_seconds(text: str) -> float:
     """An argparse type: a number of seconds > 0 and at most 30 days (also the benchmarks'
     `seconds`)."""
+    from runtime.config import MAX_SECONDS
+
     try:
         value = float(text)
     except ValueError:
@@ -50,6 +68,8 @@ def positive_seconds(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from runtime.config import MODES
+
     p = argparse.ArgumentParser(prog="tandem", description=__doc__.splitlines()[0])
     p.add_argument("--config", metavar="PATH", help="TOML config file (default: $TANDEM_CONFIG)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -130,23 +150,29 @@ def _command_index(args: Sequence[str]) -> tuple[int, bool]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C anywhere, the imports and delegated commands included
+        _say("tandem: interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     i, has_config = _command_index(args_list)
     if i < len(args_list) and args_list[i] in _DELEGATED:
         command = args_list[i]
         if has_config:
             # they do not read the device config: refuse rather than silently drop it
-            print(f"tandem: --config applies to the device commands (ask, chat, serve, "
-                  f"monitor, choose, models), not to `tandem {command}`; {_OWN_SETTINGS[command]}",
-                  file=sys.stderr)
+            _say(f"tandem: --config applies to the device commands (ask, chat, serve, "
+                 f"monitor, choose, models), not to `tandem {command}`; {_OWN_SETTINGS[command]}")
             return EXIT_USAGE
         try:
             module = importlib.import_module(_DELEGATED[command])
         except ImportError as exc:  # an optional extra (router: scikit-learn) not installed
             extra = _EXTRAS.get(command)
             hint = f"; install it with pip install 'tandem-llm[{extra}]'" if extra else ""
-            print(f"tandem {command}: needs a package that is not installed ({exc}){hint}",
-                  file=sys.stderr)
+            _say(f"tandem {command}: needs a package that is not installed ({exc}){hint}")
             return 1
         try:
             rc: int = module.main(args_list[i + 1 :])
@@ -155,6 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BrokenPipeError:  # `tandem router score … | head -n1`
             return _broken_pipe()
         return rc
+    from kernels import EngineError
+    from runtime.errors import TandemError
+
+    usage_errors = _usage_errors()
     parser = _parser()
     try:
         args = parser.parse_args(args_list)
@@ -165,14 +195,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sys.stdout is not None:  # None: started with stdout closed (`1>&-`)
             sys.stdout.flush()  # a reader gone by now fails here, not at interpreter exit
         return rc
-    except _USAGE_ERRORS as exc:
-        print(f"tandem: {exc}", file=sys.stderr)
+    except usage_errors as exc:
+        _say(f"tandem: {exc}")
         return EXIT_USAGE
     except (TandemError, EngineError) as exc:
-        print(f"tandem: {exc}", file=sys.stderr)
+        _say(f"tandem: {exc}")
         return EXIT_FAIL
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:
         return _broken_pipe()
 
@@ -186,6 +214,8 @@ def _broken_pipe() -> int:
 
 
 def _config(args: argparse.Namespace) -> TandemConfig:
+    from runtime.config import load_config
+
     overrides: dict[str, Any] = {}
     if getattr(args, "model", None) is not None:  # --model "" is refused, not ignored
         overrides["model.spec"] = args.model
@@ -246,7 +276,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                     print(piece, end="", flush=True)
                 assert stream.result is not None
                 print()
-                print(interface.describe(stream.result), file=sys.stderr)
+                _say(interface.describe(stream.result))
             finally:
                 stream.close()
         return EXIT_OK
@@ -269,8 +299,8 @@ def _choose(args: argparse.Namespace, config: TandemConfig) -> int:
         return EXIT_OK
     print(f"{LETTERS[choice.index]}. {choice.option}")
     p = "n/a" if choice.p_correct is None else f"{choice.p_correct:.2f}"
-    print(f"[{choice.source}] {choice.reason} | P(right) on the device {p} | "
-          f"{choice.total_ms:.0f} ms", file=sys.stderr)
+    _say(f"[{choice.source}] {choice.reason} | P(right) on the device {p} | "
+         f"{choice.total_ms:.0f} ms")
     return EXIT_OK
 
 

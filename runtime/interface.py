@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
+import re
 import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from kernels.errors import ContextOverflowError, ModelNotFoundError
+from kernels.base import check_text
+from kernels.errors import ContextOverflowError, EngineError, ModelNotFoundError
 from kernels.registry import BUNDLED, default_cache_dir, resolve
 from runtime.config import TandemConfig
 from runtime.errors import ConfigError, ModeError, TandemError
-from runtime.facade import Runtime
+from runtime.facade import Runtime, to_messages
 from runtime.result import Result
 
 
@@ -29,11 +33,21 @@ def describe(result: Result) -> str:
     conf = result.confidence.score
     conf_s = "n/a" if conf != conf else f"{conf:.2f}"
     t = result.timings
-    return (
+    line = (
         f"[{result.source}] {result.reason} | confidence {conf_s} | "
         f"{result.usage.completion_tokens} tokens, ttft {t.ttft_ms:.0f} ms, "
         f"total {t.total_ms:.0f} ms, {t.tokens_per_s:.1f} tok/s"
     )
+    if result.finish_reason == "length":
+        line += " | cut off at the length limit (--max-tokens, or the model's context)"
+    return line
+
+
+def say(text: str) -> None:
+    """A status line on stderr; dropped when stderr is closed (`2>&-`), never sent to stdout
+    (`print(file=None)` would write it there)."""
+    if sys.stderr is not None:
+        print(text, file=sys.stderr, flush=True)
 
 
 def list_models(config: TandemConfig) -> list[dict[str, str]]:
@@ -105,8 +119,7 @@ def serve(config: TandemConfig) -> None:
             _ = rt.engine  # load the model before accepting requests
             app = create_app(rt)
             port = sockets[0].getsockname()[1]
-            print(f"tandem: serving {rt.engine.info.id} on http://{s.host}:{port}",
-                  file=sys.stderr)
+            say(f"tandem: serving {rt.engine.info.id} on http://{s.host}:{port}")
             web.run_app(app, sock=sockets, print=None, **RUN_OPTIONS)
     finally:
         for sock in sockets:
@@ -151,66 +164,175 @@ def _check_gateway(config: TandemConfig, mode: str, where: str) -> None:
             "TANDEM_OFFLOAD_CREDENTIAL)")
 
 
+_CHAT_COMMANDS = {
+    "/help": "list these commands",
+    "/reset": "clear the history: the next turn starts a new conversation",
+    "/exit": "quit (so do /quit and Ctrl-D)",
+    "/quit": "quit",
+}
+_COMMAND_WORD = re.compile(r"/[A-Za-z][A-Za-z0-9_-]*")  # `/foo`, not `/etc/hosts` or `/ hi`
+_CHAT_HELP = "\n".join([
+    "tandem chat commands:",
+    *(f"  {name:<7} {what}" for name, what in _CHAT_COMMANDS.items()),
+    "Ctrl-C stops an answer (the turn is left out) and, at the prompt, clears the line;",
+    "a blank line is ignored; a line that starts with a space is sent as text, even /like this.",
+])
+
+
 def chat(config: TandemConfig, *, mode: str | None) -> int:
     """The interactive chat. Refuses to start (`ModeError`, `ValueError`) when its mode needs
     a gateway that is not configured, or when standard input is closed: every turn would
-    fail."""
+    fail.
+
+    Ctrl-D (end of input), `/exit` or `/quit` end it; a blank line is ignored. A turn that
+    cannot be answered (too long for the context even alone, a cloud or engine failure, text
+    that is not valid Unicode, Ctrl-C) is reported on stderr and left out: the history is
+    kept."""
     _check_gateway(config, mode or config.runtime.mode, "--mode" if mode else "runtime.mode")
     if sys.stdin is None:
         raise ValueError("standard input is closed: tandem chat reads its turns from it")
+    if _is_tty(sys.stdin):
+        _line_editing()
     history: list[dict[str, Any]] = []
     with open_runtime(config) as rt:
-        print("tandem chat: empty line or Ctrl-D to quit, /reset to clear the history",
-              file=sys.stderr)
+        say("tandem chat: Ctrl-D or /exit to quit, /reset to clear the history, "
+            "/help for more")
         while True:
             try:
-                line = input("> ").strip()
+                line = _read_line("> ")
             except EOFError:
                 print()
                 return 0
-            if not line:
+            except KeyboardInterrupt:  # at the prompt: drop the line, as a shell does
+                say("^C")
+                continue
+            if not line.strip():  # a blank line (in pasted text, say) is not a turn
+                continue
+            command = _chat_command(line)
+            if command is None:
+                _chat_turn(rt, history, line.strip(), mode)
+            elif command in ("/exit", "/quit"):
                 return 0
-            if line == "/reset":
+            elif command == "/reset":
                 history.clear()
-                continue
-            history.append({"role": "user", "content": line})
-            result = _chat_turn(rt, history, mode)
-            if result is None:
-                history.pop()  # the turn that failed: the next one starts without it
-                continue
-            history.append({"role": "assistant", "content": result.text})
+                say("tandem chat: history cleared")
+            elif command == "/help":
+                say(_CHAT_HELP)
 
 
-def _chat_turn(rt: Runtime, history: list[dict[str, Any]], mode: str | None) -> Result | None:
-    """Answer the last user turn, dropping the oldest exchanges while the history does not fit
-    the context. None, reported on stderr, when the turn cannot be answered."""
-    dropped = 0
-    while True:
-        try:
-            stream = rt.stream(history, mode=mode)
-        except ContextOverflowError as exc:
-            if len(history) > 1:
-                del history[:2]  # the oldest user turn and its answer
-                dropped += 1
-                continue
-            print(f"tandem: {exc}", file=sys.stderr)
-            return None
-        except TandemError as exc:  # e.g. the cloud failed or the mode cannot be served
-            print(f"tandem: {exc}", file=sys.stderr)
-            return None
-        break
-    if dropped:
-        print(f"tandem chat: dropped the {dropped} oldest exchange(s) to fit the context",
-              file=sys.stderr)
+def _read_line(prompt: str) -> str:
+    """`input(prompt)`; with stderr closed (`2>&-`), where `input` fails ("lost
+    sys.stderr"), the prompt is written and the line read directly."""
+    if sys.stderr is not None:
+        return input(prompt)
+    if sys.stdout is not None:
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.removesuffix("\n")
+
+
+def _is_tty(stream: Any) -> bool:
     try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed file
+        return False
+
+
+def _line_editing() -> None:
+    """Arrow keys and history for `input()` on a terminal, where the platform has readline."""
+    with contextlib.suppress(ImportError):
+        importlib.import_module("readline")
+
+
+def _chat_command(line: str) -> str | None:
+    """The chat command `line` gives, or None when it is text for the model. A line shaped
+    like a command (`/word`) that is not a known one, or a known one with text after it, is
+    reported and given as "" (nothing to do); a line starting with a space is always text."""
+    if not line.startswith("/"):
+        return None
+    word, *rest = line.split(maxsplit=1)
+    if word in _CHAT_COMMANDS and not rest:
+        return word
+    if _COMMAND_WORD.fullmatch(word) is None:  # `/etc/hosts: what is it?`, `/ 2`: text
+        return None
+    if word in _CHAT_COMMANDS:
+        say(f"tandem chat: {word} takes nothing after it; to send the line as text, start it "
+            "with a space")
+    else:
+        say(f"tandem chat: unknown command {word} (/help lists them); to send the line as "
+            "text, start it with a space")
+    return ""
+
+
+def _chat_turn(rt: Runtime, history: list[dict[str, Any]], text: str,
+               mode: str | None) -> Result | None:
+    """Answer `text` after `history`, and on success append the exchange to `history`.
+
+    The oldest exchanges are dropped while the prompt and a whole answer (`max_tokens`) do not
+    fit the context: from a copy, which becomes the history only once the answer has started.
+    None, reported on stderr, when the turn cannot be answered (Ctrl-C included); the turn is
+    then left out and the history kept."""
+    turn = {"role": "user", "content": text}
+    stream = None
+    printed = False
+    try:
+        check_text(text, "the line")
+        messages, dropped = _fit_history(rt, history, turn)
+        while True:
+            try:
+                stream = rt.stream(messages, mode=mode)
+                break
+            except ContextOverflowError:  # counted differently by the engine (a server's)
+                if len(messages) == 1:
+                    raise  # the turn alone does not fit: refused, the history untouched
+                messages = messages[2:]
+                dropped += 1
+        if dropped:  # the answer has started: the trimmed history is the history now
+            del history[: 2 * dropped]
+            say(f"tandem chat: dropped the {dropped} oldest exchange(s) to fit the context")
         for piece in stream:
             print(piece, end="", flush=True)
-    except TandemError as exc:
-        print(f"\ntandem: {exc}", file=sys.stderr)
+            printed = True
+    except KeyboardInterrupt:  # Ctrl-C: stop this answer, not the chat
+        if stream is not None:
+            stream.close()  # ends the local decode / the cloud call now
+        if printed:
+            print()
+        say("tandem chat: stopped (Ctrl-C); the turn is left out")
+        return None
+    except (TandemError, EngineError, ValueError) as exc:  # EngineError: ContextOverflowError too
+        if printed:
+            print()
+        say(f"tandem: {exc}")
         return None
     finally:
-        stream.close()
+        if stream is not None:
+            stream.close()
     print()
-    assert stream.result is not None
-    print(describe(stream.result), file=sys.stderr)
-    return stream.result
+    result = stream.result
+    assert result is not None
+    say(describe(result))
+    history.extend([turn, {"role": "assistant", "content": result.text}])
+    return result
+
+
+def _fit_history(rt: Runtime, history: list[dict[str, Any]],
+                 turn: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """`history` and `turn`, without as many of the oldest exchanges as it takes for the
+    prompt to leave room in the context for an answer of `max_tokens` (at most half the
+    context: a huge --max-tokens must not cost the whole history); and how many were
+    dropped. The turn itself is always kept. Counted with the engine's tokenizer, as the
+    engine counts the prompt."""
+    engine = rt.engine
+    context = engine.info.context_length
+    room = context - min(rt.params().max_tokens, context // 2)
+    messages = [*history, turn]
+    dropped = 0
+    while len(messages) > 1 and \
+            engine.count_tokens(engine.render(to_messages(messages))) > room:
+        messages = messages[2:]  # the oldest user turn and its answer
+        dropped += 1
+    return messages, dropped

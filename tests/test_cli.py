@@ -77,8 +77,8 @@ def test_a_prompt_that_is_not_utf8_says_which_byte() -> None:
         "at character 3\n")
 
 
-def test_chat_keeps_history_until_an_empty_line() -> None:
-    proc = tandem("chat", "--max-tokens", "4", stdin="Hello\nAnd again\n\n")
+def test_chat_keeps_history_until_end_of_input_and_skips_a_blank_line() -> None:
+    proc = tandem("chat", "--max-tokens", "4", stdin="Hello\n\nAnd again\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("[local]") == 2
 
