@@ -18,6 +18,7 @@ from kernels.errors import (
     ContextOverflowError,
     EngineError,
     EngineUnavailableError,
+    ModelCacheError,
     ModelNotFoundError,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "GenerationParams",
     "Message",
     "ModelInfo",
+    "ModelCacheError",
     "ModelNotFoundError",
     "Prompt",
     "TokenEvent",

@@ -11,6 +11,11 @@ class ModelNotFoundError(EngineError):
     """A model spec names a file, folder or bundled model that does not exist."""
 
 
+class ModelCacheError(ModelNotFoundError):
+    """A bundled model that is installed cannot be put where it must go (`model.cache_dir`
+    unusable, a full disk): nothing to reinstall, the folder needs fixing."""
+
+
 class ContextOverflowError(EngineError):
     """The prompt (plus the requested output) does not fit the model's context."""
 

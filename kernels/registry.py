@@ -32,7 +32,7 @@ from pathlib import Path
 from types import ModuleType
 
 from kernels.base import Engine
-from kernels.errors import EngineUnavailableError, ModelNotFoundError
+from kernels.errors import EngineUnavailableError, ModelCacheError, ModelNotFoundError
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +107,7 @@ def _gemma3_path(cache: Path) -> Path:
     the folder cannot hold it: `tandem models` then does not call the model ready)."""
     target = cache / "models" / str(_gemma3_package().MODEL_NAME)
     if not _has_file(target) and (problem := _unusable_folder(target.parent)):
-        raise ModelNotFoundError(
+        raise ModelCacheError(
             f"bundled:gemma3-270m cannot be assembled in model.cache_dir {cache}: {problem}"
         )
     return target
@@ -163,7 +163,7 @@ def _locate_gemma3(cache: Path) -> Path:
             if isinstance(exc, OSError):
                 where = f" ({exc.filename})" if exc.filename else ""
                 why = f"{exc.strerror or exc}{where}"
-                raise ModelNotFoundError(
+                raise ModelCacheError(
                     f"bundled:gemma3-270m cannot be assembled in model.cache_dir {cache}: "
                     f"{why} (the model takes ~240 MB; model.cache_dir sets the folder)"
                 ) from None

@@ -245,6 +245,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(f"{'':<24} path: {row['path']}")
             if row["install"]:
                 print(f"{'':<24} install: {row['install']}")
+            if row["problem"]:
+                print(f"{'':<24} problem: {row['problem']}")
         return EXIT_OK
     if args.command == "monitor":
         return interface.monitor(config, once=args.once, as_json=args.json,

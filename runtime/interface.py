@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from kernels.base import check_text
-from kernels.errors import ContextOverflowError, EngineError, ModelNotFoundError
+from kernels.errors import (
+    ContextOverflowError,
+    EngineError,
+    ModelCacheError,
+    ModelNotFoundError,
+)
 from kernels.registry import BUNDLED, default_cache_dir, resolve
 from runtime.config import TandemConfig
 from runtime.errors import ConfigError, ModeError, TandemError
@@ -51,24 +56,28 @@ def say(text: str) -> None:
 
 
 def list_models(config: TandemConfig) -> list[dict[str, str]]:
-    """One row per bundled model: spec, status (ready / missing), description, `path` (the
-    model file; Gemma's is written on first use, and says so until then) and, for a missing
-    one, the command that installs it."""
+    """One row per bundled model: spec, status (ready / missing / unusable), description,
+    `path` (the model file; Gemma's is written on first use, and says so until then), for a
+    missing one the command that installs it, and for an unusable one (installed, but its
+    file cannot be put in `model.cache_dir`) why, as `problem`."""
     cache = Path(config.model.cache_dir) if config.model.cache_dir else default_cache_dir()
     rows = []
     for name, bundled in BUNDLED.items():
         spec = f"bundled:{name}"
-        path = ""
+        path = problem = ""
         try:
             # Gemma is assembled on first use: do not assemble it just to list it
             file = bundled.path(cache)
             present = file.is_file() and file.stat().st_size > 0
             path = str(file) if present else f"{file} (assembled on first use)"
             status = "ready"
+        except ModelCacheError as exc:  # installed: reinstalling would not help
+            status, problem = "unusable", str(exc)
         except ModelNotFoundError:
             status = "missing"
         rows.append({"spec": spec, "status": status, "description": bundled.description,
-                     "path": path, "install": bundled.install if status == "missing" else ""})
+                     "path": path, "install": bundled.install if status == "missing" else "",
+                     "problem": problem})
     return rows
 
 

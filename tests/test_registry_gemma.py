@@ -57,8 +57,8 @@ def test_a_cache_dir_that_is_a_file_is_one_error_and_not_ready(
     assert cli.main(["ask", "hi", "--model", "bundled:gemma3-270m", "--mode", "local-only"]) == 2
     assert capsys.readouterr().err == f"tandem: {err.value}\n"
     row = _models_line(capsys)
-    assert row[0].split()[1] == "missing"  # not "ready"
-    assert not row[1].strip().startswith("path:")
+    assert row[0].split()[1] == "unusable"  # not "ready", nor "missing": it is installed
+    assert row[1].strip() == f"problem: {err.value}"  # no path, no reinstall advice
     assert afile.read_text() == "not a folder"
     # a models folder that is a file, below a cache folder that is one
     folder = tmp_path / "cache2"
