@@ -128,16 +128,26 @@ def serve(config: TandemConfig) -> None:
             _ = rt.engine  # load the model before accepting requests
             app = create_app(rt)
             port = sockets[0].getsockname()[1]
-            say(f"tandem: serving {rt.engine.info.id} on http://{s.host}:{port}")
+            say(f"tandem: serving {rt.engine.info.id} on {serving_at(s.host, port)}")
             web.run_app(app, sock=sockets, print=None, **RUN_OPTIONS)
     finally:
         for sock in sockets:
             sock.close()
 
 
+def serving_at(host: str, port: int) -> str:
+    """Where the API can be reached, for the start-up line: an IPv6 literal in brackets
+    (`http://[::1]:8080`); no host (every interface) says so and gives the local URL."""
+    if not host:
+        return f"every interface, port {port} (http://localhost:{port} here)"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def bind_sockets(host: str, port: int) -> list[socket.socket]:
     """Sockets bound (not yet listening) to every address `host` resolves to, as asyncio's
-    `create_server` would bind them; an unknown host or a busy port is a `ConfigError`."""
+    `create_server` would bind them; an unknown host or a busy port is a `ConfigError`.
+    With port 0 the system picks a free port for the first address and the others take
+    the same one, so the one port printed serves every address."""
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
@@ -151,6 +161,8 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:  # the port the first address was given
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
             try:
                 sock.bind(address)
             except OSError as exc:
