@@ -44,7 +44,7 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
     """A message on stderr; dropped when stderr is closed (`2>&-`): never sent to stdout,
     where `print(file=None)` would write it."""
     if sys.stderr is not None:
@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C anywhere, the imports and delegated commands included
-        _say("tandem: interrupted")
+        say("tandem: interrupted")
         return EXIT_INTERRUPTED
 
 
@@ -164,7 +164,7 @@ def _main(argv: Sequence[str] | None) -> int:
         command = args_list[i]
         if has_config:
             # they do not read the device config: refuse rather than silently drop it
-            _say(f"tandem: --config applies to the device commands (ask, chat, serve, "
+            say(f"tandem: --config applies to the device commands (ask, chat, serve, "
                  f"monitor, choose, models), not to `tandem {command}`; {_OWN_SETTINGS[command]}")
             return EXIT_USAGE
         try:
@@ -172,7 +172,7 @@ def _main(argv: Sequence[str] | None) -> int:
         except ImportError as exc:  # an optional extra (router: scikit-learn) not installed
             extra = _EXTRAS.get(command)
             hint = f"; install it with pip install 'tandem-llm[{extra}]'" if extra else ""
-            _say(f"tandem {command}: needs a package that is not installed ({exc}){hint}")
+            say(f"tandem {command}: needs a package that is not installed ({exc}){hint}")
             return 1
         try:
             rc: int = module.main(args_list[i + 1 :])
@@ -196,10 +196,10 @@ def _main(argv: Sequence[str] | None) -> int:
             sys.stdout.flush()  # a reader gone by now fails here, not at interpreter exit
         return rc
     except usage_errors as exc:
-        _say(f"tandem: {exc}")
+        say(f"tandem: {exc}")
         return EXIT_USAGE
     except (TandemError, EngineError) as exc:
-        _say(f"tandem: {exc}")
+        say(f"tandem: {exc}")
         return EXIT_FAIL
     except BrokenPipeError:
         return _broken_pipe()
@@ -278,7 +278,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                     print(piece, end="", flush=True)
                 assert stream.result is not None
                 print()
-                _say(interface.describe(stream.result))
+                say(interface.describe(stream.result))
             finally:
                 stream.close()
         return EXIT_OK
@@ -301,7 +301,7 @@ def _choose(args: argparse.Namespace, config: TandemConfig) -> int:
         return EXIT_OK
     print(f"{LETTERS[choice.index]}. {choice.option}")
     p = "n/a" if choice.p_correct is None else f"{choice.p_correct:.2f}"
-    _say(f"[{choice.source}] {choice.reason} | P(right) on the device {p} | "
+    say(f"[{choice.source}] {choice.reason} | P(right) on the device {p} | "
          f"{choice.total_ms:.0f} ms")
     return EXIT_OK
 

@@ -20,6 +20,7 @@ from kernels.errors import (
     ModelNotFoundError,
 )
 from kernels.registry import BUNDLED, default_cache_dir, resolve
+from runtime.cli import say
 from runtime.config import TandemConfig
 from runtime.errors import ConfigError, ModeError, TandemError
 from runtime.facade import Runtime, to_messages
@@ -46,13 +47,6 @@ def describe(result: Result) -> str:
     if result.finish_reason == "length":
         line += " | cut off at the length limit (--max-tokens, or the model's context)"
     return line
-
-
-def say(text: str) -> None:
-    """A status line on stderr; dropped when stderr is closed (`2>&-`), never sent to stdout
-    (`print(file=None)` would write it there)."""
-    if sys.stderr is not None:
-        print(text, file=sys.stderr, flush=True)
 
 
 def list_models(config: TandemConfig) -> list[dict[str, str]]:
@@ -347,13 +341,11 @@ def _fit_history(rt: Runtime, history: list[dict[str, Any]],
     context: a huge --max-tokens must not cost the whole history); and how many were
     dropped. The turn itself is always kept. Counted with the engine's tokenizer, as the
     engine counts the prompt."""
-    engine = rt.engine
-    context = engine.info.context_length
+    context = rt.engine.info.context_length
     room = context - min(rt.params().max_tokens, context // 2)
     messages = [*history, turn]
     dropped = 0
-    while len(messages) > 1 and \
-            engine.count_tokens(engine.render(to_messages(messages))) > room:
+    while len(messages) > 1 and rt._prompt_tokens(to_messages(messages)) > room:
         messages = messages[2:]  # the oldest user turn and its answer
         dropped += 1
     return messages, dropped
