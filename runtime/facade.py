@@ -404,10 +404,12 @@ class Runtime:
                     decision=decision.to_dict(), reservation=reservation,
                     projected_tokens=projected)
 
-    def _escalation_budget(self, plan: Plan, extra_tokens: int = 0) -> tuple[Plan, str]:
+    def _escalation_budget(self, plan: Plan,
+                           extra_tokens: Callable[[], int] | None = None) -> tuple[Plan, str]:
         """A cascade about to escalate (its plan reserved nothing): the `budget` rule again,
         now, on today's spending and open reservations, for the plan's projection plus
-        `extra_tokens` (the draft going along). Within the budget, the projection is
+        `extra_tokens()` (the draft going along; counted only when a budget is set). Within
+        the budget, the projection is
         reserved like a cloud request's (released when the answer is logged, or lapsing
         after the TTL); past it, the caller must not escalate. Returns the plan with that
         reservation and the rule's verdict under its decision's `escalation`, and "" or, when
@@ -415,7 +417,7 @@ class Runtime:
         policy = self.config.policy
         if not _budget_set(policy):
             return plan, ""
-        tokens = plan.projected_tokens + extra_tokens
+        tokens = plan.projected_tokens + (extra_tokens() if extra_tokens is not None else 0)
         with self._budget_lock:  # as in `plan`: no one reads the budget between ours and our claim
             entry = budget_rule(tokens, self._budget_used(), policy)
             key = None if entry.fired else self._reserved.reserve(tokens)

@@ -181,7 +181,7 @@ def run_cascade_stream(
 
 
 def _escalation_budget(rt: Runtime, stream: ResultStream, plan: Plan,
-                       extra_tokens: int = 0) -> tuple[Plan, str]:
+                       extra_tokens: Callable[[], int] | None = None) -> tuple[Plan, str]:
     """`Runtime._escalation_budget` for a streamed request: the plan it returns (with the
     escalation's reservation and budget verdict) becomes the stream's, which `_finish`
     logs and releases."""
@@ -222,8 +222,11 @@ def escalate(
             sent_msgs = [*msgs, Message("assistant", draft), Message("user", DRAFT_INSTRUCTION)]
             along = "; the local draft went along to be refined"
     if not claimed:
-        extra = 0 if sent_msgs is msgs else rt._prompt_tokens(sent_msgs) - rt._prompt_tokens(msgs)
-        plan, spent = _escalation_budget(rt, stream, plan, extra)
+        def draft_tokens() -> int:  # rendered and counted only when a budget is set
+            return rt._prompt_tokens(sent_msgs) - rt._prompt_tokens(msgs)
+
+        plan, spent = _escalation_budget(
+            rt, stream, plan, None if sent_msgs is msgs else draft_tokens)
         if spent:  # the device's answer stands, whole: nothing stopped its decoding
             result = local.result(f"mode prefer-local: {why}, {_not_escalated(spent)}", mode,
                                   started, rt.monitor.snapshot(), plan.prepared)
@@ -264,10 +267,12 @@ def escalate(
     finish = "cancelled" if cancel.is_set() else raw.finish_reason or "stop"
     result = cloud_result(
         rt, text, raw.usage, raw.model, finish, raw.timings, started,
-        f"mode prefer-local: {why}, escalated to the cloud", mode, plan, local.confidence,
+        f"mode prefer-local: {why}, escalated to the cloud", mode,
+        # the request as sent (with the draft, if it went along): its redactions are reported
+        dataclasses.replace(plan, prepared=prepared), local.confidence,
         msgs=msgs, unrestored=pieces.unknown_placeholders,
     )
-    rt._finish(stream, _sent(result, prepared))
+    rt._finish(stream, result)
     yield text
 
 
@@ -276,9 +281,7 @@ def _sent(result: Result, prepared: Prepared | None) -> Result:
     the draft, if it went along), whoever answered in the end."""
     if prepared is None:
         return result
-    unrestored = result.redactions.get("unrestored")
-    return dataclasses.replace(result, redactions=dict(
-        prepared.redactions, **({"unrestored": unrestored} if unrestored else {})))
+    return dataclasses.replace(result, redactions=dict(prepared.redactions))
 
 
 def run_cloud(
